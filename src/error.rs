@@ -1,0 +1,63 @@
+//! One error type for the library. Every variant says what went wrong and, where a user can act,
+//! what to do; the CLI prints it as one line instead of a backtrace.
+
+use std::fmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no GPU adapter found{detail}. Install a Vulkan driver (on Debian/Ubuntu without a GPU: `apt-get install mesa-vulkan-drivers`, the lavapipe software adapter) or pick another backend with --backend / WGPU_BACKEND")]
+    NoAdapter { detail: String },
+    #[error("could not open device on adapter '{adapter}': {reason}")]
+    Device { adapter: String, reason: String },
+    #[error(
+        "shader {file} failed to compile (entry point {entry}):\n{message}\n{numbered_source}"
+    )]
+    Shader {
+        file: String,
+        entry: String,
+        message: String,
+        numbered_source: String,
+    },
+    #[error("tensor '{tensor}' needs {needed} but the adapter allows at most {limit} ({what}); use a smaller batch/model or an adapter with a higher limit")]
+    Limit {
+        tensor: String,
+        what: &'static str,
+        needed: Bytes,
+        limit: Bytes,
+    },
+    #[error("dispatch {entry} needs {groups} workgroups in one dimension but the adapter allows at most {limit}")]
+    Workgroups {
+        entry: String,
+        groups: u32,
+        limit: u32,
+    },
+    #[error("dispatch {entry}: {reason}")]
+    Binding { entry: String, reason: String },
+    #[error("graph: {0}")]
+    Graph(String),
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A byte count printed in a human unit next to the exact number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0 as f64;
+        if b >= (1u64 << 30) as f64 {
+            write!(f, "{:.2} GiB ({} bytes)", b / (1u64 << 30) as f64, self.0)
+        } else if b >= (1u64 << 20) as f64 {
+            write!(f, "{:.2} MiB ({} bytes)", b / (1u64 << 20) as f64, self.0)
+        } else if b >= 1024.0 {
+            write!(f, "{:.1} KiB ({} bytes)", b / 1024.0, self.0)
+        } else {
+            write!(f, "{} bytes", self.0)
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Adapter choice and device creation: prefer a real GPU over a software one, honour
+//! `--backend` / `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`, and ask for every feature and limit wgpt can use.
+
+use crate::error::{Error, Result};
+
+/// The optional features wgpt makes use of when the adapter has them.
+pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// `WGPU_BACKEND` if set, else every backend compiled in.
+    #[default]
+    Auto,
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl BackendChoice {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "auto" => Self::Auto,
+            "vulkan" | "vk" => Self::Vulkan,
+            "metal" => Self::Metal,
+            "dx12" | "d3d12" => Self::Dx12,
+            "gl" | "gles" | "opengl" => Self::Gl,
+            other => {
+                return Err(Error::Other(format!(
+                    "--backend: unknown backend '{other}'; expected one of auto, vulkan, metal, dx12, gl"
+                )))
+            }
+        })
+    }
+
+    pub fn backends(self) -> wgpu::Backends {
+        match self {
+            Self::Auto => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+            Self::Vulkan => wgpu::Backends::VULKAN,
+            Self::Metal => wgpu::Backends::METAL,
+            Self::Dx12 => wgpu::Backends::DX12,
+            Self::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+/// An open device and what it allows.
+pub struct Gpu {
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+}
+
+/// Lower is better: real GPUs first, the CPU (lavapipe, SwiftShader, WARP) last.
+fn preference(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+pub fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter the instance sees (on the web, the single one the browser offers).
+pub async fn list_adapters(
+    instance: &wgpu::Instance,
+    backends: wgpu::Backends,
+) -> Vec<wgpu::Adapter> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        instance.enumerate_adapters(backends).await
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = backends;
+        let opts = wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        };
+        instance.request_adapter(&opts).await.into_iter().collect()
+    }
+}
+
+/// Picks the adapter: `WGPU_ADAPTER_NAME` (substring, case-insensitive) filters first, then the
+/// device-type preference decides.
+pub fn choose(mut adapters: Vec<wgpu::Adapter>) -> Option<wgpu::Adapter> {
+    if let Ok(name) = std::env::var("WGPU_ADAPTER_NAME") {
+        let name = name.to_lowercase();
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(&name));
+    }
+    adapters.sort_by_key(|a| preference(a.get_info().device_type));
+    adapters.into_iter().next()
+}
+
+impl Gpu {
+    pub async fn new(choice: BackendChoice) -> Result<Gpu> {
+        let backends = choice.backends();
+        let instance = instance(backends);
+        let adapters = list_adapters(&instance, backends).await;
+        let seen = adapters.len();
+        let adapter = choose(adapters).ok_or_else(|| Error::NoAdapter {
+            detail: match (seen, std::env::var("WGPU_ADAPTER_NAME")) {
+                (n, Ok(name)) if n > 0 => {
+                    format!(" matching WGPU_ADAPTER_NAME='{name}' ({n} others seen)")
+                }
+                _ => format!(" for backends {backends:?}"),
+            },
+        })?;
+        Self::open(instance, adapter).await
+    }
+
+    async fn open(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let features = adapter.features() & WANTED_FEATURES;
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpt"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Device {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Gpu {
+            instance,
+            adapter,
+            device,
+            queue,
+            info,
+            features,
+            limits,
+        })
+    }
+
+    /// Largest byte range one storage binding may cover.
+    pub fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size as u64
+    }
+
+    /// Storage-binding offsets are rounded to this many bytes.
+    pub fn align(&self) -> u64 {
+        self.limits
+            .min_storage_buffer_offset_alignment
+            .max(self.limits.min_uniform_buffer_offset_alignment) as u64
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+}

@@ -1,0 +1,345 @@
+//! The compiled step: arenas from the memory plan, one bind group per dispatch, and a dispatch list
+//! replayed every step. Replaying allocates nothing; reading results back is async (awaited on
+//! the web, blocked on with pollster natively).
+
+use std::fmt::Write;
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::context::Gpu;
+use super::pipeline::{Kernel, PipelineCache};
+use super::shader::{BindingKind, StorageType};
+use crate::error::{Bytes, Error, Result};
+use crate::graph::memplan::{plan, MemoryPlan};
+use crate::graph::{TensorId, Tensors};
+use crate::ops::Dispatch;
+
+/// What gets compiled: the tensors and the ordered dispatch list.
+#[derive(Debug, Clone, Default)]
+pub struct Program {
+    pub tensors: Tensors,
+    pub dispatches: Vec<Dispatch>,
+    pub storage: StorageType,
+}
+
+struct Compiled {
+    kernel: Arc<Kernel>,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+}
+
+pub struct Step {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pub tensors: Tensors,
+    pub dispatches: Vec<Dispatch>,
+    pub plan: MemoryPlan,
+    buffers: Vec<Option<wgpu::Buffer>>,
+    compiled: Vec<Compiled>,
+}
+
+fn debug_enabled() -> bool {
+    std::env::var("WGPT_DEBUG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+impl Step {
+    pub async fn compile(gpu: &Gpu, cache: &mut PipelineCache, program: Program) -> Result<Step> {
+        let Program {
+            tensors,
+            dispatches,
+            storage,
+        } = program;
+        let plan = plan(&tensors, &dispatches, gpu.align());
+
+        for a in &plan.arenas {
+            if a.size > gpu.limits.max_buffer_size {
+                return Err(Error::Limit {
+                    tensor: format!("arena '{}'", a.name),
+                    what: "max_buffer_size",
+                    needed: Bytes(a.size),
+                    limit: Bytes(gpu.limits.max_buffer_size),
+                });
+            }
+        }
+        let buffers: Vec<Option<wgpu::Buffer>> = plan
+            .arenas
+            .iter()
+            .map(|a| {
+                (a.size > 0).then(|| {
+                    gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(a.name),
+                        size: a.size.div_ceil(4) * 4,
+                        usage: wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_SRC
+                            | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                })
+            })
+            .collect();
+
+        // All uniforms live in one buffer, each at an aligned offset.
+        let ualign = gpu.limits.min_uniform_buffer_offset_alignment as u64;
+        let mut uoffsets = Vec::with_capacity(dispatches.len());
+        let mut udata: Vec<u8> = Vec::new();
+        for d in &dispatches {
+            let off = (udata.len() as u64).div_ceil(ualign) * ualign;
+            udata.resize(off as usize, 0);
+            udata.extend_from_slice(bytemuck::cast_slice(&d.uniform));
+            udata.resize(
+                off as usize + (d.uniform.len() * 4).div_ceil(16).max(1) * 16,
+                0,
+            );
+            uoffsets.push(off);
+        }
+        let ubuf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("uniforms"),
+            size: (udata.len() as u64).max(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        gpu.queue.write_buffer(&ubuf, 0, &udata);
+
+        let maxg = gpu.limits.max_compute_workgroups_per_dimension;
+        let mut compiled = Vec::with_capacity(dispatches.len());
+        for (di, d) in dispatches.iter().enumerate() {
+            if let Some(&g) = d.groups.iter().find(|&&g| g > maxg) {
+                return Err(Error::Workgroups {
+                    entry: d.entry.to_string(),
+                    groups: g,
+                    limit: maxg,
+                });
+            }
+            let kernel = cache
+                .get(gpu, d.family, d.entry, &d.constants, storage)
+                .await?;
+            let bind_err = |reason: String| Error::Binding {
+                entry: d.entry.to_string(),
+                reason,
+            };
+            let mut entries = Vec::new();
+            for &(binding, kind) in &kernel.bindings {
+                match kind {
+                    BindingKind::Uniform => {
+                        if d.uniform.is_empty() {
+                            return Err(bind_err(format!(
+                                "@binding({binding}) is a uniform but no uniform words were given"
+                            )));
+                        }
+                        let size = (d.uniform.len() as u64 * 4).div_ceil(16) * 16;
+                        entries.push(wgpu::BindGroupEntry {
+                            binding,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &ubuf,
+                                offset: uoffsets[di],
+                                size: wgpu::BufferSize::new(size),
+                            }),
+                        });
+                    }
+                    BindingKind::Storage { .. } => {
+                        let Some(&(_, t)) = d.args.iter().find(|a| a.0 == binding) else {
+                            return Err(bind_err(format!(
+                                "no tensor bound to @binding({binding})"
+                            )));
+                        };
+                        let p = plan.placement[t.index()];
+                        if p.size > gpu.max_binding() {
+                            return Err(Error::Limit {
+                                tensor: tensors.get(t).name.clone(),
+                                what: "max_storage_buffer_binding_size",
+                                needed: Bytes(p.size),
+                                limit: Bytes(gpu.max_binding()),
+                            });
+                        }
+                        let Some(buf) = &buffers[p.arena] else {
+                            return Err(bind_err(format!(
+                                "tensor {} is empty",
+                                tensors.get(t).name
+                            )));
+                        };
+                        entries.push(wgpu::BindGroupEntry {
+                            binding,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: buf,
+                                offset: p.offset,
+                                size: wgpu::BufferSize::new(p.size.div_ceil(4) * 4),
+                            }),
+                        });
+                    }
+                }
+            }
+            for &(binding, t) in &d.args {
+                if !kernel.bindings.iter().any(|b| b.0 == binding) {
+                    return Err(bind_err(format!(
+                        "tensor {} given for @binding({binding}), which the entry point does not use",
+                        tensors.get(t).name
+                    )));
+                }
+            }
+            let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(d.entry),
+                layout: &kernel.layout,
+                entries: &entries,
+            });
+            if let Some(e) = scope.pop().await {
+                return Err(bind_err(e.to_string()));
+            }
+            compiled.push(Compiled {
+                kernel,
+                bind_group,
+                groups: d.groups,
+            });
+        }
+
+        let step = Step {
+            device: gpu.device.clone(),
+            queue: gpu.queue.clone(),
+            tensors,
+            dispatches,
+            plan,
+            buffers,
+            compiled,
+        };
+        if debug_enabled() {
+            eprintln!("{}", step.schedule_report());
+            eprintln!("{}", step.plan.report(&step.tensors));
+        }
+        Ok(step)
+    }
+
+    pub fn len(&self) -> usize {
+        self.compiled.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.compiled.is_empty()
+    }
+
+    /// Records `range` of the dispatch list into one compute pass and submits it.
+    pub fn run_range(&self, range: Range<usize>) {
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step"),
+                timestamp_writes: None,
+            });
+            for c in &self.compiled[range] {
+                pass.set_pipeline(&c.kernel.pipeline);
+                pass.set_bind_group(0, &c.bind_group, &[]);
+                pass.dispatch_workgroups(c.groups[0], c.groups[1], c.groups[2]);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    pub fn run(&self) {
+        self.run_range(0..self.compiled.len());
+    }
+
+    fn locate(&self, id: TensorId) -> (&wgpu::Buffer, u64, u64) {
+        let p = self.plan.placement[id.index()];
+        let buf = self.buffers[p.arena]
+            .as_ref()
+            .expect("tensor in an empty arena");
+        (buf, p.offset, p.size)
+    }
+
+    /// Writes host data into a tensor (ids, hyper-parameters, weights).
+    pub fn write(&self, id: TensorId, bytes: &[u8]) -> Result<()> {
+        let (buf, off, size) = self.locate(id);
+        if bytes.len() as u64 != size {
+            return Err(Error::Other(format!(
+                "write to tensor '{}': {} bytes given, {} expected",
+                self.tensors.get(id).name,
+                bytes.len(),
+                size
+            )));
+        }
+        self.queue.write_buffer(buf, off, bytes);
+        Ok(())
+    }
+
+    pub fn write_f32(&self, id: TensorId, data: &[f32]) -> Result<()> {
+        self.write(id, bytemuck::cast_slice(data))
+    }
+
+    pub fn write_u32(&self, id: TensorId, data: &[u32]) -> Result<()> {
+        self.write(id, bytemuck::cast_slice(data))
+    }
+
+    /// Copies a tensor back to the host once the queued work is done.
+    pub async fn read(&self, id: TensorId) -> Result<Vec<u8>> {
+        let (buf, off, size) = self.locate(id);
+        let padded = size.div_ceil(4) * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        enc.copy_buffer_to_buffer(buf, off, &staging, 0, padded);
+        self.queue.submit([enc.finish()]);
+        map_read(&self.device, &staging).await?;
+        let data = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(e.to_string()))?
+            .to_vec();
+        staging.unmap();
+        Ok(data[..size as usize].to_vec())
+    }
+
+    pub async fn read_f32(&self, id: TensorId) -> Result<Vec<f32>> {
+        Ok(bytemuck::cast_slice(&self.read(id).await?).to_vec())
+    }
+
+    pub async fn read_u32(&self, id: TensorId) -> Result<Vec<u32>> {
+        Ok(bytemuck::cast_slice(&self.read(id).await?).to_vec())
+    }
+
+    /// The dispatch list as text (for `WGPT_DEBUG=1`).
+    pub fn schedule_report(&self) -> String {
+        let mut s = format!("schedule: {} dispatches\n", self.dispatches.len());
+        for (i, d) in self.dispatches.iter().enumerate() {
+            let args: Vec<String> = d
+                .args
+                .iter()
+                .map(|(b, t)| format!("{b}:{}", self.tensors.get(*t).name))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  {i:4} {:<28} groups {:?}  {}",
+                d.entry,
+                d.groups,
+                args.join(" ")
+            );
+        }
+        s
+    }
+}
+
+/// Maps a buffer for reading and waits for it (polling the device natively).
+pub async fn map_read(device: &wgpu::Device, buffer: &wgpu::Buffer) -> Result<()> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    #[cfg(not(target_arch = "wasm32"))]
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Gpu(e.to_string()))?;
+    #[cfg(target_arch = "wasm32")]
+    let _ = device;
+    rx.await
+        .map_err(|_| Error::Gpu("readback was cancelled".into()))?
+        .map_err(|e| Error::Gpu(e.to_string()))
+}

@@ -1,0 +1,11 @@
+//! The wgpu runtime: device choice, shader loading, pipeline cache, and the executor that replays
+//! a compiled step.
+
+pub mod context;
+pub mod executor;
+pub mod pipeline;
+pub mod shader;
+
+pub use context::{BackendChoice, Gpu};
+pub use executor::{Program, Step};
+pub use pipeline::PipelineCache;

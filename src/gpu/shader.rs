@@ -1,0 +1,160 @@
+//! WGSL sources (compiled into the binary with `include_str!`), the per-target prelude, and
+//! naga reflection: which bindings each entry point really uses, so bind group layouts are exact.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+
+/// One WGSL file in `shaders/` per op family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Embedding,
+    LayerNorm,
+    Matmul,
+    Attention,
+    Gelu,
+    Residual,
+    Xent,
+    AdamW,
+    Reduce,
+}
+
+impl Family {
+    pub const ALL: [Family; 9] = [
+        Family::Embedding,
+        Family::LayerNorm,
+        Family::Matmul,
+        Family::Attention,
+        Family::Gelu,
+        Family::Residual,
+        Family::Xent,
+        Family::AdamW,
+        Family::Reduce,
+    ];
+
+    pub fn file(self) -> &'static str {
+        match self {
+            Family::Embedding => "embedding.wgsl",
+            Family::LayerNorm => "layernorm.wgsl",
+            Family::Matmul => "matmul.wgsl",
+            Family::Attention => "attention.wgsl",
+            Family::Gelu => "gelu.wgsl",
+            Family::Residual => "residual.wgsl",
+            Family::Xent => "xent.wgsl",
+            Family::AdamW => "adamw.wgsl",
+            Family::Reduce => "reduce.wgsl",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Family::Embedding => include_str!("../../shaders/embedding.wgsl"),
+            Family::LayerNorm => include_str!("../../shaders/layernorm.wgsl"),
+            Family::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Family::Attention => include_str!("../../shaders/attention.wgsl"),
+            Family::Gelu => include_str!("../../shaders/gelu.wgsl"),
+            Family::Residual => include_str!("../../shaders/residual.wgsl"),
+            Family::Xent => include_str!("../../shaders/xent.wgsl"),
+            Family::AdamW => include_str!("../../shaders/adamw.wgsl"),
+            Family::Reduce => include_str!("../../shaders/reduce.wgsl"),
+        }
+    }
+}
+
+/// Storage element type of float tensors. Kernels declare float buffers as `array<st>` and
+/// compute in f32, so fp16 storage is a prelude change, not a rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StorageType {
+    #[default]
+    F32,
+}
+
+pub fn prelude(st: StorageType) -> &'static str {
+    match st {
+        StorageType::F32 => concat!(
+            "alias st = f32;\n",
+            include_str!("../../shaders/common.wgsl")
+        ),
+    }
+}
+
+/// How an entry point uses one binding of group 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingKind {
+    Uniform,
+    Storage { read_only: bool },
+}
+
+/// A parsed, validated family plus the bindings of each entry point.
+pub struct Reflected {
+    pub source: String,
+    pub entries: BTreeMap<String, Vec<(u32, BindingKind)>>,
+}
+
+fn numbered(source: &str) -> String {
+    source
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{:4} | {l}\n", i + 1))
+        .collect()
+}
+
+/// Parses and validates a family with naga. `entry` only names what was being compiled
+/// when an error is reported.
+pub fn reflect(family: Family, st: StorageType, entry: &str) -> Result<Reflected> {
+    let source = format!("{}{}", prelude(st), family.source());
+    reflect_source(family.file(), &source, entry)
+}
+
+pub fn reflect_source(file: &str, source: &str, entry: &str) -> Result<Reflected> {
+    let fail = |message: String| Error::Shader {
+        file: file.to_string(),
+        entry: entry.to_string(),
+        message,
+        numbered_source: numbered(source),
+    };
+    let module = naga::front::wgsl::parse_str(source)
+        .map_err(|e| fail(e.emit_to_string_with_path(source, file)))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map_err(|e| fail(e.emit_to_string_with_path(source, file)))?;
+    let mut entries = BTreeMap::new();
+    for (i, ep) in module.entry_points.iter().enumerate() {
+        let fi = info.get_entry_point(i);
+        let mut bindings = Vec::new();
+        for (handle, var) in module.global_variables.iter() {
+            let Some(rb) = &var.binding else { continue };
+            if fi[handle].is_empty() {
+                continue;
+            }
+            if rb.group != 0 {
+                return Err(fail(format!("{}: only @group(0) is supported", ep.name)));
+            }
+            let kind = match var.space {
+                naga::AddressSpace::Uniform => BindingKind::Uniform,
+                naga::AddressSpace::Storage { access } => BindingKind::Storage {
+                    read_only: !access.contains(naga::StorageAccess::STORE),
+                },
+                other => {
+                    return Err(fail(format!(
+                        "{}: unsupported binding space {other:?}",
+                        ep.name
+                    )))
+                }
+            };
+            bindings.push((rb.binding, kind));
+        }
+        bindings.sort_by_key(|b| b.0);
+        entries.insert(ep.name.clone(), bindings);
+    }
+    if !entries.contains_key(entry) && !entry.is_empty() {
+        return Err(fail(format!("no entry point named '{entry}'")));
+    }
+    Ok(Reflected {
+        source: source.to_string(),
+        entries,
+    })
+}

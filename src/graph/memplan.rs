@@ -1,0 +1,227 @@
+//! The memory plan: persistent classes (params, grads, optimizer moments, inputs, outputs) get flat
+//! arenas laid out in tensor order; activations and scratch share one arena where tensors whose
+//! lifetimes (first..last dispatch that binds them) do not overlap reuse the same bytes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::tensor::{Class, TensorId, Tensors};
+use crate::error::Bytes;
+use crate::ops::Dispatch;
+
+/// Where a tensor's bytes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Placement {
+    pub arena: usize,
+    pub offset: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Arena {
+    pub name: &'static str,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemoryPlan {
+    pub arenas: Vec<Arena>,
+    /// Indexed by tensor id; views resolve to their base plus offset.
+    pub placement: Vec<Placement>,
+    /// (first, last) dispatch index that touches a planned tensor; None for unused or persistent.
+    pub lifetime: Vec<Option<(usize, usize)>>,
+    /// Bytes by class as laid out (activations/scratch: peak of the shared arena split by class at peak).
+    pub by_class: BTreeMap<Class, u64>,
+    /// What the planned classes would take with one buffer each.
+    pub naive_planned: u64,
+    /// Size of the shared (lifetime-planned) arena.
+    pub peak_planned: u64,
+}
+
+fn align_up(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+/// Arena order: one per persistent class, then the shared work arena.
+const PERSISTENT: [Class; 5] = [
+    Class::Param,
+    Class::Grad,
+    Class::Optim,
+    Class::Input,
+    Class::Output,
+];
+
+pub fn plan(tensors: &Tensors, dispatches: &[Dispatch], align: u64) -> MemoryPlan {
+    let n = tensors.len();
+    let mut placement = vec![Placement::default(); n];
+    let mut arenas = Vec::new();
+    let mut by_class = BTreeMap::new();
+
+    for class in PERSISTENT {
+        let arena = arenas.len();
+        let mut off = 0;
+        for (i, t) in tensors.list.iter().enumerate() {
+            if t.class != class || t.view.is_some() {
+                continue;
+            }
+            placement[i] = Placement {
+                arena,
+                offset: off,
+                size: t.bytes(),
+            };
+            off = align_up(off + t.bytes(), align);
+        }
+        *by_class.entry(class).or_insert(0) += off;
+        arenas.push(Arena {
+            name: class.name(),
+            size: off,
+        });
+    }
+
+    // Lifetimes of planned tensors, counted on their roots.
+    let mut lifetime: Vec<Option<(usize, usize)>> = vec![None; n];
+    for (d, disp) in dispatches.iter().enumerate() {
+        for t in disp.tensors() {
+            let r = tensors.root(t).index();
+            if tensors.list[r].class.persistent() {
+                continue;
+            }
+            lifetime[r] = Some(match lifetime[r] {
+                None => (d, d),
+                Some((a, _)) => (a, d),
+            });
+        }
+    }
+
+    // Greedy: biggest first, lowest offset that does not collide with an already placed tensor
+    // whose lifetime overlaps.
+    let work = arenas.len();
+    let mut order: Vec<usize> = (0..n).filter(|&i| lifetime[i].is_some()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(tensors.list[i].bytes()), i));
+    let mut placed: Vec<usize> = Vec::new();
+    let mut peak = 0;
+    let mut naive = 0;
+    for i in order {
+        let (a0, a1) = lifetime[i].unwrap();
+        let size = align_up(tensors.list[i].bytes().max(4), align);
+        naive += size;
+        let mut busy: Vec<(u64, u64)> = placed
+            .iter()
+            .filter(|&&j| {
+                let (b0, b1) = lifetime[j].unwrap();
+                a0 <= b1 && b0 <= a1
+            })
+            .map(|&j| {
+                (
+                    placement[j].offset,
+                    align_up(placement[j].offset + placement[j].size, align),
+                )
+            })
+            .collect();
+        busy.sort();
+        let mut off = 0;
+        for (s, e) in busy {
+            if off + size <= s {
+                break;
+            }
+            off = off.max(e);
+        }
+        placement[i] = Placement {
+            arena: work,
+            offset: off,
+            size: tensors.list[i].bytes(),
+        };
+        peak = peak.max(off + size);
+        placed.push(i);
+    }
+    arenas.push(Arena {
+        name: "work",
+        size: peak,
+    });
+
+    // Split the work arena's peak by class at the dispatch where the most bytes are live.
+    let mut best = (0, BTreeMap::new());
+    for d in 0..dispatches.len() {
+        let mut live = BTreeMap::new();
+        let mut total = 0;
+        for &i in &placed {
+            let (a, b) = lifetime[i].unwrap();
+            if a <= d && d <= b {
+                *live.entry(tensors.list[i].class).or_insert(0) += placement[i].size;
+                total += placement[i].size;
+            }
+        }
+        if total > best.0 {
+            best = (total, live);
+        }
+    }
+    for (c, b) in best.1 {
+        *by_class.entry(c).or_insert(0) += b;
+    }
+
+    for (i, t) in tensors.list.iter().enumerate() {
+        if let Some((base, off)) = t.view {
+            let b = placement[base.index()];
+            placement[i] = Placement {
+                arena: b.arena,
+                offset: b.offset + off as u64 * t.dtype.size(),
+                size: t.bytes(),
+            };
+        }
+    }
+
+    MemoryPlan {
+        arenas,
+        placement,
+        lifetime,
+        by_class,
+        naive_planned: naive,
+        peak_planned: peak,
+    }
+}
+
+impl MemoryPlan {
+    pub fn total(&self) -> u64 {
+        self.arenas.iter().map(|a| a.size).sum()
+    }
+
+    pub fn report(&self, tensors: &Tensors) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "memory plan:");
+        for a in &self.arenas {
+            let _ = writeln!(s, "  arena {:<12} {}", a.name, Bytes(a.size));
+        }
+        for (c, b) in &self.by_class {
+            let _ = writeln!(s, "  class {:<12} {}", c.name(), Bytes(*b));
+        }
+        let _ = writeln!(
+            s,
+            "  lifetime-planned tensors: peak {} vs {} with one buffer each (saved {})",
+            Bytes(self.peak_planned),
+            Bytes(self.naive_planned),
+            Bytes(self.naive_planned.saturating_sub(self.peak_planned))
+        );
+        for (i, t) in tensors.list.iter().enumerate() {
+            let p = self.placement[i];
+            let life = self.lifetime[i]
+                .map(|(a, b)| format!("live {a}..={b}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "    {:<40} {:?} {:>12} +{:<10} {:>10}B {}",
+                t.name, t.shape, self.arenas[p.arena].name, p.offset, p.size, life
+            );
+        }
+        s
+    }
+
+    /// True when `a` and `b` are both live at some dispatch (persistent tensors are always live).
+    pub fn overlap_in_time(&self, tensors: &Tensors, a: TensorId, b: TensorId) -> bool {
+        let la = self.lifetime[tensors.root(a).index()];
+        let lb = self.lifetime[tensors.root(b).index()];
+        match (la, lb) {
+            (Some((a0, a1)), Some((b0, b1))) => a0 <= b1 && b0 <= a1,
+            _ => true,
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Tensor ids and their metadata: shape, element type, the memory class that decides which
+//! arena holds it, and views (a window of another tensor, used to bind ranges of big tensors).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub u32);
+
+impl TensorId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    U32,
+}
+
+impl DType {
+    pub fn size(self) -> u64 {
+        4
+    }
+}
+
+/// Decides the arena and the lifetime rule of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    /// Trainable weights (f32 master copy); one flat layout shared with grads and moments.
+    Param,
+    /// Gradients of parameters; same layout as `Param`.
+    Grad,
+    /// AdamW first and second moments; same layout as `Param`.
+    Optim,
+    /// Data the host writes before a step (token ids, buckets, hyper-parameters).
+    Input,
+    /// Results the host reads after a step (loss, gradient norm); never reused within a step.
+    Output,
+    /// Forward activations and their gradients: placed by lifetime, memory reused.
+    Activation,
+    /// Kernel temporaries (partial sums): placed by lifetime like activations.
+    Scratch,
+}
+
+impl Class {
+    /// Persistent classes keep their bytes across steps; the rest are planned by lifetime.
+    pub fn persistent(self) -> bool {
+        !matches!(self, Class::Activation | Class::Scratch)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Param => "params",
+            Class::Grad => "grads",
+            Class::Optim => "optimizer",
+            Class::Input => "inputs",
+            Class::Output => "outputs",
+            Class::Activation => "activations",
+            Class::Scratch => "scratch",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub class: Class,
+    /// `Some((base, element_offset))` when this tensor is a window into `base`.
+    pub view: Option<(TensorId, usize)>,
+}
+
+impl Tensor {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.numel() as u64 * self.dtype.size()
+    }
+}
+
+/// A list of tensors; ids index into it.
+#[derive(Debug, Clone, Default)]
+pub struct Tensors {
+    pub list: Vec<Tensor>,
+}
+
+impl Tensors {
+    pub fn add(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[usize],
+        dtype: DType,
+        class: Class,
+    ) -> TensorId {
+        self.list.push(Tensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            dtype,
+            class,
+            view: None,
+        });
+        TensorId(self.list.len() as u32 - 1)
+    }
+
+    pub fn f32(&mut self, name: impl Into<String>, shape: &[usize], class: Class) -> TensorId {
+        self.add(name, shape, DType::F32, class)
+    }
+
+    pub fn u32(&mut self, name: impl Into<String>, shape: &[usize], class: Class) -> TensorId {
+        self.add(name, shape, DType::U32, class)
+    }
+
+    /// A window of `len` elements of `base` starting at element `offset`.
+    pub fn view(&mut self, base: TensorId, offset: usize, len: usize) -> TensorId {
+        let b = &self.list[base.index()];
+        assert!(b.view.is_none(), "views of views are not supported");
+        assert!(offset + len <= b.numel(), "view out of range of {}", b.name);
+        let t = Tensor {
+            name: format!("{}[{}..{}]", b.name, offset, offset + len),
+            shape: vec![len],
+            dtype: b.dtype,
+            class: b.class,
+            view: Some((base, offset)),
+        };
+        self.list.push(t);
+        TensorId(self.list.len() as u32 - 1)
+    }
+
+    pub fn get(&self, id: TensorId) -> &Tensor {
+        &self.list[id.index()]
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The tensor that owns the bytes (itself unless a view).
+    pub fn root(&self, id: TensorId) -> TensorId {
+        self.list[id.index()].view.map_or(id, |(b, _)| b)
+    }
+}

@@ -1,0 +1,41 @@
+//! Residual add: `out = a + b`; backward hands `dout` to both inputs.
+//! Shader: `shaders/residual.wgsl`.
+
+use super::{Dispatch, Family, Uniform, WG};
+use crate::graph::TensorId;
+
+/// out (n) = a (n) + b (n)
+pub fn forward(out: TensorId, a: TensorId, b: TensorId, n: usize) -> Dispatch {
+    Dispatch::new(Family::Residual, "residual_forward")
+        .uniform(Uniform::new().u(n).u(0u32).u(0u32))
+        .arg(1, out)
+        .arg(2, a)
+        .arg(3, b)
+        .threads(n as u64, WG)
+}
+
+/// da (+)= dout, db (+)= dout
+pub fn backward(
+    da: TensorId,
+    acc_a: bool,
+    db: TensorId,
+    acc_b: bool,
+    dout: TensorId,
+    n: usize,
+) -> Dispatch {
+    Dispatch::new(Family::Residual, "residual_backward")
+        .uniform(Uniform::new().u(n).u(acc_a as u32).u(acc_b as u32))
+        .arg(4, da)
+        .arg(5, db)
+        .arg(6, dout)
+        .threads(n as u64, WG)
+}
+
+pub fn cpu_forward(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// Returns (da, db).
+pub fn cpu_backward(dout: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    (dout.to_vec(), dout.to_vec())
+}

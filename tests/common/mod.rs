@@ -1,0 +1,172 @@
+//! Shared test helpers: the GPU (a clear failure when there is none, never a silent skip), random
+//! data, a one-shot kernel runner over the real executor, and tolerant comparisons that print the
+//! first mismatches and the max abs/rel error.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use rand::{Rng, SeedableRng};
+use wgpt::gpu::{BackendChoice, Gpu, PipelineCache, Program, Step};
+use wgpt::graph::{Class, TensorId, Tensors};
+use wgpt::ops::Dispatch;
+
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| match pollster::block_on(Gpu::new(BackendChoice::Auto)) {
+        Ok(g) => g,
+        Err(e) => panic!(
+            "GPU test needs a wgpu adapter and found none (CI={}): {e}",
+            std::env::var("CI").unwrap_or_default()
+        ),
+    })
+}
+
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+pub fn randn(rng: &mut impl Rng, n: usize, scale: f64) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            // Box-Muller: a plain normal without another dependency.
+            let u1: f64 = rng.random_range(1e-12..1.0);
+            let u2: f64 = rng.random();
+            scale * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        })
+        .collect()
+}
+
+pub fn to32(x: &[f64]) -> Vec<f32> {
+    x.iter().map(|&v| v as f32).collect()
+}
+
+pub fn to64(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}
+
+/// Asserts |got - want| <= atol + rtol * |want| elementwise; on failure prints the worst entries.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
+    let mut bad = Vec::new();
+    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        max_abs = max_abs.max(d);
+        max_rel = max_rel.max(d / w.abs().max(1e-12));
+        if !(d <= atol + rtol * w.abs()) {
+            bad.push(i);
+        }
+    }
+    if !bad.is_empty() {
+        let show: Vec<String> = bad
+            .iter()
+            .take(8)
+            .map(|&i| format!("[{i}] got {:.7e} want {:.7e}", got[i], want[i]))
+            .collect();
+        panic!(
+            "{what}: {} of {} values off (atol {atol:e}, rtol {rtol:e}); max abs err {max_abs:.3e}, max rel err {max_rel:.3e}\n  {}",
+            bad.len(),
+            got.len(),
+            show.join("\n  ")
+        );
+    }
+}
+
+/// Builds standalone kernel tests: declare tensors, add dispatches, compile, fill, run, read.
+#[derive(Default)]
+pub struct Kit {
+    pub t: Tensors,
+    pub d: Vec<Dispatch>,
+    inputs: Vec<(TensorId, Vec<u8>)>,
+}
+
+impl Kit {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// A float tensor filled from `data` (read by kernels, or the prior value of an accumulator).
+    pub fn input(&mut self, name: &str, data: &[f64]) -> TensorId {
+        let id = self.t.f32(name, &[data.len()], Class::Input);
+        self.inputs
+            .push((id, bytemuck::cast_slice(&to32(data)).to_vec()));
+        id
+    }
+    pub fn input_u32(&mut self, name: &str, data: &[u32]) -> TensorId {
+        let id = self.t.u32(name, &[data.len()], Class::Input);
+        self.inputs.push((id, bytemuck::cast_slice(data).to_vec()));
+        id
+    }
+    /// A float tensor the kernels write, pre-filled with NaN so unwritten entries show.
+    pub fn output(&mut self, name: &str, n: usize) -> TensorId {
+        let id = self.t.f32(name, &[n], Class::Output);
+        self.inputs
+            .push((id, bytemuck::cast_slice(&vec![f32::NAN; n]).to_vec()));
+        id
+    }
+    pub fn scratch(&mut self, name: &str, n: usize) -> TensorId {
+        self.t.f32(name, &[n.max(1)], Class::Scratch)
+    }
+    pub fn push(&mut self, d: impl IntoIterator<Item = Dispatch>) {
+        self.d.extend(d);
+    }
+    pub fn run(self) -> Ran {
+        let g = gpu();
+        let mut cache = PipelineCache::new();
+        let step = pollster::block_on(Step::compile(
+            g,
+            &mut cache,
+            Program {
+                tensors: self.t,
+                dispatches: self.d,
+                ..Default::default()
+            },
+        ))
+        .unwrap_or_else(|e| panic!("compile failed: {e}"));
+        for (id, bytes) in &self.inputs {
+            step.write(*id, bytes).unwrap();
+        }
+        step.run();
+        Ran { step }
+    }
+}
+
+pub struct Ran {
+    pub step: Step,
+}
+
+impl Ran {
+    pub fn get(&self, id: TensorId) -> Vec<f64> {
+        to64(&pollster::block_on(self.step.read_f32(id)).unwrap())
+    }
+    pub fn get_bits(&self, id: TensorId) -> Vec<u32> {
+        pollster::block_on(self.step.read_u32(id)).unwrap()
+    }
+}
+
+/// Central finite differences of a scalar function f(x) at x: df/dx_i for every i.
+pub fn numeric_grad(x: &[f64], eps: f64, mut f: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
+    let mut x = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let old = x[i];
+            x[i] = old + eps;
+            let fp = f(&x);
+            x[i] = old - eps;
+            let fm = f(&x);
+            x[i] = old;
+            (fp - fm) / (2.0 * eps)
+        })
+        .collect()
+}
+
+/// The loss used by gradchecks: L = sum(out * w) for a fixed random w, so dL/dout = w.
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
