@@ -1,1 +1,44 @@
-// placeholder
+// Fused softmax cross-entropy over the vocabulary. Forward: per-row loss = logsumexp(logits) −
+// logits[target] in f32 (max subtracted first), keeping the log-sum-exp for backward. Backward:
+// dlogits = (softmax − onehot) · scale, written in place over the logits (they are not needed again).
+
+struct Params { rows: u32, V: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+
+@group(0) @binding(1) var<storage, read_write> losses: array<f32>;   // (rows)
+@group(0) @binding(2) var<storage, read_write> lse: array<f32>;      // (rows)
+@group(0) @binding(3) var<storage, read_write> logits: array<st>;    // (rows, V); backward: dlogits
+@group(0) @binding(4) var<storage, read_write> targets: array<u32>;  // (rows)
+
+// One invocation per row, one pass with a running maximum (online softmax).
+@compute @workgroup_size(WG)
+fn xent_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    let r = flat_index(wid, nwg, lid);
+    if (r >= p.rows) { return; }
+    let base = r * p.V;
+    var m = -3.4e38;
+    var s = 0.0;
+    for (var v = 0u; v < p.V; v++) {
+        let x = f32(logits[base + v]);
+        if (x > m) {
+            s = s * exp(m - x) + 1.0;
+            m = x;
+        } else {
+            s += exp(x - m);
+        }
+    }
+    let l = m + log(s);
+    lse[r] = l;
+    losses[r] = l - f32(logits[base + targets[r]]);
+}
+
+// One invocation per logit. `scale` is dLoss/dloss_row (1/rows for the mean loss).
+@compute @workgroup_size(WG)
+fn xent_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= p.rows * p.V) { return; }
+    let r = i / p.V;
+    let v = i % p.V;
+    let prob = exp(f32(logits[i]) - lse[r]);
+    logits[i] = st((prob - select(0.0, 1.0, v == targets[r])) * p.scale);
+}

@@ -1,9 +1,13 @@
 //! wgpt: train GPT-style language models with WGSL compute shaders on any GPU through wgpu.
 //! Data flows text → tokens → batches → graph → compiled step → loss/gradients → AdamW.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+pub mod model;
+// HOLD pub mod train;
 pub mod ops;
 
 pub use error::{Error, Result};

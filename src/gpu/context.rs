@@ -101,7 +101,11 @@ pub fn choose(mut adapters: Vec<wgpu::Adapter>) -> Option<wgpu::Adapter> {
         let name = name.to_lowercase();
         adapters.retain(|a| a.get_info().name.to_lowercase().contains(&name));
     }
-    adapters.sort_by_key(|a| preference(a.get_info().device_type));
+    // Ties (lavapipe on Vulkan and on GL) go to the native compute APIs over GL.
+    adapters.sort_by_key(|a| {
+        let i = a.get_info();
+        (preference(i.device_type), i.backend == wgpu::Backend::Gl)
+    });
     adapters.into_iter().next()
 }
 

@@ -1,1 +1,100 @@
-//! placeholder
+//! AdamW update of one flat parameter range (gradient clipping applied through the clip factor
+//! computed on the GPU). Shader: `shaders/adamw.wgsl`.
+
+use super::{Dispatch, Family, Uniform, WG};
+use crate::graph::TensorId;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamW {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        }
+    }
+}
+
+impl AdamW {
+    /// Updates param, m, v (n) from grad (n). `hyper` = [lr, 1 − β1^t, 1 − β2^t] (see `hyper`);
+    /// `norm[clip_index]` is the clip factor. `decay` selects weight decay for this range.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &self,
+        param: TensorId,
+        m: TensorId,
+        v: TensorId,
+        grad: TensorId,
+        hyper: TensorId,
+        norm: TensorId,
+        clip_index: usize,
+        decay: bool,
+        n: usize,
+    ) -> Dispatch {
+        let wd = if decay { self.weight_decay } else { 0.0 };
+        Dispatch::new(Family::AdamW, "adamw_update")
+            .uniform(
+                Uniform::new()
+                    .u(n)
+                    .f(self.beta1)
+                    .f(self.beta2)
+                    .f(self.eps)
+                    .f(wd)
+                    .u(clip_index),
+            )
+            .arg(1, param)
+            .arg(2, grad)
+            .arg(3, m)
+            .arg(4, v)
+            .arg(5, hyper)
+            .arg(6, norm)
+            .threads(n as u64, WG)
+    }
+
+    /// The host-side part of a step: [lr, 1 − β1^t, 1 − β2^t], bias corrections in f64. `t` counts from 1.
+    pub fn hyper(&self, lr: f64, t: u64) -> [f32; 3] {
+        let t = t as i32;
+        [
+            lr as f32,
+            (1.0 - (self.beta1 as f64).powi(t)) as f32,
+            (1.0 - (self.beta2 as f64).powi(t)) as f32,
+        ]
+    }
+
+    /// One step of the reference: returns the new (param, m, v).
+    #[allow(clippy::too_many_arguments)]
+    pub fn cpu_update(
+        &self,
+        param: &[f64],
+        m: &[f64],
+        v: &[f64],
+        grad: &[f64],
+        clip: f64,
+        lr: f64,
+        t: u64,
+        decay: bool,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (b1, b2, eps) = (self.beta1 as f64, self.beta2 as f64, self.eps as f64);
+        let wd = if decay { self.weight_decay as f64 } else { 0.0 };
+        let (bc1, bc2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
+        let mut out = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..param.len() {
+            let g = grad[i] * clip;
+            let mi = b1 * m[i] + (1.0 - b1) * g;
+            let vi = b2 * v[i] + (1.0 - b2) * g * g;
+            let w = param[i] * (1.0 - lr * wd) - lr * (mi / bc1) / ((vi / bc2).sqrt() + eps);
+            out.0.push(w);
+            out.1.push(mi);
+            out.2.push(vi);
+        }
+        out
+    }
+}

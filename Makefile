@@ -1,0 +1,27 @@
+# The two commands of the README, on a fresh Debian/Ubuntu machine without a GPU:
+#   make run    trains on the default corpus and prints samples
+#   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
+# Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
+
+.PHONY: deps run test check
+
+deps:
+	@if ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then \
+		echo "deps: a Vulkan driver is installed"; \
+	elif command -v apt-get >/dev/null; then \
+		echo "deps: no Vulkan driver found, installing mesa-vulkan-drivers (lavapipe)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null; \
+	else \
+		echo "deps: no Vulkan driver found; install your GPU's driver (or Mesa's lavapipe)"; \
+	fi
+
+run: deps
+	cargo run --release --example overfit
+
+test: deps
+	cargo test
+
+check:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo check --target wasm32-unknown-unknown --lib

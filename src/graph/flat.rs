@@ -1,0 +1,126 @@
+//! The flat layout shared by parameters, gradients and both AdamW moments: two contiguous groups
+//! (with weight decay, without), each tensor a view at the same offset in all four, padded to
+//! 64 elements so every view starts on a 256-byte binding boundary. AdamW, the gradient norm and
+//! checkpointing are then each a pass over a few ranges.
+
+use std::collections::HashMap;
+
+use super::tensor::{Class, TensorId, Tensors};
+use crate::model::ParamSpec;
+
+/// Elements a view offset is rounded to (256 bytes of f32).
+pub const PAD: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub decay: bool,
+    pub len: usize,
+    pub param: TensorId,
+    pub grad: TensorId,
+    pub m: TensorId,
+    pub v: TensorId,
+}
+
+#[derive(Debug, Clone)]
+pub struct FlatParam {
+    pub spec: ParamSpec,
+    pub group: usize,
+    pub offset: usize,
+    pub param: TensorId,
+    pub grad: TensorId,
+    pub m: TensorId,
+    pub v: TensorId,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FlatLayout {
+    pub groups: Vec<Group>,
+    pub params: Vec<FlatParam>,
+}
+
+impl FlatLayout {
+    pub fn new(t: &mut Tensors, specs: &[ParamSpec]) -> Self {
+        let mut layout = FlatLayout::default();
+        for decay in [true, false] {
+            let members: Vec<&ParamSpec> = specs.iter().filter(|s| s.decay == decay).collect();
+            let mut offsets = Vec::new();
+            let mut len = 0;
+            for s in &members {
+                offsets.push(len);
+                len += s.numel().div_ceil(PAD) * PAD;
+            }
+            if len == 0 {
+                continue;
+            }
+            let tag = if decay { "decay" } else { "no_decay" };
+            let group = Group {
+                decay,
+                len,
+                param: t.f32(format!("params.{tag}"), &[len], Class::Param),
+                grad: t.f32(format!("grads.{tag}"), &[len], Class::Grad),
+                m: t.f32(format!("adam_m.{tag}"), &[len], Class::Optim),
+                v: t.f32(format!("adam_v.{tag}"), &[len], Class::Optim),
+            };
+            for (s, &off) in members.iter().zip(&offsets) {
+                let view = |t: &mut Tensors, base: TensorId, prefix: &str| {
+                    let id = t.view(base, off, s.numel());
+                    let tensor = &mut t.list[id.index()];
+                    tensor.name = format!("{prefix}{}", s.name);
+                    tensor.shape = s.shape.clone();
+                    id
+                };
+                layout.params.push(FlatParam {
+                    spec: (*s).clone(),
+                    group: layout.groups.len(),
+                    offset: off,
+                    param: view(t, group.param, ""),
+                    grad: view(t, group.grad, "grad."),
+                    m: view(t, group.m, "adam_m."),
+                    v: view(t, group.v, "adam_v."),
+                });
+            }
+            layout.groups.push(group);
+        }
+        // Back to model order, so listings read like the model.
+        let order: HashMap<&str, usize> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
+        layout.params.sort_by_key(|p| order[p.spec.name.as_str()]);
+        layout
+    }
+
+    pub fn by_name(&self) -> HashMap<String, &FlatParam> {
+        self.params
+            .iter()
+            .map(|p| (p.spec.name.clone(), p))
+            .collect()
+    }
+
+    pub fn param_ids(&self) -> HashMap<String, TensorId> {
+        self.params
+            .iter()
+            .map(|p| (p.spec.name.clone(), p.param))
+            .collect()
+    }
+
+    pub fn grad_ids(&self) -> HashMap<TensorId, TensorId> {
+        self.params.iter().map(|p| (p.param, p.grad)).collect()
+    }
+
+    /// Splits each group into chunks of at most `max_elems` (a multiple of PAD) for binding.
+    pub fn chunks(&self, max_elems: usize) -> Vec<(usize, usize, usize)> {
+        let step = (max_elems / PAD).max(1) * PAD;
+        let mut out = Vec::new();
+        for (gi, g) in self.groups.iter().enumerate() {
+            let mut off = 0;
+            while off < g.len {
+                let len = step.min(g.len - off);
+                out.push((gi, off, len));
+                off += len;
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,354 @@
+//! The recorder: the model calls `embedding`, `layernorm`, `linear`, `attention`, `gelu`, `add`,
+//! `cross_entropy` on tensor ids; each call checks shapes, creates the output tensors and records
+//! one `Node`. The forward dispatch list is one `forward_dispatches` away.
+
+use super::tensor::{Class, TensorId, Tensors};
+use crate::error::{Error, Result};
+use crate::ops::attention::Attention;
+use crate::ops::embedding::Embedding;
+use crate::ops::layernorm::LayerNorm;
+use crate::ops::matmul::Matmul;
+use crate::ops::xent::CrossEntropy;
+use crate::ops::{gelu, reduce, residual, Dispatch};
+
+/// One recorded forward op with every tensor it reads, writes and saves for backward.
+#[derive(Debug, Clone)]
+pub enum Node {
+    Embedding {
+        op: Embedding,
+        out: TensorId,
+        ids: TensorId,
+        wte: TensorId,
+        wpe: TensorId,
+        buckets: TensorId,
+    },
+    LayerNorm {
+        op: LayerNorm,
+        out: TensorId,
+        mean: TensorId,
+        rstd: TensorId,
+        x: TensorId,
+        w: TensorId,
+        b: TensorId,
+    },
+    Matmul {
+        op: Matmul,
+        out: TensorId,
+        x: TensorId,
+        w: TensorId,
+        bias: Option<TensorId>,
+    },
+    Attention {
+        op: Attention,
+        out: TensorId,
+        lse: TensorId,
+        qkv: TensorId,
+    },
+    Gelu {
+        n: usize,
+        out: TensorId,
+        x: TensorId,
+    },
+    Residual {
+        n: usize,
+        out: TensorId,
+        a: TensorId,
+        b: TensorId,
+    },
+    /// Mean cross-entropy: `loss[index]` (an Output tensor) = mean over rows.
+    CrossEntropy {
+        op: CrossEntropy,
+        losses: TensorId,
+        lse: TensorId,
+        logits: TensorId,
+        targets: TensorId,
+        loss: TensorId,
+        index: usize,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    pub t: Tensors,
+    pub nodes: Vec<Node>,
+}
+
+fn shape_err(what: &str, got: &[usize], want: &str) -> Error {
+    Error::Graph(format!("{what}: got shape {got:?}, expected {want}"))
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn shape(&self, id: TensorId) -> &[usize] {
+        &self.t.get(id).shape
+    }
+
+    fn name(&self, id: TensorId) -> &str {
+        &self.t.get(id).name
+    }
+
+    fn act(&mut self, name: String, shape: &[usize]) -> TensorId {
+        self.t.f32(name, shape, Class::Activation)
+    }
+
+    /// ids (B, T) u32 → wte[ids] + wpe[0..T]: (B, T, C).
+    pub fn embedding(&mut self, ids: TensorId, wte: TensorId, wpe: TensorId) -> Result<TensorId> {
+        let (bt, e, p) = (
+            self.shape(ids).to_vec(),
+            self.shape(wte).to_vec(),
+            self.shape(wpe).to_vec(),
+        );
+        let [b, t] = bt[..] else {
+            return Err(shape_err("embedding ids", &bt, "(B, T)"));
+        };
+        let [v, c] = e[..] else {
+            return Err(shape_err("wte", &e, "(V, C)"));
+        };
+        if p.len() != 2 || p[1] != c || p[0] < t {
+            return Err(shape_err("wpe", &p, &format!("(block >= {t}, {c})")));
+        }
+        let op = Embedding {
+            b,
+            t,
+            c,
+            v,
+            block: p[0],
+        };
+        let out = self.act("embed".into(), &[b, t, c]);
+        let buckets = self
+            .t
+            .u32("embed.buckets", &[op.buckets_len()], Class::Input);
+        self.nodes.push(Node::Embedding {
+            op,
+            out,
+            ids,
+            wte,
+            wpe,
+            buckets,
+        });
+        Ok(out)
+    }
+
+    /// LayerNorm over the last dimension with weight w (C) and bias b (C).
+    pub fn layernorm(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        w: TensorId,
+        b: TensorId,
+    ) -> Result<TensorId> {
+        let xs = self.shape(x).to_vec();
+        let c = *xs.last().unwrap();
+        if self.shape(w) != [c] || self.shape(b) != [c] {
+            return Err(shape_err(
+                &format!("{name} weight/bias"),
+                self.shape(w),
+                &format!("({c})"),
+            ));
+        }
+        let rows = xs.iter().product::<usize>() / c;
+        let op = LayerNorm { rows, c, eps: 1e-5 };
+        let out = self.act(name.to_string(), &xs);
+        let mean = self.act(format!("{name}.mean"), &[rows]);
+        let rstd = self.act(format!("{name}.rstd"), &[rows]);
+        self.nodes.push(Node::LayerNorm {
+            op,
+            out,
+            mean,
+            rstd,
+            x,
+            w,
+            b,
+        });
+        Ok(out)
+    }
+
+    /// x (.., K) @ W (K, N) + bias (N); with `trans_w`, W is (N, K) (the tied lm_head).
+    pub fn linear(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        w: TensorId,
+        bias: Option<TensorId>,
+        trans_w: bool,
+    ) -> Result<TensorId> {
+        let xs = self.shape(x).to_vec();
+        let ws = self.shape(w).to_vec();
+        let k = *xs.last().unwrap();
+        let [w0, w1] = ws[..] else {
+            return Err(shape_err(self.name(w), &ws, "2-D"));
+        };
+        let (wk, n) = if trans_w { (w1, w0) } else { (w0, w1) };
+        if wk != k {
+            return Err(shape_err(
+                &format!("{name}: weight {}", self.name(w)),
+                &ws,
+                &format!("inner dimension {k}"),
+            ));
+        }
+        if let Some(bi) = bias {
+            if self.shape(bi) != [n] {
+                return Err(shape_err(
+                    &format!("{name} bias"),
+                    self.shape(bi),
+                    &format!("({n})"),
+                ));
+            }
+        }
+        let m = xs.iter().product::<usize>() / k;
+        let mut os = xs.clone();
+        *os.last_mut().unwrap() = n;
+        let out = self.act(name.to_string(), &os);
+        self.nodes.push(Node::Matmul {
+            op: Matmul { m, k, n, trans_w },
+            out,
+            x,
+            w,
+            bias,
+        });
+        Ok(out)
+    }
+
+    /// Causal self-attention over qkv (B, T, 3C) with `nh` heads → (B, T, C).
+    pub fn attention(&mut self, name: &str, qkv: TensorId, nh: usize) -> Result<TensorId> {
+        let s = self.shape(qkv).to_vec();
+        let [b, t, c3] = s[..] else {
+            return Err(shape_err(name, &s, "(B, T, 3C)"));
+        };
+        if c3 % 3 != 0 || (c3 / 3) % nh != 0 {
+            return Err(shape_err(
+                name,
+                &s,
+                &format!("3C with C divisible by {nh} heads"),
+            ));
+        }
+        let c = c3 / 3;
+        let op = Attention {
+            b,
+            t,
+            nh,
+            hs: c / nh,
+        };
+        let out = self.act(name.to_string(), &[b, t, c]);
+        let lse = self.act(format!("{name}.lse"), &[b, nh, t]);
+        self.nodes.push(Node::Attention { op, out, lse, qkv });
+        Ok(out)
+    }
+
+    pub fn gelu(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
+        let s = self.shape(x).to_vec();
+        let out = self.act(name.to_string(), &s);
+        self.nodes.push(Node::Gelu {
+            n: s.iter().product(),
+            out,
+            x,
+        });
+        Ok(out)
+    }
+
+    pub fn add(&mut self, name: &str, a: TensorId, b: TensorId) -> Result<TensorId> {
+        let s = self.shape(a).to_vec();
+        if self.shape(b) != s {
+            return Err(shape_err(name, self.shape(b), &format!("{s:?}")));
+        }
+        let out = self.act(name.to_string(), &s);
+        self.nodes.push(Node::Residual {
+            n: s.iter().product(),
+            out,
+            a,
+            b,
+        });
+        Ok(out)
+    }
+
+    /// Mean cross-entropy of logits (.., V) against targets (..) u32, written to `loss[index]`.
+    pub fn cross_entropy(
+        &mut self,
+        logits: TensorId,
+        targets: TensorId,
+        loss: TensorId,
+        index: usize,
+    ) -> Result<()> {
+        let s = self.shape(logits).to_vec();
+        let v = *s.last().unwrap();
+        let rows = s.iter().product::<usize>() / v;
+        if self.t.get(targets).numel() != rows {
+            return Err(shape_err(
+                "targets",
+                self.shape(targets),
+                &format!("{rows} positions"),
+            ));
+        }
+        let op = CrossEntropy { rows, v };
+        let losses = self.t.f32("xent.losses", &[rows], Class::Activation);
+        let lse = self.t.f32("xent.lse", &[rows], Class::Activation);
+        self.nodes.push(Node::CrossEntropy {
+            op,
+            losses,
+            lse,
+            logits,
+            targets,
+            loss,
+            index,
+        });
+        Ok(())
+    }
+
+    /// The forward dispatch list, one or more dispatches per node in recording order.
+    pub fn forward_dispatches(&self) -> Vec<Dispatch> {
+        let mut d = Vec::new();
+        for node in &self.nodes {
+            match *node {
+                Node::Embedding {
+                    op,
+                    out,
+                    ids,
+                    wte,
+                    wpe,
+                    ..
+                } => d.push(op.forward(out, ids, wte, wpe)),
+                Node::LayerNorm {
+                    op,
+                    out,
+                    mean,
+                    rstd,
+                    x,
+                    w,
+                    b,
+                } => d.push(op.forward(out, mean, rstd, x, w, b)),
+                Node::Matmul {
+                    op,
+                    out,
+                    x,
+                    w,
+                    bias,
+                } => d.push(op.forward(out, x, w, bias)),
+                Node::Attention { op, out, lse, qkv } => d.push(op.forward(out, lse, qkv)),
+                Node::Gelu { n, out, x } => d.push(gelu::forward(out, x, n)),
+                Node::Residual { n, out, a, b } => d.push(residual::forward(out, a, b, n)),
+                Node::CrossEntropy {
+                    op,
+                    losses,
+                    lse,
+                    logits,
+                    targets,
+                    loss,
+                    index,
+                } => {
+                    d.push(op.forward(losses, lse, logits, targets));
+                    d.push(reduce::sum_final(
+                        loss,
+                        index,
+                        losses,
+                        op.rows,
+                        1.0 / op.rows as f32,
+                    ));
+                }
+            }
+        }
+        d
+    }
+}

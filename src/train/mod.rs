@@ -1,0 +1,6 @@
+//! Training: the compiled step (model + backward + optimizer) and the optimizer section.
+
+pub mod optimizer;
+pub mod step;
+
+pub use step::{StepConfig, StepStats, TrainStep};

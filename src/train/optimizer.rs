@@ -1,0 +1,44 @@
+//! The optimizer section of a step: global gradient norm (deterministic two-pass sum of squares
+//! over the flat gradient ranges), the clip factor, then AdamW over the same ranges.
+
+use crate::graph::flat::FlatLayout;
+use crate::graph::{Class, TensorId, Tensors};
+use crate::ops::adamw::AdamW;
+use crate::ops::{reduce, Dispatch};
+
+/// Slots of the `scalars` output tensor.
+pub const LOSS: usize = 0;
+pub const GRAD_NORM: usize = 1;
+pub const CLIP: usize = 2;
+
+/// Dispatches for norm + clip + AdamW. `max_elems` bounds each bound range (binding limit).
+pub fn optimizer_dispatches(
+    t: &mut Tensors,
+    layout: &FlatLayout,
+    opt: &AdamW,
+    max_norm: f32,
+    scalars: TensorId,
+    hyper: TensorId,
+    max_elems: usize,
+) -> Vec<Dispatch> {
+    let chunks = layout.chunks(max_elems);
+    let slots: usize = chunks.iter().map(|c| reduce::sumsq_slots(c.2)).sum();
+    let partial = t.f32("scratch.gradnorm", &[slots.max(1)], Class::Scratch);
+    let mut d = Vec::new();
+    let mut views = Vec::new();
+    let mut slot = 0;
+    for &(gi, off, len) in &chunks {
+        let g = &layout.groups[gi];
+        let v = [g.param, g.grad, g.m, g.v].map(|base| t.view(base, off, len));
+        d.push(reduce::sumsq_partial(partial, slot, v[1], len));
+        slot += reduce::sumsq_slots(len);
+        views.push((g.decay, len, v));
+    }
+    d.push(reduce::norm_final(
+        scalars, GRAD_NORM, partial, slots, max_norm,
+    ));
+    for (decay, len, [p, g, m, v]) in views {
+        d.push(opt.update(p, m, v, g, hyper, scalars, CLIP, decay, len));
+    }
+    d
+}

@@ -1,0 +1,224 @@
+//! A compiled training step for a GPT: the model recorded on a graph, its backward derived, the
+//! optimizer appended, compiled once. Each step uploads the batch, replays the dispatch list and
+//! reads the loss back; forward, backward and optimizer sections can also run one at a time.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, PipelineCache, Program, Step};
+use crate::graph::autodiff::Autodiff;
+use crate::graph::flat::FlatLayout;
+use crate::graph::{Class, Graph, TensorId};
+use crate::model::{gpt, param_table, GptConfig};
+use crate::ops::adamw::AdamW;
+use crate::ops::embedding::Embedding;
+use crate::ops::Dispatch;
+
+use super::optimizer::{optimizer_dispatches, CLIP, GRAD_NORM, LOSS};
+
+#[derive(Debug, Clone, Copy)]
+pub struct StepConfig {
+    pub model: GptConfig,
+    pub batch: usize,
+    pub seq: usize,
+    pub adamw: AdamW,
+    pub max_grad_norm: f32,
+}
+
+impl StepConfig {
+    pub fn new(model: GptConfig, batch: usize) -> Self {
+        StepConfig {
+            model,
+            batch,
+            seq: model.block_size,
+            adamw: AdamW::default(),
+            max_grad_norm: 1.0,
+        }
+    }
+}
+
+pub struct TrainStep {
+    pub cfg: StepConfig,
+    pub step: Step,
+    pub layout: FlatLayout,
+    pub ids: TensorId,
+    pub targets: TensorId,
+    pub logits: TensorId,
+    pub scalars: TensorId,
+    hyper: TensorId,
+    buckets: TensorId,
+    embedding: Embedding,
+    pub forward: Range<usize>,
+    pub backward: Range<usize>,
+    pub optimizer: Range<usize>,
+    /// Optimizer steps taken (AdamW's t).
+    pub t: u64,
+}
+
+impl TrainStep {
+    pub async fn build(gpu: &Gpu, cache: &mut PipelineCache, cfg: StepConfig) -> Result<TrainStep> {
+        cfg.model.validate()?;
+        if cfg.seq == 0 || cfg.seq > cfg.model.block_size || cfg.batch == 0 {
+            return Err(Error::Other(format!(
+                "step: batch {} and sequence {} must be positive, sequence at most block_size {}",
+                cfg.batch, cfg.seq, cfg.model.block_size
+            )));
+        }
+        let mut g = Graph::new();
+        let specs = param_table(&cfg.model);
+        let layout = FlatLayout::new(&mut g.t, &specs);
+        let (b, t) = (cfg.batch, cfg.seq);
+        let ids = g.t.u32("input_ids", &[b, t], Class::Input);
+        let targets = g.t.u32("targets", &[b, t], Class::Input);
+        let scalars = g.t.f32("scalars", &[4], Class::Output);
+        let hyper = g.t.f32("adamw.hyper", &[4], Class::Input);
+
+        let logits = gpt::record(
+            &mut g,
+            &cfg.model,
+            &layout.param_ids(),
+            ids,
+            targets,
+            scalars,
+        )?;
+        let (embedding, buckets) = match g.nodes[0] {
+            crate::graph::Node::Embedding { op, buckets, .. } => (op, buckets),
+            _ => unreachable!("the model starts with the embedding"),
+        };
+        let forward: Vec<Dispatch> = g.forward_dispatches();
+        let backward = Autodiff::new(&mut g, &layout.grad_ids(), false).backward(1.0);
+        let max_elems = (gpu.max_binding() / 4) as usize;
+        let opt = optimizer_dispatches(
+            &mut g.t,
+            &layout,
+            &cfg.adamw,
+            cfg.max_grad_norm,
+            scalars,
+            hyper,
+            max_elems,
+        );
+
+        let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
+        let dispatches = forward.into_iter().chain(backward).chain(opt).collect();
+        let program = Program {
+            tensors: g.t,
+            dispatches,
+            ..Default::default()
+        };
+        let step = Step::compile(gpu, cache, program).await?;
+        Ok(TrainStep {
+            cfg,
+            step,
+            layout,
+            ids,
+            targets,
+            logits,
+            scalars,
+            hyper,
+            buckets,
+            embedding,
+            forward: 0..nf,
+            backward: nf..nf + nb,
+            optimizer: nf + nb..nf + nb + no,
+            t: 0,
+        })
+    }
+
+    /// Writes every parameter from `get(name, shape)`; moments are reset.
+    pub fn load_params(
+        &self,
+        mut get: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>,
+    ) -> Result<()> {
+        for p in &self.layout.params {
+            let data = get(&p.spec.name, &p.spec.shape)?;
+            if data.len() != p.spec.numel() {
+                return Err(Error::Other(format!(
+                    "parameter {}: {} values given, shape {:?} needs {}",
+                    p.spec.name,
+                    data.len(),
+                    p.spec.shape,
+                    p.spec.numel()
+                )));
+            }
+            self.step.write_f32(p.param, &data)?;
+            let zeros = vec![0f32; data.len()];
+            self.step.write_f32(p.m, &zeros)?;
+            self.step.write_f32(p.v, &zeros)?;
+        }
+        Ok(())
+    }
+
+    /// Uploads one batch: ids and targets (B·T each, targets = ids shifted by one).
+    pub fn set_batch(&self, ids: &[u32], targets: &[u32]) -> Result<()> {
+        let v = self.cfg.model.vocab_size as u32;
+        if let Some(bad) = ids.iter().chain(targets).find(|&&x| x >= v) {
+            return Err(Error::Other(format!(
+                "token id {bad} is outside the vocabulary of {v}"
+            )));
+        }
+        self.step.write_u32(self.ids, ids)?;
+        self.step.write_u32(self.targets, targets)?;
+        self.step
+            .write_u32(self.buckets, &self.embedding.buckets(ids))
+    }
+
+    pub fn run_forward(&self) {
+        self.step.run_range(self.forward.clone());
+    }
+
+    pub fn run_backward(&self) {
+        self.step.run_range(self.backward.clone());
+    }
+
+    /// Sets the learning rate and bias corrections of step t+1 and runs norm + clip + AdamW.
+    pub fn run_optimizer(&mut self, lr: f64) -> Result<()> {
+        self.t += 1;
+        let h = self.cfg.adamw.hyper(lr, self.t);
+        self.step.write_f32(self.hyper, &[h[0], h[1], h[2], 0.0])?;
+        self.step.run_range(self.optimizer.clone());
+        Ok(())
+    }
+
+    /// One whole training step in one submission: forward, backward, clip, AdamW.
+    pub async fn train_step(&mut self, ids: &[u32], targets: &[u32], lr: f64) -> Result<StepStats> {
+        self.set_batch(ids, targets)?;
+        self.t += 1;
+        let h = self.cfg.adamw.hyper(lr, self.t);
+        self.step.write_f32(self.hyper, &[h[0], h[1], h[2], 0.0])?;
+        self.step.run();
+        self.stats().await
+    }
+
+    pub async fn stats(&self) -> Result<StepStats> {
+        let s = self.step.read_f32(self.scalars).await?;
+        Ok(StepStats {
+            loss: s[LOSS],
+            grad_norm: s[GRAD_NORM],
+            clip: s[CLIP],
+        })
+    }
+
+    pub async fn read_params(&self) -> Result<HashMap<String, Vec<f32>>> {
+        let mut out = HashMap::new();
+        for p in &self.layout.params {
+            out.insert(p.spec.name.clone(), self.step.read_f32(p.param).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn read_grads(&self) -> Result<HashMap<String, Vec<f32>>> {
+        let mut out = HashMap::new();
+        for p in &self.layout.params {
+            out.insert(p.spec.name.clone(), self.step.read_f32(p.grad).await?);
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    pub loss: f32,
+    pub grad_norm: f32,
+    pub clip: f32,
+}

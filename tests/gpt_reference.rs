@@ -1,0 +1,173 @@
+//! The whole tiny GPT built through the graph against the PyTorch / Hugging Face reference state in
+//! `../shared/fixtures/gpt2_tiny_reference.safetensors`: logits, loss, every parameter gradient,
+//! and three AdamW steps with clipping (losses, gradient norms, parameters after the third).
+//! Also: two identical steps are bit-identical.
+
+mod common;
+use std::collections::HashMap;
+
+use common::*;
+use safetensors::{Dtype, SafeTensors};
+use wgpt::gpu::PipelineCache;
+use wgpt::model::GptConfig;
+use wgpt::train::{StepConfig, TrainStep};
+
+fn fixture_path() -> std::path::PathBuf {
+    match std::env::var("WGPT_SHARED") {
+        Ok(dir) => std::path::PathBuf::from(dir).join("fixtures/gpt2_tiny_reference.safetensors"),
+        Err(_) => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures/gpt2_tiny_reference.safetensors"),
+    }
+}
+
+struct Fixture {
+    f32s: HashMap<String, Vec<f32>>,
+    i32s: HashMap<String, Vec<i32>>,
+}
+
+fn load() -> Fixture {
+    let path = fixture_path();
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "reference fixture {} unreadable: {e} (set WGPT_SHARED to the shared/ folder)",
+            path.display()
+        )
+    });
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut fx = Fixture {
+        f32s: HashMap::new(),
+        i32s: HashMap::new(),
+    };
+    for (name, view) in st.tensors() {
+        match view.dtype() {
+            Dtype::F32 => {
+                fx.f32s
+                    .insert(name, bytemuck::pod_collect_to_vec(view.data()));
+            }
+            Dtype::I32 => {
+                fx.i32s
+                    .insert(name, bytemuck::pod_collect_to_vec(view.data()));
+            }
+            other => panic!("unexpected dtype {other:?} for {name}"),
+        }
+    }
+    fx
+}
+
+fn max_abs(x: &[f64]) -> f64 {
+    x.iter().fold(0.0, |m, v| m.max(v.abs()))
+}
+
+fn build(fx: &Fixture) -> TrainStep {
+    let mut cache = PipelineCache::new();
+    let ts = pollster::block_on(TrainStep::build(
+        gpu(),
+        &mut cache,
+        StepConfig::new(GptConfig::tiny(), 2),
+    ))
+    .unwrap();
+    ts.load_params(|name, _| Ok(fx.f32s[&format!("param.{name}")].clone()))
+        .unwrap();
+    let ids: Vec<u32> = fx.i32s["input_ids"].iter().map(|&x| x as u32).collect();
+    let targets: Vec<u32> = fx.i32s["targets"].iter().map(|&x| x as u32).collect();
+    ts.set_batch(&ids, &targets).unwrap();
+    ts
+}
+
+#[test]
+fn tiny_gpt_matches_pytorch_reference() {
+    let fx = load();
+    let mut ts = build(&fx);
+
+    ts.run_forward();
+    let logits = to64(&pollster::block_on(ts.step.read_f32(ts.logits)).unwrap());
+    // Logits are O(1) sums of 32-term f32 dot products through 2 blocks; PyTorch sums in another order.
+    assert_close("logits", &logits, &to64(&fx.f32s["logits"]), 2e-5, 1e-4);
+    let loss = pollster::block_on(ts.stats()).unwrap().loss as f64;
+    assert_close("loss", &[loss], &[fx.f32s["loss"][0] as f64], 1e-5, 1e-5);
+
+    ts.run_backward();
+    let grads = pollster::block_on(ts.read_grads()).unwrap();
+    assert_eq!(
+        grads.len(),
+        2 + 12 * 2 + 2,
+        "every parameter has a gradient"
+    );
+    for (name, got) in &grads {
+        let want = to64(&fx.f32s[&format!("grad.{name}")]);
+        // f32 against f32 with different summation orders: errors scale with the tensor's largest entry.
+        assert_close(
+            &format!("grad {name}"),
+            &to64(got),
+            &want,
+            2e-4 * max_abs(&want),
+            1e-3,
+        );
+    }
+
+    let (losses, norms) = (&fx.f32s["adamw.losses"], &fx.f32s["adamw.grad_norms"]);
+    for i in 0..3 {
+        if i > 0 {
+            ts.run_forward();
+            ts.run_backward();
+        }
+        let s = pollster::block_on(ts.stats()).unwrap();
+        assert_close(
+            &format!("loss before AdamW step {i}"),
+            &[s.loss as f64],
+            &[losses[i] as f64],
+            1e-5,
+            1e-5,
+        );
+        ts.run_optimizer(1e-3).unwrap();
+        let s = pollster::block_on(ts.stats()).unwrap();
+        assert_close(
+            &format!("grad norm at step {i}"),
+            &[s.grad_norm as f64],
+            &[norms[i] as f64],
+            1e-5,
+            1e-4,
+        );
+    }
+    let params = pollster::block_on(ts.read_params()).unwrap();
+    for (name, got) in &params {
+        let want = to64(&fx.f32s[&format!("after3.{name}")]);
+        // Each step moves a weight by about lr = 1e-3; 1e-5 absolute is 1% of one step.
+        assert_close(
+            &format!("{name} after 3 AdamW steps"),
+            &to64(got),
+            &want,
+            1e-5,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn identical_steps_are_bit_identical() {
+    let fx = load();
+    let ts = build(&fx);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        ts.run_forward();
+        ts.run_backward();
+        let s = pollster::block_on(ts.stats()).unwrap();
+        let g = pollster::block_on(ts.read_grads()).unwrap();
+        runs.push((
+            s.loss.to_bits(),
+            g.into_iter()
+                .map(|(k, v)| (k, v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()))
+                .collect::<HashMap<_, _>>(),
+        ));
+    }
+    assert_eq!(
+        runs[0].0, runs[1].0,
+        "loss bits differ between identical steps"
+    );
+    for (name, bits) in &runs[0].1 {
+        assert!(
+            bits == &runs[1].1[name],
+            "gradient {name} differs between identical steps"
+        );
+    }
+}
