@@ -16,7 +16,7 @@ deps:
 	fi
 
 run: deps
-	cargo run --release --example overfit
+	cargo run --release --example train_tiny
 
 test: deps
 	cargo test

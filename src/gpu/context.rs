@@ -157,7 +157,7 @@ impl Gpu {
 
     /// Largest byte range one storage binding may cover.
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size as u64
+        self.limits.max_storage_buffer_binding_size
     }
 
     /// Storage-binding offsets are rounded to this many bytes.

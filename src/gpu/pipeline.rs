@@ -74,7 +74,9 @@ impl PipelineCache {
         if let Some(k) = self.kernels.get(&key) {
             return Ok(k.clone());
         }
-        if !self.modules.contains_key(&(family, storage)) {
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            self.modules.entry((family, storage))
+        {
             let reflected = reflect(family, storage, entry)?;
             let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = gpu
@@ -84,7 +86,7 @@ impl PipelineCache {
                     source: wgpu::ShaderSource::Wgsl(reflected.source.clone().into()),
                 });
             check_scope(scope, family, entry).await?;
-            self.modules.insert((family, storage), (module, reflected));
+            slot.insert((module, reflected));
         }
         let (module, reflected) = &self.modules[&(family, storage)];
         let bindings = reflected

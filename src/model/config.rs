@@ -31,7 +31,7 @@ impl GptConfig {
         {
             return bad(format!("every size must be positive, got {self:?}"));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
                 "n_embd {} is not divisible by n_head {}",
                 self.n_embd, self.n_head

@@ -57,7 +57,9 @@ pub struct TrainStep {
 }
 
 impl TrainStep {
-    pub async fn build(gpu: &Gpu, cache: &mut PipelineCache, cfg: StepConfig) -> Result<TrainStep> {
+    /// Records the model, derives the backward pass and appends the optimizer; no GPU needed.
+    /// `max_binding` bounds every bound range in bytes (the adapter's storage binding limit).
+    pub fn program(cfg: StepConfig, max_binding: u64) -> Result<(Program, Sections)> {
         cfg.model.validate()?;
         if cfg.seq == 0 || cfg.seq > cfg.model.block_size || cfg.batch == 0 {
             return Err(Error::Other(format!(
@@ -74,30 +76,15 @@ impl TrainStep {
         let scalars = g.t.f32("scalars", &[4], Class::Output);
         let hyper = g.t.f32("adamw.hyper", &[4], Class::Input);
 
-        let logits = gpt::record(
-            &mut g,
-            &cfg.model,
-            &layout.param_ids(),
-            ids,
-            targets,
-            scalars,
-        )?;
+        let logits = gpt::record(&mut g, &cfg.model, &layout.param_ids(), ids, targets, scalars)?;
         let (embedding, buckets) = match g.nodes[0] {
             crate::graph::Node::Embedding { op, buckets, .. } => (op, buckets),
             _ => unreachable!("the model starts with the embedding"),
         };
         let forward: Vec<Dispatch> = g.forward_dispatches();
         let backward = Autodiff::new(&mut g, &layout.grad_ids(), false).backward(1.0);
-        let max_elems = (gpu.max_binding() / 4) as usize;
-        let opt = optimizer_dispatches(
-            &mut g.t,
-            &layout,
-            &cfg.adamw,
-            cfg.max_grad_norm,
-            scalars,
-            hyper,
-            max_elems,
-        );
+        let max_elems = (max_binding / 4) as usize;
+        let opt = optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
 
         let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
         let dispatches = forward.into_iter().chain(backward).chain(opt).collect();
@@ -106,10 +93,7 @@ impl TrainStep {
             dispatches,
             ..Default::default()
         };
-        let step = Step::compile(gpu, cache, program).await?;
-        Ok(TrainStep {
-            cfg,
-            step,
+        let sections = Sections {
             layout,
             ids,
             targets,
@@ -121,6 +105,27 @@ impl TrainStep {
             forward: 0..nf,
             backward: nf..nf + nb,
             optimizer: nf + nb..nf + nb + no,
+        };
+        Ok((program, sections))
+    }
+
+    pub async fn build(gpu: &Gpu, cache: &mut PipelineCache, cfg: StepConfig) -> Result<TrainStep> {
+        let (program, s) = Self::program(cfg, gpu.max_binding())?;
+        let step = Step::compile(gpu, cache, program).await?;
+        Ok(TrainStep {
+            cfg,
+            step,
+            layout: s.layout,
+            ids: s.ids,
+            targets: s.targets,
+            logits: s.logits,
+            scalars: s.scalars,
+            hyper: s.hyper,
+            buckets: s.buckets,
+            embedding: s.embedding,
+            forward: s.forward,
+            backward: s.backward,
+            optimizer: s.optimizer,
             t: 0,
         })
     }
@@ -214,6 +219,21 @@ impl TrainStep {
         }
         Ok(out)
     }
+}
+
+/// Where the pieces of a recorded step are: tensor ids and the three dispatch ranges.
+pub struct Sections {
+    pub layout: FlatLayout,
+    pub ids: TensorId,
+    pub targets: TensorId,
+    pub logits: TensorId,
+    pub scalars: TensorId,
+    pub hyper: TensorId,
+    pub buckets: TensorId,
+    pub embedding: Embedding,
+    pub forward: Range<usize>,
+    pub backward: Range<usize>,
+    pub optimizer: Range<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
