@@ -61,6 +61,27 @@ impl Step {
                 });
             }
         }
+        for d in &dispatches {
+            for &(_, t) in &d.args {
+                let size = plan.placement[t.index()].size;
+                if size > gpu.max_binding() {
+                    return Err(Error::Limit {
+                        tensor: tensors.get(t).name.clone(),
+                        what: "max_storage_buffer_binding_size",
+                        needed: Bytes(size),
+                        limit: Bytes(gpu.max_binding()),
+                    });
+                }
+            }
+            let maxg = gpu.limits.max_compute_workgroups_per_dimension;
+            if let Some(&g) = d.groups.iter().find(|&&g| g > maxg) {
+                return Err(Error::Workgroups {
+                    entry: d.entry.to_string(),
+                    groups: g,
+                    limit: maxg,
+                });
+            }
+        }
         let buffers: Vec<Option<wgpu::Buffer>> = plan
             .arenas
             .iter()
@@ -100,16 +121,8 @@ impl Step {
         });
         gpu.queue.write_buffer(&ubuf, 0, &udata);
 
-        let maxg = gpu.limits.max_compute_workgroups_per_dimension;
         let mut compiled = Vec::with_capacity(dispatches.len());
         for (di, d) in dispatches.iter().enumerate() {
-            if let Some(&g) = d.groups.iter().find(|&&g| g > maxg) {
-                return Err(Error::Workgroups {
-                    entry: d.entry.to_string(),
-                    groups: g,
-                    limit: maxg,
-                });
-            }
             let kernel = cache
                 .get(gpu, d.family, d.entry, &d.constants, storage)
                 .await?;
@@ -143,14 +156,6 @@ impl Step {
                             )));
                         };
                         let p = plan.placement[t.index()];
-                        if p.size > gpu.max_binding() {
-                            return Err(Error::Limit {
-                                tensor: tensors.get(t).name.clone(),
-                                what: "max_storage_buffer_binding_size",
-                                needed: Bytes(p.size),
-                                limit: Bytes(gpu.max_binding()),
-                            });
-                        }
                         let Some(buf) = &buffers[p.arena] else {
                             return Err(bind_err(format!(
                                 "tensor {} is empty",
