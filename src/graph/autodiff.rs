@@ -3,7 +3,7 @@
 //! to reach it) or accumulates into it, so a tensor used twice (the residual stream, the tied
 //! wte/lm_head) sums its contributions without extra add kernels.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::recorder::{Graph, Node};
 use super::tensor::{Class, TensorId};
@@ -11,51 +11,102 @@ use crate::ops::{gelu, reduce, residual, Dispatch};
 
 pub struct Autodiff<'a> {
     g: &'a mut Graph,
-    /// Gradient tensor of each tensor that has one so far.
+    /// Gradient of each root tensor (a tensor that owns its bytes). The gradient of a window of a
+    /// tensor is the same window of its root's gradient, so a parameter (a view into the flat
+    /// parameter range) finds its gradient in the flat gradient range at the same offset.
     grad: HashMap<TensorId, TensorId>,
-    written: HashSet<TensorId>,
+    /// Views already made, by (gradient root, element offset, length).
+    views: HashMap<(TensorId, usize, usize), TensorId>,
+    /// Windows already written, per gradient root, as (offset, length).
+    written: HashMap<TensorId, Vec<(usize, usize)>>,
     /// Parameter gradients always accumulate (gradient accumulation across micro-batches).
     accumulate_params: bool,
-    params: HashSet<TensorId>,
 }
 
 impl<'a> Autodiff<'a> {
-    /// `param_grads` maps each parameter to its (pre-allocated, flat-layout) gradient tensor.
+    /// `root_grads` maps each flat parameter range to its flat gradient range.
     pub fn new(
         g: &'a mut Graph,
-        param_grads: &HashMap<TensorId, TensorId>,
+        root_grads: &HashMap<TensorId, TensorId>,
         accumulate_params: bool,
     ) -> Self {
         Autodiff {
             g,
-            grad: param_grads.clone(),
-            written: HashSet::new(),
+            grad: root_grads.clone(),
+            views: HashMap::new(),
+            written: HashMap::new(),
             accumulate_params,
-            params: param_grads.keys().copied().collect(),
         }
     }
 
-    /// The gradient tensor of `x` and whether this write must add to an earlier one.
-    fn grad_for_write(&mut self, x: TensorId) -> (TensorId, bool) {
-        let id = match self.grad.get(&x) {
+    /// The gradient tensor of `x` (created on first use) and its window (root, offset, length).
+    fn grad_tensor(&mut self, x: TensorId) -> (TensorId, (TensorId, usize, usize)) {
+        let (root, off) = self.g.t.window(x);
+        let len = self.g.t.get(x).numel();
+        let groot = match self.grad.get(&root) {
             Some(&d) => d,
             None => {
-                let t = self.g.t.get(x);
+                let t = self.g.t.get(root);
                 let (name, shape) = (format!("d.{}", t.name), t.shape.clone());
                 let d = self.g.t.f32(name, &shape, Class::Activation);
-                self.grad.insert(x, d);
+                self.grad.insert(root, d);
                 d
             }
         };
-        let acc = !self.written.insert(id) || (self.accumulate_params && self.params.contains(&x));
-        (id, acc)
+        let whole =
+            off == 0 && len == self.g.t.get(groot).numel() && self.g.t.get(groot).view.is_none();
+        let id = if whole {
+            groot
+        } else {
+            let (gr, goff) = self.g.t.window(groot);
+            let key = (gr, goff + off, len);
+            match self.views.get(&key) {
+                Some(&v) => v,
+                None => {
+                    let v = self.g.t.view(groot, off, len);
+                    let name = format!("d.{}", self.g.t.get(x).name);
+                    let t = &mut self.g.t.list[v.index()];
+                    t.name = name;
+                    t.shape = self.g.t.list[x.index()].shape.clone();
+                    self.views.insert(key, v);
+                    v
+                }
+            }
+        };
+        let (gr, goff) = self.g.t.window(id);
+        (id, (gr, goff, len))
     }
 
-    fn grad_of(&self, x: TensorId) -> TensorId {
-        *self
-            .grad
-            .get(&x)
-            .unwrap_or_else(|| panic!("autodiff: no gradient reached {}", self.g.t.get(x).name))
+    /// The gradient tensor of `x` and whether this write must add to an earlier one: the first
+    /// rule to write a window starts it, later ones accumulate.
+    fn grad_for_write(&mut self, x: TensorId) -> (TensorId, bool) {
+        let (id, (root, off, len)) = self.grad_tensor(x);
+        let windows = self.written.entry(root).or_default();
+        let seen = windows.contains(&(off, len));
+        // Rules write whole windows; one that partly overlaps an earlier, different window would
+        // need a finer accumulate rule than the kernels have.
+        assert!(
+            seen || windows.iter().all(|&(o, l)| o + l <= off || off + len <= o),
+            "autodiff: gradient window {off}+{len} of {} partly overlaps an earlier write",
+            self.g.t.get(root).name
+        );
+        if !seen {
+            windows.push((off, len));
+        }
+        let param = self.g.t.get(root).class == Class::Grad;
+        (id, seen || (self.accumulate_params && param))
+    }
+
+    fn grad_of(&mut self, x: TensorId) -> TensorId {
+        let (id, (root, off, len)) = self.grad_tensor(x);
+        assert!(
+            self.written
+                .get(&root)
+                .is_some_and(|w| w.contains(&(off, len))),
+            "autodiff: no gradient reached {}",
+            self.g.t.get(x).name
+        );
+        id
     }
 
     fn scratch(&mut self, name: &str, n: usize) -> TensorId {
@@ -71,22 +122,29 @@ impl<'a> Autodiff<'a> {
         let nodes = self.g.nodes.clone();
         for node in nodes.iter().rev() {
             match *node {
-                // xent_backward: dlogits = (softmax − onehot) / rows, in place over the logits.
+                // xent_backward: dlogits = (softmax − onehot) · scale, in place over the logits.
                 Node::CrossEntropy {
                     op,
                     lse,
                     logits,
                     targets,
+                    scale,
                     ..
                 } => {
-                    let n = self.g.t.get(logits).numel();
-                    let dlogits = self.g.t.view(logits, 0, n);
-                    self.g.t.list[dlogits.index()].name =
-                        format!("d.{}", self.g.t.get(logits).name);
-                    self.grad.insert(logits, dlogits);
-                    self.written.insert(dlogits);
-                    d.push(op.backward(dlogits, lse, targets, loss_scale / op.rows as f32));
+                    let (root, _) = self.g.t.window(logits);
+                    if !self.grad.contains_key(&root) {
+                        let n = self.g.t.get(root).numel();
+                        let alias = self.g.t.view(root, 0, n);
+                        self.g.t.list[alias.index()].name =
+                            format!("d.{}", self.g.t.get(root).name);
+                        self.grad.insert(root, alias);
+                    }
+                    let (dlogits, acc) = self.grad_for_write(logits);
+                    assert!(!acc, "logits feed one cross-entropy");
+                    d.push(op.backward(dlogits, lse, targets, loss_scale * scale));
                 }
+                // The mean is folded into each chunk's scale above.
+                Node::Mean { .. } => {}
                 // matmul_backward_dx, matmul_backward_dw, colsum_partial/colsum_final (bias).
                 Node::Matmul {
                     op,
@@ -143,19 +201,21 @@ impl<'a> Autodiff<'a> {
                     let (db, ab) = self.grad_for_write(b);
                     d.push(residual::backward(da, aa, db, ab, dout, n));
                 }
-                // embedding_backward_*: dwte by host-built token buckets, dwpe by summing over B.
+                // embedding_backward_wte: dwte by host-built token buckets (this shard's tokens);
+                // embedding_backward_wpe (first shard only): dwpe by summing over B.
                 Node::Embedding {
                     op,
                     out,
                     wte,
                     wpe,
                     buckets,
+                    first,
                     ..
                 } => {
                     let dout = self.grad_of(out);
                     let (dwte, at) = self.grad_for_write(wte);
-                    let (dwpe, ap) = self.grad_for_write(wpe);
-                    d.extend(op.backward(dwte, at, dwpe, ap, dout, buckets));
+                    let dwpe = first.then(|| self.grad_for_write(wpe));
+                    d.extend(op.backward(dwte, at, dwpe, dout, buckets));
                 }
             }
         }

@@ -105,8 +105,9 @@ impl FlatLayout {
             .collect()
     }
 
-    pub fn grad_ids(&self) -> HashMap<TensorId, TensorId> {
-        self.params.iter().map(|p| (p.param, p.grad)).collect()
+    /// Flat parameter range → flat gradient range, for autodiff.
+    pub fn root_grads(&self) -> HashMap<TensorId, TensorId> {
+        self.groups.iter().map(|g| (g.param, g.grad)).collect()
     }
 
     /// Splits each group into chunks of at most `max_elems` (a multiple of PAD) for binding.

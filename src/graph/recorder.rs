@@ -67,10 +67,22 @@ pub enum Node {
     },
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Graph {
     pub t: Tensors,
     pub nodes: Vec<Node>,
+    /// Bytes one storage binding may cover; bigger tensors are split into windows.
+    pub max_binding: u64,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Graph {
+            t: Tensors::default(),
+            nodes: Vec::new(),
+            max_binding: u64::MAX,
+        }
+    }
 }
 
 fn shape_err(what: &str, got: &[usize], want: &str) -> Error {
@@ -110,26 +122,43 @@ impl Graph {
         if p.len() != 2 || p[1] != c || p[0] < t {
             return Err(shape_err("wpe", &p, &format!("(block >= {t}, {c})")));
         }
-        let op = Embedding {
+        let out = self.act("embed".into(), &[b, t, c]);
+        let whole = Embedding {
             b,
             t,
             c,
             v,
             block: p[0],
+            v0: 0,
         };
-        let out = self.act("embed".into(), &[b, t, c]);
         let buckets = self
             .t
-            .u32("embed.buckets", &[op.buckets_len()], Class::Input);
-        self.nodes.push(Node::Embedding {
-            op,
-            out,
-            ids,
-            wte,
-            wpe,
-            buckets,
-        });
+            .u32("embed.buckets", &[whole.buckets_len()], Class::Input);
+        // A token table larger than one binding is taken in shards of rows; each shard writes the
+        // positions whose token it holds. The tied lm_head shards wte the same way.
+        for (i, (v0, vn)) in self.row_chunks(v, c).into_iter().enumerate() {
+            let op = Embedding { v: vn, v0, ..whole };
+            let wte = self.window(wte, v0 * c, vn * c);
+            self.nodes.push(Node::Embedding {
+                op,
+                out,
+                ids,
+                wte,
+                wpe,
+                buckets,
+                first: i == 0,
+            });
+        }
         Ok(out)
+    }
+
+    /// `x` itself when the window is all of it, else a view.
+    fn window(&mut self, x: TensorId, offset: usize, len: usize) -> TensorId {
+        if offset == 0 && len == self.t.get(x).numel() {
+            x
+        } else {
+            self.t.view(x, offset, len)
+        }
     }
 
     /// LayerNorm over the last dimension with weight w (C) and bias b (C).
@@ -202,13 +231,44 @@ impl Graph {
         let mut os = xs.clone();
         *os.last_mut().unwrap() = n;
         let out = self.act(name.to_string(), &os);
-        self.nodes.push(Node::Matmul {
-            op: Matmul { m, k, n, trans_w },
-            out,
-            x,
-            w,
-            bias,
-        });
+        // Operands larger than one binding: rows of x/out in chunks, and an (N, K) weight (the
+        // tied lm_head's wte) in shards of N rows; each (chunk, shard) pair is one product.
+        let fits = |elems: usize| elems as u64 * 4 <= self.max_binding;
+        if !trans_w && !fits(k * n) {
+            return Err(Error::Graph(format!(
+                "{name}: weight {} ({k} x {n} f32) exceeds one storage binding ({} bytes); only (N, K) weights are split",
+                self.name(w),
+                self.max_binding
+            )));
+        }
+        let shards = if trans_w {
+            self.row_chunks(n, k)
+        } else {
+            vec![(0, n)]
+        };
+        for (r0, rm) in self.row_chunks(m, k.max(n)) {
+            let xv = self.window(x, r0 * k, rm * k);
+            let ov = self.window(out, r0 * n, rm * n);
+            for &(n0, nn) in &shards {
+                let wv = self.window(w, n0 * k, nn * k);
+                let bv = bias.map(|b| self.window(b, n0, nn));
+                let op = Matmul {
+                    m: rm,
+                    k,
+                    n: nn,
+                    trans_w,
+                    out_stride: n,
+                    out_col: n0,
+                };
+                self.nodes.push(Node::Matmul {
+                    op,
+                    out: ov,
+                    x: xv,
+                    w: wv,
+                    bias: bv,
+                });
+            }
+        }
         Ok(out)
     }
 
@@ -265,6 +325,7 @@ impl Graph {
     }
 
     /// Mean cross-entropy of logits (.., V) against targets (..) u32, written to `loss[index]`.
+    /// Logits larger than one binding are taken in chunks of rows.
     pub fn cross_entropy(
         &mut self,
         logits: TensorId,
@@ -282,19 +343,54 @@ impl Graph {
                 &format!("{rows} positions"),
             ));
         }
-        let op = CrossEntropy { rows, v };
         let losses = self.t.f32("xent.losses", &[rows], Class::Activation);
         let lse = self.t.f32("xent.lse", &[rows], Class::Activation);
-        self.nodes.push(Node::CrossEntropy {
-            op,
-            losses,
-            lse,
-            logits,
-            targets,
-            loss,
+        for (r0, n) in self.row_chunks(rows, v) {
+            let win = |t: &mut Tensors, x: TensorId, width: usize| {
+                if n == rows {
+                    x
+                } else {
+                    t.view(x, r0 * width, n * width)
+                }
+            };
+            let (lg, tg, ls, le) = (
+                win(&mut self.t, logits, v),
+                win(&mut self.t, targets, 1),
+                win(&mut self.t, losses, 1),
+                win(&mut self.t, lse, 1),
+            );
+            let op = CrossEntropy { rows: n, v };
+            self.nodes.push(Node::CrossEntropy {
+                op,
+                losses: ls,
+                lse: le,
+                logits: lg,
+                targets: tg,
+                scale: 1.0 / rows as f32,
+            });
+        }
+        self.nodes.push(Node::Mean {
+            rows,
+            out: loss,
             index,
+            losses,
         });
         Ok(())
+    }
+
+    /// Splits `rows` rows of `width` f32 into chunks that fit one binding; chunk starts are
+    /// multiples of 64 rows so every chunk view starts on a 256-byte boundary.
+    pub fn row_chunks(&self, rows: usize, width: usize) -> Vec<(usize, usize)> {
+        let per = ((self.max_binding / 4) as usize / width.max(1)).max(1);
+        let per = if per >= rows {
+            rows
+        } else {
+            (per / 64).max(1) * 64
+        };
+        (0..rows)
+            .step_by(per)
+            .map(|r0| (r0, per.min(rows - r0)))
+            .collect()
     }
 
     /// The forward dispatch list, one or more dispatches per node in recording order.

@@ -112,20 +112,30 @@ impl Tensors {
         self.add(name, shape, DType::U32, class)
     }
 
-    /// A window of `len` elements of `base` starting at element `offset`.
+    /// A window of `len` elements of `base` starting at element `offset`. A view of a view is a
+    /// view of the root, so every view names the tensor that owns its bytes.
     pub fn view(&mut self, base: TensorId, offset: usize, len: usize) -> TensorId {
         let b = &self.list[base.index()];
-        assert!(b.view.is_none(), "views of views are not supported");
-        assert!(offset + len <= b.numel(), "view out of range of {}", b.name);
+        assert!(
+            offset + len <= b.numel(),
+            "view {offset}+{len} out of range of {}",
+            b.name
+        );
+        let (root, start) = self.window(base);
         let t = Tensor {
             name: format!("{}[{}..{}]", b.name, offset, offset + len),
             shape: vec![len],
             dtype: b.dtype,
             class: b.class,
-            view: Some((base, offset)),
+            view: Some((root, start + offset)),
         };
         self.list.push(t);
         TensorId(self.list.len() as u32 - 1)
+    }
+
+    /// (root, element offset in the root) of any tensor.
+    pub fn window(&self, id: TensorId) -> (TensorId, usize) {
+        self.list[id.index()].view.unwrap_or((id, 0))
     }
 
     pub fn get(&self, id: TensorId) -> &Tensor {

@@ -1,1 +1,185 @@
-//! placeholder
+//! Causal multi-head self-attention over the fused qkv (B, T, 3C), flash style (O(T) memory per
+//! head, the row log-sum-exp saved for backward). Shader: `shaders/attention.wgsl`.
+
+use super::{Dispatch, Family, Uniform, WG};
+use crate::graph::TensorId;
+
+/// Largest head size the kernels support (`MAX_HS` in the shader: private row arrays).
+pub const MAX_HS: usize = 128;
+
+/// Shapes: B batch, T sequence, NH heads of HS channels; C = NH * HS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attention {
+    pub b: usize,
+    pub t: usize,
+    pub nh: usize,
+    pub hs: usize,
+}
+
+impl Attention {
+    pub fn c(&self) -> usize {
+        self.nh * self.hs
+    }
+
+    /// Rows of the (B, NH, T) grid.
+    fn rows(&self) -> usize {
+        self.b * self.nh * self.t
+    }
+
+    /// Invocations: one per block of 4 consecutive rows of one (b, h).
+    fn blocks(&self) -> usize {
+        self.b * self.nh * self.t.div_ceil(4)
+    }
+
+    fn scale(&self) -> f64 {
+        1.0 / (self.hs as f64).sqrt()
+    }
+
+    fn params(&self, acc: bool) -> Uniform {
+        assert!(
+            (1..=MAX_HS).contains(&self.hs),
+            "attention head size {} outside 1..={MAX_HS}",
+            self.hs
+        );
+        Uniform::new()
+            .u(self.b)
+            .u(self.t)
+            .u(self.nh)
+            .u(self.hs)
+            .f(self.scale() as f32)
+            .u(acc as u32)
+    }
+
+    /// out (B, T, C) = softmax(q k^T * scale, causal) v per head; lse (B, NH, T) f32.
+    pub fn forward(&self, out: TensorId, lse: TensorId, qkv: TensorId) -> Dispatch {
+        Dispatch::new(Family::Attention, "attention_forward")
+            .uniform(self.params(false))
+            .arg(1, out)
+            .arg(2, lse)
+            .arg(3, qkv)
+            .threads(self.blocks() as u64, WG)
+    }
+
+    /// f32 elements of the backward scratch: D = rowsum(dout * out) per (B, NH, T).
+    pub fn scratch_len(&self) -> usize {
+        self.rows()
+    }
+
+    /// dqkv (B, T, 3C) (+)= gradient of qkv. The dq kernel writes the q third and D into
+    /// `scratch`; the dkv kernel then writes the k and v thirds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        dqkv: TensorId,
+        acc: bool,
+        scratch: TensorId,
+        dout: TensorId,
+        qkv: TensorId,
+        out: TensorId,
+        lse: TensorId,
+    ) -> Vec<Dispatch> {
+        let u = self.params(acc);
+        vec![
+            Dispatch::new(Family::Attention, "attention_backward_dq")
+                .uniform(u.clone())
+                .arg(1, out)
+                .arg(2, lse)
+                .arg(3, qkv)
+                .arg(4, dqkv)
+                .arg(5, scratch)
+                .arg(6, dout)
+                .threads(self.blocks() as u64, WG),
+            Dispatch::new(Family::Attention, "attention_backward_dkv")
+                .uniform(u)
+                .arg(2, lse)
+                .arg(3, qkv)
+                .arg(4, dqkv)
+                .arg(5, scratch)
+                .arg(6, dout)
+                .threads(self.blocks() as u64, WG),
+        ]
+    }
+
+    /// Softmax probabilities of row (b, h, t) over keys 0..=t, and the row's log-sum-exp.
+    fn cpu_probs(&self, qkv: &[f64], b: usize, h: usize, t: usize) -> (Vec<f64>, f64) {
+        let (c, hs) = (self.c(), self.hs);
+        let at = |pos: usize, part: usize, d: usize| {
+            qkv[(b * self.t + pos) * 3 * c + part * c + h * hs + d]
+        };
+        let mut x = vec![0.0; t + 1];
+        for (s, xs) in x.iter_mut().enumerate() {
+            for d in 0..hs {
+                *xs += at(t, 0, d) * at(s, 1, d);
+            }
+            *xs *= self.scale();
+        }
+        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut l = 0.0;
+        for xs in &x {
+            l += (xs - m).exp();
+        }
+        let p = x.iter().map(|xs| (xs - m).exp() / l).collect();
+        (p, m + l.ln())
+    }
+
+    /// (out (B, T, C), lse (B, NH, T)).
+    pub fn cpu_forward(&self, qkv: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (c, hs) = (self.c(), self.hs);
+        assert_eq!(qkv.len(), self.b * self.t * 3 * c);
+        let mut out = vec![0.0; self.b * self.t * c];
+        let mut lse = vec![0.0; self.rows()];
+        for b in 0..self.b {
+            for h in 0..self.nh {
+                for t in 0..self.t {
+                    let (p, l) = self.cpu_probs(qkv, b, h, t);
+                    lse[(b * self.nh + h) * self.t + t] = l;
+                    for (s, ps) in p.iter().enumerate() {
+                        for d in 0..hs {
+                            out[(b * self.t + t) * c + h * hs + d] +=
+                                ps * qkv[(b * self.t + s) * 3 * c + 2 * c + h * hs + d];
+                        }
+                    }
+                }
+            }
+        }
+        (out, lse)
+    }
+
+    /// dqkv (B, T, 3C) given dout (B, T, C).
+    pub fn cpu_backward(&self, dout: &[f64], qkv: &[f64]) -> Vec<f64> {
+        let (c, hs, scale) = (self.c(), self.hs, self.scale());
+        assert_eq!(dout.len(), self.b * self.t * c);
+        let mut dqkv = vec![0.0; qkv.len()];
+        let idx = |b: usize, pos: usize, part: usize, h: usize, d: usize| {
+            (b * self.t + pos) * 3 * c + part * c + h * hs + d
+        };
+        for b in 0..self.b {
+            for h in 0..self.nh {
+                for t in 0..self.t {
+                    let (p, _) = self.cpu_probs(qkv, b, h, t);
+                    let g = |d: usize| dout[(b * self.t + t) * c + h * hs + d];
+                    // dp_s = dout_t . v_s; D = sum_s p_s dp_s; ds_s = p_s (dp_s - D).
+                    let mut dp = vec![0.0; t + 1];
+                    for (s, dps) in dp.iter_mut().enumerate() {
+                        for d in 0..hs {
+                            *dps += g(d) * qkv[idx(b, s, 2, h, d)];
+                        }
+                    }
+                    let mut dd = 0.0;
+                    for s in 0..=t {
+                        dd += p[s] * dp[s];
+                    }
+                    for s in 0..=t {
+                        let ds = p[s] * (dp[s] - dd);
+                        for d in 0..hs {
+                            dqkv[idx(b, t, 0, h, d)] += ds * scale * qkv[idx(b, s, 1, h, d)];
+                            dqkv[idx(b, s, 1, h, d)] += ds * scale * qkv[idx(b, t, 0, h, d)];
+                            dqkv[idx(b, s, 2, h, d)] += p[s] * g(d);
+                        }
+                    }
+                }
+            }
+        }
+        dqkv
+    }
+}

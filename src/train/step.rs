@@ -68,6 +68,7 @@ impl TrainStep {
             )));
         }
         let mut g = Graph::new();
+        g.max_binding = max_binding;
         let specs = param_table(&cfg.model);
         let layout = FlatLayout::new(&mut g.t, &specs);
         let (b, t) = (cfg.batch, cfg.seq);
@@ -76,15 +77,37 @@ impl TrainStep {
         let scalars = g.t.f32("scalars", &[4], Class::Output);
         let hyper = g.t.f32("adamw.hyper", &[4], Class::Input);
 
-        let logits = gpt::record(&mut g, &cfg.model, &layout.param_ids(), ids, targets, scalars)?;
+        let logits = gpt::record(
+            &mut g,
+            &cfg.model,
+            &layout.param_ids(),
+            ids,
+            targets,
+            scalars,
+        )?;
         let (embedding, buckets) = match g.nodes[0] {
-            crate::graph::Node::Embedding { op, buckets, .. } => (op, buckets),
+            crate::graph::Node::Embedding { op, buckets, .. } => (
+                Embedding {
+                    v: cfg.model.vocab_size,
+                    v0: 0,
+                    ..op
+                },
+                buckets,
+            ),
             _ => unreachable!("the model starts with the embedding"),
         };
         let forward: Vec<Dispatch> = g.forward_dispatches();
-        let backward = Autodiff::new(&mut g, &layout.grad_ids(), false).backward(1.0);
+        let backward = Autodiff::new(&mut g, &layout.root_grads(), false).backward(1.0);
         let max_elems = (max_binding / 4) as usize;
-        let opt = optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
+        let opt = optimizer_dispatches(
+            &mut g.t,
+            &layout,
+            &cfg.adamw,
+            cfg.max_grad_norm,
+            scalars,
+            hyper,
+            max_elems,
+        );
 
         let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
         let dispatches = forward.into_iter().chain(backward).chain(opt).collect();
