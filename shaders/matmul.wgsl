@@ -1,1 +1,188 @@
-// placeholder
+// Matrix products of the linear layers (Hugging Face Conv1D layout: out = x W + bias, W (K, N)) and
+// of the tied lm_head (W = wte stored (N, K)). Forward, dx and dW all run one register-tiled kernel,
+// C (rows, cols) = A (rows, inner) B (inner, cols), with A and B read through strides from Params.
+
+struct Params {
+    rows: u32,        // rows of C: M (forward, dx), K or N (dW)
+    cols: u32,        // columns of C: N (forward), K (dx), N or K (dW)
+    inner: u32,       // summed dimension: K (forward), N (dx), M (dW)
+    a_rs: u32,        // A[i, k] = a[i * a_rs + k * a_cs]
+    a_cs: u32,
+    b_rs: u32,        // B[k, j] = b[k * b_rs + j * b_cs]
+    b_cs: u32,
+    col_groups: u32,  // workgroups along the columns of C
+    acc: u32,         // add to c instead of overwriting (0 for the forward)
+    a_off: u32,       // first element of A in a
+    c_rs: u32,        // C[i, j] = c[c_off + i * c_rs + j]: C may be columns of a wider matrix
+    c_off: u32,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+
+// The bindings are the operands of the product, whatever the pass. Forward: c = out (M, N),
+// a = x (M, K), b = W. dx: c = dx (M, K), a = dout (M, N), b = W. dW: c = dW (K, N), a = x,
+// b = dout; with the (N, K) layout c = dW (N, K), a = dout, b = x.
+@group(0) @binding(1) var<storage, read_write> c: array<st>;     // (rows, cols)
+@group(0) @binding(2) var<storage, read_write> a: array<st>;     // (rows, inner) through strides
+@group(0) @binding(3) var<storage, read_write> b: array<st>;     // (inner, cols) through strides
+@group(0) @binding(4) var<storage, read_write> bias: array<st>;  // (N), matmul_forward only
+
+// Each invocation computes a 16 x 16 register tile of C: rows row0 .. row0 + 15 and columns
+// col0 + 16 t (t < 16), as 4 x 4 blocks of mat4x4f (column r of block (i, j) = row 4 i + r,
+// columns cols_j). A workgroup is (WG / 16) row lanes by 16 column lanes, so the invocations
+// that run side by side read neighbouring columns of B. On lavapipe (and any CPU backend) a
+// storage load costs several times a multiply-add, so the tile does 256 of those per 32 loads.
+// No shared memory, no barriers; each output is one sum in k order, whatever the grid, so
+// results are deterministic.
+const TM: u32 = 16u;
+const TN: u32 = 16u;
+const LANES_C: u32 = 16u;
+
+fn tile_rows() -> u32 {
+    return (WG / LANES_C) * TM;
+}
+
+fn tile_cols() -> u32 {
+    return LANES_C * TN;
+}
+
+// False for the workgroups of a folded 2-D grid that lie past the last tile.
+fn tile_in_range(wid: vec3u, nwg: vec3u) -> bool {
+    return wid.y * nwg.x + wid.x < p.col_groups * ((p.rows + tile_rows() - 1u) / tile_rows());
+}
+
+struct Tile {
+    row0: u32,
+    // Columns of the 4 column blocks; past the edge they are computed but not stored.
+    cols0: vec4u, cols1: vec4u, cols2: vec4u, cols3: vec4u,
+    c00: mat4x4f, c01: mat4x4f, c02: mat4x4f, c03: mat4x4f,
+    c10: mat4x4f, c11: mat4x4f, c12: mat4x4f, c13: mat4x4f,
+    c20: mat4x4f, c21: mat4x4f, c22: mat4x4f, c23: mat4x4f,
+    c30: mat4x4f, c31: mat4x4f, c32: mat4x4f, c33: mat4x4f,
+}
+
+fn outer(u: vec4f, v: vec4f) -> mat4x4f {
+    return mat4x4f(u.x * v, u.y * v, u.z * v, u.w * v);
+}
+
+fn spread(v: vec4f) -> mat4x4f {
+    return mat4x4f(v, v, v, v);
+}
+
+// A[rows, k] for 4 rows given as offsets rows * a_rs; ka = k * a_cs.
+fn load_a(rows: vec4u, ka: u32) -> vec4f {
+    return vec4f(f32(a[rows.x + ka]), f32(a[rows.y + ka]), f32(a[rows.z + ka]), f32(a[rows.w + ka]));
+}
+
+// B[k, cols] for 4 columns given as offsets cols * b_cs; kb = k * b_rs.
+fn load_b(kb: u32, cols: vec4u) -> vec4f {
+    return vec4f(f32(b[kb + cols.x]), f32(b[kb + cols.y]), f32(b[kb + cols.z]), f32(b[kb + cols.w]));
+}
+
+fn tile_product(wid: vec3u, nwg: vec3u, lid: vec3u) -> Tile {
+    let g = wid.y * nwg.x + wid.x;
+    var t: Tile;
+    t.row0 = (g / p.col_groups) * tile_rows() + (lid.x / LANES_C) * TM;
+    let col0 = vec4u((g % p.col_groups) * tile_cols() + lid.x % LANES_C);
+    let step = vec4u(0u, 1u, 2u, 3u) * LANES_C;
+    t.cols0 = col0 + step;
+    t.cols1 = col0 + step + 4u * LANES_C;
+    t.cols2 = col0 + step + 8u * LANES_C;
+    t.cols3 = col0 + step + 12u * LANES_C;
+    // Past the edge, rows and columns re-read the last one: no branch in the loop.
+    let r = vec4u(t.row0) + vec4u(0u, 1u, 2u, 3u);
+    let last_r = vec4u(p.rows - 1u);
+    let ar0 = min(r, last_r) * p.a_rs + p.a_off;
+    let ar1 = min(r + 4u, last_r) * p.a_rs + p.a_off;
+    let ar2 = min(r + 8u, last_r) * p.a_rs + p.a_off;
+    let ar3 = min(r + 12u, last_r) * p.a_rs + p.a_off;
+    let last_c = vec4u(p.cols - 1u);
+    let bc0 = min(t.cols0, last_c) * p.b_cs;
+    let bc1 = min(t.cols1, last_c) * p.b_cs;
+    let bc2 = min(t.cols2, last_c) * p.b_cs;
+    let bc3 = min(t.cols3, last_c) * p.b_cs;
+    var ka = 0u;
+    var kb = 0u;
+    for (var k = 0u; k < p.inner; k++) {
+        let a0 = load_a(ar0, ka);
+        let a1 = load_a(ar1, ka);
+        let a2 = load_a(ar2, ka);
+        let a3 = load_a(ar3, ka);
+        let b0 = load_b(kb, bc0);
+        let b1 = load_b(kb, bc1);
+        let b2 = load_b(kb, bc2);
+        let b3 = load_b(kb, bc3);
+        t.c00 += outer(a0, b0); t.c01 += outer(a0, b1); t.c02 += outer(a0, b2); t.c03 += outer(a0, b3);
+        t.c10 += outer(a1, b0); t.c11 += outer(a1, b1); t.c12 += outer(a1, b2); t.c13 += outer(a1, b3);
+        t.c20 += outer(a2, b0); t.c21 += outer(a2, b1); t.c22 += outer(a2, b2); t.c23 += outer(a2, b3);
+        t.c30 += outer(a3, b0); t.c31 += outer(a3, b1); t.c32 += outer(a3, b2); t.c33 += outer(a3, b3);
+        ka += p.a_cs;
+        kb += p.b_rs;
+    }
+    return t;
+}
+
+// c[i, cols] (+)= v for the 4 columns inside C.
+fn store_row(i: u32, cols: vec4u, v: vec4f) {
+    if (i >= p.rows) { return; }
+    for (var q = 0u; q < 4u; q++) {
+        if (cols[q] < p.cols) {
+            let o = p.c_off + i * p.c_rs + cols[q];
+            c[o] = st(accumulate(f32(c[o]), v[q], p.acc));
+        }
+    }
+}
+
+fn store_block(i: u32, cols: vec4u, m: mat4x4f) {
+    store_row(i, cols, m[0]);
+    store_row(i + 1u, cols, m[1]);
+    store_row(i + 2u, cols, m[2]);
+    store_row(i + 3u, cols, m[3]);
+}
+
+// c (+)= the tile plus bias[j] for the columns of block j (acc = 0 overwrites: the old value is
+// never used).
+fn store(t: Tile, bias: mat4x4f) {
+    store_block(t.row0 + 0u, t.cols0, t.c00 + spread(bias[0])); store_block(t.row0 + 0u, t.cols1, t.c01 + spread(bias[1]));
+    store_block(t.row0 + 0u, t.cols2, t.c02 + spread(bias[2])); store_block(t.row0 + 0u, t.cols3, t.c03 + spread(bias[3]));
+    store_block(t.row0 + 4u, t.cols0, t.c10 + spread(bias[0])); store_block(t.row0 + 4u, t.cols1, t.c11 + spread(bias[1]));
+    store_block(t.row0 + 4u, t.cols2, t.c12 + spread(bias[2])); store_block(t.row0 + 4u, t.cols3, t.c13 + spread(bias[3]));
+    store_block(t.row0 + 8u, t.cols0, t.c20 + spread(bias[0])); store_block(t.row0 + 8u, t.cols1, t.c21 + spread(bias[1]));
+    store_block(t.row0 + 8u, t.cols2, t.c22 + spread(bias[2])); store_block(t.row0 + 8u, t.cols3, t.c23 + spread(bias[3]));
+    store_block(t.row0 + 12u, t.cols0, t.c30 + spread(bias[0])); store_block(t.row0 + 12u, t.cols1, t.c31 + spread(bias[1]));
+    store_block(t.row0 + 12u, t.cols2, t.c32 + spread(bias[2])); store_block(t.row0 + 12u, t.cols3, t.c33 + spread(bias[3]));
+}
+
+// out (M, N) = x (M, K) W + bias (N). W is (K, N) or (N, K) (the strides say which).
+@compute @workgroup_size(WG)
+fn matmul_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    if (!tile_in_range(wid, nwg)) { return; }
+    let t = tile_product(wid, nwg, lid);
+    let last = vec4u(p.cols - 1u);
+    store(t, mat4x4f(bias_at(min(t.cols0, last)), bias_at(min(t.cols1, last)), bias_at(min(t.cols2, last)), bias_at(min(t.cols3, last))));
+}
+
+fn bias_at(j: vec4u) -> vec4f {
+    return vec4f(f32(bias[j.x]), f32(bias[j.y]), f32(bias[j.z]), f32(bias[j.w]));
+}
+
+// out (M, N) = x (M, K) W: the same product without a bias (a bias binding would change the bind
+// group layout, so the bias-free layer gets its own entry point).
+@compute @workgroup_size(WG)
+fn matmul_forward_nobias(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    if (!tile_in_range(wid, nwg)) { return; }
+    store(tile_product(wid, nwg, lid), mat4x4f());
+}
+
+// dx (M, K) (+)= dout (M, N) W^T with W (K, N); or dout W with W (N, K).
+@compute @workgroup_size(WG)
+fn matmul_backward_dx(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    if (!tile_in_range(wid, nwg)) { return; }
+    store(tile_product(wid, nwg, lid), mat4x4f());
+}
+
+// dW (K, N) (+)= x^T (K, M) dout (M, N); or with W (N, K): dW (N, K) (+)= dout^T x.
+@compute @workgroup_size(WG)
+fn matmul_backward_dw(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    if (!tile_in_range(wid, nwg)) { return; }
+    store(tile_product(wid, nwg, lid), mat4x4f());
+}

@@ -7,11 +7,7 @@ use crate::error::Result;
 use crate::gpu::context::{choose, instance, list_adapters, BackendChoice, WANTED_FEATURES};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "wgpt",
-    version,
-    about = "Train GPT-style language models with WGSL compute shaders on any GPU"
-)]
+#[command(name = "wgpt", version, about = "Train GPT-style language models with WGSL compute shaders on any GPU")]
 pub struct Cli {
     /// Graphics backend: auto (WGPU_BACKEND if set, else all), vulkan, metal, dx12 or gl.
     #[arg(long, global = true, default_value = "auto")]
@@ -39,26 +35,15 @@ fn info(backend: BackendChoice) -> Result<()> {
     let inst = instance(backends);
     let adapters = pollster::block_on(list_adapters(&inst, backends));
     if adapters.is_empty() {
-        return Err(crate::Error::NoAdapter {
-            detail: format!(" for backends {backends:?}"),
-        });
+        return Err(crate::Error::NoAdapter { detail: format!(" for backends {backends:?}") });
     }
     let chosen = choose(adapters.clone()).map(|a| a.get_info());
     for a in &adapters {
         let i = a.get_info();
-        let mark = if chosen.as_ref() == Some(&i) {
-            "*"
-        } else {
-            " "
-        };
-        println!(
-            "{mark} {} ({:?}, {:?}) driver: {} {}",
-            i.name, i.backend, i.device_type, i.driver, i.driver_info
-        );
+        let mark = if chosen.as_ref() == Some(&i) { "*" } else { " " };
+        println!("{mark} {} ({:?}, {:?}) driver: {} {}", i.name, i.backend, i.device_type, i.driver, i.driver_info);
         let f = a.features();
-        let feat = |x: wgpu::Features, n: &str| {
-            format!("{n}={}", if f.contains(x) { "yes" } else { "no" })
-        };
+        let feat = |x: wgpu::Features, n: &str| format!("{n}={}", if f.contains(x) { "yes" } else { "no" });
         println!(
             "    features: {} {} {}",
             feat(wgpu::Features::SHADER_F16, "shader-f16"),

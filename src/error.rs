@@ -9,28 +9,12 @@ pub enum Error {
     NoAdapter { detail: String },
     #[error("could not open device on adapter '{adapter}': {reason}")]
     Device { adapter: String, reason: String },
-    #[error(
-        "shader {file} failed to compile (entry point {entry}):\n{message}\n{numbered_source}"
-    )]
-    Shader {
-        file: String,
-        entry: String,
-        message: String,
-        numbered_source: String,
-    },
+    #[error("shader {file} failed to compile (entry point {entry}):\n{message}\n{numbered_source}")]
+    Shader { file: String, entry: String, message: String, numbered_source: String },
     #[error("tensor '{tensor}' needs {needed} but the adapter allows at most {limit} ({what}); use a smaller batch/model or an adapter with a higher limit")]
-    Limit {
-        tensor: String,
-        what: &'static str,
-        needed: Bytes,
-        limit: Bytes,
-    },
+    Limit { tensor: String, what: &'static str, needed: Bytes, limit: Bytes },
     #[error("dispatch {entry} needs {groups} workgroups in one dimension but the adapter allows at most {limit}")]
-    Workgroups {
-        entry: String,
-        groups: u32,
-        limit: u32,
-    },
+    Workgroups { entry: String, groups: u32, limit: u32 },
     #[error("dispatch {entry}: {reason}")]
     Binding { entry: String, reason: String },
     #[error("graph: {0}")]

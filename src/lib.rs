@@ -3,11 +3,13 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod graph;
 pub mod model;
-// HOLD pub mod train;
 pub mod ops;
+pub mod train;
+pub mod util;
 
 pub use error::{Error, Result};

@@ -13,19 +13,11 @@ use wgpt::Error;
 #[test]
 fn shader_errors_name_the_entry_point_and_number_the_source() {
     let src = "alias st = f32;\nfn broken( {\n}\n";
-    let err = reflect_source("broken.wgsl", src, "broken_forward")
-        .err()
-        .expect("must fail");
+    let err = reflect_source("broken.wgsl", src, "broken_forward").err().expect("must fail");
     let text = err.to_string();
     assert!(matches!(err, Error::Shader { .. }));
-    assert!(
-        text.contains("broken.wgsl") && text.contains("broken_forward"),
-        "{text}"
-    );
-    assert!(
-        text.contains("   2 | fn broken( {"),
-        "numbered source missing:\n{text}"
-    );
+    assert!(text.contains("broken.wgsl") && text.contains("broken_forward"), "{text}");
+    assert!(text.contains("   2 | fn broken( {"), "numbered source missing:\n{text}");
 }
 
 #[test]
@@ -36,11 +28,7 @@ fn unknown_entry_point_is_an_error() {
     let err = pollster::block_on(Step::compile(
         gpu(),
         &mut PipelineCache::new(),
-        Program {
-            tensors: t,
-            dispatches: vec![d],
-            ..Default::default()
-        },
+        Program { tensors: t, dispatches: vec![d], ..Default::default() },
     ))
     .err()
     .expect("must fail");
@@ -58,20 +46,13 @@ fn tensor_over_the_binding_limit_is_named() {
     let err = pollster::block_on(Step::compile(
         g,
         &mut PipelineCache::new(),
-        Program {
-            tensors: t,
-            dispatches: vec![d],
-            ..Default::default()
-        },
+        Program { tensors: t, dispatches: vec![d], ..Default::default() },
     ))
     .err()
     .expect("must fail");
     let text = err.to_string();
     assert!(matches!(err, Error::Limit { .. }), "{text}");
-    assert!(
-        text.contains("huge.") && text.contains("max_storage_buffer_binding_size"),
-        "{text}"
-    );
+    assert!(text.contains("huge.") && text.contains("max_storage_buffer_binding_size"), "{text}");
 }
 
 #[test]
@@ -82,11 +63,7 @@ fn too_many_workgroups_is_an_error() {
     let err = pollster::block_on(Step::compile(
         gpu(),
         &mut PipelineCache::new(),
-        Program {
-            tensors: t,
-            dispatches: vec![d],
-            ..Default::default()
-        },
+        Program { tensors: t, dispatches: vec![d], ..Default::default() },
     ))
     .err()
     .expect("must fail");
@@ -98,17 +75,11 @@ fn missing_binding_is_an_error() {
     let mut t = Tensors::default();
     let x = t.f32("x", &[4], Class::Input);
     // gelu_forward reads x at binding 2; leave it out.
-    let d = Dispatch::new(Family::Gelu, "gelu_forward")
-        .uniform(wgpt::ops::Uniform::new().u(4u32).u(0u32))
-        .arg(1, x);
+    let d = Dispatch::new(Family::Gelu, "gelu_forward").uniform(wgpt::ops::Uniform::new().u(4u32).u(0u32)).arg(1, x);
     let err = pollster::block_on(Step::compile(
         gpu(),
         &mut PipelineCache::new(),
-        Program {
-            tensors: t,
-            dispatches: vec![d],
-            ..Default::default()
-        },
+        Program { tensors: t, dispatches: vec![d], ..Default::default() },
     ))
     .err()
     .expect("must fail");

@@ -15,8 +15,9 @@ use wgpt::train::{StepConfig, TrainStep};
 fn fixture_path() -> std::path::PathBuf {
     match std::env::var("WGPT_SHARED") {
         Ok(dir) => std::path::PathBuf::from(dir).join("fixtures/gpt2_tiny_reference.safetensors"),
-        Err(_) => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/gpt2_tiny_reference.safetensors"),
+        Err(_) => {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2_tiny_reference.safetensors")
+        }
     }
 }
 
@@ -28,25 +29,17 @@ struct Fixture {
 fn load() -> Fixture {
     let path = fixture_path();
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "reference fixture {} unreadable: {e} (set WGPT_SHARED to the shared/ folder)",
-            path.display()
-        )
+        panic!("reference fixture {} unreadable: {e} (set WGPT_SHARED to the shared/ folder)", path.display())
     });
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut fx = Fixture {
-        f32s: HashMap::new(),
-        i32s: HashMap::new(),
-    };
+    let mut fx = Fixture { f32s: HashMap::new(), i32s: HashMap::new() };
     for (name, view) in st.tensors() {
         match view.dtype() {
             Dtype::F32 => {
-                fx.f32s
-                    .insert(name, bytemuck::pod_collect_to_vec(view.data()));
+                fx.f32s.insert(name, bytemuck::pod_collect_to_vec(view.data()));
             }
             Dtype::I32 => {
-                fx.i32s
-                    .insert(name, bytemuck::pod_collect_to_vec(view.data()));
+                fx.i32s.insert(name, bytemuck::pod_collect_to_vec(view.data()));
             }
             other => panic!("unexpected dtype {other:?} for {name}"),
         }
@@ -60,14 +53,8 @@ fn max_abs(x: &[f64]) -> f64 {
 
 fn build(fx: &Fixture) -> TrainStep {
     let mut cache = PipelineCache::new();
-    let ts = pollster::block_on(TrainStep::build(
-        gpu(),
-        &mut cache,
-        StepConfig::new(GptConfig::tiny(), 2),
-    ))
-    .unwrap();
-    ts.load_params(|name, _| Ok(fx.f32s[&format!("param.{name}")].clone()))
-        .unwrap();
+    let ts = pollster::block_on(TrainStep::build(gpu(), &mut cache, StepConfig::new(GptConfig::tiny(), 2))).unwrap();
+    ts.load_params(|name, _| Ok(fx.f32s[&format!("param.{name}")].clone())).unwrap();
     let ids: Vec<u32> = fx.i32s["input_ids"].iter().map(|&x| x as u32).collect();
     let targets: Vec<u32> = fx.i32s["targets"].iter().map(|&x| x as u32).collect();
     ts.set_batch(&ids, &targets).unwrap();
@@ -88,21 +75,11 @@ fn tiny_gpt_matches_pytorch_reference() {
 
     ts.run_backward();
     let grads = pollster::block_on(ts.read_grads()).unwrap();
-    assert_eq!(
-        grads.len(),
-        2 + 12 * 2 + 2,
-        "every parameter has a gradient"
-    );
+    assert_eq!(grads.len(), 2 + 12 * 2 + 2, "every parameter has a gradient");
     for (name, got) in &grads {
         let want = to64(&fx.f32s[&format!("grad.{name}")]);
         // f32 against f32 with different summation orders: errors scale with the tensor's largest entry.
-        assert_close(
-            &format!("grad {name}"),
-            &to64(got),
-            &want,
-            2e-4 * max_abs(&want),
-            1e-3,
-        );
+        assert_close(&format!("grad {name}"), &to64(got), &want, 2e-4 * max_abs(&want), 1e-3);
     }
 
     let (losses, norms) = (&fx.f32s["adamw.losses"], &fx.f32s["adamw.grad_norms"]);
@@ -112,34 +89,16 @@ fn tiny_gpt_matches_pytorch_reference() {
             ts.run_backward();
         }
         let s = pollster::block_on(ts.stats()).unwrap();
-        assert_close(
-            &format!("loss before AdamW step {i}"),
-            &[s.loss as f64],
-            &[losses[i] as f64],
-            1e-5,
-            1e-5,
-        );
+        assert_close(&format!("loss before AdamW step {i}"), &[s.loss as f64], &[losses[i] as f64], 1e-5, 1e-5);
         ts.run_optimizer(1e-3).unwrap();
         let s = pollster::block_on(ts.stats()).unwrap();
-        assert_close(
-            &format!("grad norm at step {i}"),
-            &[s.grad_norm as f64],
-            &[norms[i] as f64],
-            1e-5,
-            1e-4,
-        );
+        assert_close(&format!("grad norm at step {i}"), &[s.grad_norm as f64], &[norms[i] as f64], 1e-5, 1e-4);
     }
     let params = pollster::block_on(ts.read_params()).unwrap();
     for (name, got) in &params {
         let want = to64(&fx.f32s[&format!("after3.{name}")]);
         // Each step moves a weight by about lr = 1e-3; 1e-5 absolute is 1% of one step.
-        assert_close(
-            &format!("{name} after 3 AdamW steps"),
-            &to64(got),
-            &want,
-            1e-5,
-            1e-5,
-        );
+        assert_close(&format!("{name} after 3 AdamW steps"), &to64(got), &want, 1e-5, 1e-5);
     }
 }
 
@@ -160,14 +119,55 @@ fn identical_steps_are_bit_identical() {
                 .collect::<HashMap<_, _>>(),
         ));
     }
-    assert_eq!(
-        runs[0].0, runs[1].0,
-        "loss bits differ between identical steps"
-    );
+    assert_eq!(runs[0].0, runs[1].0, "loss bits differ between identical steps");
     for (name, bits) in &runs[0].1 {
-        assert!(
-            bits == &runs[1].1[name],
-            "gradient {name} differs between identical steps"
-        );
+        assert!(bits == &runs[1].1[name], "gradient {name} differs between identical steps");
+    }
+}
+
+/// A vocabulary whose token table and logits exceed one storage binding (forced small here) runs
+/// as shards of wte and chunks of logits; loss and gradients equal the unsplit model's.
+#[test]
+fn split_token_table_and_logits_match_unsplit() {
+    let model = GptConfig { vocab_size: 1200, block_size: 16, n_layer: 1, n_head: 2, n_embd: 128 };
+    let batch = 8;
+    let mut r = rng(5);
+    let specs = wgpt::model::param_table(&model);
+    let init: HashMap<String, Vec<f32>> = specs
+        .iter()
+        .map(|s| {
+            let v = match s.init {
+                wgpt::model::Init::Normal(std) => to32(&randn(&mut r, s.numel(), std as f64 * 5.0)),
+                wgpt::model::Init::Zeros => to32(&randn(&mut r, s.numel(), 0.02)),
+                wgpt::model::Init::Ones => to32(&randn(&mut r, s.numel(), 0.1)).iter().map(|x| 1.0 + x).collect(),
+            };
+            (s.name.clone(), v)
+        })
+        .collect();
+    let ids: Vec<u32> = (0..batch * 16).map(|i| ((i * 37 + 11) % 1200) as u32).collect();
+    let targets: Vec<u32> = (0..batch * 16).map(|i| ((i * 91 + 5) % 1200) as u32).collect();
+    let run = |max_binding: Option<u64>| {
+        let mut cfg = StepConfig::new(model, batch);
+        cfg.max_binding = max_binding;
+        let ts = pollster::block_on(TrainStep::build(gpu(), &mut PipelineCache::new(), cfg)).unwrap();
+        let heads = ts.step.dispatches.iter().filter(|d| d.entry == "matmul_forward_nobias").count();
+        ts.load_params(|name, _| Ok(init[name].clone())).unwrap();
+        ts.set_batch(&ids, &targets).unwrap();
+        ts.run_forward();
+        ts.run_backward();
+        let loss = pollster::block_on(ts.stats()).unwrap().loss;
+        (heads, loss, pollster::block_on(ts.read_grads()).unwrap())
+    };
+    let (heads1, loss1, g1) = run(None);
+    // A 400 kB binding limit (enforced by the executor too): wte (614 kB) splits into shards of
+    // 781 and 419 rows, logits (128 x 1200, 614 kB) into two chunks of 64 rows.
+    let (heads2, loss2, g2) = run(Some(400_000));
+    assert_eq!(heads1, 1, "unsplit lm_head is one product");
+    assert_eq!(heads2, 4, "the split run must make 2 row chunks x 2 shards of the lm_head");
+    // Per-row losses are identical; only dx sums shard contributions in another order.
+    assert_close("loss", &[loss2 as f64], &[loss1 as f64], 1e-6, 1e-6);
+    for (name, a) in &g1 {
+        let a = to64(a);
+        assert_close(&format!("grad {name}"), &to64(&g2[name]), &a, 1e-5 * max_abs(&a), 1e-4);
     }
 }

@@ -36,13 +36,21 @@ fn check(cfg: StepConfig, max_binding: u64) {
     for (i, tensor) in t.list.iter().enumerate() {
         if let Some((base, _)) = tensor.view {
             let (v, b) = (p.placement[i], p.placement[base.index()]);
-            assert!(v.arena == b.arena && v.offset >= b.offset && v.offset + v.size <= b.offset + b.size, "view {} escapes its base", tensor.name);
+            assert!(
+                v.arena == b.arena && v.offset >= b.offset && v.offset + v.size <= b.offset + b.size,
+                "view {} escapes its base",
+                tensor.name
+            );
             assert_eq!(v.offset % 256, 0, "view {} is not 256-byte aligned", tensor.name);
         }
     }
     for fp in &sections.layout.params {
         let off = |id: wgpt::graph::TensorId| p.placement[id.index()].offset - p.placement[t.root(id).index()].offset;
-        assert!(off(fp.param) == off(fp.grad) && off(fp.grad) == off(fp.m) && off(fp.m) == off(fp.v), "{} has different offsets in params/grads/moments", fp.spec.name);
+        assert!(
+            off(fp.param) == off(fp.grad) && off(fp.grad) == off(fp.m) && off(fp.m) == off(fp.v),
+            "{} has different offsets in params/grads/moments",
+            fp.spec.name
+        );
     }
     assert!(p.peak_planned < p.naive_planned, "peak {} is not below the naive sum {}", p.peak_planned, p.naive_planned);
     println!("{}", p.report(t).lines().take(12).collect::<Vec<_>>().join("\n"));

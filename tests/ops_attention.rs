@@ -14,11 +14,7 @@ fn forward_kit(
     k: &mut Kit,
     a: &Attention,
     qkv: &[f64],
-) -> (
-    wgpt::graph::TensorId,
-    wgpt::graph::TensorId,
-    wgpt::graph::TensorId,
-) {
+) -> (wgpt::graph::TensorId, wgpt::graph::TensorId, wgpt::graph::TensorId) {
     let qkvi = k.input("qkv", qkv);
     let out = k.output("out", a.b * a.t * a.c());
     let lse = k.output("lse", a.b * a.nh * a.t);
@@ -28,23 +24,14 @@ fn forward_kit(
 
 #[test]
 fn attention_cpu_backward_matches_finite_differences() {
-    for (s, a) in [att(1, 1, 1, 1), att(2, 4, 2, 3), att(1, 6, 1, 5)]
-        .iter()
-        .enumerate()
-    {
+    for (s, a) in [att(1, 1, 1, 1), att(2, 4, 2, 3), att(1, 6, 1, 5)].iter().enumerate() {
         let mut r = rng(100 + s as u64);
         let qkv = randn(&mut r, a.b * a.t * 3 * a.c(), 1.0);
         let w = randn(&mut r, a.b * a.t * a.c(), 1.0);
         let num = numeric_grad(&qkv, 1e-5, |x| dot(&a.cpu_forward(x).0, &w));
         // f64 central differences with eps 1e-5: truncation ~eps^2 and cancellation ~1e-16/eps,
         // both far below 1e-8.
-        assert_close(
-            "attention dqkv",
-            &a.cpu_backward(&w, &qkv),
-            &num,
-            1e-8,
-            1e-6,
-        );
+        assert_close("attention dqkv", &a.cpu_backward(&w, &qkv), &num, 1e-8, 1e-6);
     }
 }
 
@@ -64,8 +51,7 @@ fn attention_cpu_lse_is_log_sum_exp() {
                 for s in 0..=t {
                     let mut x = 0.0;
                     for d in 0..a.hs {
-                        x += qkv[(b * a.t + t) * 3 * c + h * a.hs + d]
-                            * qkv[(b * a.t + s) * 3 * c + c + h * a.hs + d];
+                        x += qkv[(b * a.t + t) * 3 * c + h * a.hs + d] * qkv[(b * a.t + s) * 3 * c + c + h * a.hs + d];
                     }
                     z += (x / (a.hs as f64).sqrt()).exp();
                 }
@@ -122,35 +108,12 @@ fn attention_kernels_match_reference() {
         k.push(a.backward(dqkv, false, scratch, douti, qkvi, out, lse));
         let ran = k.run();
 
-        let what = |name: &str| {
-            format!(
-                "{name} B={} T={} NH={} HS={} scale={scale}",
-                a.b, a.t, a.nh, a.hs
-            )
-        };
+        let what = |name: &str| format!("{name} B={} T={} NH={} HS={} scale={scale}", a.b, a.t, a.nh, a.hs);
         let (want_out, want_lse) = a.cpu_forward(&qkv);
-        assert_close(
-            &what("attention_forward out"),
-            &ran.get(out),
-            &want_out,
-            5e-6 * tol,
-            1e-5 * tol,
-        );
-        assert_close(
-            &what("attention_forward lse"),
-            &ran.get(lse),
-            &want_lse,
-            5e-6 * tol,
-            1e-5 * tol,
-        );
+        assert_close(&what("attention_forward out"), &ran.get(out), &want_out, 5e-6 * tol, 1e-5 * tol);
+        assert_close(&what("attention_forward lse"), &ran.get(lse), &want_lse, 5e-6 * tol, 1e-5 * tol);
         let want = a.cpu_backward(&dout, &qkv);
-        assert_close(
-            &what("attention_backward dqkv"),
-            &ran.get(dqkv),
-            &want,
-            2e-5 * tol,
-            1e-4 * tol,
-        );
+        assert_close(&what("attention_backward dqkv"), &ran.get(dqkv), &want, 2e-5 * tol, 1e-4 * tol);
         let want_acc: Vec<f64> = want.iter().zip(&prior).map(|(x, y)| x + y).collect();
         assert_close(
             &what("attention_backward dqkv (accumulate)"),
@@ -201,26 +164,14 @@ fn attention_is_causal() {
             let row = (b * a.t + t) * c..(b * a.t + t + 1) * c;
             let q_row = (b * a.t + t) * 3 * c..(b * a.t + t) * 3 * c + c;
             if t < t0 {
-                assert_eq!(
-                    o1[row.clone()],
-                    o2[row],
-                    "out row b={b} t={t} saw a future token"
-                );
-                assert_eq!(
-                    g1[q_row.clone()],
-                    g2[q_row],
-                    "dq row b={b} t={t} saw a future token"
-                );
+                assert_eq!(o1[row.clone()], o2[row], "out row b={b} t={t} saw a future token");
+                assert_eq!(g1[q_row.clone()], g2[q_row], "dq row b={b} t={t} saw a future token");
                 for h in 0..a.nh {
                     let i = (b * a.nh + h) * a.t + t;
                     assert_eq!(l1[i], l2[i], "lse b={b} h={h} t={t} saw a future token");
                 }
             } else {
-                assert_ne!(
-                    o1[row.clone()],
-                    o2[row],
-                    "out row b={b} t={t} ignored token {t0}"
-                );
+                assert_ne!(o1[row.clone()], o2[row], "out row b={b} t={t} ignored token {t0}");
             }
         }
     }
@@ -244,10 +195,7 @@ fn attention_is_deterministic() {
     ran.step.run();
     let second: Vec<Vec<u32>> = [out, lse, dqkv].iter().map(|&t| ran.get_bits(t)).collect();
     assert!(first[2].iter().all(|b| !f32::from_bits(*b).is_nan()));
-    assert_eq!(
-        first, second,
-        "attention results differ between two identical runs"
-    );
+    assert_eq!(first, second, "attention results differ between two identical runs");
 }
 
 #[test]

@@ -19,26 +19,10 @@ fn gelu_cpu_backward_matches_finite_differences() {
 #[test]
 fn residual_cpu_backward_matches_finite_differences() {
     let mut r = rng(2);
-    let (a, b, w) = (
-        randn(&mut r, 20, 1.0),
-        randn(&mut r, 20, 1.0),
-        randn(&mut r, 20, 1.0),
-    );
+    let (a, b, w) = (randn(&mut r, 20, 1.0), randn(&mut r, 20, 1.0), randn(&mut r, 20, 1.0));
     let (da, db) = residual::cpu_backward(&w);
-    assert_close(
-        "residual da",
-        &da,
-        &numeric_grad(&a, 1e-6, |a| dot(&residual::cpu_forward(a, &b), &w)),
-        1e-7,
-        1e-6,
-    );
-    assert_close(
-        "residual db",
-        &db,
-        &numeric_grad(&b, 1e-6, |b| dot(&residual::cpu_forward(&a, b), &w)),
-        1e-7,
-        1e-6,
-    );
+    assert_close("residual da", &da, &numeric_grad(&a, 1e-6, |a| dot(&residual::cpu_forward(a, &b), &w)), 1e-7, 1e-6);
+    assert_close("residual db", &db, &numeric_grad(&b, 1e-6, |b| dot(&residual::cpu_forward(&a, b), &w)), 1e-7, 1e-6);
 }
 
 // f32 kernels against f64 references: 1e-6 relative covers the rounding of a few f32 operations
@@ -61,13 +45,7 @@ fn gelu_kernels_match_reference() {
             gelu::backward(dx2, false, dyi, xi, n),
         ]);
         let ran = k.run();
-        assert_close(
-            "gelu_forward",
-            &ran.get(out),
-            &gelu::cpu_forward(&x),
-            1e-6,
-            1e-5,
-        );
+        assert_close("gelu_forward", &ran.get(out), &gelu::cpu_forward(&x), 1e-6, 1e-5);
         let want = gelu::cpu_backward(&dy, &x);
         assert_close("gelu_backward", &ran.get(dx2), &want, 1e-6, 1e-5);
         let acc: Vec<f64> = want.iter().zip(&prior).map(|(a, b)| a + b).collect();
@@ -79,46 +57,21 @@ fn gelu_kernels_match_reference() {
 fn residual_kernels_match_reference() {
     for (s, &n) in SIZES.iter().enumerate() {
         let mut r = rng(20 + s as u64);
-        let (a, b, dy, prior) = (
-            randn(&mut r, n, 1.0),
-            randn(&mut r, n, 1.0),
-            randn(&mut r, n, 1.0),
-            randn(&mut r, n, 1.0),
-        );
+        let (a, b, dy, prior) =
+            (randn(&mut r, n, 1.0), randn(&mut r, n, 1.0), randn(&mut r, n, 1.0), randn(&mut r, n, 1.0));
         let mut k = Kit::new();
         let (ai, bi, dyi) = (k.input("a", &a), k.input("b", &b), k.input("dy", &dy));
         let out = k.output("out", n);
         let da = k.input("da", &prior);
         let db = k.output("db", n);
-        k.push([
-            residual::forward(out, ai, bi, n),
-            residual::backward(da, true, db, false, dyi, n),
-        ]);
+        k.push([residual::forward(out, ai, bi, n), residual::backward(da, true, db, false, dyi, n)]);
         let ran = k.run();
-        assert_close(
-            "residual_forward",
-            &ran.get(out),
-            &residual::cpu_forward(&a, &b),
-            1e-6,
-            1e-6,
-        );
+        assert_close("residual_forward", &ran.get(out), &residual::cpu_forward(&a, &b), 1e-6, 1e-6);
         let (wa, wb) = residual::cpu_backward(&dy);
         let wa: Vec<f64> = wa.iter().zip(&prior).map(|(x, y)| x + y).collect();
-        assert_close(
-            "residual_backward da (accumulate)",
-            &ran.get(da),
-            &wa,
-            1e-6,
-            1e-6,
-        );
+        assert_close("residual_backward da (accumulate)", &ran.get(da), &wa, 1e-6, 1e-6);
         // A copy: exact once the reference is rounded to f32.
-        assert_close(
-            "residual_backward db",
-            &ran.get(db),
-            &to64(&to32(&wb)),
-            0.0,
-            0.0,
-        );
+        assert_close("residual_backward db", &ran.get(db), &to64(&to32(&wb)), 0.0, 0.0);
     }
 }
 
@@ -134,11 +87,7 @@ fn colsum_and_norm_kernels_match_reference() {
         let part = k.scratch("partial", reduce::colsum_scratch(rows, cols));
         k.push(reduce::colsum(dst, true, xi, part, rows, cols));
         let ran = k.run();
-        let want: Vec<f64> = reduce::cpu_colsum(&x, rows, cols)
-            .iter()
-            .zip(&prior)
-            .map(|(a, b)| a + b)
-            .collect();
+        let want: Vec<f64> = reduce::cpu_colsum(&x, rows, cols).iter().zip(&prior).map(|(a, b)| a + b).collect();
         assert_close("colsum", &ran.get(dst), &want, 1e-5, 1e-5);
     }
     for (s, &n) in [1usize, 2047, 2049, 10_000].iter().enumerate() {
@@ -158,12 +107,6 @@ fn colsum_and_norm_kernels_match_reference() {
         let got = ran.get(out);
         let (norm, clip) = reduce::cpu_norm(&x, 1.0);
         let ss: f64 = x.iter().map(|v| v * v).sum();
-        assert_close(
-            "norm, clip, half sum of squares",
-            &got,
-            &[norm, clip, 0.5 * ss],
-            1e-6,
-            1e-5,
-        );
+        assert_close("norm, clip, half sum of squares", &got, &[norm, clip, 0.5 * ss], 1e-6, 1e-5);
     }
 }

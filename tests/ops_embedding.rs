@@ -8,24 +8,13 @@ use rand::Rng;
 use wgpt::ops::embedding::Embedding;
 
 fn emb(b: usize, t: usize, c: usize, v: usize, block: usize) -> Embedding {
-    Embedding {
-        b,
-        t,
-        c,
-        v,
-        block,
-        v0: 0,
-    }
+    Embedding { b, t, c, v, block, v0: 0 }
 }
 
 /// Token ids with many repeats: drawn from a few distinct tokens spread over the vocabulary.
 fn token_ids(r: &mut impl Rng, n: usize, v: usize) -> Vec<u32> {
-    let pool: Vec<u32> = (0..(v / 3).max(1))
-        .map(|_| r.random_range(0..v as u32))
-        .collect();
-    (0..n)
-        .map(|_| pool[r.random_range(0..pool.len())])
-        .collect()
+    let pool: Vec<u32> = (0..(v / 3).max(1)).map(|_| r.random_range(0..v as u32)).collect();
+    (0..n).map(|_| pool[r.random_range(0..pool.len())]).collect()
 }
 
 /// N(0, scale^2) values that f32 holds exactly, so the f64 reference sees the kernel's inputs.
@@ -119,12 +108,7 @@ fn embedding_kernels_match_reference() {
         k.push(e.backward(dwte, false, Some((dwpe, false)), douti, bk));
         let ran = k.run();
 
-        let what = |name: &str| {
-            format!(
-                "{name} B={} T={} C={} V={} block={}",
-                e.b, e.t, e.c, e.v, e.block
-            )
-        };
+        let what = |name: &str| format!("{name} B={} T={} C={} V={} block={}", e.b, e.t, e.c, e.v, e.block);
         assert_close(
             &what("embedding_forward"),
             &ran.get(out),
@@ -133,22 +117,9 @@ fn embedding_kernels_match_reference() {
             f32::EPSILON as f64,
         );
         let (want_wte, want_wpe) = e.cpu_backward(&dout, &ids);
-        assert_close(
-            &what("embedding_backward_wte"),
-            &ran.get(dwte),
-            &want_wte,
-            1e-5,
-            1e-5,
-        );
-        assert_close(
-            &what("embedding_backward_wpe"),
-            &ran.get(dwpe),
-            &want_wpe,
-            1e-5,
-            1e-5,
-        );
-        let add =
-            |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x + y).collect() };
+        assert_close(&what("embedding_backward_wte"), &ran.get(dwte), &want_wte, 1e-5, 1e-5);
+        assert_close(&what("embedding_backward_wpe"), &ran.get(dwpe), &want_wpe, 1e-5, 1e-5);
+        let add = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x + y).collect() };
         assert_close(
             &what("embedding_backward_wte (accumulate)"),
             &ran.get(dwte_acc),
@@ -175,11 +146,7 @@ fn embedding_kernels_match_reference() {
         }
         let got_wpe = ran.get(dwpe_acc);
         let prior32 = to64(&to32(&prior_wpe));
-        assert_eq!(
-            got_wpe[e.t * e.c..],
-            prior32[e.t * e.c..],
-            "dwpe rows >= T changed"
-        );
+        assert_eq!(got_wpe[e.t * e.c..], prior32[e.t * e.c..], "dwpe rows >= T changed");
     }
 }
 
@@ -205,10 +172,7 @@ fn embedding_is_deterministic() {
     let first: Vec<Vec<u32>> = [out, dwte, dwpe].iter().map(|&t| ran.get_bits(t)).collect();
     ran.step.run();
     let second: Vec<Vec<u32>> = [out, dwte, dwpe].iter().map(|&t| ran.get_bits(t)).collect();
-    assert_eq!(
-        first, second,
-        "embedding results differ between two identical runs"
-    );
+    assert_eq!(first, second, "embedding results differ between two identical runs");
 }
 
 /// A token table bound in two shards (as for a wte larger than one binding) gives the same
@@ -218,25 +182,14 @@ fn sharded_token_table_matches_whole() {
     let mut r = rng(77);
     let (b, t, c, v) = (2, 9, 5, 150);
     let whole = emb(b, t, c, v, t);
-    let ids: Vec<u32> = (0..b * t)
-        .map(|i| {
-            if i % 2 == 0 {
-                r.random_range(0..64)
-            } else {
-                r.random_range(64..v as u32)
-            }
-        })
-        .collect();
+    let ids: Vec<u32> =
+        (0..b * t).map(|i| if i % 2 == 0 { r.random_range(0..64) } else { r.random_range(64..v as u32) }).collect();
     let wte = randn32(&mut r, v * c, 1.0);
     let wpe = randn32(&mut r, t * c, 1.0);
     let dout = randn32(&mut r, b * t * c, 1.0);
     let mut k = Kit::new();
-    let (idsi, wtei, wpei, douti) = (
-        k.input_u32("ids", &ids),
-        k.input("wte", &wte),
-        k.input("wpe", &wpe),
-        k.input("dout", &dout),
-    );
+    let (idsi, wtei, wpei, douti) =
+        (k.input_u32("ids", &ids), k.input("wte", &wte), k.input("wpe", &wpe), k.input("dout", &dout));
     let bk = k.input_u32("buckets", &whole.buckets(&ids));
     let out = k.output("out", b * t * c);
     let dwte = k.output("dwte", v * c);
@@ -251,13 +204,7 @@ fn sharded_token_table_matches_whole() {
     }
     let ran = k.run();
     // One f32 add per element: exact against the reference rounded to f32.
-    assert_close(
-        "sharded forward",
-        &ran.get(out),
-        &to64(&to32(&whole.cpu_forward(&ids, &wte, &wpe))),
-        0.0,
-        0.0,
-    );
+    assert_close("sharded forward", &ran.get(out), &to64(&to32(&whole.cpu_forward(&ids, &wte, &wpe))), 0.0, 0.0);
     let (gw, gp) = whole.cpu_backward(&dout, &ids);
     // Sums of at most B*T f32 values of size ~1.
     assert_close("sharded dwte", &ran.get(dwte), &gw, 1e-5, 1e-5);

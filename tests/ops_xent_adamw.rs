@@ -15,16 +15,8 @@ fn xent_cpu_backward_matches_finite_differences() {
     let logits = randn(&mut r, 21, 2.0);
     let targets = vec![0, 6, 3];
     let scale = 1.0 / 3.0;
-    let num = numeric_grad(&logits, 1e-6, |l| {
-        scale * op.cpu_forward(l, &targets).0.iter().sum::<f64>()
-    });
-    assert_close(
-        "xent dlogits",
-        &op.cpu_backward(&logits, &targets, scale),
-        &num,
-        1e-8,
-        1e-6,
-    );
+    let num = numeric_grad(&logits, 1e-6, |l| scale * op.cpu_forward(l, &targets).0.iter().sum::<f64>());
+    assert_close("xent dlogits", &op.cpu_backward(&logits, &targets, scale), &num, 1e-8, 1e-6);
 }
 
 #[test]
@@ -51,13 +43,7 @@ fn xent_kernels_match_reference() {
         // Losses are differences of O(10) numbers in f32: 1e-5 absolute.
         assert_close("xent losses", &ran.get(losses), &wl, 1e-5, 1e-5);
         assert_close("xent lse", &ran.get(lse), &wlse, 1e-5, 1e-6);
-        assert_close(
-            "mean loss",
-            &ran.get(mean),
-            &[wl.iter().sum::<f64>() / rows as f64],
-            1e-5,
-            1e-6,
-        );
+        assert_close("mean loss", &ran.get(mean), &[wl.iter().sum::<f64>() / rows as f64], 1e-5, 1e-6);
         // Probabilities in [0, 1] times scale: f32 exp rounding, 1e-6 absolute.
         let want = op.cpu_backward(&logits, &targets, scale as f64);
         assert_close("xent dlogits (in place)", &ran.get(li), &want, 1e-6, 1e-4);

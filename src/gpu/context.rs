@@ -4,9 +4,8 @@
 use crate::error::{Error, Result};
 
 /// The optional features wgpt makes use of when the adapter has them.
-pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
-    .union(wgpu::Features::SUBGROUP)
-    .union(wgpu::Features::TIMESTAMP_QUERY);
+pub const WANTED_FEATURES: wgpu::Features =
+    wgpu::Features::SHADER_F16.union(wgpu::Features::SUBGROUP).union(wgpu::Features::TIMESTAMP_QUERY);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
@@ -75,10 +74,7 @@ pub fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 }
 
 /// Every adapter the instance sees (on the web, the single one the browser offers).
-pub async fn list_adapters(
-    instance: &wgpu::Instance,
-    backends: wgpu::Backends,
-) -> Vec<wgpu::Adapter> {
+pub async fn list_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     #[cfg(not(target_arch = "wasm32"))]
     {
         instance.enumerate_adapters(backends).await
@@ -140,19 +136,8 @@ impl Gpu {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|e| Error::Device {
-                adapter: info.name.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(Gpu {
-            instance,
-            adapter,
-            device,
-            queue,
-            info,
-            features,
-            limits,
-        })
+            .map_err(|e| Error::Device { adapter: info.name.clone(), reason: e.to_string() })?;
+        Ok(Gpu { instance, adapter, device, queue, info, features, limits })
     }
 
     /// Largest byte range one storage binding may cover.
@@ -162,15 +147,10 @@ impl Gpu {
 
     /// Storage-binding offsets are rounded to this many bytes.
     pub fn align(&self) -> u64 {
-        self.limits
-            .min_storage_buffer_offset_alignment
-            .max(self.limits.min_uniform_buffer_offset_alignment) as u64
+        self.limits.min_storage_buffer_offset_alignment.max(self.limits.min_uniform_buffer_offset_alignment) as u64
     }
 
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({:?}, {:?})",
-            self.info.name, self.info.backend, self.info.device_type
-        )
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
     }
 }

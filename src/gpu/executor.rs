@@ -20,6 +20,8 @@ pub struct Program {
     pub tensors: Tensors,
     pub dispatches: Vec<Dispatch>,
     pub storage: StorageType,
+    /// Caps the bytes of one binding below the adapter's limit (None: the adapter's limit).
+    pub max_binding: Option<u64>,
 }
 
 struct Compiled {
@@ -44,11 +46,8 @@ fn debug_enabled() -> bool {
 
 impl Step {
     pub async fn compile(gpu: &Gpu, cache: &mut PipelineCache, program: Program) -> Result<Step> {
-        let Program {
-            tensors,
-            dispatches,
-            storage,
-        } = program;
+        let Program { tensors, dispatches, storage, max_binding } = program;
+        let max_binding = max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
         let plan = plan(&tensors, &dispatches, gpu.align());
 
         for a in &plan.arenas {
@@ -64,22 +63,18 @@ impl Step {
         for d in &dispatches {
             for &(_, t) in &d.args {
                 let size = plan.placement[t.index()].size;
-                if size > gpu.max_binding() {
+                if size > max_binding {
                     return Err(Error::Limit {
                         tensor: tensors.get(t).name.clone(),
                         what: "max_storage_buffer_binding_size",
                         needed: Bytes(size),
-                        limit: Bytes(gpu.max_binding()),
+                        limit: Bytes(max_binding),
                     });
                 }
             }
             let maxg = gpu.limits.max_compute_workgroups_per_dimension;
             if let Some(&g) = d.groups.iter().find(|&&g| g > maxg) {
-                return Err(Error::Workgroups {
-                    entry: d.entry.to_string(),
-                    groups: g,
-                    limit: maxg,
-                });
+                return Err(Error::Workgroups { entry: d.entry.to_string(), groups: g, limit: maxg });
             }
         }
         let buffers: Vec<Option<wgpu::Buffer>> = plan
@@ -107,10 +102,7 @@ impl Step {
             let off = (udata.len() as u64).div_ceil(ualign) * ualign;
             udata.resize(off as usize, 0);
             udata.extend_from_slice(bytemuck::cast_slice(&d.uniform));
-            udata.resize(
-                off as usize + (d.uniform.len() * 4).div_ceil(16).max(1) * 16,
-                0,
-            );
+            udata.resize(off as usize + (d.uniform.len() * 4).div_ceil(16).max(1) * 16, 0);
             uoffsets.push(off);
         }
         let ubuf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -123,13 +115,8 @@ impl Step {
 
         let mut compiled = Vec::with_capacity(dispatches.len());
         for (di, d) in dispatches.iter().enumerate() {
-            let kernel = cache
-                .get(gpu, d.family, d.entry, &d.constants, storage)
-                .await?;
-            let bind_err = |reason: String| Error::Binding {
-                entry: d.entry.to_string(),
-                reason,
-            };
+            let kernel = cache.get(gpu, d.family, d.entry, &d.constants, storage).await?;
+            let bind_err = |reason: String| Error::Binding { entry: d.entry.to_string(), reason };
             let mut entries = Vec::new();
             for &(binding, kind) in &kernel.bindings {
                 match kind {
@@ -151,16 +138,11 @@ impl Step {
                     }
                     BindingKind::Storage { .. } => {
                         let Some(&(_, t)) = d.args.iter().find(|a| a.0 == binding) else {
-                            return Err(bind_err(format!(
-                                "no tensor bound to @binding({binding})"
-                            )));
+                            return Err(bind_err(format!("no tensor bound to @binding({binding})")));
                         };
                         let p = plan.placement[t.index()];
                         let Some(buf) = &buffers[p.arena] else {
-                            return Err(bind_err(format!(
-                                "tensor {} is empty",
-                                tensors.get(t).name
-                            )));
+                            return Err(bind_err(format!("tensor {} is empty", tensors.get(t).name)));
                         };
                         entries.push(wgpu::BindGroupEntry {
                             binding,
@@ -190,22 +172,11 @@ impl Step {
             if let Some(e) = scope.pop().await {
                 return Err(bind_err(e.to_string()));
             }
-            compiled.push(Compiled {
-                kernel,
-                bind_group,
-                groups: d.groups,
-            });
+            compiled.push(Compiled { kernel, bind_group, groups: d.groups });
         }
 
-        let step = Step {
-            device: gpu.device.clone(),
-            queue: gpu.queue.clone(),
-            tensors,
-            dispatches,
-            plan,
-            buffers,
-            compiled,
-        };
+        let step =
+            Step { device: gpu.device.clone(), queue: gpu.queue.clone(), tensors, dispatches, plan, buffers, compiled };
         if debug_enabled() {
             eprintln!("{}", step.schedule_report());
             eprintln!("{}", step.plan.report(&step.tensors));
@@ -223,16 +194,10 @@ impl Step {
 
     /// Records `range` of the dispatch list into one compute pass and submits it.
     pub fn run_range(&self, range: Range<usize>) {
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("step"),
-            });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("step"),
-                timestamp_writes: None,
-            });
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
             for c in &self.compiled[range] {
                 pass.set_pipeline(&c.kernel.pipeline);
                 pass.set_bind_group(0, &c.bind_group, &[]);
@@ -248,9 +213,7 @@ impl Step {
 
     fn locate(&self, id: TensorId) -> (&wgpu::Buffer, u64, u64) {
         let p = self.plan.placement[id.index()];
-        let buf = self.buffers[p.arena]
-            .as_ref()
-            .expect("tensor in an empty arena");
+        let buf = self.buffers[p.arena].as_ref().expect("tensor in an empty arena");
         (buf, p.offset, p.size)
     }
 
@@ -287,18 +250,11 @@ impl Step {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("readback"),
-            });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(buf, off, &staging, 0, padded);
         self.queue.submit([enc.finish()]);
         map_read(&self.device, &staging).await?;
-        let data = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(e.to_string()))?
-            .to_vec();
+        let data = staging.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?.to_vec();
         staging.unmap();
         Ok(data[..size as usize].to_vec())
     }
@@ -315,18 +271,8 @@ impl Step {
     pub fn schedule_report(&self) -> String {
         let mut s = format!("schedule: {} dispatches\n", self.dispatches.len());
         for (i, d) in self.dispatches.iter().enumerate() {
-            let args: Vec<String> = d
-                .args
-                .iter()
-                .map(|(b, t)| format!("{b}:{}", self.tensors.get(*t).name))
-                .collect();
-            let _ = writeln!(
-                s,
-                "  {i:4} {:<28} groups {:?}  {}",
-                d.entry,
-                d.groups,
-                args.join(" ")
-            );
+            let args: Vec<String> = d.args.iter().map(|(b, t)| format!("{b}:{}", self.tensors.get(*t).name)).collect();
+            let _ = writeln!(s, "  {i:4} {:<28} groups {:?}  {}", d.entry, d.groups, args.join(" "));
         }
         s
     }
@@ -339,12 +285,8 @@ pub async fn map_read(device: &wgpu::Device, buffer: &wgpu::Buffer) -> Result<()
         let _ = tx.send(r);
     });
     #[cfg(not(target_arch = "wasm32"))]
-    device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| Error::Gpu(e.to_string()))?;
+    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
     #[cfg(target_arch = "wasm32")]
     let _ = device;
-    rx.await
-        .map_err(|_| Error::Gpu("readback was cancelled".into()))?
-        .map_err(|e| Error::Gpu(e.to_string()))
+    rx.await.map_err(|_| Error::Gpu("readback was cancelled".into()))?.map_err(|e| Error::Gpu(e.to_string()))
 }

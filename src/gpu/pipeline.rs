@@ -65,40 +65,29 @@ impl PipelineCache {
         let key = PipelineKey {
             family,
             entry: entry.to_string(),
-            constants: constants
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_bits()))
-                .collect(),
+            constants: constants.iter().map(|(n, v)| (n.to_string(), v.to_bits())).collect(),
             storage,
         };
         if let Some(k) = self.kernels.get(&key) {
             return Ok(k.clone());
         }
-        if let std::collections::hash_map::Entry::Vacant(slot) =
-            self.modules.entry((family, storage))
-        {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.modules.entry((family, storage)) {
             let reflected = reflect(family, storage, entry)?;
             let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-            let module = gpu
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(family.file()),
-                    source: wgpu::ShaderSource::Wgsl(reflected.source.clone().into()),
-                });
+            let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(family.file()),
+                source: wgpu::ShaderSource::Wgsl(reflected.source.clone().into()),
+            });
             check_scope(scope, family, entry).await?;
             slot.insert((module, reflected));
         }
         let (module, reflected) = &self.modules[&(family, storage)];
-        let bindings = reflected
-            .entries
-            .get(entry)
-            .cloned()
-            .ok_or_else(|| Error::Shader {
-                file: family.file().to_string(),
-                entry: entry.to_string(),
-                message: format!("no entry point named '{entry}'"),
-                numbered_source: String::new(),
-            })?;
+        let bindings = reflected.entries.get(entry).cloned().ok_or_else(|| Error::Shader {
+            file: family.file().to_string(),
+            entry: entry.to_string(),
+            message: format!("no entry point named '{entry}'"),
+            numbered_source: String::new(),
+        })?;
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .map(|&(binding, kind)| wgpu::BindGroupLayoutEntry {
@@ -107,9 +96,7 @@ impl PipelineCache {
                 ty: wgpu::BindingType::Buffer {
                     ty: match kind {
                         BindingKind::Uniform => wgpu::BufferBindingType::Uniform,
-                        BindingKind::Storage { read_only } => {
-                            wgpu::BufferBindingType::Storage { read_only }
-                        }
+                        BindingKind::Storage { read_only } => wgpu::BufferBindingType::Storage { read_only },
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,
@@ -120,36 +107,25 @@ impl PipelineCache {
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layout = gpu
             .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(entry),
-                entries: &entries,
-            });
-        let pl = gpu
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-        let pipeline = gpu
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pl),
-                module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
-        check_scope(scope, family, entry).await?;
-        let k = Arc::new(Kernel {
-            pipeline,
-            layout,
-            bindings,
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
+        let pl = gpu.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
         });
+        let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pl),
+            module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        check_scope(scope, family, entry).await?;
+        let k = Arc::new(Kernel { pipeline, layout, bindings });
         self.kernels.insert(key, k.clone());
         Ok(k)
     }

@@ -71,10 +71,7 @@ pub enum StorageType {
 
 pub fn prelude(st: StorageType) -> &'static str {
     match st {
-        StorageType::F32 => concat!(
-            "alias st = f32;\n",
-            include_str!("../../shaders/common.wgsl")
-        ),
+        StorageType::F32 => concat!("alias st = f32;\n", include_str!("../../shaders/common.wgsl")),
     }
 }
 
@@ -92,11 +89,7 @@ pub struct Reflected {
 }
 
 fn numbered(source: &str) -> String {
-    source
-        .lines()
-        .enumerate()
-        .map(|(i, l)| format!("{:4} | {l}\n", i + 1))
-        .collect()
+    source.lines().enumerate().map(|(i, l)| format!("{:4} | {l}\n", i + 1)).collect()
 }
 
 /// Parses and validates a family with naga. `entry` only names what was being compiled
@@ -113,14 +106,10 @@ pub fn reflect_source(file: &str, source: &str, entry: &str) -> Result<Reflected
         message,
         numbered_source: numbered(source),
     };
-    let module = naga::front::wgsl::parse_str(source)
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| fail(e.emit_to_string_with_path(source, file)))?;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
         .map_err(|e| fail(e.emit_to_string_with_path(source, file)))?;
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .map_err(|e| fail(e.emit_to_string_with_path(source, file)))?;
     let mut entries = BTreeMap::new();
     for (i, ep) in module.entry_points.iter().enumerate() {
         let fi = info.get_entry_point(i);
@@ -135,15 +124,10 @@ pub fn reflect_source(file: &str, source: &str, entry: &str) -> Result<Reflected
             }
             let kind = match var.space {
                 naga::AddressSpace::Uniform => BindingKind::Uniform,
-                naga::AddressSpace::Storage { access } => BindingKind::Storage {
-                    read_only: !access.contains(naga::StorageAccess::STORE),
-                },
-                other => {
-                    return Err(fail(format!(
-                        "{}: unsupported binding space {other:?}",
-                        ep.name
-                    )))
+                naga::AddressSpace::Storage { access } => {
+                    BindingKind::Storage { read_only: !access.contains(naga::StorageAccess::STORE) }
                 }
+                other => return Err(fail(format!("{}: unsupported binding space {other:?}", ep.name))),
             };
             bindings.push((rb.binding, kind));
         }
@@ -153,8 +137,5 @@ pub fn reflect_source(file: &str, source: &str, entry: &str) -> Result<Reflected
     if !entries.contains_key(entry) && !entry.is_empty() {
         return Err(fail(format!("no entry point named '{entry}'")));
     }
-    Ok(Reflected {
-        source: source.to_string(),
-        entries,
-    })
+    Ok(Reflected { source: source.to_string(), entries })
 }

@@ -25,18 +25,8 @@ pub struct Autodiff<'a> {
 
 impl<'a> Autodiff<'a> {
     /// `root_grads` maps each flat parameter range to its flat gradient range.
-    pub fn new(
-        g: &'a mut Graph,
-        root_grads: &HashMap<TensorId, TensorId>,
-        accumulate_params: bool,
-    ) -> Self {
-        Autodiff {
-            g,
-            grad: root_grads.clone(),
-            views: HashMap::new(),
-            written: HashMap::new(),
-            accumulate_params,
-        }
+    pub fn new(g: &'a mut Graph, root_grads: &HashMap<TensorId, TensorId>, accumulate_params: bool) -> Self {
+        Autodiff { g, grad: root_grads.clone(), views: HashMap::new(), written: HashMap::new(), accumulate_params }
     }
 
     /// The gradient tensor of `x` (created on first use) and its window (root, offset, length).
@@ -53,8 +43,7 @@ impl<'a> Autodiff<'a> {
                 d
             }
         };
-        let whole =
-            off == 0 && len == self.g.t.get(groot).numel() && self.g.t.get(groot).view.is_none();
+        let whole = off == 0 && len == self.g.t.get(groot).numel() && self.g.t.get(groot).view.is_none();
         let id = if whole {
             groot
         } else {
@@ -64,10 +53,10 @@ impl<'a> Autodiff<'a> {
                 Some(&v) => v,
                 None => {
                     let v = self.g.t.view(groot, off, len);
-                    let name = format!("d.{}", self.g.t.get(x).name);
+                    let (name, shape) = (format!("d.{}", self.g.t.get(x).name), self.g.t.get(x).shape.clone());
                     let t = &mut self.g.t.list[v.index()];
                     t.name = name;
-                    t.shape = self.g.t.list[x.index()].shape.clone();
+                    t.shape = shape;
                     self.views.insert(key, v);
                     v
                 }
@@ -97,22 +86,24 @@ impl<'a> Autodiff<'a> {
         (id, seen || (self.accumulate_params && param))
     }
 
+    /// The gradient of `x`, which earlier rules must have written in full (possibly as several
+    /// windows, like logits taken in chunks of rows).
     fn grad_of(&mut self, x: TensorId) -> TensorId {
         let (id, (root, off, len)) = self.grad_tensor(x);
-        assert!(
-            self.written
-                .get(&root)
-                .is_some_and(|w| w.contains(&(off, len))),
-            "autodiff: no gradient reached {}",
-            self.g.t.get(x).name
-        );
+        let mut pieces: Vec<(usize, usize)> = self.written.get(&root).cloned().unwrap_or_default();
+        pieces.sort();
+        let mut covered = off;
+        for (o, l) in pieces {
+            if o <= covered && o + l > covered {
+                covered = o + l;
+            }
+        }
+        assert!(covered >= off + len, "autodiff: no gradient reached {}", self.g.t.get(x).name);
         id
     }
 
     fn scratch(&mut self, name: &str, n: usize) -> TensorId {
-        self.g
-            .t
-            .f32(format!("scratch.{name}"), &[n.max(1)], Class::Scratch)
+        self.g.t.f32(format!("scratch.{name}"), &[n.max(1)], Class::Scratch)
     }
 
     /// The backward dispatch list. `loss_scale` multiplies dLoss/dlogits (1 for a plain mean loss;
@@ -123,20 +114,12 @@ impl<'a> Autodiff<'a> {
         for node in nodes.iter().rev() {
             match *node {
                 // xent_backward: dlogits = (softmax − onehot) · scale, in place over the logits.
-                Node::CrossEntropy {
-                    op,
-                    lse,
-                    logits,
-                    targets,
-                    scale,
-                    ..
-                } => {
+                Node::CrossEntropy { op, lse, logits, targets, scale, .. } => {
                     let (root, _) = self.g.t.window(logits);
                     if !self.grad.contains_key(&root) {
                         let n = self.g.t.get(root).numel();
                         let alias = self.g.t.view(root, 0, n);
-                        self.g.t.list[alias.index()].name =
-                            format!("d.{}", self.g.t.get(root).name);
+                        self.g.t.list[alias.index()].name = format!("d.{}", self.g.t.get(root).name);
                         self.grad.insert(root, alias);
                     }
                     let (dlogits, acc) = self.grad_for_write(logits);
@@ -146,13 +129,7 @@ impl<'a> Autodiff<'a> {
                 // The mean is folded into each chunk's scale above.
                 Node::Mean { .. } => {}
                 // matmul_backward_dx, matmul_backward_dw, colsum_partial/colsum_final (bias).
-                Node::Matmul {
-                    op,
-                    out,
-                    x,
-                    w,
-                    bias,
-                } => {
+                Node::Matmul { op, out, x, w, bias } => {
                     let dout = self.grad_of(out);
                     let (dx, acc) = self.grad_for_write(x);
                     d.push(op.backward_dx(dx, acc, dout, w));
@@ -172,15 +149,7 @@ impl<'a> Autodiff<'a> {
                     d.extend(op.backward(dqkv, acc, s, dout, qkv, out, lse));
                 }
                 // layernorm_backward*: dx per row, dw/db through ordered partial sums.
-                Node::LayerNorm {
-                    op,
-                    out,
-                    mean,
-                    rstd,
-                    x,
-                    w,
-                    b,
-                } => {
+                Node::LayerNorm { op, out, mean, rstd, x, w, b } => {
                     let dout = self.grad_of(out);
                     let (dx, ax) = self.grad_for_write(x);
                     let (dw, aw) = self.grad_for_write(w);
@@ -203,15 +172,7 @@ impl<'a> Autodiff<'a> {
                 }
                 // embedding_backward_wte: dwte by host-built token buckets (this shard's tokens);
                 // embedding_backward_wpe (first shard only): dwpe by summing over B.
-                Node::Embedding {
-                    op,
-                    out,
-                    wte,
-                    wpe,
-                    buckets,
-                    first,
-                    ..
-                } => {
+                Node::Embedding { op, out, wte, wpe, buckets, first, .. } => {
                     let dout = self.grad_of(out);
                     let (dwte, at) = self.grad_for_write(wte);
                     let dwpe = first.then(|| self.grad_for_write(wpe));

@@ -82,27 +82,17 @@ impl FlatLayout {
             layout.groups.push(group);
         }
         // Back to model order, so listings read like the model.
-        let order: HashMap<&str, usize> = specs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
-            .collect();
+        let order: HashMap<&str, usize> = specs.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
         layout.params.sort_by_key(|p| order[p.spec.name.as_str()]);
         layout
     }
 
     pub fn by_name(&self) -> HashMap<String, &FlatParam> {
-        self.params
-            .iter()
-            .map(|p| (p.spec.name.clone(), p))
-            .collect()
+        self.params.iter().map(|p| (p.spec.name.clone(), p)).collect()
     }
 
     pub fn param_ids(&self) -> HashMap<String, TensorId> {
-        self.params
-            .iter()
-            .map(|p| (p.spec.name.clone(), p.param))
-            .collect()
+        self.params.iter().map(|p| (p.spec.name.clone(), p.param)).collect()
     }
 
     /// Flat parameter range → flat gradient range, for autodiff.

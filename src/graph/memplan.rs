@@ -43,13 +43,7 @@ fn align_up(x: u64, a: u64) -> u64 {
 }
 
 /// Arena order: one per persistent class, then the shared work arena.
-const PERSISTENT: [Class; 5] = [
-    Class::Param,
-    Class::Grad,
-    Class::Optim,
-    Class::Input,
-    Class::Output,
-];
+const PERSISTENT: [Class; 5] = [Class::Param, Class::Grad, Class::Optim, Class::Input, Class::Output];
 
 pub fn plan(tensors: &Tensors, dispatches: &[Dispatch], align: u64) -> MemoryPlan {
     let n = tensors.len();
@@ -64,18 +58,11 @@ pub fn plan(tensors: &Tensors, dispatches: &[Dispatch], align: u64) -> MemoryPla
             if t.class != class || t.view.is_some() {
                 continue;
             }
-            placement[i] = Placement {
-                arena,
-                offset: off,
-                size: t.bytes(),
-            };
+            placement[i] = Placement { arena, offset: off, size: t.bytes() };
             off = align_up(off + t.bytes(), align);
         }
         *by_class.entry(class).or_insert(0) += off;
-        arenas.push(Arena {
-            name: class.name(),
-            size: off,
-        });
+        arenas.push(Arena { name: class.name(), size: off });
     }
 
     // Lifetimes of planned tensors, counted on their roots.
@@ -111,12 +98,7 @@ pub fn plan(tensors: &Tensors, dispatches: &[Dispatch], align: u64) -> MemoryPla
                 let (b0, b1) = lifetime[j].unwrap();
                 a0 <= b1 && b0 <= a1
             })
-            .map(|&j| {
-                (
-                    placement[j].offset,
-                    align_up(placement[j].offset + placement[j].size, align),
-                )
-            })
+            .map(|&j| (placement[j].offset, align_up(placement[j].offset + placement[j].size, align)))
             .collect();
         busy.sort();
         let mut off = 0;
@@ -126,18 +108,11 @@ pub fn plan(tensors: &Tensors, dispatches: &[Dispatch], align: u64) -> MemoryPla
             }
             off = off.max(e);
         }
-        placement[i] = Placement {
-            arena: work,
-            offset: off,
-            size: tensors.list[i].bytes(),
-        };
+        placement[i] = Placement { arena: work, offset: off, size: tensors.list[i].bytes() };
         peak = peak.max(off + size);
         placed.push(i);
     }
-    arenas.push(Arena {
-        name: "work",
-        size: peak,
-    });
+    arenas.push(Arena { name: "work", size: peak });
 
     // Split the work arena's peak by class at the dispatch where the most bytes are live.
     let mut best = (0, BTreeMap::new());
@@ -162,22 +137,12 @@ pub fn plan(tensors: &Tensors, dispatches: &[Dispatch], align: u64) -> MemoryPla
     for (i, t) in tensors.list.iter().enumerate() {
         if let Some((base, off)) = t.view {
             let b = placement[base.index()];
-            placement[i] = Placement {
-                arena: b.arena,
-                offset: b.offset + off as u64 * t.dtype.size(),
-                size: t.bytes(),
-            };
+            placement[i] =
+                Placement { arena: b.arena, offset: b.offset + off as u64 * t.dtype.size(), size: t.bytes() };
         }
     }
 
-    MemoryPlan {
-        arenas,
-        placement,
-        lifetime,
-        by_class,
-        naive_planned: naive,
-        peak_planned: peak,
-    }
+    MemoryPlan { arenas, placement, lifetime, by_class, naive_planned: naive, peak_planned: peak }
 }
 
 impl MemoryPlan {
@@ -203,9 +168,7 @@ impl MemoryPlan {
         );
         for (i, t) in tensors.list.iter().enumerate() {
             let p = self.placement[i];
-            let life = self.lifetime[i]
-                .map(|(a, b)| format!("live {a}..={b}"))
-                .unwrap_or_default();
+            let life = self.lifetime[i].map(|(a, b)| format!("live {a}..={b}")).unwrap_or_default();
             let _ = writeln!(
                 s,
                 "    {:<40} {:?} {:>12} +{:<10} {:>10}B {}",

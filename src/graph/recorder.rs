@@ -14,6 +14,7 @@ use crate::ops::{gelu, reduce, residual, Dispatch};
 /// One recorded forward op with every tensor it reads, writes and saves for backward.
 #[derive(Debug, Clone)]
 pub enum Node {
+    /// One shard of the token table (all of it unless it exceeds a binding); `first` also owns wpe.
     Embedding {
         op: Embedding,
         out: TensorId,
@@ -21,6 +22,7 @@ pub enum Node {
         wte: TensorId,
         wpe: TensorId,
         buckets: TensorId,
+        first: bool,
     },
     LayerNorm {
         op: LayerNorm,
@@ -55,15 +57,21 @@ pub enum Node {
         a: TensorId,
         b: TensorId,
     },
-    /// Mean cross-entropy: `loss[index]` (an Output tensor) = mean over rows.
+    /// Per-row cross-entropy of one chunk of rows; `scale` is d(mean loss)/d(row loss).
     CrossEntropy {
         op: CrossEntropy,
         losses: TensorId,
         lse: TensorId,
         logits: TensorId,
         targets: TensorId,
-        loss: TensorId,
+        scale: f32,
+    },
+    /// `out[index]` (an Output tensor) = mean of `losses` (rows).
+    Mean {
+        rows: usize,
+        out: TensorId,
         index: usize,
+        losses: TensorId,
     },
 }
 
@@ -77,11 +85,15 @@ pub struct Graph {
 
 impl Default for Graph {
     fn default() -> Self {
-        Graph {
-            t: Tensors::default(),
-            nodes: Vec::new(),
-            max_binding: u64::MAX,
-        }
+        Graph { t: Tensors::default(), nodes: Vec::new(), max_binding: u64::MAX }
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -108,11 +120,7 @@ impl Graph {
 
     /// ids (B, T) u32 → wte[ids] + wpe[0..T]: (B, T, C).
     pub fn embedding(&mut self, ids: TensorId, wte: TensorId, wpe: TensorId) -> Result<TensorId> {
-        let (bt, e, p) = (
-            self.shape(ids).to_vec(),
-            self.shape(wte).to_vec(),
-            self.shape(wpe).to_vec(),
-        );
+        let (bt, e, p) = (self.shape(ids).to_vec(), self.shape(wte).to_vec(), self.shape(wpe).to_vec());
         let [b, t] = bt[..] else {
             return Err(shape_err("embedding ids", &bt, "(B, T)"));
         };
@@ -123,31 +131,14 @@ impl Graph {
             return Err(shape_err("wpe", &p, &format!("(block >= {t}, {c})")));
         }
         let out = self.act("embed".into(), &[b, t, c]);
-        let whole = Embedding {
-            b,
-            t,
-            c,
-            v,
-            block: p[0],
-            v0: 0,
-        };
-        let buckets = self
-            .t
-            .u32("embed.buckets", &[whole.buckets_len()], Class::Input);
+        let whole = Embedding { b, t, c, v, block: p[0], v0: 0 };
+        let buckets = self.t.u32("embed.buckets", &[whole.buckets_len()], Class::Input);
         // A token table larger than one binding is taken in shards of rows; each shard writes the
         // positions whose token it holds. The tied lm_head shards wte the same way.
-        for (i, (v0, vn)) in self.row_chunks(v, c).into_iter().enumerate() {
+        for (i, (v0, vn)) in self.row_chunks(v, &[c]).into_iter().enumerate() {
             let op = Embedding { v: vn, v0, ..whole };
             let wte = self.window(wte, v0 * c, vn * c);
-            self.nodes.push(Node::Embedding {
-                op,
-                out,
-                ids,
-                wte,
-                wpe,
-                buckets,
-                first: i == 0,
-            });
+            self.nodes.push(Node::Embedding { op, out, ids, wte, wpe, buckets, first: i == 0 });
         }
         Ok(out)
     }
@@ -162,36 +153,18 @@ impl Graph {
     }
 
     /// LayerNorm over the last dimension with weight w (C) and bias b (C).
-    pub fn layernorm(
-        &mut self,
-        name: &str,
-        x: TensorId,
-        w: TensorId,
-        b: TensorId,
-    ) -> Result<TensorId> {
+    pub fn layernorm(&mut self, name: &str, x: TensorId, w: TensorId, b: TensorId) -> Result<TensorId> {
         let xs = self.shape(x).to_vec();
         let c = *xs.last().unwrap();
         if self.shape(w) != [c] || self.shape(b) != [c] {
-            return Err(shape_err(
-                &format!("{name} weight/bias"),
-                self.shape(w),
-                &format!("({c})"),
-            ));
+            return Err(shape_err(&format!("{name} weight/bias"), self.shape(w), &format!("({c})")));
         }
         let rows = xs.iter().product::<usize>() / c;
         let op = LayerNorm { rows, c, eps: 1e-5 };
         let out = self.act(name.to_string(), &xs);
         let mean = self.act(format!("{name}.mean"), &[rows]);
         let rstd = self.act(format!("{name}.rstd"), &[rows]);
-        self.nodes.push(Node::LayerNorm {
-            op,
-            out,
-            mean,
-            rstd,
-            x,
-            w,
-            b,
-        });
+        self.nodes.push(Node::LayerNorm { op, out, mean, rstd, x, w, b });
         Ok(out)
     }
 
@@ -212,19 +185,11 @@ impl Graph {
         };
         let (wk, n) = if trans_w { (w1, w0) } else { (w0, w1) };
         if wk != k {
-            return Err(shape_err(
-                &format!("{name}: weight {}", self.name(w)),
-                &ws,
-                &format!("inner dimension {k}"),
-            ));
+            return Err(shape_err(&format!("{name}: weight {}", self.name(w)), &ws, &format!("inner dimension {k}")));
         }
         if let Some(bi) = bias {
             if self.shape(bi) != [n] {
-                return Err(shape_err(
-                    &format!("{name} bias"),
-                    self.shape(bi),
-                    &format!("({n})"),
-                ));
+                return Err(shape_err(&format!("{name} bias"), self.shape(bi), &format!("({n})")));
             }
         }
         let m = xs.iter().product::<usize>() / k;
@@ -241,32 +206,15 @@ impl Graph {
                 self.max_binding
             )));
         }
-        let shards = if trans_w {
-            self.row_chunks(n, k)
-        } else {
-            vec![(0, n)]
-        };
-        for (r0, rm) in self.row_chunks(m, k.max(n)) {
+        let shards = if trans_w { self.row_chunks(n, &[k]) } else { vec![(0, n)] };
+        for (r0, rm) in self.row_chunks(m, &[k, n]) {
             let xv = self.window(x, r0 * k, rm * k);
             let ov = self.window(out, r0 * n, rm * n);
             for &(n0, nn) in &shards {
                 let wv = self.window(w, n0 * k, nn * k);
                 let bv = bias.map(|b| self.window(b, n0, nn));
-                let op = Matmul {
-                    m: rm,
-                    k,
-                    n: nn,
-                    trans_w,
-                    out_stride: n,
-                    out_col: n0,
-                };
-                self.nodes.push(Node::Matmul {
-                    op,
-                    out: ov,
-                    x: xv,
-                    w: wv,
-                    bias: bv,
-                });
+                let op = Matmul { m: rm, k, n: nn, trans_w, out_stride: n, out_col: n0 };
+                self.nodes.push(Node::Matmul { op, out: ov, x: xv, w: wv, bias: bv });
             }
         }
         Ok(out)
@@ -279,19 +227,10 @@ impl Graph {
             return Err(shape_err(name, &s, "(B, T, 3C)"));
         };
         if c3 % 3 != 0 || (c3 / 3) % nh != 0 {
-            return Err(shape_err(
-                name,
-                &s,
-                &format!("3C with C divisible by {nh} heads"),
-            ));
+            return Err(shape_err(name, &s, &format!("3C with C divisible by {nh} heads")));
         }
         let c = c3 / 3;
-        let op = Attention {
-            b,
-            t,
-            nh,
-            hs: c / nh,
-        };
+        let op = Attention { b, t, nh, hs: c / nh };
         let out = self.act(name.to_string(), &[b, t, c]);
         let lse = self.act(format!("{name}.lse"), &[b, nh, t]);
         self.nodes.push(Node::Attention { op, out, lse, qkv });
@@ -301,11 +240,7 @@ impl Graph {
     pub fn gelu(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
         let s = self.shape(x).to_vec();
         let out = self.act(name.to_string(), &s);
-        self.nodes.push(Node::Gelu {
-            n: s.iter().product(),
-            out,
-            x,
-        });
+        self.nodes.push(Node::Gelu { n: s.iter().product(), out, x });
         Ok(out)
     }
 
@@ -315,37 +250,22 @@ impl Graph {
             return Err(shape_err(name, self.shape(b), &format!("{s:?}")));
         }
         let out = self.act(name.to_string(), &s);
-        self.nodes.push(Node::Residual {
-            n: s.iter().product(),
-            out,
-            a,
-            b,
-        });
+        self.nodes.push(Node::Residual { n: s.iter().product(), out, a, b });
         Ok(out)
     }
 
     /// Mean cross-entropy of logits (.., V) against targets (..) u32, written to `loss[index]`.
     /// Logits larger than one binding are taken in chunks of rows.
-    pub fn cross_entropy(
-        &mut self,
-        logits: TensorId,
-        targets: TensorId,
-        loss: TensorId,
-        index: usize,
-    ) -> Result<()> {
+    pub fn cross_entropy(&mut self, logits: TensorId, targets: TensorId, loss: TensorId, index: usize) -> Result<()> {
         let s = self.shape(logits).to_vec();
         let v = *s.last().unwrap();
         let rows = s.iter().product::<usize>() / v;
         if self.t.get(targets).numel() != rows {
-            return Err(shape_err(
-                "targets",
-                self.shape(targets),
-                &format!("{rows} positions"),
-            ));
+            return Err(shape_err("targets", self.shape(targets), &format!("{rows} positions")));
         }
         let losses = self.t.f32("xent.losses", &[rows], Class::Activation);
         let lse = self.t.f32("xent.lse", &[rows], Class::Activation);
-        for (r0, n) in self.row_chunks(rows, v) {
+        for (r0, n) in self.row_chunks(rows, &[v, 1]) {
             let win = |t: &mut Tensors, x: TensorId, width: usize| {
                 if n == rows {
                     x
@@ -369,28 +289,23 @@ impl Graph {
                 scale: 1.0 / rows as f32,
             });
         }
-        self.nodes.push(Node::Mean {
-            rows,
-            out: loss,
-            index,
-            losses,
-        });
+        self.nodes.push(Node::Mean { rows, out: loss, index, losses });
         Ok(())
     }
 
-    /// Splits `rows` rows of `width` f32 into chunks that fit one binding; chunk starts are
-    /// multiples of 64 rows so every chunk view starts on a 256-byte boundary.
-    pub fn row_chunks(&self, rows: usize, width: usize) -> Vec<(usize, usize)> {
-        let per = ((self.max_binding / 4) as usize / width.max(1)).max(1);
-        let per = if per >= rows {
+    /// Splits `rows` rows into chunks whose windows of every tensor (one per row width in
+    /// `widths`, in f32) fit one binding and start on a 256-byte boundary, as binding offsets must:
+    /// chunk starts are multiples of 64 / gcd(width, 64) rows for every width.
+    pub fn row_chunks(&self, rows: usize, widths: &[usize]) -> Vec<(usize, usize)> {
+        let widest = widths.iter().copied().max().unwrap_or(1).max(1);
+        let fit = ((self.max_binding / 4) as usize / widest).max(1);
+        let per = if fit >= rows {
             rows
         } else {
-            (per / 64).max(1) * 64
+            let step = widths.iter().map(|&w| 64 / gcd(w.max(1), 64)).fold(1, |a, b| a * b / gcd(a, b));
+            (fit / step).max(1) * step
         };
-        (0..rows)
-            .step_by(per)
-            .map(|r0| (r0, per.min(rows - r0)))
-            .collect()
+        (0..rows).step_by(per).map(|r0| (r0, per.min(rows - r0))).collect()
     }
 
     /// The forward dispatch list, one or more dispatches per node in recording order.
@@ -398,50 +313,17 @@ impl Graph {
         let mut d = Vec::new();
         for node in &self.nodes {
             match *node {
-                Node::Embedding {
-                    op,
-                    out,
-                    ids,
-                    wte,
-                    wpe,
-                    ..
-                } => d.push(op.forward(out, ids, wte, wpe)),
-                Node::LayerNorm {
-                    op,
-                    out,
-                    mean,
-                    rstd,
-                    x,
-                    w,
-                    b,
-                } => d.push(op.forward(out, mean, rstd, x, w, b)),
-                Node::Matmul {
-                    op,
-                    out,
-                    x,
-                    w,
-                    bias,
-                } => d.push(op.forward(out, x, w, bias)),
+                Node::Embedding { op, out, ids, wte, wpe, .. } => d.push(op.forward(out, ids, wte, wpe)),
+                Node::LayerNorm { op, out, mean, rstd, x, w, b } => d.push(op.forward(out, mean, rstd, x, w, b)),
+                Node::Matmul { op, out, x, w, bias } => d.push(op.forward(out, x, w, bias)),
                 Node::Attention { op, out, lse, qkv } => d.push(op.forward(out, lse, qkv)),
                 Node::Gelu { n, out, x } => d.push(gelu::forward(out, x, n)),
                 Node::Residual { n, out, a, b } => d.push(residual::forward(out, a, b, n)),
-                Node::CrossEntropy {
-                    op,
-                    losses,
-                    lse,
-                    logits,
-                    targets,
-                    loss,
-                    index,
-                } => {
-                    d.push(op.forward(losses, lse, logits, targets));
-                    d.push(reduce::sum_final(
-                        loss,
-                        index,
-                        losses,
-                        op.rows,
-                        1.0 / op.rows as f32,
-                    ));
+                Node::CrossEntropy { op, losses, lse, logits, targets, .. } => {
+                    d.push(op.forward(losses, lse, logits, targets))
+                }
+                Node::Mean { rows, out, index, losses } => {
+                    d.push(reduce::sum_final(out, index, losses, rows, 1.0 / rows as f32))
                 }
             }
         }

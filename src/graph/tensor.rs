@@ -87,20 +87,8 @@ pub struct Tensors {
 }
 
 impl Tensors {
-    pub fn add(
-        &mut self,
-        name: impl Into<String>,
-        shape: &[usize],
-        dtype: DType,
-        class: Class,
-    ) -> TensorId {
-        self.list.push(Tensor {
-            name: name.into(),
-            shape: shape.to_vec(),
-            dtype,
-            class,
-            view: None,
-        });
+    pub fn add(&mut self, name: impl Into<String>, shape: &[usize], dtype: DType, class: Class) -> TensorId {
+        self.list.push(Tensor { name: name.into(), shape: shape.to_vec(), dtype, class, view: None });
         TensorId(self.list.len() as u32 - 1)
     }
 
@@ -116,11 +104,7 @@ impl Tensors {
     /// view of the root, so every view names the tensor that owns its bytes.
     pub fn view(&mut self, base: TensorId, offset: usize, len: usize) -> TensorId {
         let b = &self.list[base.index()];
-        assert!(
-            offset + len <= b.numel(),
-            "view {offset}+{len} out of range of {}",
-            b.name
-        );
+        assert!(offset + len <= b.numel(), "view {offset}+{len} out of range of {}", b.name);
         let (root, start) = self.window(base);
         let t = Tensor {
             name: format!("{}[{}..{}]", b.name, offset, offset + len),

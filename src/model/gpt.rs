@@ -18,57 +18,24 @@ pub fn record(
     loss: TensorId,
 ) -> Result<TensorId> {
     let w = |name: &str| p[name];
-    let mut x = g.embedding(
-        ids,
-        w("transformer.wte.weight"),
-        w("transformer.wpe.weight"),
-    )?; // (B, T, C)
+    let mut x = g.embedding(ids, w("transformer.wte.weight"), w("transformer.wpe.weight"))?; // (B, T, C)
     for l in 0..cfg.n_layer {
         let h = |s: &str| w(&format!("transformer.h.{l}.{s}"));
         let n = |s: &str| format!("h{l}.{s}");
 
         let a = g.layernorm(&n("ln_1"), x, h("ln_1.weight"), h("ln_1.bias"))?;
-        let qkv = g.linear(
-            &n("c_attn"),
-            a,
-            h("attn.c_attn.weight"),
-            Some(h("attn.c_attn.bias")),
-            false,
-        )?; // (B, T, 3C)
+        let qkv = g.linear(&n("c_attn"), a, h("attn.c_attn.weight"), Some(h("attn.c_attn.bias")), false)?; // (B, T, 3C)
         let y = g.attention(&n("attn"), qkv, cfg.n_head)?; // (B, T, C)
-        let y = g.linear(
-            &n("attn.c_proj"),
-            y,
-            h("attn.c_proj.weight"),
-            Some(h("attn.c_proj.bias")),
-            false,
-        )?;
+        let y = g.linear(&n("attn.c_proj"), y, h("attn.c_proj.weight"), Some(h("attn.c_proj.bias")), false)?;
         x = g.add(&n("res1"), x, y)?;
 
         let m = g.layernorm(&n("ln_2"), x, h("ln_2.weight"), h("ln_2.bias"))?;
-        let m = g.linear(
-            &n("c_fc"),
-            m,
-            h("mlp.c_fc.weight"),
-            Some(h("mlp.c_fc.bias")),
-            false,
-        )?; // (B, T, 4C)
+        let m = g.linear(&n("c_fc"), m, h("mlp.c_fc.weight"), Some(h("mlp.c_fc.bias")), false)?; // (B, T, 4C)
         let m = g.gelu(&n("gelu"), m)?;
-        let m = g.linear(
-            &n("mlp.c_proj"),
-            m,
-            h("mlp.c_proj.weight"),
-            Some(h("mlp.c_proj.bias")),
-            false,
-        )?;
+        let m = g.linear(&n("mlp.c_proj"), m, h("mlp.c_proj.weight"), Some(h("mlp.c_proj.bias")), false)?;
         x = g.add(&n("res2"), x, m)?;
     }
-    let x = g.layernorm(
-        "ln_f",
-        x,
-        w("transformer.ln_f.weight"),
-        w("transformer.ln_f.bias"),
-    )?;
+    let x = g.layernorm("ln_f", x, w("transformer.ln_f.weight"), w("transformer.ln_f.bias"))?;
     let logits = g.linear("logits", x, w("transformer.wte.weight"), None, true)?; // (B, T, V), tied head
     g.cross_entropy(logits, targets, loss, 0)?;
     Ok(logits)

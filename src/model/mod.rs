@@ -1,7 +1,7 @@
 //! The GPT model: its configuration, parameter table and the graph recording of its forward pass.
 
 pub mod config;
-// HOLD pub mod gpt;
+pub mod gpt;
 pub mod params;
 
 pub use config::GptConfig;

@@ -23,12 +23,7 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     fn new(name: String, shape: &[usize], init: Init) -> Self {
-        ParamSpec {
-            name,
-            decay: shape.len() >= 2,
-            shape: shape.to_vec(),
-            init,
-        }
+        ParamSpec { name, decay: shape.len() >= 2, shape: shape.to_vec(), init }
     }
 
     pub fn numel(&self) -> usize {
@@ -50,42 +45,18 @@ pub fn param_table(cfg: &GptConfig) -> Vec<ParamSpec> {
         let h = |s: &str| format!("transformer.h.{l}.{s}");
         p.push(ParamSpec::new(h("ln_1.weight"), &[c], Init::Ones));
         p.push(ParamSpec::new(h("ln_1.bias"), &[c], Init::Zeros));
-        p.push(ParamSpec::new(
-            h("attn.c_attn.weight"),
-            &[c, 3 * c],
-            Init::Normal(std),
-        ));
+        p.push(ParamSpec::new(h("attn.c_attn.weight"), &[c, 3 * c], Init::Normal(std)));
         p.push(ParamSpec::new(h("attn.c_attn.bias"), &[3 * c], Init::Zeros));
-        p.push(ParamSpec::new(
-            h("attn.c_proj.weight"),
-            &[c, c],
-            Init::Normal(proj_std),
-        ));
+        p.push(ParamSpec::new(h("attn.c_proj.weight"), &[c, c], Init::Normal(proj_std)));
         p.push(ParamSpec::new(h("attn.c_proj.bias"), &[c], Init::Zeros));
         p.push(ParamSpec::new(h("ln_2.weight"), &[c], Init::Ones));
         p.push(ParamSpec::new(h("ln_2.bias"), &[c], Init::Zeros));
-        p.push(ParamSpec::new(
-            h("mlp.c_fc.weight"),
-            &[c, 4 * c],
-            Init::Normal(std),
-        ));
+        p.push(ParamSpec::new(h("mlp.c_fc.weight"), &[c, 4 * c], Init::Normal(std)));
         p.push(ParamSpec::new(h("mlp.c_fc.bias"), &[4 * c], Init::Zeros));
-        p.push(ParamSpec::new(
-            h("mlp.c_proj.weight"),
-            &[4 * c, c],
-            Init::Normal(proj_std),
-        ));
+        p.push(ParamSpec::new(h("mlp.c_proj.weight"), &[4 * c, c], Init::Normal(proj_std)));
         p.push(ParamSpec::new(h("mlp.c_proj.bias"), &[c], Init::Zeros));
     }
-    p.push(ParamSpec::new(
-        "transformer.ln_f.weight".into(),
-        &[c],
-        Init::Ones,
-    ));
-    p.push(ParamSpec::new(
-        "transformer.ln_f.bias".into(),
-        &[c],
-        Init::Zeros,
-    ));
+    p.push(ParamSpec::new("transformer.ln_f.weight".into(), &[c], Init::Ones));
+    p.push(ParamSpec::new("transformer.ln_f.bias".into(), &[c], Init::Zeros));
     p
 }

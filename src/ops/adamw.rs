@@ -14,12 +14,7 @@ pub struct AdamW {
 
 impl Default for AdamW {
     fn default() -> Self {
-        AdamW {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        }
+        AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
     }
 }
 
@@ -41,15 +36,7 @@ impl AdamW {
     ) -> Dispatch {
         let wd = if decay { self.weight_decay } else { 0.0 };
         Dispatch::new(Family::AdamW, "adamw_update")
-            .uniform(
-                Uniform::new()
-                    .u(n)
-                    .f(self.beta1)
-                    .f(self.beta2)
-                    .f(self.eps)
-                    .f(wd)
-                    .u(clip_index),
-            )
+            .uniform(Uniform::new().u(n).f(self.beta1).f(self.beta2).f(self.eps).f(wd).u(clip_index))
             .arg(1, param)
             .arg(2, grad)
             .arg(3, m)
@@ -62,11 +49,7 @@ impl AdamW {
     /// The host-side part of a step: [lr, 1 − β1^t, 1 − β2^t], bias corrections in f64. `t` counts from 1.
     pub fn hyper(&self, lr: f64, t: u64) -> [f32; 3] {
         let t = t as i32;
-        [
-            lr as f32,
-            (1.0 - (self.beta1 as f64).powi(t)) as f32,
-            (1.0 - (self.beta2 as f64).powi(t)) as f32,
-        ]
+        [lr as f32, (1.0 - (self.beta1 as f64).powi(t)) as f32, (1.0 - (self.beta2 as f64).powi(t)) as f32]
     }
 
     /// One step of the reference: returns the new (param, m, v).

@@ -36,18 +36,8 @@ impl Attention {
     }
 
     fn params(&self, acc: bool) -> Uniform {
-        assert!(
-            (1..=MAX_HS).contains(&self.hs),
-            "attention head size {} outside 1..={MAX_HS}",
-            self.hs
-        );
-        Uniform::new()
-            .u(self.b)
-            .u(self.t)
-            .u(self.nh)
-            .u(self.hs)
-            .f(self.scale() as f32)
-            .u(acc as u32)
+        assert!((1..=MAX_HS).contains(&self.hs), "attention head size {} outside 1..={MAX_HS}", self.hs);
+        Uniform::new().u(self.b).u(self.t).u(self.nh).u(self.hs).f(self.scale() as f32).u(acc as u32)
     }
 
     /// out (B, T, C) = softmax(q k^T * scale, causal) v per head; lse (B, NH, T) f32.
@@ -103,9 +93,7 @@ impl Attention {
     /// Softmax probabilities of row (b, h, t) over keys 0..=t, and the row's log-sum-exp.
     fn cpu_probs(&self, qkv: &[f64], b: usize, h: usize, t: usize) -> (Vec<f64>, f64) {
         let (c, hs) = (self.c(), self.hs);
-        let at = |pos: usize, part: usize, d: usize| {
-            qkv[(b * self.t + pos) * 3 * c + part * c + h * hs + d]
-        };
+        let at = |pos: usize, part: usize, d: usize| qkv[(b * self.t + pos) * 3 * c + part * c + h * hs + d];
         let mut x = vec![0.0; t + 1];
         for (s, xs) in x.iter_mut().enumerate() {
             for d in 0..hs {
@@ -150,9 +138,8 @@ impl Attention {
         let (c, hs, scale) = (self.c(), self.hs, self.scale());
         assert_eq!(dout.len(), self.b * self.t * c);
         let mut dqkv = vec![0.0; qkv.len()];
-        let idx = |b: usize, pos: usize, part: usize, h: usize, d: usize| {
-            (b * self.t + pos) * 3 * c + part * c + h * hs + d
-        };
+        let idx =
+            |b: usize, pos: usize, part: usize, h: usize, d: usize| (b * self.t + pos) * 3 * c + part * c + h * hs + d;
         for b in 0..self.b {
             for h in 0..self.nh {
                 for t in 0..self.t {

@@ -24,20 +24,8 @@ impl Embedding {
     }
 
     fn params(&self, acc_wpe: bool) -> Uniform {
-        assert!(
-            self.t <= self.block,
-            "sequence length {} exceeds the {} rows of wpe",
-            self.t,
-            self.block
-        );
-        Uniform::new()
-            .u(self.b)
-            .u(self.t)
-            .u(self.c)
-            .u(self.v)
-            .u(self.block)
-            .u(acc_wpe as u32)
-            .u(self.v0)
+        assert!(self.t <= self.block, "sequence length {} exceeds the {} rows of wpe", self.t, self.block);
+        Uniform::new().u(self.b).u(self.t).u(self.c).u(self.v).u(self.block).u(acc_wpe as u32).u(self.v0)
     }
 
     /// out (B, T, C) = wte[ids] + wpe[t]; ids (B * T) u32.
@@ -63,10 +51,7 @@ impl Embedding {
         let n = self.n();
         assert_eq!(ids.len(), n, "ids must hold B * T tokens");
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.v0 + self.v) {
-            panic!(
-                "token id {bad} out of range for vocabulary {}",
-                self.v0 + self.v
-            );
+            panic!("token id {bad} out of range for vocabulary {}", self.v0 + self.v);
         }
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_by_key(|&i| (ids[i as usize], i)); // by token, then position

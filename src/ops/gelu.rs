@@ -26,9 +26,7 @@ pub fn backward(dx: TensorId, acc: bool, dout: TensorId, x: TensorId, n: usize) 
 }
 
 pub fn cpu_forward(x: &[f64]) -> Vec<f64> {
-    x.iter()
-        .map(|&v| 0.5 * v * (1.0 + (K * (v + A * v * v * v)).tanh()))
-        .collect()
+    x.iter().map(|&v| 0.5 * v * (1.0 + (K * (v + A * v * v * v)).tanh())).collect()
 }
 
 pub fn cpu_backward(dout: &[f64], x: &[f64]) -> Vec<f64> {

@@ -1,1 +1,201 @@
-//! placeholder
+//! Matrix products of linear layers in the Hugging Face Conv1D layout (W is (K, N)) and of the tied
+//! lm_head (W = wte is (N, K)). Shader: `shaders/matmul.wgsl` (one strided, register-tiled kernel).
+
+use super::{grid, Dispatch, Family, Uniform, WG};
+use crate::graph::TensorId;
+
+/// Rows of C one workgroup computes: WG / 16 invocations down, 16 rows each (`tile_rows()`).
+pub const TILE_ROWS: usize = WG as usize / 16 * 16;
+/// Columns of C one workgroup computes: 16 invocations across, 16 columns each (`tile_cols()`).
+pub const TILE_COLS: usize = 16 * 16;
+
+/// out (M, N) = x (M, K) @ W + bias (N). W is (K, N) (Hugging Face Conv1D layout), or with
+/// `trans_w` (N, K): the tied lm_head computes logits = x @ wte^T with wte (V, C).
+///
+/// Every entry point binds the operands of C = A B: 1 = C (written), 2 = A, 3 = B, and 4 = bias
+/// for `matmul_forward` only. The bias gradient is not here: it is `reduce::colsum` of dout.
+///
+/// `out_stride` and `out_col` place out in a wider matrix: out[i, j] is element
+/// `i * out_stride + out_col + j` of the bound out (and dout) tensor. They let a weight larger than
+/// one binding (the lm_head's wte) run in shards of N rows, each writing its columns of the logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matmul {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub trans_w: bool,
+    pub out_stride: usize,
+    pub out_col: usize,
+}
+
+/// C (rows, cols) = A (rows, inner) B (inner, cols) with A[i, k] = a[a_off + i * a_rs + k * a_cs],
+/// B[k, j] = b[k * b_rs + j * b_cs] and C[i, j] = c[c_off + i * c_rs + j].
+struct Product {
+    rows: usize,
+    cols: usize,
+    inner: usize,
+    a: (usize, usize),
+    b: (usize, usize),
+    a_off: usize,
+    c_rs: usize,
+    c_off: usize,
+}
+
+impl Product {
+    fn dispatch(&self, entry: &'static str, acc: bool) -> Dispatch {
+        assert!(self.rows > 0 && self.cols > 0 && self.inner > 0, "{entry}: empty product");
+        let col_groups = self.cols.div_ceil(TILE_COLS);
+        let groups = col_groups as u64 * self.rows.div_ceil(TILE_ROWS) as u64;
+        Dispatch::new(Family::Matmul, entry)
+            .uniform(
+                Uniform::new()
+                    .u(self.rows)
+                    .u(self.cols)
+                    .u(self.inner)
+                    .u(self.a.0)
+                    .u(self.a.1)
+                    .u(self.b.0)
+                    .u(self.b.1)
+                    .u(col_groups)
+                    .u(acc as u32)
+                    .u(self.a_off)
+                    .u(self.c_rs)
+                    .u(self.c_off),
+            )
+            .groups(grid(groups))
+    }
+}
+
+impl Matmul {
+    /// A product whose out is a whole (M, N) tensor.
+    pub fn new(m: usize, k: usize, n: usize, trans_w: bool) -> Self {
+        Matmul { m, k, n, trans_w, out_stride: n, out_col: 0 }
+    }
+
+    /// Strides of W read as the (K, N) matrix of the forward product.
+    fn w_as_kn(&self) -> (usize, usize) {
+        if self.trans_w {
+            (1, self.k)
+        } else {
+            (self.n, 1)
+        }
+    }
+
+    /// out (M, N) = x (M, K) @ W + bias. Entry `matmul_forward` with a bias, `matmul_forward_nobias`
+    /// without one (an unused binding would change the bind group layout).
+    pub fn forward(&self, out: TensorId, x: TensorId, w: TensorId, bias: Option<TensorId>) -> Dispatch {
+        let prod = Product {
+            rows: self.m,
+            cols: self.n,
+            inner: self.k,
+            a: (self.k, 1),
+            b: self.w_as_kn(),
+            a_off: 0,
+            c_rs: self.out_stride,
+            c_off: self.out_col,
+        };
+        let d = match bias {
+            Some(b) => prod.dispatch("matmul_forward", false).arg(4, b),
+            None => prod.dispatch("matmul_forward_nobias", false),
+        };
+        d.arg(1, out).arg(2, x).arg(3, w)
+    }
+
+    /// dx (M, K) (+)= dout (M, N) @ W^T, W^T read as (N, K) from either layout.
+    pub fn backward_dx(&self, dx: TensorId, acc: bool, dout: TensorId, w: TensorId) -> Dispatch {
+        let (rs, cs) = self.w_as_kn();
+        Product {
+            rows: self.m,
+            cols: self.k,
+            inner: self.n,
+            a: (self.out_stride, 1),
+            b: (cs, rs),
+            a_off: self.out_col,
+            c_rs: self.k,
+            c_off: 0,
+        }
+        .dispatch("matmul_backward_dx", acc)
+        .arg(1, dx)
+        .arg(2, dout)
+        .arg(3, w)
+    }
+
+    /// dW (K, N) (+)= x^T @ dout, or with `trans_w` dW (N, K) (+)= dout^T @ x.
+    pub fn backward_dw(&self, dw: TensorId, acc: bool, dout: TensorId, x: TensorId) -> Dispatch {
+        let (prod, a, b) = if self.trans_w {
+            let p = Product {
+                rows: self.n,
+                cols: self.k,
+                inner: self.m,
+                a: (1, self.out_stride),
+                b: (self.k, 1),
+                a_off: self.out_col,
+                c_rs: self.k,
+                c_off: 0,
+            };
+            (p, dout, x)
+        } else {
+            let p = Product {
+                rows: self.k,
+                cols: self.n,
+                inner: self.m,
+                a: (1, self.k),
+                b: (self.out_stride, 1),
+                a_off: 0,
+                c_rs: self.n,
+                c_off: 0,
+            };
+            assert_eq!(self.out_col, 0, "only (N, K) weights are sharded");
+            (p, x, dout)
+        };
+        prod.dispatch("matmul_backward_dw", acc).arg(1, dw).arg(2, a).arg(3, b)
+    }
+
+    /// W[k, j] of the forward product, from either layout.
+    fn w_at(&self, w: &[f64], k: usize, j: usize) -> f64 {
+        if self.trans_w {
+            w[j * self.k + k]
+        } else {
+            w[k * self.n + j]
+        }
+    }
+
+    pub fn cpu_forward(&self, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+        let (m, k, n) = (self.m, self.k, self.n);
+        assert_eq!(x.len(), m * k);
+        assert_eq!(w.len(), k * n);
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = bias.map_or(0.0, |b| b[j]);
+                for kk in 0..k {
+                    s += x[i * k + kk] * self.w_at(w, kk, j);
+                }
+                out[i * n + j] = s;
+            }
+        }
+        out
+    }
+
+    /// (dx (M, K), dW in W's layout, dbias (N)) for the loss gradient dout (M, N). On the GPU,
+    /// dbias is `reduce::colsum(dout)`.
+    pub fn cpu_backward(&self, dout: &[f64], x: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (m, k, n) = (self.m, self.k, self.n);
+        assert_eq!(dout.len(), m * n);
+        let mut dx = vec![0.0; m * k];
+        let mut dw = vec![0.0; k * n];
+        let mut db = vec![0.0; n];
+        for i in 0..m {
+            for j in 0..n {
+                let g = dout[i * n + j];
+                db[j] += g;
+                for kk in 0..k {
+                    dx[i * k + kk] += g * self.w_at(w, kk, j);
+                    let wi = if self.trans_w { j * k + kk } else { kk * n + j };
+                    dw[wi] += g * x[i * k + kk];
+                }
+            }
+        }
+        (dx, dw, db)
+    }
+}

@@ -30,14 +30,7 @@ pub struct Dispatch {
 
 impl Dispatch {
     pub fn new(family: Family, entry: &'static str) -> Self {
-        Dispatch {
-            family,
-            entry,
-            constants: Vec::new(),
-            uniform: Vec::new(),
-            args: Vec::new(),
-            groups: [1, 1, 1],
-        }
+        Dispatch { family, entry, constants: Vec::new(), uniform: Vec::new(), args: Vec::new(), groups: [1, 1, 1] }
     }
 
     pub fn arg(mut self, binding: u32, t: TensorId) -> Self {
@@ -82,11 +75,7 @@ pub fn grid(groups: u64) -> [u32; 3] {
     if groups <= MAX_GROUPS_PER_DIM {
         [groups as u32, 1, 1]
     } else {
-        [
-            MAX_GROUPS_PER_DIM as u32,
-            groups.div_ceil(MAX_GROUPS_PER_DIM) as u32,
-            1,
-        ]
+        [MAX_GROUPS_PER_DIM as u32, groups.div_ceil(MAX_GROUPS_PER_DIM) as u32, 1]
     }
 }
 
@@ -99,11 +88,7 @@ impl Uniform {
         Uniform(Vec::new())
     }
     pub fn u(mut self, v: impl TryInto<u32>) -> Self {
-        self.0.push(
-            v.try_into()
-                .ok()
-                .expect("uniform value does not fit in u32"),
-        );
+        self.0.push(v.try_into().ok().expect("uniform value does not fit in u32"));
         self
     }
     pub fn f(mut self, v: f32) -> Self {

@@ -11,31 +11,13 @@ pub const RWG: usize = 256;
 /// Elements one `sumsq_partial` workgroup covers.
 pub const SUMSQ_BLOCK: usize = RWG * 8;
 
-fn params(
-    rows: usize,
-    cols: usize,
-    chunk: usize,
-    acc: bool,
-    out_index: usize,
-    mode: u32,
-    scale: f32,
-) -> Uniform {
-    Uniform::new()
-        .u(rows)
-        .u(cols)
-        .u(chunk)
-        .u(acc as u32)
-        .u(out_index)
-        .u(mode)
-        .f(scale)
+fn params(rows: usize, cols: usize, chunk: usize, acc: bool, out_index: usize, mode: u32, scale: f32) -> Uniform {
+    Uniform::new().u(rows).u(cols).u(chunk).u(acc as u32).u(out_index).u(mode).f(scale)
 }
 
 /// dst (n) = 0
 pub fn zero(dst: TensorId, n: usize) -> Dispatch {
-    Dispatch::new(Family::Reduce, "zero")
-        .uniform(params(n, 0, 1, false, 0, 0, 0.0))
-        .arg(1, dst)
-        .threads(n as u64, WG)
+    Dispatch::new(Family::Reduce, "zero").uniform(params(n, 0, 1, false, 0, 0, 0.0)).arg(1, dst).threads(n as u64, WG)
 }
 
 /// Elements of the f32 scratch `colsum` needs.
@@ -44,14 +26,7 @@ pub fn colsum_scratch(rows: usize, cols: usize) -> usize {
 }
 
 /// dst (cols) (+)= sum over rows of src (rows, cols). `partial` holds `colsum_scratch` floats.
-pub fn colsum(
-    dst: TensorId,
-    acc: bool,
-    src: TensorId,
-    partial: TensorId,
-    rows: usize,
-    cols: usize,
-) -> [Dispatch; 2] {
+pub fn colsum(dst: TensorId, acc: bool, src: TensorId, partial: TensorId, rows: usize, cols: usize) -> [Dispatch; 2] {
     let u = params(rows, cols, COLSUM_CHUNK, acc, 0, 0, 0.0);
     [
         Dispatch::new(Family::Reduce, "colsum_partial")
@@ -59,11 +34,7 @@ pub fn colsum(
             .arg(2, src)
             .arg(3, partial)
             .threads(colsum_scratch(rows, cols) as u64, WG),
-        Dispatch::new(Family::Reduce, "colsum_final")
-            .uniform(u)
-            .arg(1, dst)
-            .arg(3, partial)
-            .threads(cols as u64, WG),
+        Dispatch::new(Family::Reduce, "colsum_final").uniform(u).arg(1, dst).arg(3, partial).threads(cols as u64, WG),
     ]
 }
 
@@ -82,13 +53,7 @@ pub fn sumsq_partial(partial: TensorId, first_slot: usize, src: TensorId, n: usi
 }
 
 /// out[out_index] = scale * sum(partial[..slots]).
-pub fn sum_final(
-    out: TensorId,
-    out_index: usize,
-    partial: TensorId,
-    slots: usize,
-    scale: f32,
-) -> Dispatch {
+pub fn sum_final(out: TensorId, out_index: usize, partial: TensorId, slots: usize, scale: f32) -> Dispatch {
     Dispatch::new(Family::Reduce, "reduce_final")
         .uniform(params(0, slots, 1, false, out_index, 0, scale))
         .arg(3, partial)
@@ -96,13 +61,7 @@ pub fn sum_final(
 }
 
 /// out[out_index] = sqrt(sum(partial[..slots])), out[out_index + 1] = min(1, max_norm / (norm + 1e-6)).
-pub fn norm_final(
-    out: TensorId,
-    out_index: usize,
-    partial: TensorId,
-    slots: usize,
-    max_norm: f32,
-) -> Dispatch {
+pub fn norm_final(out: TensorId, out_index: usize, partial: TensorId, slots: usize, max_norm: f32) -> Dispatch {
     Dispatch::new(Family::Reduce, "reduce_final")
         .uniform(params(0, slots, 1, false, out_index, 1, max_norm))
         .arg(3, partial)

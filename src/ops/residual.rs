@@ -15,14 +15,7 @@ pub fn forward(out: TensorId, a: TensorId, b: TensorId, n: usize) -> Dispatch {
 }
 
 /// da (+)= dout, db (+)= dout
-pub fn backward(
-    da: TensorId,
-    acc_a: bool,
-    db: TensorId,
-    acc_b: bool,
-    dout: TensorId,
-    n: usize,
-) -> Dispatch {
+pub fn backward(da: TensorId, acc_a: bool, db: TensorId, acc_b: bool, dout: TensorId, n: usize) -> Dispatch {
     Dispatch::new(Family::Residual, "residual_backward")
         .uniform(Uniform::new().u(n).u(acc_a as u32).u(acc_b as u32))
         .arg(4, da)

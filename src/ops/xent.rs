@@ -16,13 +16,7 @@ impl CrossEntropy {
     }
 
     /// losses (rows), lse (rows) from logits (rows, V) and targets (rows) u32.
-    pub fn forward(
-        &self,
-        losses: TensorId,
-        lse: TensorId,
-        logits: TensorId,
-        targets: TensorId,
-    ) -> Dispatch {
+    pub fn forward(&self, losses: TensorId, lse: TensorId, logits: TensorId, targets: TensorId) -> Dispatch {
         Dispatch::new(Family::Xent, "xent_forward")
             .uniform(self.params(0.0))
             .arg(1, losses)
@@ -33,13 +27,7 @@ impl CrossEntropy {
     }
 
     /// logits (rows, V) := (softmax − onehot) · scale, in place.
-    pub fn backward(
-        &self,
-        logits: TensorId,
-        lse: TensorId,
-        targets: TensorId,
-        scale: f32,
-    ) -> Dispatch {
+    pub fn backward(&self, logits: TensorId, lse: TensorId, targets: TensorId, scale: f32) -> Dispatch {
         Dispatch::new(Family::Xent, "xent_backward")
             .uniform(self.params(scale))
             .arg(2, lse)

@@ -34,9 +34,7 @@ pub fn optimizer_dispatches(
         slot += reduce::sumsq_slots(len);
         views.push((g.decay, len, v));
     }
-    d.push(reduce::norm_final(
-        scalars, GRAD_NORM, partial, slots, max_norm,
-    ));
+    d.push(reduce::norm_final(scalars, GRAD_NORM, partial, slots, max_norm));
     for (decay, len, [p, g, m, v]) in views {
         d.push(opt.update(p, m, v, g, hyper, scalars, CLIP, decay, len));
     }

@@ -24,6 +24,9 @@ pub struct StepConfig {
     pub seq: usize,
     pub adamw: AdamW,
     pub max_grad_norm: f32,
+    /// Caps the bytes of one storage binding below the adapter's limit (tests use it to force
+    /// the split of the token table and logits that large vocabularies need).
+    pub max_binding: Option<u64>,
 }
 
 impl StepConfig {
@@ -34,6 +37,7 @@ impl StepConfig {
             seq: model.block_size,
             adamw: AdamW::default(),
             max_grad_norm: 1.0,
+            max_binding: None,
         }
     }
 }
@@ -77,45 +81,21 @@ impl TrainStep {
         let scalars = g.t.f32("scalars", &[4], Class::Output);
         let hyper = g.t.f32("adamw.hyper", &[4], Class::Input);
 
-        let logits = gpt::record(
-            &mut g,
-            &cfg.model,
-            &layout.param_ids(),
-            ids,
-            targets,
-            scalars,
-        )?;
+        let logits = gpt::record(&mut g, &cfg.model, &layout.param_ids(), ids, targets, scalars)?;
         let (embedding, buckets) = match g.nodes[0] {
-            crate::graph::Node::Embedding { op, buckets, .. } => (
-                Embedding {
-                    v: cfg.model.vocab_size,
-                    v0: 0,
-                    ..op
-                },
-                buckets,
-            ),
+            crate::graph::Node::Embedding { op, buckets, .. } => {
+                (Embedding { v: cfg.model.vocab_size, v0: 0, ..op }, buckets)
+            }
             _ => unreachable!("the model starts with the embedding"),
         };
         let forward: Vec<Dispatch> = g.forward_dispatches();
         let backward = Autodiff::new(&mut g, &layout.root_grads(), false).backward(1.0);
         let max_elems = (max_binding / 4) as usize;
-        let opt = optimizer_dispatches(
-            &mut g.t,
-            &layout,
-            &cfg.adamw,
-            cfg.max_grad_norm,
-            scalars,
-            hyper,
-            max_elems,
-        );
+        let opt = optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
 
         let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
         let dispatches = forward.into_iter().chain(backward).chain(opt).collect();
-        let program = Program {
-            tensors: g.t,
-            dispatches,
-            ..Default::default()
-        };
+        let program = Program { tensors: g.t, dispatches, ..Default::default() };
         let sections = Sections {
             layout,
             ids,
@@ -133,7 +113,9 @@ impl TrainStep {
     }
 
     pub async fn build(gpu: &Gpu, cache: &mut PipelineCache, cfg: StepConfig) -> Result<TrainStep> {
-        let (program, s) = Self::program(cfg, gpu.max_binding())?;
+        let limit = cfg.max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
+        let (mut program, s) = Self::program(cfg, limit)?;
+        program.max_binding = Some(limit);
         let step = Step::compile(gpu, cache, program).await?;
         Ok(TrainStep {
             cfg,
@@ -154,10 +136,7 @@ impl TrainStep {
     }
 
     /// Writes every parameter from `get(name, shape)`; moments are reset.
-    pub fn load_params(
-        &self,
-        mut get: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>,
-    ) -> Result<()> {
+    pub fn load_params(&self, mut get: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>) -> Result<()> {
         for p in &self.layout.params {
             let data = get(&p.spec.name, &p.spec.shape)?;
             if data.len() != p.spec.numel() {
@@ -181,14 +160,11 @@ impl TrainStep {
     pub fn set_batch(&self, ids: &[u32], targets: &[u32]) -> Result<()> {
         let v = self.cfg.model.vocab_size as u32;
         if let Some(bad) = ids.iter().chain(targets).find(|&&x| x >= v) {
-            return Err(Error::Other(format!(
-                "token id {bad} is outside the vocabulary of {v}"
-            )));
+            return Err(Error::Other(format!("token id {bad} is outside the vocabulary of {v}")));
         }
         self.step.write_u32(self.ids, ids)?;
         self.step.write_u32(self.targets, targets)?;
-        self.step
-            .write_u32(self.buckets, &self.embedding.buckets(ids))
+        self.step.write_u32(self.buckets, &self.embedding.buckets(ids))
     }
 
     pub fn run_forward(&self) {
@@ -220,11 +196,7 @@ impl TrainStep {
 
     pub async fn stats(&self) -> Result<StepStats> {
         let s = self.step.read_f32(self.scalars).await?;
-        Ok(StepStats {
-            loss: s[LOSS],
-            grad_norm: s[GRAD_NORM],
-            clip: s[CLIP],
-        })
+        Ok(StepStats { loss: s[LOSS], grad_norm: s[GRAD_NORM], clip: s[CLIP] })
     }
 
     pub async fn read_params(&self) -> Result<HashMap<String, Vec<f32>>> {

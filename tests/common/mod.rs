@@ -14,10 +14,9 @@ pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| match pollster::block_on(Gpu::new(BackendChoice::Auto)) {
         Ok(g) => g,
-        Err(e) => panic!(
-            "GPU test needs a wgpu adapter and found none (CI={}): {e}",
-            std::env::var("CI").unwrap_or_default()
-        ),
+        Err(e) => {
+            panic!("GPU test needs a wgpu adapter and found none (CI={}): {e}", std::env::var("CI").unwrap_or_default())
+        }
     })
 }
 
@@ -47,13 +46,7 @@ pub fn to64(x: &[f32]) -> Vec<f64> {
 /// Asserts |got - want| <= atol + rtol * |want| elementwise; on failure prints the worst entries.
 #[track_caller]
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: length {} vs {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
     let mut bad = Vec::new();
     let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -65,11 +58,8 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64)
         }
     }
     if !bad.is_empty() {
-        let show: Vec<String> = bad
-            .iter()
-            .take(8)
-            .map(|&i| format!("[{i}] got {:.7e} want {:.7e}", got[i], want[i]))
-            .collect();
+        let show: Vec<String> =
+            bad.iter().take(8).map(|&i| format!("[{i}] got {:.7e} want {:.7e}", got[i], want[i])).collect();
         panic!(
             "{what}: {} of {} values off (atol {atol:e}, rtol {rtol:e}); max abs err {max_abs:.3e}, max rel err {max_rel:.3e}\n  {}",
             bad.len(),
@@ -94,8 +84,7 @@ impl Kit {
     /// A float tensor filled from `data` (read by kernels, or the prior value of an accumulator).
     pub fn input(&mut self, name: &str, data: &[f64]) -> TensorId {
         let id = self.t.f32(name, &[data.len()], Class::Input);
-        self.inputs
-            .push((id, bytemuck::cast_slice(&to32(data)).to_vec()));
+        self.inputs.push((id, bytemuck::cast_slice(&to32(data)).to_vec()));
         id
     }
     pub fn input_u32(&mut self, name: &str, data: &[u32]) -> TensorId {
@@ -106,8 +95,7 @@ impl Kit {
     /// A float tensor the kernels write, pre-filled with NaN so unwritten entries show.
     pub fn output(&mut self, name: &str, n: usize) -> TensorId {
         let id = self.t.f32(name, &[n], Class::Output);
-        self.inputs
-            .push((id, bytemuck::cast_slice(&vec![f32::NAN; n]).to_vec()));
+        self.inputs.push((id, bytemuck::cast_slice(&vec![f32::NAN; n]).to_vec()));
         id
     }
     pub fn scratch(&mut self, name: &str, n: usize) -> TensorId {
@@ -122,11 +110,7 @@ impl Kit {
         let step = pollster::block_on(Step::compile(
             g,
             &mut cache,
-            Program {
-                tensors: self.t,
-                dispatches: self.d,
-                ..Default::default()
-            },
+            Program { tensors: self.t, dispatches: self.d, ..Default::default() },
         ))
         .unwrap_or_else(|e| panic!("compile failed: {e}"));
         for (id, bytes) in &self.inputs {

@@ -1,0 +1,167 @@
+//! Tokenizers: character-level (the corpus's characters) and byte-level BPE, saved and loaded as a
+//! Hugging Face `tokenizer.json`. Both are written as BPE models so the Python `tokenizers` library
+//! encodes text to the same ids: char-level is a BPE without merges or pre-tokenizer.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::bpe::Bpe;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tokenizer {
+    /// Sorted distinct characters; id = index.
+    Char(Vec<char>),
+    Bpe(Bpe),
+}
+
+impl Tokenizer {
+    pub fn char_level(text: &str) -> Self {
+        let set: BTreeSet<char> = text.chars().collect();
+        Tokenizer::Char(set.into_iter().collect())
+    }
+
+    pub fn bpe(text: &str, vocab_size: usize) -> Result<Self> {
+        if vocab_size < 256 {
+            return Err(Error::Other(format!(
+                "--vocab {vocab_size}: byte-level BPE needs at least the 256 byte symbols"
+            )));
+        }
+        Ok(Tokenizer::Bpe(Bpe::train(text, vocab_size)))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::Char(c) => c.len(),
+            Tokenizer::Bpe(b) => b.vocab.len(),
+        }
+    }
+
+    /// Token ids of `text`. Char-level fails on a character it never saw, naming it.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Char(chars) => text
+                .chars()
+                .map(|c| {
+                    chars
+                        .binary_search(&c)
+                        .map(|i| i as u32)
+                        .map_err(|_| Error::Other(format!("character {c:?} is not in the char-level vocabulary")))
+                })
+                .collect(),
+            Tokenizer::Bpe(b) => Ok(b.encode(text)),
+        }
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match self {
+            Tokenizer::Char(chars) => ids.iter().filter_map(|&i| chars.get(i as usize)).collect(),
+            Tokenizer::Bpe(b) => b.decode(ids),
+        }
+    }
+
+    /// The Hugging Face `tokenizer.json` document.
+    pub fn to_json(&self) -> Value {
+        let (vocab, merges, byte_level): (Vec<String>, Vec<String>, bool) = match self {
+            Tokenizer::Char(chars) => (chars.iter().map(|c| c.to_string()).collect(), Vec::new(), false),
+            Tokenizer::Bpe(b) => (
+                b.vocab.clone(),
+                b.merges.iter().map(|&(x, y)| format!("{} {}", b.vocab[x as usize], b.vocab[y as usize])).collect(),
+                true,
+            ),
+        };
+        let vocab: serde_json::Map<String, Value> = vocab.into_iter().enumerate().map(|(i, s)| (s, json!(i))).collect();
+        let byte_level_cfg =
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": if byte_level { byte_level_cfg.clone() } else { Value::Null },
+            "post_processor": null,
+            "decoder": if byte_level { byte_level_cfg } else { json!({"type": "Fuse"}) },
+            "model": {
+                "type": "BPE",
+                "dropout": null,
+                "unk_token": null,
+                "continuing_subword_prefix": null,
+                "end_of_word_suffix": null,
+                "fuse_unk": false,
+                "byte_fallback": false,
+                "ignore_merges": false,
+                "vocab": vocab,
+                "merges": merges,
+            },
+            "wgpt": {"kind": if byte_level { "byte-bpe" } else { "char" }},
+        })
+    }
+
+    pub fn from_json(doc: &Value) -> Result<Self> {
+        let bad = |m: &str| Error::Other(format!("tokenizer.json: {m}"));
+        let model = doc.get("model").ok_or_else(|| bad("no \"model\""))?;
+        if model.get("type").and_then(Value::as_str) != Some("BPE") {
+            return Err(bad("only BPE models (as wgpt writes them) are supported"));
+        }
+        let vocab_map =
+            model.get("vocab").and_then(Value::as_object).ok_or_else(|| bad("model.vocab is not an object"))?;
+        let mut vocab = vec![String::new(); vocab_map.len()];
+        for (s, id) in vocab_map {
+            let id =
+                id.as_u64().filter(|&i| (i as usize) < vocab.len()).ok_or_else(|| bad("vocab ids must be 0..N"))?;
+            vocab[id as usize] = s.clone();
+        }
+        let byte_level =
+            doc.get("pre_tokenizer").and_then(|p| p.get("type")).and_then(Value::as_str) == Some("ByteLevel");
+        if !byte_level {
+            let chars: Option<Vec<char>> = vocab
+                .iter()
+                .map(|s| {
+                    let mut it = s.chars();
+                    match (it.next(), it.next()) {
+                        (Some(c), None) => Some(c),
+                        _ => None,
+                    }
+                })
+                .collect();
+            let chars = chars.ok_or_else(|| bad("a char-level vocabulary holds single characters"))?;
+            if chars.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(bad("char-level vocabulary is not in character order"));
+            }
+            return Ok(Tokenizer::Char(chars));
+        }
+        let bpe0 = Bpe::from_parts(vocab.clone(), Vec::new());
+        let mut merges = Vec::new();
+        for m in model.get("merges").and_then(Value::as_array).ok_or_else(|| bad("model.merges is not a list"))? {
+            let (a, b) = match m {
+                Value::String(s) => s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())),
+                Value::Array(p) if p.len() == 2 => {
+                    Some((p[0].as_str().unwrap_or("").to_string(), p[1].as_str().unwrap_or("").to_string()))
+                }
+                _ => None,
+            }
+            .ok_or_else(|| bad("a merge is not a pair"))?;
+            let (Some(x), Some(y)) = (bpe0.id(&a), bpe0.id(&b)) else {
+                return Err(bad(&format!("merge {a:?} {b:?} names a symbol outside the vocabulary")));
+            };
+            merges.push((x, y));
+        }
+        Ok(Tokenizer::Bpe(Bpe::from_parts(vocab, merges)))
+    }
+
+    /// Writes `tokenizer.json` atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string(&self.to_json()).map_err(|e| Error::Other(e.to_string()))?;
+        crate::util::write_atomic(path, text.as_bytes())
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+        let doc: Value =
+            serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not JSON: {e}", path.display())))?;
+        Self::from_json(&doc).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    }
+}

@@ -1,0 +1,327 @@
+//! Matmul (Conv1D layout and the tied lm_head layout): the CPU reference backward against finite
+//! differences, every WGSL entry point against the reference on shapes off the tile sizes, and
+//! bit-identical results across runs.
+
+mod common;
+use common::*;
+use wgpt::graph::TensorId;
+use wgpt::ops::matmul::Matmul;
+
+/// f32 unit roundoff.
+const U: f64 = f32::EPSILON as f64 / 2.0;
+
+fn abs(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// Inputs as the GPU sees them (rounded to f32), so the references differ from the kernels only by
+/// the f32 arithmetic of the kernels.
+fn f32_rounded(v: Vec<f64>) -> Vec<f64> {
+    to64(&to32(&v))
+}
+
+/// Asserts |got - want| <= bound elementwise (NaN fails), printing the worst entries.
+#[track_caller]
+fn assert_within(what: &str, got: &[f64], want: &[f64], bound: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut bad = Vec::new();
+    let mut worst = 0.0f64;
+    for i in 0..got.len() {
+        let d = (got[i] - want[i]).abs();
+        if d.is_nan() || d > bound[i] {
+            bad.push(i);
+        }
+        if bound[i] > 0.0 {
+            worst = worst.max(d / bound[i]);
+        }
+    }
+    if !bad.is_empty() {
+        let show: Vec<String> = bad
+            .iter()
+            .take(8)
+            .map(|&i| format!("[{i}] got {:.7e} want {:.7e} bound {:.2e}", got[i], want[i], bound[i]))
+            .collect();
+        panic!(
+            "{what}: {} of {} values off; worst error/bound {worst:.3}\n  {}",
+            bad.len(),
+            got.len(),
+            show.join("\n  ")
+        );
+    }
+}
+
+/// The worst-case bound on an f32 sum of `terms` products plus `extra` roundings (the bias add,
+/// the accumulate add), given the sums of absolute values: (terms + extra) * u * sum|.|
+/// (Higham's gamma_n, with a 1% margin for the u^2 term). It scales with the summed dimension
+/// and holds for any summation order, with or without fused multiply-adds.
+fn bound(abs_sums: &[f64], terms: usize, extra: usize) -> Vec<f64> {
+    let g = (terms + extra) as f64 * U * 1.01;
+    abs_sums.iter().map(|s| g * s).collect()
+}
+
+#[test]
+fn cpu_backward_matches_finite_differences() {
+    for trans_w in [false, true] {
+        let mut r = rng(100 + trans_w as u64);
+        let op = Matmul::new(3, 4, 5, trans_w);
+        let x = randn(&mut r, 12, 1.0);
+        let w = randn(&mut r, 20, 1.0);
+        let bias = randn(&mut r, 5, 1.0);
+        let lw = randn(&mut r, 15, 1.0);
+        let (dx, dw, db) = op.cpu_backward(&lw, &x, &w);
+        // The loss is linear in each argument, so central differences are exact up to the f64
+        // rounding of the loss (about 1e-16 / 1e-6).
+        let nx = numeric_grad(&x, 1e-6, |x| dot(&op.cpu_forward(x, &w, Some(&bias)), &lw));
+        let nw = numeric_grad(&w, 1e-6, |w| dot(&op.cpu_forward(&x, w, Some(&bias)), &lw));
+        let nb = numeric_grad(&bias, 1e-6, |b| dot(&op.cpu_forward(&x, &w, Some(b)), &lw));
+        assert_close("matmul dx", &dx, &nx, 1e-8, 1e-7);
+        assert_close("matmul dw", &dw, &nw, 1e-8, 1e-7);
+        assert_close("matmul dbias", &db, &nb, 1e-8, 1e-7);
+    }
+}
+
+/// (M, K, N): single elements, K = 1, N = 1, and sizes that are not multiples of the 8-row tile or
+/// the 256-column workgroup.
+const SHAPES: [(usize, usize, usize); 8] =
+    [(1, 1, 1), (1, 5, 3), (9, 1, 300), (300, 2, 1), (7, 13, 5), (33, 70, 65), (17, 3, 257), (128, 96, 200)];
+
+#[test]
+fn kernels_match_reference() {
+    // One program for every shape and layout: the pipelines compile once.
+    let mut kit = Kit::new();
+    let mut checks = Vec::new();
+    for (s, &(m, k, n)) in SHAPES.iter().enumerate() {
+        for trans_w in [false, true] {
+            let op = Matmul::new(m, k, n, trans_w);
+            checks.push(add_shape(&mut kit, op, 200 + 2 * s as u64 + trans_w as u64));
+        }
+    }
+    let ran = kit.run();
+    for c in &checks {
+        c.check(&ran);
+    }
+}
+
+/// One shape's inputs and outputs inside a shared Kit, checked after the run.
+struct ShapeCheck {
+    op: Matmul,
+    x: Vec<f64>,
+    w: Vec<f64>,
+    bias: Vec<f64>,
+    dy: Vec<f64>,
+    prior_dx: Vec<f64>,
+    prior_dw: Vec<f64>,
+    out: TensorId,
+    out_nb: TensorId,
+    dx: TensorId,
+    dx_acc: TensorId,
+    dw: TensorId,
+    dw_acc: TensorId,
+}
+
+fn add_shape(kit: &mut Kit, op: Matmul, seed: u64) -> ShapeCheck {
+    let (m, k, n) = (op.m, op.k, op.n);
+    let mut r = rng(seed);
+    let x = f32_rounded(randn(&mut r, m * k, 1.0));
+    let w = f32_rounded(randn(&mut r, k * n, 1.0));
+    let bias = f32_rounded(randn(&mut r, n, 1.0));
+    let dy = f32_rounded(randn(&mut r, m * n, 1.0));
+    let prior_dx = f32_rounded(randn(&mut r, m * k, 1.0));
+    let prior_dw = f32_rounded(randn(&mut r, k * n, 1.0));
+    let (xi, wi, bi, dyi) = (kit.input("x", &x), kit.input("w", &w), kit.input("bias", &bias), kit.input("dy", &dy));
+    let c = ShapeCheck {
+        op,
+        out: kit.output("out", m * n),
+        out_nb: kit.output("out_nobias", m * n),
+        dx: kit.output("dx", m * k),
+        dx_acc: kit.input("dx_acc", &prior_dx),
+        dw: kit.output("dw", k * n),
+        dw_acc: kit.input("dw_acc", &prior_dw),
+        x,
+        w,
+        bias,
+        dy,
+        prior_dx,
+        prior_dw,
+    };
+    kit.push([
+        op.forward(c.out, xi, wi, Some(bi)),
+        op.forward(c.out_nb, xi, wi, None),
+        op.backward_dx(c.dx, false, dyi, wi),
+        op.backward_dx(c.dx_acc, true, dyi, wi),
+        op.backward_dw(c.dw, false, dyi, xi),
+        op.backward_dw(c.dw_acc, true, dyi, xi),
+    ]);
+    c
+}
+
+impl ShapeCheck {
+    fn check(&self, ran: &Ran) {
+        let op = self.op;
+        let (m, k, n) = (op.m, op.k, op.n);
+        let (x, w, bias, dy) = (&self.x, &self.w, &self.bias, &self.dy);
+        let what = |e: &str| format!("{e} M={m} K={k} N={n} trans_w={}", op.trans_w);
+        // Each bound is the worst-case f32 rounding of the summed dimension (K for the forward,
+        // N for dx, M for dW), plus one rounding for the bias or accumulate add; see `bound`.
+        let fwd = op.cpu_forward(x, w, Some(bias));
+        let fwd_abs = op.cpu_forward(&abs(x), &abs(w), Some(&abs(bias)));
+        assert_within(&what("matmul_forward"), &ran.get(self.out), &fwd, &bound(&fwd_abs, k, 1));
+        let fwd = op.cpu_forward(x, w, None);
+        let fwd_abs = op.cpu_forward(&abs(x), &abs(w), None);
+        assert_within(&what("matmul_forward_nobias"), &ran.get(self.out_nb), &fwd, &bound(&fwd_abs, k, 0));
+        let (want_dx, want_dw, _) = op.cpu_backward(dy, x, w);
+        let (abs_dx, abs_dw, _) = op.cpu_backward(&abs(dy), &abs(x), &abs(w));
+        assert_within(&what("matmul_backward_dx"), &ran.get(self.dx), &want_dx, &bound(&abs_dx, n, 0));
+        assert_within(
+            &what("matmul_backward_dx acc"),
+            &ran.get(self.dx_acc),
+            &add(&want_dx, &self.prior_dx),
+            &bound(&add(&abs_dx, &abs(&self.prior_dx)), n, 1),
+        );
+        assert_within(&what("matmul_backward_dw"), &ran.get(self.dw), &want_dw, &bound(&abs_dw, m, 0));
+        assert_within(
+            &what("matmul_backward_dw acc"),
+            &ran.get(self.dw_acc),
+            &add(&want_dw, &self.prior_dw),
+            &bound(&add(&abs_dw, &abs(&self.prior_dw)), m, 1),
+        );
+    }
+}
+
+/// Past 65535 workgroups `grid` folds a dispatch into 2-D (the lm_head of a large batch gets
+/// there). The kernels recover the flat group index and skip the groups past the last tile; the
+/// same kind of fold is forced here on small shapes, with spare groups at the end.
+#[test]
+fn kernels_accept_a_folded_grid() {
+    let big = Matmul::new(65536 * 64, 768, 100, true);
+    let d = big.forward(TensorId(0), TensorId(0), TensorId(0), None);
+    assert!(d.groups[1] > 1, "expected a 2-D grid, got {:?}", d.groups);
+
+    let mut kit = Kit::new();
+    let checks = [
+        add_shape(&mut kit, Matmul::new(100, 7, 600, false), 310),
+        add_shape(&mut kit, Matmul::new(130, 300, 5, true), 311),
+    ];
+    for d in &mut kit.d {
+        let n = d.groups[0] * d.groups[1];
+        d.groups = [n.div_ceil(3) + 1, 3, 1];
+    }
+    let ran = kit.run();
+    for c in &checks {
+        c.check(&ran);
+    }
+}
+
+/// Runs every entry point on both layouts and returns the bits of every output.
+fn run_all_bits() -> Vec<Vec<u32>> {
+    let mut kit = Kit::new();
+    let mut outs = Vec::new();
+    for (s, trans_w) in [false, true].into_iter().enumerate() {
+        let c = add_shape(&mut kit, Matmul::new(130, 97, 203, trans_w), 400 + s as u64);
+        outs.extend([c.out, c.out_nb, c.dx, c.dx_acc, c.dw, c.dw_acc]);
+    }
+    let ran = kit.run();
+    outs.iter().map(|&t| ran.get_bits(t)).collect()
+}
+
+#[test]
+fn kernels_are_deterministic() {
+    let a = run_all_bits();
+    let b = run_all_bits();
+    // Fixed-order sums: two runs must agree bit for bit, not just within rounding.
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(x == y, "output {i} differs between runs");
+    }
+}
+
+/// Timing on the current adapter (not a correctness test): `cargo test --test ops_matmul --
+/// --ignored --nocapture timing`.
+#[test]
+#[ignore]
+fn timing() {
+    let shapes = match std::env::var("WGPT_MM") {
+        Ok(s) => {
+            let v: Vec<usize> = s.split(',').map(|x| x.parse().unwrap()).collect();
+            vec![(v[0], v[1], v[2], v[3] != 0)]
+        }
+        Err(_) => {
+            vec![(512, 768, 768, false), (512, 768, 3072, false), (512, 3072, 768, false), (512, 768, 8192, true)]
+        }
+    };
+    for &(m, k, n, trans_w) in &shapes {
+        let op = Matmul::new(m, k, n, trans_w);
+        let mut r = rng(1);
+        let mut kit = Kit::new();
+        let xi = kit.input("x", &randn(&mut r, m * k, 1.0));
+        let wi = kit.input("w", &randn(&mut r, k * n, 1.0));
+        let dyi = kit.input("dy", &randn(&mut r, m * n, 1.0));
+        let out = kit.output("out", m * n);
+        let dx = kit.output("dx", m * k);
+        let dw = kit.output("dw", k * n);
+        kit.push([
+            op.forward(out, xi, wi, None),
+            op.backward_dx(dx, false, dyi, wi),
+            op.backward_dw(dw, false, dyi, xi),
+        ]);
+        let t0 = std::time::Instant::now();
+        let ran = kit.run();
+        ran.get_bits(dw);
+        println!("M={m} K={k} N={n} trans_w={trans_w}: compile + first run {:.3} s", t0.elapsed().as_secs_f64());
+        for (i, name) in ["forward", "dx", "dw"].iter().enumerate() {
+            let t0 = std::time::Instant::now();
+            let reps = 3;
+            for _ in 0..reps {
+                ran.step.run_range(i..i + 1);
+            }
+            ran.get_bits(dw);
+            let s = t0.elapsed().as_secs_f64() / reps as f64;
+            println!("  {name}: {:.4} s, {:.2} GFLOP/s", s, 2.0 * (m * k * n) as f64 / s / 1e9);
+        }
+    }
+}
+
+/// The tied lm_head with a weight too large for one binding runs as shards of N rows, each writing
+/// its columns of the wider output (`out_stride`, `out_col`): out, dx (accumulated over shards) and
+/// each shard's dW equal the whole product.
+#[test]
+fn sharded_transposed_weight_matches_whole() {
+    let (m, k, n) = (37, 9, 150);
+    let whole = Matmul::new(m, k, n, true);
+    let mut r = rng(91);
+    let x = f32_rounded(randn(&mut r, m * k, 1.0));
+    let w = f32_rounded(randn(&mut r, n * k, 1.0));
+    let dout = f32_rounded(randn(&mut r, m * n, 1.0));
+    let mut kit = Kit::new();
+    let (xi, wi, di) = (kit.input("x", &x), kit.input("w", &w), kit.input("dout", &dout));
+    let out = kit.output("out", m * n);
+    let dx = kit.output("dx", m * k);
+    let dw = kit.output("dw", n * k);
+    // Shards of 64 and 86 rows of W: 64 rows of 9 floats start on a 256-byte boundary.
+    for (s, (n0, nn)) in [(0usize, 64usize), (64, n - 64)].into_iter().enumerate() {
+        let op = Matmul { n: nn, out_stride: n, out_col: n0, ..whole };
+        let wv = kit.t.view(wi, n0 * k, nn * k);
+        let dwv = kit.t.view(dw, n0 * k, nn * k);
+        kit.push([
+            op.forward(out, xi, wv, None),
+            op.backward_dx(dx, s > 0, di, wv),
+            op.backward_dw(dwv, false, di, xi),
+        ]);
+    }
+    let ran = kit.run();
+    let (gdx, gdw, _) = whole.cpu_backward(&dout, &x, &w);
+    let wout = whole.cpu_forward(&x, &w, None);
+    let bx = abs(&x);
+    let bw = abs(&w);
+    let bd = abs(&dout);
+    // Bounds as in kernels_match_reference, from the products of absolute values.
+    let out_b = bound(&whole.cpu_forward(&bx, &bw, None), k, 0);
+    let (dx_b, dw_b, _) = whole.cpu_backward(&bd, &bx, &bw);
+    assert_within("sharded out", &ran.get(out), &wout, &out_b);
+    // dx sums the shards' partial products: one more rounding per extra shard.
+    assert_within("sharded dx", &ran.get(dx), &gdx, &bound(&dx_b, n, 1));
+    assert_within("sharded dw", &ran.get(dw), &gdw, &bound(&dw_b, m, 0));
+}
