@@ -54,7 +54,7 @@ fn main() -> wgpt::Result<()> {
             .collect())
     })?;
 
-    let steps = 600;
+    let steps = 400;
     let started = std::time::Instant::now();
     for i in 0..steps {
         let (mut ids, mut targets) = (Vec::new(), Vec::new());

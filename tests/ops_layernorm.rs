@@ -249,25 +249,3 @@ fn kernels_are_deterministic() {
         assert!(x == y, "output {i} differs between runs");
     }
 }
-
-/// Timing on the current adapter (not a correctness test): `cargo test --test ops_layernorm --
-/// --ignored --nocapture timing`.
-#[test]
-#[ignore]
-fn timing() {
-    let (rows, c) = (1024, 768);
-    let mut kit = Kit::new();
-    let case = add_case(&mut kit, rows, c, 0.0, 1);
-    let ran = kit.run();
-    ran.get_bits(case.db2);
-    let names = ["forward", "backward_dx", "backward_partial", "backward_final"];
-    for (i, name) in names.iter().enumerate() {
-        let t0 = std::time::Instant::now();
-        for _ in 0..3 {
-            ran.step.run_range(i..i + 1);
-        }
-        ran.get_bits(case.db2);
-        let s = t0.elapsed().as_secs_f64() / 3.0;
-        println!("rows={rows} C={c} {name}: {:.2} ms", s * 1e3);
-    }
-}

@@ -238,52 +238,6 @@ fn kernels_are_deterministic() {
     }
 }
 
-/// Timing on the current adapter (not a correctness test): `cargo test --test ops_matmul --
-/// --ignored --nocapture timing`.
-#[test]
-#[ignore]
-fn timing() {
-    let shapes = match std::env::var("WGPT_MM") {
-        Ok(s) => {
-            let v: Vec<usize> = s.split(',').map(|x| x.parse().unwrap()).collect();
-            vec![(v[0], v[1], v[2], v[3] != 0)]
-        }
-        Err(_) => {
-            vec![(512, 768, 768, false), (512, 768, 3072, false), (512, 3072, 768, false), (512, 768, 8192, true)]
-        }
-    };
-    for &(m, k, n, trans_w) in &shapes {
-        let op = Matmul::new(m, k, n, trans_w);
-        let mut r = rng(1);
-        let mut kit = Kit::new();
-        let xi = kit.input("x", &randn(&mut r, m * k, 1.0));
-        let wi = kit.input("w", &randn(&mut r, k * n, 1.0));
-        let dyi = kit.input("dy", &randn(&mut r, m * n, 1.0));
-        let out = kit.output("out", m * n);
-        let dx = kit.output("dx", m * k);
-        let dw = kit.output("dw", k * n);
-        kit.push([
-            op.forward(out, xi, wi, None),
-            op.backward_dx(dx, false, dyi, wi),
-            op.backward_dw(dw, false, dyi, xi),
-        ]);
-        let t0 = std::time::Instant::now();
-        let ran = kit.run();
-        ran.get_bits(dw);
-        println!("M={m} K={k} N={n} trans_w={trans_w}: compile + first run {:.3} s", t0.elapsed().as_secs_f64());
-        for (i, name) in ["forward", "dx", "dw"].iter().enumerate() {
-            let t0 = std::time::Instant::now();
-            let reps = 3;
-            for _ in 0..reps {
-                ran.step.run_range(i..i + 1);
-            }
-            ran.get_bits(dw);
-            let s = t0.elapsed().as_secs_f64() / reps as f64;
-            println!("  {name}: {:.4} s, {:.2} GFLOP/s", s, 2.0 * (m * k * n) as f64 / s / 1e9);
-        }
-    }
-}
-
 /// The tied lm_head with a weight too large for one binding runs as shards of N rows, each writing
 /// its columns of the wider output (`out_stride`, `out_col`): out, dx (accumulated over shards) and
 /// each shard's dW equal the whole product.

@@ -53,7 +53,8 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64)
         let d = (g - w).abs();
         max_abs = max_abs.max(d);
         max_rel = max_rel.max(d / w.abs().max(1e-12));
-        if !(d <= atol + rtol * w.abs()) {
+        // NaN fails: it is not within any tolerance.
+        if d.is_nan() || d > atol + rtol * w.abs() {
             bad.push(i);
         }
     }
