@@ -37,7 +37,7 @@ fn info(backend: BackendChoice) -> Result<()> {
     if adapters.is_empty() {
         return Err(crate::Error::NoAdapter { detail: format!(" for backends {backends:?}") });
     }
-    let chosen = choose(adapters.clone()).map(|a| a.get_info());
+    let chosen = choose(adapters.clone(), std::env::var("WGPU_ADAPTER_NAME").ok().as_deref()).map(|a| a.get_info());
     for a in &adapters {
         let i = a.get_info();
         let mark = if chosen.as_ref() == Some(&i) { "*" } else { " " };

@@ -85,3 +85,14 @@ fn missing_binding_is_an_error() {
     .expect("must fail");
     assert!(err.to_string().contains("@binding(2)"), "{err}");
 }
+
+#[test]
+fn no_matching_adapter_says_how_to_install_one() {
+    let err =
+        pollster::block_on(wgpt::gpu::Gpu::with_name(wgpt::gpu::BackendChoice::Auto, Some("no-such-adapter-xyz")))
+            .err()
+            .expect("no adapter has that name");
+    let text = err.to_string();
+    assert!(matches!(err, Error::NoAdapter { .. }), "{text}");
+    assert!(text.contains("no-such-adapter-xyz") && text.contains("mesa-vulkan-drivers"), "{text}");
+}

@@ -90,10 +90,10 @@ pub async fn list_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) 
     }
 }
 
-/// Picks the adapter: `WGPU_ADAPTER_NAME` (substring, case-insensitive) filters first, then the
-/// device-type preference decides.
-pub fn choose(mut adapters: Vec<wgpu::Adapter>) -> Option<wgpu::Adapter> {
-    if let Ok(name) = std::env::var("WGPU_ADAPTER_NAME") {
+/// Picks the adapter: `name` (substring, case-insensitive; `WGPU_ADAPTER_NAME` for the CLI)
+/// filters first, then the device-type preference decides.
+pub fn choose(mut adapters: Vec<wgpu::Adapter>, name: Option<&str>) -> Option<wgpu::Adapter> {
+    if let Some(name) = name {
         let name = name.to_lowercase();
         adapters.retain(|a| a.get_info().name.to_lowercase().contains(&name));
     }
@@ -106,16 +106,20 @@ pub fn choose(mut adapters: Vec<wgpu::Adapter>) -> Option<wgpu::Adapter> {
 }
 
 impl Gpu {
+    /// Opens the preferred adapter of the chosen backends, honouring `WGPU_ADAPTER_NAME`.
     pub async fn new(choice: BackendChoice) -> Result<Gpu> {
+        Self::with_name(choice, std::env::var("WGPU_ADAPTER_NAME").ok().as_deref()).await
+    }
+
+    /// Like `new`, with the adapter-name filter given explicitly.
+    pub async fn with_name(choice: BackendChoice, name: Option<&str>) -> Result<Gpu> {
         let backends = choice.backends();
         let instance = instance(backends);
         let adapters = list_adapters(&instance, backends).await;
         let seen = adapters.len();
-        let adapter = choose(adapters).ok_or_else(|| Error::NoAdapter {
-            detail: match (seen, std::env::var("WGPU_ADAPTER_NAME")) {
-                (n, Ok(name)) if n > 0 => {
-                    format!(" matching WGPU_ADAPTER_NAME='{name}' ({n} others seen)")
-                }
+        let adapter = choose(adapters, name).ok_or_else(|| Error::NoAdapter {
+            detail: match name {
+                Some(name) if seen > 0 => format!(" named like '{name}' ({seen} others seen)"),
                 _ => format!(" for backends {backends:?}"),
             },
         })?;

@@ -11,7 +11,7 @@ use super::pipeline::{Kernel, PipelineCache};
 use super::shader::{BindingKind, StorageType};
 use crate::error::{Bytes, Error, Result};
 use crate::graph::memplan::{plan, MemoryPlan};
-use crate::graph::{TensorId, Tensors};
+use crate::graph::{Class, TensorId, Tensors};
 use crate::ops::Dispatch;
 
 /// What gets compiled: the tensors and the ordered dispatch list.
@@ -38,6 +38,9 @@ pub struct Step {
     pub plan: MemoryPlan,
     buffers: Vec<Option<wgpu::Buffer>>,
     compiled: Vec<Compiled>,
+    /// Mappable copy of the outputs arena (loss, gradient norm), made once so that reading a
+    /// step's results allocates nothing.
+    outputs: Option<(usize, wgpu::Buffer)>,
 }
 
 fn debug_enabled() -> bool {
@@ -175,8 +178,25 @@ impl Step {
             compiled.push(Compiled { kernel, bind_group, groups: d.groups });
         }
 
-        let step =
-            Step { device: gpu.device.clone(), queue: gpu.queue.clone(), tensors, dispatches, plan, buffers, compiled };
+        let outputs = plan.arenas.iter().position(|a| a.name == Class::Output.name() && a.size > 0).map(|i| {
+            let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("outputs readback"),
+                size: plan.arenas[i].size.div_ceil(4) * 4,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            (i, staging)
+        });
+        let step = Step {
+            device: gpu.device.clone(),
+            queue: gpu.queue.clone(),
+            tensors,
+            dispatches,
+            plan,
+            buffers,
+            compiled,
+            outputs,
+        };
         if debug_enabled() {
             eprintln!("{}", step.schedule_report());
             eprintln!("{}", step.plan.report(&step.tensors));
@@ -241,20 +261,30 @@ impl Step {
     }
 
     /// Copies a tensor back to the host once the queued work is done.
+    /// Outputs (loss, norms) go through the staging buffer made at compile time; other tensors
+    /// (checkpoints, tests) through a temporary one.
     pub async fn read(&self, id: TensorId) -> Result<Vec<u8>> {
         let (buf, off, size) = self.locate(id);
         let padded = size.div_ceil(4) * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: padded,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let arena = self.plan.placement[id.index()].arena;
+        let temp;
+        let (staging, at) = match &self.outputs {
+            Some((a, staging)) if *a == arena => (staging, off),
+            _ => {
+                temp = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size: padded,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                (&temp, 0)
+            }
+        };
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
-        enc.copy_buffer_to_buffer(buf, off, &staging, 0, padded);
+        enc.copy_buffer_to_buffer(buf, off, staging, at, padded);
         self.queue.submit([enc.finish()]);
-        map_read(&self.device, &staging).await?;
-        let data = staging.get_mapped_range(..).map_err(|e| Error::Gpu(e.to_string()))?.to_vec();
+        map_read(&self.device, staging).await?;
+        let data = staging.get_mapped_range(at..at + padded).map_err(|e| Error::Gpu(e.to_string()))?.to_vec();
         staging.unmap();
         Ok(data[..size as usize].to_vec())
     }
