@@ -6,7 +6,7 @@
 .PHONY: deps run test check
 
 deps:
-	@if ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then \
+	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
 		echo "deps: a Vulkan driver is installed"; \
 	elif command -v apt-get >/dev/null; then \
 		echo "deps: no Vulkan driver found, installing mesa-vulkan-drivers (lavapipe)"; \

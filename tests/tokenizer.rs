@@ -78,3 +78,29 @@ fn tokenizer_json_round_trip() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn shard_round_trip_u16_and_u32_and_bad_files() {
+    use wgpt::data::shard;
+    let dir = std::env::temp_dir().join(format!("wgpt-shard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for vocab in [65usize, 70_000] {
+        let ids: Vec<u32> = (0..1000).map(|i| (i * 7919 % vocab) as u32).collect();
+        let path = dir.join(format!("v{vocab}.bin"));
+        shard::write(&path, &ids, vocab).unwrap();
+        let s = shard::Shard::open(&path).unwrap();
+        assert_eq!((s.len(), s.vocab_size), (1000, vocab));
+        assert_eq!(s.slice(0, 1000), ids);
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(bytes, 32 + 1000 * if vocab <= 65536 { 2 } else { 4 });
+    }
+    let err = shard::write(&dir.join("bad.bin"), &[3, 70], 65).unwrap_err().to_string();
+    assert!(err.contains("70") && err.contains("65"), "{err}");
+    assert!(!dir.join("bad.bin").exists(), "nothing is written for bad ids");
+    std::fs::write(dir.join("junk.bin"), b"hello").unwrap();
+    assert!(shard::Shard::open(&dir.join("junk.bin")).err().unwrap().to_string().contains("bad magic"));
+    let good = std::fs::read(dir.join("v65.bin")).unwrap();
+    std::fs::write(dir.join("cut.bin"), &good[..good.len() - 3]).unwrap();
+    assert!(shard::Shard::open(&dir.join("cut.bin")).err().unwrap().to_string().contains("truncated"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

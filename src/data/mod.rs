@@ -1,6 +1,8 @@
-//! The data stage: tokenizers (char-level, byte-level BPE) that turn text into token ids.
+//! The data stage: tokenizers (char-level, byte-level BPE) that turn text into token ids, and
+//! token shards on disk.
 
 pub mod bpe;
+pub mod shard;
 pub mod tokenizer;
 
 pub use tokenizer::Tokenizer;
