@@ -1,8 +1,10 @@
 //! The data stage: tokenizers (char-level, byte-level BPE) that turn text into token ids, and
 //! token shards on disk.
 
+pub mod batches;
 pub mod bpe;
 pub mod shard;
+pub mod stories;
 pub mod tokenizer;
 
 pub use tokenizer::Tokenizer;
