@@ -16,7 +16,7 @@ deps:
 	fi
 
 run: deps
-	cargo run --release --example train_tiny
+	cargo run --release -- train
 
 test: deps
 	cargo test

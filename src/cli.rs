@@ -1,6 +1,8 @@
 //! Command-line interface (native only): `wgpt info` lists adapters; later stages add train,
 //! sample, eval, tokenizer and bench.
 
+use std::path::{Path, PathBuf};
+
 use clap::{Parser, Subcommand};
 
 use crate::error::Result;
@@ -18,6 +20,43 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Train a GPT. Without --data it trains on a built-in corpus of generated short stories.
+    Train {
+        /// A UTF-8 text file, or a directory whose .txt files are read in name order.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// tiny, shakespeare-char, shakespeare, gpt2 or gpt2-medium.
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        /// Optimizer steps (overrides the preset).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Override any setting, e.g. --set lr=1e-3 --set tokenizer=bpe (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Run directory for checkpoints and metrics.jsonl (default: runs/<preset>-<time>); must not exist.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Generate text from a checkpoint (a run directory).
+    Sample {
+        #[arg(long)]
+        ckpt: PathBuf,
+        /// Text to continue (default: the first token of the vocabulary).
+        #[arg(long, default_value = "")]
+        prompt: String,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+        /// Softmax temperature; 0 picks the most likely token.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Sample among the K most likely tokens only (0 = all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// List every adapter (name, backend, device type), the features wgpt uses and the key limits;
     /// marks the one wgpt would pick (WGPU_ADAPTER_NAME filters by name).
     Info,
@@ -27,6 +66,10 @@ pub fn run(cli: Cli) -> Result<()> {
     let backend = BackendChoice::parse(&cli.backend)?;
     match cli.command {
         Command::Info => info(backend),
+        Command::Train { data, preset, steps, set, out } => train(backend, data, &preset, steps, &set, out),
+        Command::Sample { ckpt, prompt, tokens, temperature, top_k, seed } => {
+            sample(backend, &ckpt, &prompt, tokens, temperature, top_k, seed)
+        }
     }
 }
 
@@ -64,5 +107,89 @@ fn info(backend: BackendChoice) -> Result<()> {
         );
     }
     println!("(* = the adapter wgpt uses: a real GPU is preferred over a software one)");
+    Ok(())
+}
+
+fn train(
+    backend: BackendChoice,
+    data: Option<PathBuf>,
+    preset: &str,
+    steps: Option<u64>,
+    set: &[String],
+    out: Option<PathBuf>,
+) -> Result<()> {
+    use crate::train::config::RunConfig;
+    use crate::train::trainer::{load_corpus, Trainer};
+    let mut cfg = RunConfig::preset(preset)?;
+    if let Some(s) = steps {
+        cfg.steps = s;
+    }
+    for kv in set {
+        cfg.set(kv)?;
+    }
+    let dir = out.unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("runs/{preset}-{secs}"))
+    });
+    if dir.exists() {
+        return Err(crate::Error::Other(format!(
+            "--out {}: the directory exists; pick another --out (nothing was changed)",
+            dir.display()
+        )));
+    }
+    let corpus = load_corpus(data.as_deref())?;
+    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
+    println!("adapter: {}", gpu.describe());
+    println!("corpus: {} ({} bytes); tokenizer: {}", corpus.source, corpus.text.len(), cfg.tokenizer);
+    let mut trainer = Trainer::new(&gpu, cfg, &corpus)?;
+    println!(
+        "model: {} layers, {} heads, C={}, T={}, V={}; {} train / {} val tokens; {} dispatches per step",
+        trainer.model.n_layer,
+        trainer.model.n_head,
+        trainer.model.n_embd,
+        trainer.model.block_size,
+        trainer.model.vocab_size,
+        trainer.train.len(),
+        trainer.val.len(),
+        trainer.ts.step.len()
+    );
+    std::fs::create_dir_all(&dir).map_err(|e| crate::Error::Other(format!("--out {}: {e}", dir.display())))?;
+    println!("run directory: {}", dir.display());
+    trainer.run(&dir, |line| println!("{line}"))
+}
+
+fn sample(
+    backend: BackendChoice,
+    ckpt: &Path,
+    prompt: &str,
+    tokens: usize,
+    temperature: f64,
+    top_k: usize,
+    seed: u64,
+) -> Result<()> {
+    use crate::train::checkpoint::{load_json, load_model, model_from_config};
+    use crate::train::config::RunConfig;
+    use crate::train::trainer::Trainer;
+    let doc = load_json(&ckpt.join("config.json"))?;
+    let model = model_from_config(&doc)?;
+    let tokenizer = crate::data::Tokenizer::load(&ckpt.join("tokenizer.json"))?;
+    if tokenizer.vocab_size() != model.vocab_size {
+        return Err(crate::Error::Other(format!(
+            "{}: tokenizer.json has {} tokens but config.json says vocab_size {}",
+            ckpt.display(),
+            tokenizer.vocab_size(),
+            model.vocab_size
+        )));
+    }
+    let params = load_model(&ckpt.join("model.safetensors"), &model)?;
+    let mut cfg = RunConfig::preset("tiny")?;
+    (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) =
+        (model.n_layer, model.n_head, model.n_embd, model.block_size, 1);
+    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
+    let trainer = Trainer::for_model(&gpu, cfg, model, tokenizer, &params)?;
+    let ids = trainer.tokenizer.encode(prompt)?;
+    let mut rng = crate::data::batches::Rng(seed);
+    let out = trainer.generate(&ids, tokens, temperature, top_k, &mut rng)?;
+    println!("{}", trainer.tokenizer.decode(&out));
     Ok(())
 }

@@ -1,7 +1,11 @@
 //! Training: the compiled step (model + backward + optimizer) and the optimizer section.
 
+pub mod checkpoint;
+pub mod config;
 pub mod optimizer;
 pub mod schedule;
 pub mod step;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod trainer;
 
 pub use step::{StepConfig, StepStats, TrainStep};

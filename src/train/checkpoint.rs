@@ -1,0 +1,107 @@
+//! Checkpoints in a run directory, readable by Hugging Face `transformers` as they are:
+//! `model.safetensors` with GPT-2 tensor names and layouts (Conv1D weights (in, out)), and
+//! `config.json` with the `GPT2Config` keys plus wgpt's own settings under "wgpt". Every file is
+//! written to a temporary name and renamed, so a crash never leaves a half-written checkpoint.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::model::{param_table, GptConfig};
+use crate::util::write_atomic;
+
+/// `config.json`: what `GPT2LMHeadModel.from_pretrained` reads, plus `extra` under "wgpt".
+pub fn hf_config(cfg: &GptConfig, extra: Value) -> Value {
+    json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.block_size,
+        "n_ctx": cfg.block_size,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": null,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": true,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "wgpt": extra,
+    })
+}
+
+pub fn model_from_config(doc: &Value) -> Result<GptConfig> {
+    let get = |k: &str| {
+        doc.get(k)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| Error::Other(format!("config.json: missing or invalid \"{k}\"")))
+    };
+    let cfg = GptConfig {
+        vocab_size: get("vocab_size")?,
+        block_size: get("n_positions")?,
+        n_layer: get("n_layer")?,
+        n_head: get("n_head")?,
+        n_embd: get("n_embd")?,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Writes `model.safetensors` from parameters keyed by Hugging Face name.
+pub fn save_model(path: &Path, cfg: &GptConfig, params: &HashMap<String, Vec<f32>>) -> Result<()> {
+    let specs = param_table(cfg);
+    let mut views = Vec::new();
+    for s in &specs {
+        let data = params.get(&s.name).ok_or_else(|| Error::Other(format!("parameter {} missing", s.name)))?;
+        let view = TensorView::new(Dtype::F32, s.shape.clone(), bytemuck::cast_slice(data))
+            .map_err(|e| Error::Other(format!("{}: {e}", s.name)))?;
+        views.push((s.name.clone(), view));
+    }
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Other(e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads `model.safetensors` and checks it against the model's parameter table.
+pub fn load_model(path: &Path, cfg: &GptConfig) -> Result<HashMap<String, Vec<f32>>> {
+    let bad = |m: String| Error::Other(format!("{}: {m}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+    let mut out = HashMap::new();
+    for s in param_table(cfg) {
+        let v = st
+            .tensor(&s.name)
+            .map_err(|_| bad(format!("tensor {} is missing: a checkpoint of another model?", s.name)))?;
+        if v.dtype() != Dtype::F32 || v.shape() != s.shape.as_slice() {
+            return Err(bad(format!(
+                "{} is {:?} {:?}, the config needs F32 {:?}",
+                s.name,
+                v.dtype(),
+                v.shape(),
+                s.shape
+            )));
+        }
+        out.insert(s.name.clone(), bytemuck::pod_collect_to_vec(v.data()));
+    }
+    Ok(out)
+}
+
+pub fn save_json(path: &Path, doc: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| Error::Other(e.to_string()))?;
+    write_atomic(path, text.as_bytes())
+}
+
+pub fn load_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not valid JSON ({e})", path.display())))
+}

@@ -1,0 +1,206 @@
+//! Run configuration: named presets and `key=value` overrides (an unknown key is an error).
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    pub preset: String,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub block_size: usize,
+    pub batch_size: usize,
+    pub steps: u64,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub eval_every: u64,
+    pub eval_batches: usize,
+    pub sample_every: u64,
+    pub sample_tokens: usize,
+    pub temperature: f64,
+    pub top_k: usize,
+    pub seed: u64,
+    pub val_fraction: f64,
+    /// "char" or "bpe".
+    pub tokenizer: String,
+    /// Target vocabulary of the BPE tokenizer (char-level takes the corpus's characters).
+    pub vocab_size: usize,
+    pub log_every: u64,
+}
+
+pub const PRESETS: [&str; 5] = ["tiny", "shakespeare-char", "shakespeare", "gpt2", "gpt2-medium"];
+
+impl RunConfig {
+    pub fn preset(name: &str) -> Result<Self> {
+        let base = RunConfig {
+            preset: name.to_string(),
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 32,
+            block_size: 16,
+            batch_size: 8,
+            steps: 300,
+            lr: 3e-3,
+            min_lr: 3e-4,
+            warmup_steps: 20,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            eval_every: 100,
+            eval_batches: 8,
+            sample_every: 0,
+            sample_tokens: 200,
+            temperature: 0.8,
+            top_k: 0,
+            seed: 1337,
+            val_fraction: 0.1,
+            tokenizer: "char".into(),
+            vocab_size: 512,
+            log_every: 10,
+        };
+        Ok(match name {
+            // Learns visibly within a couple of minutes on a CPU adapter.
+            "tiny" => RunConfig { steps: 1000, eval_every: 250, log_every: 50, ..base },
+            // nanoGPT's shakespeare_char run scaled to its CPU baseline.
+            "shakespeare-char" => RunConfig {
+                n_layer: 4,
+                n_head: 4,
+                n_embd: 128,
+                block_size: 64,
+                batch_size: 12,
+                steps: 2000,
+                lr: 1e-3,
+                min_lr: 1e-4,
+                warmup_steps: 100,
+                eval_every: 250,
+                eval_batches: 20,
+                ..base
+            },
+            "shakespeare" => RunConfig {
+                n_layer: 6,
+                n_head: 6,
+                n_embd: 384,
+                block_size: 256,
+                batch_size: 64,
+                steps: 5000,
+                lr: 1e-3,
+                min_lr: 1e-4,
+                warmup_steps: 100,
+                eval_every: 250,
+                eval_batches: 20,
+                ..base
+            },
+            "gpt2" | "gpt2-medium" => RunConfig {
+                n_layer: if name == "gpt2" { 12 } else { 24 },
+                n_head: if name == "gpt2" { 12 } else { 16 },
+                n_embd: if name == "gpt2" { 768 } else { 1024 },
+                block_size: 1024,
+                batch_size: 8,
+                steps: 10_000,
+                lr: 6e-4,
+                min_lr: 6e-5,
+                warmup_steps: 700,
+                eval_every: 500,
+                eval_batches: 20,
+                tokenizer: "bpe".into(),
+                vocab_size: 50257,
+                ..base
+            },
+            other => {
+                return Err(Error::Other(format!(
+                    "--preset: unknown preset '{other}'; choose one of {}",
+                    PRESETS.join(", ")
+                )))
+            }
+        })
+    }
+
+    /// Applies one `key=value` override.
+    pub fn set(&mut self, kv: &str) -> Result<()> {
+        let (k, v) = kv.split_once('=').ok_or_else(|| Error::Other(format!("--set {kv}: expected KEY=VALUE")))?;
+        let (k, v) = (k.trim(), v.trim());
+        let bad = |what: &str| Error::Other(format!("--set {k}={v}: expected {what}"));
+        macro_rules! num {
+            ($field:ident, $what:expr) => {
+                self.$field = v.parse().map_err(|_| bad($what))?
+            };
+        }
+        match k {
+            "n_layer" => num!(n_layer, "a positive integer"),
+            "n_head" => num!(n_head, "a positive integer"),
+            "n_embd" => num!(n_embd, "a positive integer"),
+            "block_size" => num!(block_size, "a positive integer"),
+            "batch_size" => num!(batch_size, "a positive integer"),
+            "steps" => num!(steps, "a non-negative integer"),
+            "lr" => num!(lr, "a number"),
+            "min_lr" => num!(min_lr, "a number"),
+            "warmup_steps" => num!(warmup_steps, "a non-negative integer"),
+            "weight_decay" => num!(weight_decay, "a number"),
+            "grad_clip" => num!(grad_clip, "a number"),
+            "eval_every" => num!(eval_every, "a non-negative integer"),
+            "eval_batches" => num!(eval_batches, "a positive integer"),
+            "sample_every" => num!(sample_every, "a non-negative integer"),
+            "sample_tokens" => num!(sample_tokens, "a non-negative integer"),
+            "temperature" => num!(temperature, "a number"),
+            "top_k" => num!(top_k, "a non-negative integer"),
+            "seed" => num!(seed, "a non-negative integer"),
+            "val_fraction" => num!(val_fraction, "a number in [0, 1)"),
+            "vocab_size" => num!(vocab_size, "a positive integer"),
+            "log_every" => num!(log_every, "a positive integer"),
+            "tokenizer" => {
+                if v != "char" && v != "bpe" {
+                    return Err(bad("char or bpe"));
+                }
+                self.tokenizer = v.to_string();
+            }
+            _ => {
+                return Err(Error::Other(format!(
+                    "--set {k}: unknown key; known keys: {}",
+                    self.to_json()
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .filter(|k| *k != "preset")
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+        }
+        self.validate()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Other(format!("config: {m}")));
+        if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || self.block_size == 0 || self.batch_size == 0 {
+            return bad("n_layer, n_head, n_embd, block_size and batch_size must be positive");
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad("val_fraction must be in [0, 1)");
+        }
+        if !(self.lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return bad("need lr > 0 and 0 <= min_lr <= lr");
+        }
+        if self.eval_batches == 0 || self.log_every == 0 {
+            return bad("eval_batches and log_every must be positive");
+        }
+        Ok(())
+    }
+
+    /// Every setting, as stored in the checkpoint's config.json under "wgpt".
+    pub fn to_json(&self) -> Value {
+        json!({
+            "preset": self.preset, "n_layer": self.n_layer, "n_head": self.n_head, "n_embd": self.n_embd,
+            "block_size": self.block_size, "batch_size": self.batch_size, "steps": self.steps, "lr": self.lr,
+            "min_lr": self.min_lr, "warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay,
+            "grad_clip": self.grad_clip, "eval_every": self.eval_every, "eval_batches": self.eval_batches,
+            "sample_every": self.sample_every, "sample_tokens": self.sample_tokens, "temperature": self.temperature,
+            "top_k": self.top_k, "seed": self.seed, "val_fraction": self.val_fraction, "tokenizer": self.tokenizer,
+            "vocab_size": self.vocab_size, "log_every": self.log_every,
+        })
+    }
+}

@@ -1,0 +1,296 @@
+//! The training loop: corpus → tokenizer → train/val split → compiled step → AdamW steps on a
+//! warmup + cosine schedule, with evaluation (mean loss, perplexity), samples, a log line per
+//! `log_every` steps, `metrics.jsonl`, and a checkpoint in the run directory.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::checkpoint;
+use super::config::RunConfig;
+use super::schedule::Schedule;
+use super::step::{StepConfig, TrainStep};
+use crate::data::batches::{sample, split, Rng};
+use crate::data::{stories, Tokenizer};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, PipelineCache};
+use crate::model::{param_table, GptConfig, Init};
+use crate::ops::adamw::AdamW;
+
+/// Text to train on and where it came from.
+pub struct Corpus {
+    pub text: String,
+    pub source: String,
+}
+
+/// Bytes of the built-in story corpus.
+pub const DEFAULT_CORPUS_BYTES: usize = 400_000;
+
+/// Reads a UTF-8 file, or every `.txt` file of a directory in name order, or (None) the built-in
+/// stories. Missing, empty and binary inputs are errors that name the path.
+pub fn load_corpus(data: Option<&Path>) -> Result<Corpus> {
+    let Some(path) = data else {
+        return Ok(Corpus { text: stories::corpus(42, DEFAULT_CORPUS_BYTES), source: "built-in stories".into() });
+    };
+    let bad = |m: String| Error::Other(format!("--data {}: {m}", path.display()));
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| bad(e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+            .collect();
+        v.sort();
+        if v.is_empty() {
+            return Err(bad("the directory holds no .txt files".into()));
+        }
+        v
+    } else if path.exists() {
+        vec![path.to_path_buf()]
+    } else {
+        return Err(bad("no such file or directory".into()));
+    };
+    let mut text = String::new();
+    for f in &files {
+        let bytes = std::fs::read(f).map_err(|e| bad(format!("{}: {e}", f.display())))?;
+        let s = String::from_utf8(bytes)
+            .map_err(|_| bad(format!("{} is not UTF-8 text (binary?); pass a text file", f.display())))?;
+        if s.contains('\0') {
+            return Err(bad(format!("{} contains NUL bytes: binary data, not text", f.display())));
+        }
+        text += &s;
+    }
+    if text.trim().is_empty() {
+        return Err(bad("the corpus is empty".into()));
+    }
+    Ok(Corpus { text, source: path.display().to_string() })
+}
+
+/// GPT-2 initialisation from `seed`: normal(0, 0.02) weights, 0.02/sqrt(2L) for residual
+/// projections, zero biases, unit LayerNorm gains.
+pub fn init_params(model: &GptConfig, seed: u64) -> HashMap<String, Vec<f32>> {
+    let mut rng = Rng(seed);
+    param_table(model)
+        .into_iter()
+        .map(|s| {
+            let v = (0..s.numel())
+                .map(|_| match s.init {
+                    Init::Normal(std) => (rng.normal() * std as f64) as f32,
+                    Init::Zeros => 0.0,
+                    Init::Ones => 1.0,
+                })
+                .collect();
+            (s.name, v)
+        })
+        .collect()
+}
+
+pub struct Trainer {
+    pub cfg: RunConfig,
+    pub model: GptConfig,
+    pub tokenizer: Tokenizer,
+    pub ts: TrainStep,
+    tokens: Vec<u32>,
+    pub train: Range<usize>,
+    pub val: Range<usize>,
+    rng: Rng,
+    pub step: u64,
+}
+
+impl Trainer {
+    pub fn new(gpu: &Gpu, cfg: RunConfig, corpus: &Corpus) -> Result<Trainer> {
+        cfg.validate()?;
+        let tokenizer = match cfg.tokenizer.as_str() {
+            "bpe" => Tokenizer::bpe(&corpus.text, cfg.vocab_size)?,
+            _ => Tokenizer::char_level(&corpus.text),
+        };
+        let tokens = tokenizer.encode(&corpus.text)?;
+        let (train, val) = split(tokens.len(), cfg.val_fraction, cfg.block_size)?;
+        let model = GptConfig {
+            vocab_size: tokenizer.vocab_size(),
+            block_size: cfg.block_size,
+            n_layer: cfg.n_layer,
+            n_head: cfg.n_head,
+            n_embd: cfg.n_embd,
+        };
+        let mut sc = StepConfig::new(model, cfg.batch_size);
+        sc.adamw = AdamW { weight_decay: cfg.weight_decay as f32, ..AdamW::default() };
+        sc.max_grad_norm = cfg.grad_clip as f32;
+        let ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), sc))?;
+        let params = init_params(&model, cfg.seed);
+        ts.load_params(|name, _| Ok(params[name].clone()))?;
+        Ok(Trainer { rng: Rng(cfg.seed ^ 0x5eed), cfg, model, tokenizer, ts, tokens, train, val, step: 0 })
+    }
+
+    /// A trainer around given weights (for sampling and evaluation from a checkpoint); it holds no
+    /// corpus.
+    pub fn for_model(
+        gpu: &Gpu,
+        cfg: RunConfig,
+        model: GptConfig,
+        tokenizer: Tokenizer,
+        params: &HashMap<String, Vec<f32>>,
+    ) -> Result<Trainer> {
+        let ts = pollster::block_on(TrainStep::build(
+            gpu,
+            &mut PipelineCache::new(),
+            StepConfig::new(model, cfg.batch_size),
+        ))?;
+        ts.load_params(|name, _| Ok(params[name].clone()))?;
+        Ok(Trainer {
+            rng: Rng(cfg.seed),
+            cfg,
+            model,
+            tokenizer,
+            ts,
+            tokens: Vec::new(),
+            train: 0..0,
+            val: 0..0,
+            step: 0,
+        })
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            max_lr: self.cfg.lr,
+            min_lr: self.cfg.min_lr,
+            warmup_steps: self.cfg.warmup_steps,
+            decay_steps: self.cfg.steps,
+        }
+    }
+
+    /// Mean loss over `eval_batches` fixed batches of the validation split (the training split
+    /// when there is none).
+    pub fn eval(&self) -> Result<f64> {
+        let range = if self.val.is_empty() { &self.train } else { &self.val };
+        // The same batches for every run and seed, so evaluations compare.
+        let mut rng = Rng(0xe7a1_5eed);
+        let mut total = 0.0;
+        for _ in 0..self.cfg.eval_batches {
+            let (ids, targets) = sample(&self.tokens, range, self.cfg.batch_size, self.cfg.block_size, &mut rng);
+            self.ts.set_batch(&ids, &targets)?;
+            self.ts.run_forward();
+            total += pollster::block_on(self.ts.stats())?.loss as f64;
+        }
+        Ok(total / self.cfg.eval_batches as f64)
+    }
+
+    /// Continues `prompt` by `n` tokens (temperature 0 = greedy; top_k 0 = all tokens).
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        n: usize,
+        temperature: f64,
+        top_k: usize,
+        rng: &mut Rng,
+    ) -> Result<Vec<u32>> {
+        let (b, t, v) = (self.cfg.batch_size, self.cfg.block_size, self.model.vocab_size);
+        let mut out = prompt.to_vec();
+        if out.is_empty() {
+            out.push(0);
+        }
+        for _ in 0..n {
+            let ctx: Vec<u32> = out[out.len().saturating_sub(t)..].to_vec();
+            let mut ids = vec![0u32; b * t];
+            ids[..ctx.len()].copy_from_slice(&ctx);
+            self.ts.set_batch(&ids, &vec![0; b * t])?;
+            self.ts.run_forward();
+            let logits = pollster::block_on(self.ts.step.read_f32(self.ts.logits))?;
+            let row = &logits[(ctx.len() - 1) * v..ctx.len() * v];
+            out.push(pick(row, temperature, top_k, rng));
+        }
+        Ok(out)
+    }
+
+    fn sample_text(&mut self) -> Result<String> {
+        let prompt = self.tokens[self.val.start.min(self.tokens.len() - 1)..][..1].to_vec();
+        let mut rng = Rng(self.cfg.seed ^ self.step);
+        let ids = self.generate(&prompt, self.cfg.sample_tokens, self.cfg.temperature, self.cfg.top_k, &mut rng)?;
+        Ok(self.tokenizer.decode(&ids))
+    }
+
+    /// Writes config.json, model.safetensors and tokenizer.json into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let params = pollster::block_on(self.ts.read_params())?;
+        checkpoint::save_model(&dir.join("model.safetensors"), &self.model, &params)?;
+        self.tokenizer.save(&dir.join("tokenizer.json"))?;
+        let extra = json!({"train": self.cfg.to_json(), "step": self.step});
+        checkpoint::save_json(&dir.join("config.json"), &checkpoint::hf_config(&self.model, extra))
+    }
+
+    /// Runs `cfg.steps` steps, logging through `log` and into `dir/metrics.jsonl`; saves at each
+    /// evaluation and at the end.
+    pub fn run(&mut self, dir: &Path, mut log: impl FnMut(&str)) -> Result<()> {
+        let io = |e: std::io::Error| Error::Other(format!("{}: {e}", dir.display()));
+        let mut metrics =
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?;
+        let mut record = |v: serde_json::Value| writeln!(metrics, "{v}").map_err(io);
+        let sched = self.schedule();
+        let tokens_per_step = (self.cfg.batch_size * self.cfg.block_size) as f64;
+        let started = Instant::now();
+        let mut window = (Instant::now(), 0u64);
+        while self.step < self.cfg.steps {
+            let lr = sched.lr(self.step);
+            let (ids, targets) =
+                sample(&self.tokens, &self.train, self.cfg.batch_size, self.cfg.block_size, &mut self.rng);
+            let s = pollster::block_on(self.ts.train_step(&ids, &targets, lr))?;
+            if !s.loss.is_finite() {
+                return Err(Error::Other(format!("step {}: the loss is {} (diverged); lower lr", self.step, s.loss)));
+            }
+            self.step += 1;
+            window.1 += 1;
+            if self.step % self.cfg.log_every == 0 || self.step == self.cfg.steps {
+                let tps = tokens_per_step * window.1 as f64 / window.0.elapsed().as_secs_f64();
+                let eta = (self.cfg.steps - self.step) as f64 * tokens_per_step / tps;
+                log(&format!(
+                    "step {:>6}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.0} tok/s  ETA {:.0}s",
+                    self.step, self.cfg.steps, s.loss, lr, s.grad_norm, tps, eta
+                ));
+                record(
+                    json!({"step": self.step, "loss": s.loss, "lr": lr, "grad_norm": s.grad_norm, "tokens_per_s": tps}),
+                )?;
+                window = (Instant::now(), 0);
+            }
+            let last = self.step == self.cfg.steps;
+            if (self.cfg.eval_every > 0 && self.step % self.cfg.eval_every == 0) || last {
+                let val = self.eval()?;
+                log(&format!("step {:>6}  val loss {val:.4}  perplexity {:.2}", self.step, val.exp()));
+                record(json!({"step": self.step, "val_loss": val, "val_perplexity": val.exp()}))?;
+                self.save(dir)?;
+            }
+            if (self.cfg.sample_every > 0 && self.step % self.cfg.sample_every == 0) || last {
+                let text = self.sample_text()?;
+                log(&format!("sample at step {}:\n{text}\n", self.step));
+                record(json!({"step": self.step, "sample": text}))?;
+            }
+        }
+        log(&format!("{} steps in {:.1}s", self.cfg.steps, started.elapsed().as_secs_f64()));
+        Ok(())
+    }
+}
+
+/// Samples an index from logits: softmax at `temperature` over the `top_k` largest (argmax when
+/// temperature is 0).
+pub fn pick(logits: &[f32], temperature: f64, top_k: usize, rng: &mut Rng) -> u32 {
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if temperature <= 0.0 {
+        return idx[0] as u32;
+    }
+    if top_k > 0 {
+        idx.truncate(top_k);
+    }
+    let m = logits[idx[0]] as f64;
+    let w: Vec<f64> = idx.iter().map(|&i| ((logits[i] as f64 - m) / temperature).exp()).collect();
+    let mut r = rng.uniform() * w.iter().sum::<f64>();
+    for (k, &wi) in w.iter().enumerate() {
+        r -= wi;
+        if r <= 0.0 {
+            return idx[k] as u32;
+        }
+    }
+    idx[idx.len() - 1] as u32
+}
