@@ -242,7 +242,7 @@ impl Trainer {
             }
             self.step += 1;
             window.1 += 1;
-            if self.step % self.cfg.log_every == 0 || self.step == self.cfg.steps {
+            if self.step.is_multiple_of(self.cfg.log_every) || self.step == self.cfg.steps {
                 let tps = tokens_per_step * window.1 as f64 / window.0.elapsed().as_secs_f64();
                 let eta = (self.cfg.steps - self.step) as f64 * tokens_per_step / tps;
                 log(&format!(
@@ -255,13 +255,13 @@ impl Trainer {
                 window = (Instant::now(), 0);
             }
             let last = self.step == self.cfg.steps;
-            if (self.cfg.eval_every > 0 && self.step % self.cfg.eval_every == 0) || last {
+            if (self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every)) || last {
                 let val = self.eval()?;
                 log(&format!("step {:>6}  val loss {val:.4}  perplexity {:.2}", self.step, val.exp()));
                 record(json!({"step": self.step, "val_loss": val, "val_perplexity": val.exp()}))?;
                 self.save(dir)?;
             }
-            if (self.cfg.sample_every > 0 && self.step % self.cfg.sample_every == 0) || last {
+            if (self.cfg.sample_every > 0 && self.step.is_multiple_of(self.cfg.sample_every)) || last {
                 let text = self.sample_text()?;
                 log(&format!("sample at step {}:\n{text}\n", self.step));
                 record(json!({"step": self.step, "sample": text}))?;
