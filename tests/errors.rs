@@ -10,6 +10,12 @@ use wgpt::graph::{Class, Tensors};
 use wgpt::ops::{gelu, Dispatch, Family};
 use wgpt::Error;
 
+/// Compiles one dispatch and returns the error it must give.
+fn compile_error(tensors: Tensors, d: Dispatch) -> Error {
+    let program = Program { tensors, dispatches: vec![d], ..Default::default() };
+    pollster::block_on(Step::compile(gpu(), &mut PipelineCache::new(), program)).err().expect("compiling must fail")
+}
+
 #[test]
 fn shader_errors_name_the_entry_point_and_number_the_source() {
     let src = "alias st = f32;\nfn broken( {\n}\n";
@@ -25,13 +31,7 @@ fn unknown_entry_point_is_an_error() {
     let mut t = Tensors::default();
     let x = t.f32("x", &[4], Class::Input);
     let d = Dispatch::new(Family::Gelu, "gelu_sideways").arg(1, x);
-    let err = pollster::block_on(Step::compile(
-        gpu(),
-        &mut PipelineCache::new(),
-        Program { tensors: t, dispatches: vec![d], ..Default::default() },
-    ))
-    .err()
-    .expect("must fail");
+    let err = compile_error(t, d);
     assert!(err.to_string().contains("gelu_sideways"), "{err}");
 }
 
@@ -43,13 +43,7 @@ fn tensor_over_the_binding_limit_is_named() {
     let x = t.f32("huge.activation", &[n], Class::Activation);
     let y = t.f32("huge.output", &[n], Class::Activation);
     let d = gelu::forward(y, x, n);
-    let err = pollster::block_on(Step::compile(
-        g,
-        &mut PipelineCache::new(),
-        Program { tensors: t, dispatches: vec![d], ..Default::default() },
-    ))
-    .err()
-    .expect("must fail");
+    let err = compile_error(t, d);
     let text = err.to_string();
     assert!(matches!(err, Error::Limit { .. }), "{text}");
     assert!(text.contains("huge.") && text.contains("max_storage_buffer_binding_size"), "{text}");
@@ -60,13 +54,7 @@ fn too_many_workgroups_is_an_error() {
     let mut t = Tensors::default();
     let x = t.f32("x", &[4], Class::Input);
     let d = gelu::forward(x, x, 4).groups([1 << 20, 1, 1]);
-    let err = pollster::block_on(Step::compile(
-        gpu(),
-        &mut PipelineCache::new(),
-        Program { tensors: t, dispatches: vec![d], ..Default::default() },
-    ))
-    .err()
-    .expect("must fail");
+    let err = compile_error(t, d);
     assert!(matches!(err, Error::Workgroups { .. }), "{err}");
 }
 
@@ -76,13 +64,7 @@ fn missing_binding_is_an_error() {
     let x = t.f32("x", &[4], Class::Input);
     // gelu_forward reads x at binding 2; leave it out.
     let d = Dispatch::new(Family::Gelu, "gelu_forward").uniform(wgpt::ops::Uniform::new().u(4u32).u(0u32)).arg(1, x);
-    let err = pollster::block_on(Step::compile(
-        gpu(),
-        &mut PipelineCache::new(),
-        Program { tensors: t, dispatches: vec![d], ..Default::default() },
-    ))
-    .err()
-    .expect("must fail");
+    let err = compile_error(t, d);
     assert!(err.to_string().contains("@binding(2)"), "{err}");
 }
 

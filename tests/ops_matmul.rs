@@ -8,51 +8,6 @@ use wgpt::graph::TensorId;
 use wgpt::ops::matmul::Matmul;
 
 /// f32 unit roundoff.
-const U: f64 = f32::EPSILON as f64 / 2.0;
-
-fn abs(v: &[f64]) -> Vec<f64> {
-    v.iter().map(|x| x.abs()).collect()
-}
-
-fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
-    a.iter().zip(b).map(|(x, y)| x + y).collect()
-}
-
-/// Inputs as the GPU sees them (rounded to f32), so the references differ from the kernels only by
-/// the f32 arithmetic of the kernels.
-fn f32_rounded(v: Vec<f64>) -> Vec<f64> {
-    to64(&to32(&v))
-}
-
-/// Asserts |got - want| <= bound elementwise (NaN fails), printing the worst entries.
-#[track_caller]
-fn assert_within(what: &str, got: &[f64], want: &[f64], bound: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut bad = Vec::new();
-    let mut worst = 0.0f64;
-    for i in 0..got.len() {
-        let d = (got[i] - want[i]).abs();
-        if d.is_nan() || d > bound[i] {
-            bad.push(i);
-        }
-        if bound[i] > 0.0 {
-            worst = worst.max(d / bound[i]);
-        }
-    }
-    if !bad.is_empty() {
-        let show: Vec<String> = bad
-            .iter()
-            .take(8)
-            .map(|&i| format!("[{i}] got {:.7e} want {:.7e} bound {:.2e}", got[i], want[i], bound[i]))
-            .collect();
-        panic!(
-            "{what}: {} of {} values off; worst error/bound {worst:.3}\n  {}",
-            bad.len(),
-            got.len(),
-            show.join("\n  ")
-        );
-    }
-}
 
 /// The worst-case bound on an f32 sum of `terms` products plus `extra` roundings (the bias add,
 /// the accumulate add), given the sums of absolute values: (terms + extra) * u * sum|.|
