@@ -7,8 +7,6 @@ use common::*;
 use wgpt::graph::TensorId;
 use wgpt::ops::matmul::Matmul;
 
-/// f32 unit roundoff.
-
 /// The worst-case bound on an f32 sum of `terms` products plus `extra` roundings (the bias add,
 /// the accumulate add), given the sums of absolute values: (terms + extra) * u * sum|.|
 /// (Higham's gamma_n, with a 1% margin for the u^2 term). It scales with the summed dimension
