@@ -108,6 +108,7 @@ fn identical_steps_are_bit_identical() {
     let ts = build(&fx);
     let mut runs = Vec::new();
     for _ in 0..2 {
+        ts.run_zero_grads();
         ts.run_forward();
         ts.run_backward();
         let s = pollster::block_on(ts.stats()).unwrap();
@@ -169,5 +170,30 @@ fn split_token_table_and_logits_match_unsplit() {
     for (name, a) in &g1 {
         let a = to64(a);
         assert_close(&format!("grad {name}"), &to64(&g2[name]), &a, 1e-5 * max_abs(&a), 1e-4);
+    }
+}
+
+/// Gradient accumulation: the reference batch as two micro-batches of one sequence each gives the
+/// reference gradients (each micro-batch's loss is scaled by 1/2, so the sum is the full mean).
+#[test]
+fn two_micro_batches_accumulate_to_the_reference_gradients() {
+    let fx = load();
+    let mut cfg = StepConfig::new(GptConfig::tiny(), 1);
+    cfg.grad_accum = 2;
+    let ts = pollster::block_on(TrainStep::build(gpu(), &mut PipelineCache::new(), cfg)).unwrap();
+    ts.load_params(|name, _| Ok(fx.f32s[&format!("param.{name}")].clone())).unwrap();
+    let ids: Vec<u32> = fx.i32s["input_ids"].iter().map(|&x| x as u32).collect();
+    let targets: Vec<u32> = fx.i32s["targets"].iter().map(|&x| x as u32).collect();
+    let mut loss = 0.0;
+    for row in 0..2 {
+        ts.set_batch(&ids[row * 16..(row + 1) * 16], &targets[row * 16..(row + 1) * 16]).unwrap();
+        ts.run_forward();
+        ts.run_backward();
+        loss += pollster::block_on(ts.stats()).unwrap().loss as f64 / 2.0;
+    }
+    assert_close("mean loss over micro-batches", &[loss], &[fx.f32s["loss"][0] as f64], 1e-5, 1e-5);
+    for (name, got) in pollster::block_on(ts.read_grads()).unwrap() {
+        let want = to64(&fx.f32s[&format!("grad.{name}")]);
+        assert_close(&format!("accumulated grad {name}"), &to64(&got), &want, 2e-4 * max_abs(&want), 1e-3);
     }
 }

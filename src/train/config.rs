@@ -31,6 +31,8 @@ pub struct RunConfig {
     /// Target vocabulary of the BPE tokenizer (char-level takes the corpus's characters).
     pub vocab_size: usize,
     pub log_every: u64,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    pub grad_accum: usize,
 }
 
 pub const PRESETS: [&str; 5] = ["tiny", "shakespeare-char", "shakespeare", "gpt2", "gpt2-medium"];
@@ -61,6 +63,7 @@ impl RunConfig {
             tokenizer: "char".into(),
             vocab_size: 512,
             log_every: 10,
+            grad_accum: 1,
         };
         Ok(match name {
             // Learns visibly within a couple of minutes on a CPU adapter.
@@ -151,6 +154,16 @@ impl RunConfig {
             "val_fraction" => num!(val_fraction, "a number in [0, 1)"),
             "vocab_size" => num!(vocab_size, "a positive integer"),
             "log_every" => num!(log_every, "a positive integer"),
+            "grad_accum" => num!(grad_accum, "a positive integer"),
+            // The global batch in tokens, as in "0.5M tokens per step": sets grad_accum.
+            "batch_tokens" => {
+                let tokens: usize = v.parse().map_err(|_| bad("a positive integer"))?;
+                let micro = self.batch_size * self.block_size;
+                if tokens == 0 || tokens % micro != 0 {
+                    return Err(bad(&format!("a multiple of batch_size x block_size = {micro} tokens")));
+                }
+                self.grad_accum = tokens / micro;
+            }
             "tokenizer" => {
                 if v != "char" && v != "bpe" {
                     return Err(bad("char or bpe"));
@@ -185,8 +198,8 @@ impl RunConfig {
         if !(self.lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
             return bad("need lr > 0 and 0 <= min_lr <= lr");
         }
-        if self.eval_batches == 0 || self.log_every == 0 {
-            return bad("eval_batches and log_every must be positive");
+        if self.eval_batches == 0 || self.log_every == 0 || self.grad_accum == 0 {
+            return bad("eval_batches, log_every and grad_accum must be positive");
         }
         Ok(())
     }
@@ -200,7 +213,7 @@ impl RunConfig {
             "grad_clip": self.grad_clip, "eval_every": self.eval_every, "eval_batches": self.eval_batches,
             "sample_every": self.sample_every, "sample_tokens": self.sample_tokens, "temperature": self.temperature,
             "top_k": self.top_k, "seed": self.seed, "val_fraction": self.val_fraction, "tokenizer": self.tokenizer,
-            "vocab_size": self.vocab_size, "log_every": self.log_every,
+            "vocab_size": self.vocab_size, "log_every": self.log_every, "grad_accum": self.grad_accum,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The optimizer section of a step: global gradient norm (deterministic two-pass sum of squares
-//! over the flat gradient ranges), the clip factor, then AdamW over the same ranges.
+//! over the flat gradient ranges), the clip factor, AdamW over the same ranges, then zeroed
+//! gradients for the next step's accumulation.
 
 use crate::graph::flat::FlatLayout;
 use crate::graph::{Class, TensorId, Tensors};
@@ -39,4 +40,13 @@ pub fn optimizer_dispatches(
         d.push(opt.update(p, m, v, g, hyper, scalars, CLIP, decay, len));
     }
     d
+}
+
+/// Zeroes the flat gradient ranges (after AdamW has used them), chunked like the optimizer.
+pub fn zero_grads(t: &mut Tensors, layout: &FlatLayout, max_elems: usize) -> Vec<Dispatch> {
+    layout
+        .chunks(max_elems)
+        .into_iter()
+        .map(|(gi, off, len)| reduce::zero(t.view(layout.groups[gi].grad, off, len), len))
+        .collect()
 }

@@ -15,7 +15,7 @@ use crate::ops::adamw::AdamW;
 use crate::ops::embedding::Embedding;
 use crate::ops::Dispatch;
 
-use super::optimizer::{optimizer_dispatches, CLIP, GRAD_NORM, LOSS};
+use super::optimizer::{optimizer_dispatches, zero_grads, CLIP, GRAD_NORM, LOSS};
 
 #[derive(Debug, Clone, Copy)]
 pub struct StepConfig {
@@ -27,6 +27,9 @@ pub struct StepConfig {
     /// Caps the bytes of one storage binding below the adapter's limit (tests use it to force
     /// the split of the token table and logits that large vocabularies need).
     pub max_binding: Option<u64>,
+    /// Micro-batches summed into one optimizer step (their gradients accumulate; the loss of each
+    /// is scaled by 1/grad_accum so the sum is the mean over all of them).
+    pub grad_accum: usize,
 }
 
 impl StepConfig {
@@ -38,6 +41,7 @@ impl StepConfig {
             adamw: AdamW::default(),
             max_grad_norm: 1.0,
             max_binding: None,
+            grad_accum: 1,
         }
     }
 }
@@ -55,7 +59,10 @@ pub struct TrainStep {
     embedding: Embedding,
     pub forward: Range<usize>,
     pub backward: Range<usize>,
+    /// Gradient norm, clip and AdamW, then zeroing the gradients for the next step.
     pub optimizer: Range<usize>,
+    /// The tail of `optimizer` that zeroes the gradients.
+    pub zero_grads: Range<usize>,
     /// Optimizer steps taken (AdamW's t).
     pub t: u64,
 }
@@ -89,9 +96,16 @@ impl TrainStep {
             _ => unreachable!("the model starts with the embedding"),
         };
         let forward: Vec<Dispatch> = g.forward_dispatches();
-        let backward = Autodiff::new(&mut g, &layout.root_grads(), false).backward(1.0);
+        if cfg.grad_accum == 0 {
+            return Err(Error::Other("step: grad_accum must be at least 1".into()));
+        }
+        // Parameter gradients always accumulate; the optimizer section zeroes them after use.
+        let backward = Autodiff::new(&mut g, &layout.root_grads(), true).backward(1.0 / cfg.grad_accum as f32);
         let max_elems = (max_binding / 4) as usize;
-        let opt = optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
+        let mut opt = optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
+        let zero = zero_grads(&mut g.t, &layout, max_elems);
+        let nz = zero.len();
+        opt.extend(zero);
 
         let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
         let dispatches = forward.into_iter().chain(backward).chain(opt).collect();
@@ -108,6 +122,7 @@ impl TrainStep {
             forward: 0..nf,
             backward: nf..nf + nb,
             optimizer: nf + nb..nf + nb + no,
+            zero_grads: nf + nb + no - nz..nf + nb + no,
         };
         Ok((program, sections))
     }
@@ -131,6 +146,7 @@ impl TrainStep {
             forward: s.forward,
             backward: s.backward,
             optimizer: s.optimizer,
+            zero_grads: s.zero_grads,
             t: 0,
         })
     }
@@ -175,7 +191,8 @@ impl TrainStep {
         self.step.run_range(self.backward.clone());
     }
 
-    /// Sets the learning rate and bias corrections of step t+1 and runs norm + clip + AdamW.
+    /// Sets the learning rate and bias corrections of step t+1 and runs norm + clip + AdamW, then
+    /// zeroes the gradients.
     pub fn run_optimizer(&mut self, lr: f64) -> Result<()> {
         self.t += 1;
         let h = self.cfg.adamw.hyper(lr, self.t);
@@ -184,14 +201,42 @@ impl TrainStep {
         Ok(())
     }
 
-    /// One whole training step in one submission: forward, backward, clip, AdamW.
+    /// Zeroes the gradients (the optimizer section ends with this; tests that run backward
+    /// twice without an optimizer step call it between).
+    pub fn run_zero_grads(&self) {
+        self.step.run_range(self.zero_grads.clone());
+    }
+
+    /// One training step of one micro-batch in one submission: forward, backward, clip, AdamW.
     pub async fn train_step(&mut self, ids: &[u32], targets: &[u32], lr: f64) -> Result<StepStats> {
+        self.train_micro(&[(ids, targets)], lr).await
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches: forward and backward for each (their
+    /// gradients add up), then clip and AdamW in the last submission. The loss is their mean.
+    pub async fn train_micro(&mut self, micro: &[(&[u32], &[u32])], lr: f64) -> Result<StepStats> {
+        if micro.len() != self.cfg.grad_accum {
+            return Err(Error::Other(format!(
+                "step: {} micro-batches given, grad_accum is {}",
+                micro.len(),
+                self.cfg.grad_accum
+            )));
+        }
+        let mut loss = 0.0;
+        for (ids, targets) in &micro[..micro.len() - 1] {
+            self.set_batch(ids, targets)?;
+            self.step.run_range(self.forward.start..self.backward.end);
+            loss += self.stats().await?.loss as f64;
+        }
+        let (ids, targets) = micro[micro.len() - 1];
         self.set_batch(ids, targets)?;
         self.t += 1;
         let h = self.cfg.adamw.hyper(lr, self.t);
         self.step.write_f32(self.hyper, &[h[0], h[1], h[2], 0.0])?;
         self.step.run();
-        self.stats().await
+        let mut s = self.stats().await?;
+        s.loss = ((loss + s.loss as f64) / micro.len() as f64) as f32;
+        Ok(s)
     }
 
     pub async fn stats(&self) -> Result<StepStats> {
@@ -229,6 +274,7 @@ pub struct Sections {
     pub forward: Range<usize>,
     pub backward: Range<usize>,
     pub optimizer: Range<usize>,
+    pub zero_grads: Range<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -119,6 +119,7 @@ impl Trainer {
         let mut sc = StepConfig::new(model, cfg.batch_size);
         sc.adamw = AdamW { weight_decay: cfg.weight_decay as f32, ..AdamW::default() };
         sc.max_grad_norm = cfg.grad_clip as f32;
+        sc.grad_accum = cfg.grad_accum;
         let ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), sc))?;
         let params = init_params(&model, cfg.seed);
         ts.load_params(|name, _| Ok(params[name].clone()))?;
@@ -229,7 +230,7 @@ impl Trainer {
             std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?;
         let mut record = |v: serde_json::Value| writeln!(metrics, "{v}").map_err(io);
         let sched = self.schedule();
-        let tokens_per_step = (self.cfg.batch_size * self.cfg.block_size) as f64;
+        let tokens_per_step = (self.cfg.batch_size * self.cfg.block_size * self.cfg.grad_accum) as f64;
         let started = Instant::now();
         let mut window = (Instant::now(), 0u64);
         while self.step < self.cfg.steps {
