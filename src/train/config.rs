@@ -159,7 +159,7 @@ impl RunConfig {
             "batch_tokens" => {
                 let tokens: usize = v.parse().map_err(|_| bad("a positive integer"))?;
                 let micro = self.batch_size * self.block_size;
-                if tokens == 0 || tokens % micro != 0 {
+                if tokens == 0 || !tokens.is_multiple_of(micro) {
                     return Err(bad(&format!("a multiple of batch_size x block_size = {micro} tokens")));
                 }
                 self.grad_accum = tokens / micro;
