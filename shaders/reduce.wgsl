@@ -5,7 +5,7 @@
 
 struct Params {
     rows: u32,       // colsum: rows of src; sumsq: elements of src
-    cols: u32,       // colsum: columns; final: number of partials
+    cols: u32,       // colsum: columns; sumsq: slots to write; final: number of partials
     chunk: u32,      // colsum: rows per partial
     acc: u32,        // colsum_final: add to dst instead of overwriting
     out_index: u32,  // sumsq_partial: first partial slot; reduce_final: slot of out written
@@ -83,7 +83,8 @@ fn sumsq_partial(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
         }
     }
     let total = tree_sum(lid.x, s);
-    if (lid.x == 0u) { partial[p.out_index + g] = total; }
+    // Workgroups past `cols` slots exist only to fill a folded 2-D grid.
+    if (lid.x == 0u && g < p.cols) { partial[p.out_index + g] = total; }
 }
 
 // One workgroup sums partial[0 .. cols] in a fixed order. mode 0: out[out_index] = sum * scale.

@@ -38,6 +38,23 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Mean loss and perplexity of a checkpoint on non-overlapping block_size windows of a text
+    /// file, from its start (a final partial window is dropped); without --data, on the built-in
+    /// corpus.
+    Eval {
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print one JSON object {"loss", "perplexity", "tokens"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokenizer tools.
+    Tokenizer {
+        #[command(subcommand)]
+        command: TokenizerCommand,
+    },
     /// Generate text from a checkpoint (a run directory).
     Sample {
         #[arg(long)]
@@ -62,11 +79,33 @@ pub enum Command {
     Info,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer on a text and save it as a Hugging Face tokenizer.json.
+    Train {
+        #[arg(long)]
+        data: PathBuf,
+        /// Vocabulary size (at least 256: the byte symbols, then one merge per extra token).
+        #[arg(long)]
+        vocab: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let backend = BackendChoice::parse(&cli.backend)?;
     match cli.command {
         Command::Info => info(backend),
         Command::Train { data, preset, steps, set, out } => train(backend, data, &preset, steps, &set, out),
+        Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
+        Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
+            let corpus = crate::train::trainer::load_corpus(Some(&data))?;
+            let tok = crate::data::Tokenizer::bpe(&corpus.text, vocab)?;
+            tok.save(&out)?;
+            println!("{}: byte-level BPE with {} tokens", out.display(), tok.vocab_size());
+            Ok(())
+        }
         Command::Sample { ckpt, prompt, tokens, temperature, top_k, seed } => {
             sample(backend, &ckpt, &prompt, tokens, temperature, top_k, seed)
         }
@@ -158,18 +197,14 @@ fn train(
     trainer.run(&dir, |line| println!("{line}"))
 }
 
-fn sample(
-    backend: BackendChoice,
-    ckpt: &Path,
-    prompt: &str,
-    tokens: usize,
-    temperature: f64,
-    top_k: usize,
-    seed: u64,
-) -> Result<()> {
+/// A trainer holding a checkpoint's weights, with `batch` sequences per forward pass.
+fn open_checkpoint(backend: BackendChoice, ckpt: &Path, batch: usize) -> Result<crate::train::trainer::Trainer> {
     use crate::train::checkpoint::{load_json, load_model, model_from_config};
     use crate::train::config::RunConfig;
     use crate::train::trainer::Trainer;
+    if !ckpt.is_dir() {
+        return Err(crate::Error::Other(format!("--ckpt {}: not a run directory", ckpt.display())));
+    }
     let doc = load_json(&ckpt.join("config.json"))?;
     let model = model_from_config(&doc)?;
     let tokenizer = crate::data::Tokenizer::load(&ckpt.join("tokenizer.json"))?;
@@ -184,12 +219,39 @@ fn sample(
     let params = load_model(&ckpt.join("model.safetensors"), &model)?;
     let mut cfg = RunConfig::preset("tiny")?;
     (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) =
-        (model.n_layer, model.n_head, model.n_embd, model.block_size, 1);
+        (model.n_layer, model.n_head, model.n_embd, model.block_size, batch);
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-    let trainer = Trainer::for_model(&gpu, cfg, model, tokenizer, &params)?;
+    Trainer::for_model(&gpu, cfg, model, tokenizer, &params)
+}
+
+fn sample(
+    backend: BackendChoice,
+    ckpt: &Path,
+    prompt: &str,
+    tokens: usize,
+    temperature: f64,
+    top_k: usize,
+    seed: u64,
+) -> Result<()> {
+    let trainer = open_checkpoint(backend, ckpt, 1)?;
     let ids = trainer.tokenizer.encode(prompt)?;
     let mut rng = crate::data::batches::Rng(seed);
     let out = trainer.generate(&ids, tokens, temperature, top_k, &mut rng)?;
     println!("{}", trainer.tokenizer.decode(&out));
+    Ok(())
+}
+
+fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) -> Result<()> {
+    let corpus = crate::train::trainer::load_corpus(data)?;
+    let trainer = open_checkpoint(backend, ckpt, 8)?;
+    let tokens = trainer.tokenizer.encode(&corpus.text).map_err(|e| {
+        crate::Error::Other(format!("{}: {e}; evaluate on text the checkpoint's tokenizer covers", corpus.source))
+    })?;
+    let (loss, n) = trainer.eval_windows(&tokens)?;
+    if json {
+        println!("{}", serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": n}));
+    } else {
+        println!("{}: loss {loss:.4}  perplexity {:.3}  over {n} tokens", corpus.source, loss.exp());
+    }
     Ok(())
 }

@@ -98,7 +98,7 @@ pub fn sequential(
     b: usize,
     t: usize,
 ) -> Vec<(Vec<u32>, Vec<u32>, usize)> {
-    let n = (range.len() - 1) / t;
+    let n = range.len().saturating_sub(1) / t;
     let mut out = Vec::new();
     let mut w = 0;
     while w < n {

@@ -109,9 +109,13 @@ impl Tokenizer {
         let vocab_map =
             model.get("vocab").and_then(Value::as_object).ok_or_else(|| bad("model.vocab is not an object"))?;
         let mut vocab = vec![String::new(); vocab_map.len()];
+        let mut seen = vec![false; vocab_map.len()];
         for (s, id) in vocab_map {
             let id =
                 id.as_u64().filter(|&i| (i as usize) < vocab.len()).ok_or_else(|| bad("vocab ids must be 0..N"))?;
+            if std::mem::replace(&mut seen[id as usize], true) {
+                return Err(bad(&format!("vocab id {id} appears twice")));
+            }
             vocab[id as usize] = s.clone();
         }
         let byte_level =
@@ -148,6 +152,18 @@ impl Tokenizer {
                 return Err(bad(&format!("merge {a:?} {b:?} names a symbol outside the vocabulary")));
             };
             merges.push((x, y));
+        }
+        // Every byte must have its symbol and every merge its result, or encoding could not proceed.
+        if let Some(c) = super::bpe::byte_chars().iter().find(|c| bpe0.id(&c.to_string()).is_none()) {
+            return Err(bad(&format!("the byte symbol {c:?} is missing from the vocabulary")));
+        }
+        if let Some(&(x, y)) =
+            merges.iter().find(|&&(x, y)| bpe0.id(&format!("{}{}", vocab[x as usize], vocab[y as usize])).is_none())
+        {
+            return Err(bad(&format!(
+                "merge {:?} {:?} has no token for its result",
+                vocab[x as usize], vocab[y as usize]
+            )));
         }
         Ok(Tokenizer::Bpe(Bpe::from_parts(vocab, merges)))
     }

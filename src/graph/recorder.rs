@@ -207,6 +207,9 @@ impl Graph {
             )));
         }
         let shards = if trans_w { self.row_chunks(n, &[k]) } else { vec![(0, n)] };
+        if shards.len() > 1 && bias.is_some() {
+            return Err(Error::Graph(format!("{name}: a weight split across bindings cannot take a bias")));
+        }
         for (r0, rm) in self.row_chunks(m, &[k, n]) {
             let xv = self.window(x, r0 * k, rm * k);
             let ov = self.window(out, r0 * n, rm * n);
@@ -263,7 +266,8 @@ impl Graph {
         if self.t.get(targets).numel() != rows {
             return Err(shape_err("targets", self.shape(targets), &format!("{rows} positions")));
         }
-        let losses = self.t.f32("xent.losses", &[rows], Class::Activation);
+        // Per-row losses stay readable after the step (evaluation counts rows).
+        let losses = self.t.f32("xent.losses", &[rows], Class::Output);
         let lse = self.t.f32("xent.lse", &[rows], Class::Activation);
         for (r0, n) in self.row_chunks(rows, &[v, 1]) {
             let win = |t: &mut Tensors, x: TensorId, width: usize| {

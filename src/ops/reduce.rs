@@ -46,7 +46,7 @@ pub fn sumsq_slots(n: usize) -> usize {
 /// partial[first_slot ..] = per-block sums of squares of src (n).
 pub fn sumsq_partial(partial: TensorId, first_slot: usize, src: TensorId, n: usize) -> Dispatch {
     Dispatch::new(Family::Reduce, "sumsq_partial")
-        .uniform(params(n, 0, 1, false, first_slot, 0, 0.0))
+        .uniform(params(n, sumsq_slots(n), 1, false, first_slot, 0, 0.0))
         .arg(2, src)
         .arg(3, partial)
         .groups(grid(sumsq_slots(n) as u64))

@@ -33,8 +33,9 @@ pub fn hf_config(cfg: &GptConfig, extra: Value) -> Value {
         "attn_pdrop": 0.0,
         "initializer_range": 0.02,
         "tie_word_embeddings": true,
-        "bos_token_id": 0,
-        "eos_token_id": 0,
+        // No end-of-text token yet: generation in transformers must not stop at token 0.
+        "bos_token_id": null,
+        "eos_token_id": null,
         "wgpt": extra,
     })
 }

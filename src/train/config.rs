@@ -198,6 +198,9 @@ impl RunConfig {
         if !(self.lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
             return bad("need lr > 0 and 0 <= min_lr <= lr");
         }
+        if self.grad_clip < 0.0 || self.grad_clip.is_nan() {
+            return bad("grad_clip must be >= 0 (0 turns clipping off)");
+        }
         if self.eval_batches == 0 || self.log_every == 0 || self.grad_accum == 0 {
             return bad("eval_batches, log_every and grad_accum must be positive");
         }

@@ -53,6 +53,8 @@ pub struct TrainStep {
     pub ids: TensorId,
     pub targets: TensorId,
     pub logits: TensorId,
+    /// Per-position losses (B·T), kept after the step.
+    pub losses: TensorId,
     pub scalars: TensorId,
     hyper: TensorId,
     buckets: TensorId,
@@ -95,6 +97,14 @@ impl TrainStep {
             }
             _ => unreachable!("the model starts with the embedding"),
         };
+        let losses = g
+            .nodes
+            .iter()
+            .find_map(|n| match *n {
+                crate::graph::Node::Mean { losses, .. } => Some(losses),
+                _ => None,
+            })
+            .expect("the model ends with the mean loss");
         let forward: Vec<Dispatch> = g.forward_dispatches();
         if cfg.grad_accum == 0 {
             return Err(Error::Other("step: grad_accum must be at least 1".into()));
@@ -115,6 +125,7 @@ impl TrainStep {
             ids,
             targets,
             logits,
+            losses,
             scalars,
             hyper,
             buckets,
@@ -139,6 +150,7 @@ impl TrainStep {
             ids: s.ids,
             targets: s.targets,
             logits: s.logits,
+            losses: s.losses,
             scalars: s.scalars,
             hyper: s.hyper,
             buckets: s.buckets,
@@ -172,12 +184,25 @@ impl TrainStep {
         Ok(())
     }
 
-    /// Uploads one batch: ids and targets (B·T each, targets = ids shifted by one).
-    pub fn set_batch(&self, ids: &[u32], targets: &[u32]) -> Result<()> {
+    fn check_batch(&self, ids: &[u32], targets: &[u32]) -> Result<()> {
+        let n = self.cfg.batch * self.cfg.seq;
+        if ids.len() != n || targets.len() != n {
+            return Err(Error::Other(format!(
+                "batch: {} ids and {} targets given, B x T = {n}",
+                ids.len(),
+                targets.len()
+            )));
+        }
         let v = self.cfg.model.vocab_size as u32;
         if let Some(bad) = ids.iter().chain(targets).find(|&&x| x >= v) {
             return Err(Error::Other(format!("token id {bad} is outside the vocabulary of {v}")));
         }
+        Ok(())
+    }
+
+    /// Uploads one batch: ids and targets (B·T each, targets = ids shifted by one).
+    pub fn set_batch(&self, ids: &[u32], targets: &[u32]) -> Result<()> {
+        self.check_batch(ids, targets)?;
         self.step.write_u32(self.ids, ids)?;
         self.step.write_u32(self.targets, targets)?;
         self.step.write_u32(self.buckets, &self.embedding.buckets(ids))
@@ -222,6 +247,10 @@ impl TrainStep {
                 self.cfg.grad_accum
             )));
         }
+        // Validate every micro-batch before running any, so a bad one leaves no partial sums behind.
+        for (ids, targets) in micro {
+            self.check_batch(ids, targets)?;
+        }
         let mut loss = 0.0;
         for (ids, targets) in &micro[..micro.len() - 1] {
             self.set_batch(ids, targets)?;
@@ -242,6 +271,11 @@ impl TrainStep {
     pub async fn stats(&self) -> Result<StepStats> {
         let s = self.step.read_f32(self.scalars).await?;
         Ok(StepStats { loss: s[LOSS], grad_norm: s[GRAD_NORM], clip: s[CLIP] })
+    }
+
+    /// Per-position losses of the last forward pass (B·T).
+    pub async fn row_losses(&self) -> Result<Vec<f32>> {
+        self.step.read_f32(self.losses).await
     }
 
     pub async fn read_params(&self) -> Result<HashMap<String, Vec<f32>>> {
@@ -267,6 +301,8 @@ pub struct Sections {
     pub ids: TensorId,
     pub targets: TensorId,
     pub logits: TensorId,
+    /// Per-position losses (B·T), kept after the step.
+    pub losses: TensorId,
     pub scalars: TensorId,
     pub hyper: TensorId,
     pub buckets: TensorId,

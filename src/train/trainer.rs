@@ -14,7 +14,7 @@ use super::checkpoint;
 use super::config::RunConfig;
 use super::schedule::Schedule;
 use super::step::{StepConfig, TrainStep};
-use crate::data::batches::{sample, split, Rng};
+use crate::data::batches::{sample, sequential, split, Rng};
 use crate::data::{stories, Tokenizer};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PipelineCache};
@@ -118,7 +118,8 @@ impl Trainer {
         };
         let mut sc = StepConfig::new(model, cfg.batch_size);
         sc.adamw = AdamW { weight_decay: cfg.weight_decay as f32, ..AdamW::default() };
-        sc.max_grad_norm = cfg.grad_clip as f32;
+        // grad_clip = 0 turns clipping off, as in nanoGPT: the clip factor min(1, inf) is 1.
+        sc.max_grad_norm = if cfg.grad_clip > 0.0 { cfg.grad_clip as f32 } else { f32::INFINITY };
         sc.grad_accum = cfg.grad_accum;
         let ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), sc))?;
         let params = init_params(&model, cfg.seed);
@@ -177,6 +178,36 @@ impl Trainer {
             total += pollster::block_on(self.ts.stats())?.loss as f64;
         }
         Ok(total / self.cfg.eval_batches as f64)
+    }
+
+    /// Mean loss over the non-overlapping `block_size` windows of `tokens` from the start (a
+    /// final partial window dropped), and the number of tokens scored.
+    pub fn eval_windows(&self, tokens: &[u32]) -> Result<(f64, usize)> {
+        let t = self.cfg.block_size;
+        if tokens.len() < t + 1 {
+            return Err(Error::Other(format!(
+                "the text has {} tokens, fewer than one window of {t} + 1",
+                tokens.len()
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&x| x as usize >= self.model.vocab_size) {
+            return Err(Error::Other(format!(
+                "token {bad} is outside the model's vocabulary of {}",
+                self.model.vocab_size
+            )));
+        }
+        let v = tokens.to_vec();
+        let (mut total, mut windows) = (0.0, 0usize);
+        for (ids, targets, real) in sequential(&v, &(0..v.len()), self.cfg.batch_size, t) {
+            self.ts.set_batch(&ids, &targets)?;
+            self.ts.run_forward();
+            // The loss is the mean over the batch; padded rows repeat the first window, so
+            // read per-row losses to count only the real ones.
+            let rows = pollster::block_on(self.ts.row_losses())?;
+            total += rows[..real * t].iter().map(|&x| x as f64).sum::<f64>();
+            windows += real;
+        }
+        Ok((total / (windows * t) as f64, windows * t))
     }
 
     /// Continues `prompt` by `n` tokens (temperature 0 = greedy; top_k 0 = all tokens).
