@@ -34,9 +34,14 @@ pub enum Command {
         /// Override any setting, e.g. --set lr=1e-3 --set tokenizer=bpe (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// Run directory for checkpoints and metrics.jsonl (default: runs/<preset>-<time>); must not exist.
+        /// Run directory for checkpoints and metrics.jsonl (default: runs/<preset>-<time>); must not
+        /// exist unless --resume.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Continue the run in --out from its last checkpoint, with its saved settings (--steps may
+        /// raise the total); the same corpus must be given.
+        #[arg(long)]
+        resume: bool,
     },
     /// Mean loss and perplexity of a checkpoint on non-overlapping block_size windows of a text
     /// file, from its start (a final partial window is dropped); without --data, on the built-in
@@ -97,7 +102,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let backend = BackendChoice::parse(&cli.backend)?;
     match cli.command {
         Command::Info => info(backend),
-        Command::Train { data, preset, steps, set, out } => train(backend, data, &preset, steps, &set, out),
+        Command::Train { data, preset, steps, set, out, resume } => {
+            train(backend, data, &preset, steps, &set, out, resume)
+        }
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
             let corpus = crate::train::trainer::load_corpus(Some(&data))?;
@@ -156,6 +163,7 @@ fn train(
     steps: Option<u64>,
     set: &[String],
     out: Option<PathBuf>,
+    resume: bool,
 ) -> Result<()> {
     use crate::train::config::RunConfig;
     use crate::train::trainer::{load_corpus, Trainer};
@@ -166,13 +174,29 @@ fn train(
     for kv in set {
         cfg.set(kv)?;
     }
+    if resume {
+        let Some(dir) = out else {
+            return Err(crate::Error::Other("--resume needs --out DIR, the run directory to continue".into()));
+        };
+        if !dir.join("trainer_state.json").exists() {
+            return Err(crate::Error::Other(format!(
+                "--resume: {} holds no complete checkpoint (trainer_state.json is missing)",
+                dir.display()
+            )));
+        }
+        let corpus = load_corpus(data.as_deref())?;
+        let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
+        let mut trainer = Trainer::resume(&gpu, &dir, &corpus, steps)?;
+        println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
+        return trainer.run(&dir, |line| println!("{line}"));
+    }
     let dir = out.unwrap_or_else(|| {
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         PathBuf::from(format!("runs/{preset}-{secs}"))
     });
     if dir.exists() {
         return Err(crate::Error::Other(format!(
-            "--out {}: the directory exists; pick another --out (nothing was changed)",
+            "--out {}: the directory exists; pass --resume to continue it or pick another --out (nothing was changed)",
             dir.display()
         )));
     }

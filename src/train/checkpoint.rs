@@ -97,6 +97,37 @@ pub fn load_model(path: &Path, cfg: &GptConfig) -> Result<HashMap<String, Vec<f3
     Ok(out)
 }
 
+/// Writes named 1-D f32 tensors (the optimizer state) as safetensors.
+pub fn save_flat(path: &Path, tensors: &HashMap<String, Vec<f32>>) -> Result<()> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut views = Vec::new();
+    for n in names {
+        let d = &tensors[n];
+        views.push((
+            n.clone(),
+            TensorView::new(Dtype::F32, vec![d.len()], bytemuck::cast_slice(d))
+                .map_err(|e| Error::Other(e.to_string()))?,
+        ));
+    }
+    let bytes = safetensors::serialize(views, None).map_err(|e| Error::Other(e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+pub fn load_flat(path: &Path) -> Result<HashMap<String, Vec<f32>>> {
+    let bad = |m: String| Error::Other(format!("{}: {m}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+    let mut out = HashMap::new();
+    for (name, v) in st.tensors() {
+        if v.dtype() != Dtype::F32 {
+            return Err(bad(format!("{name} is {:?}, expected F32", v.dtype())));
+        }
+        out.insert(name, bytemuck::pod_collect_to_vec(v.data()));
+    }
+    Ok(out)
+}
+
 pub fn save_json(path: &Path, doc: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(doc).map_err(|e| Error::Other(e.to_string()))?;
     write_atomic(path, text.as_bytes())

@@ -122,8 +122,13 @@ impl RunConfig {
         })
     }
 
-    /// Applies one `key=value` override.
+    /// Applies one `key=value` override and checks the result.
     pub fn set(&mut self, kv: &str) -> Result<()> {
+        self.apply(kv)?;
+        self.validate()
+    }
+
+    fn apply(&mut self, kv: &str) -> Result<()> {
         let (k, v) = kv.split_once('=').ok_or_else(|| Error::Other(format!("--set {kv}: expected KEY=VALUE")))?;
         let (k, v) = (k.trim(), v.trim());
         let bad = |what: &str| Error::Other(format!("--set {k}={v}: expected {what}"));
@@ -184,7 +189,7 @@ impl RunConfig {
                 )))
             }
         }
-        self.validate()
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -205,6 +210,22 @@ impl RunConfig {
             return bad("eval_batches, log_every and grad_accum must be positive");
         }
         Ok(())
+    }
+
+    /// The settings `to_json` stored (a resumed run continues with them).
+    pub fn from_json(doc: &Value) -> Result<Self> {
+        let obj = doc.as_object().ok_or_else(|| Error::Other("config.json: \"wgpt.train\" is not an object".into()))?;
+        let preset = obj.get("preset").and_then(Value::as_str).unwrap_or("tiny");
+        let mut cfg = RunConfig::preset(preset)?;
+        for (k, v) in obj {
+            if k == "preset" {
+                continue;
+            }
+            let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            cfg.apply(&format!("{k}={v}"))?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// Every setting, as stored in the checkpoint's config.json under "wgpt".

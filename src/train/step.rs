@@ -184,6 +184,36 @@ impl TrainStep {
         Ok(())
     }
 
+    /// AdamW moments keyed "adam_m.<name>" / "adam_v.<name>", for checkpoints.
+    pub async fn read_moments(&self) -> Result<HashMap<String, Vec<f32>>> {
+        let mut out = HashMap::new();
+        for p in &self.layout.params {
+            out.insert(format!("adam_m.{}", p.spec.name), self.step.read_f32(p.m).await?);
+            out.insert(format!("adam_v.{}", p.spec.name), self.step.read_f32(p.v).await?);
+        }
+        Ok(out)
+    }
+
+    /// Restores the moments saved by `read_moments` and the optimizer step count.
+    pub fn load_moments(&mut self, moments: &HashMap<String, Vec<f32>>, t: u64) -> Result<()> {
+        for p in &self.layout.params {
+            for (prefix, id) in [("adam_m", p.m), ("adam_v", p.v)] {
+                let key = format!("{prefix}.{}", p.spec.name);
+                let data = moments.get(&key).ok_or_else(|| Error::Other(format!("optimizer state: {key} missing")))?;
+                if data.len() != p.spec.numel() {
+                    return Err(Error::Other(format!(
+                        "optimizer state: {key} has {} values, needs {}",
+                        data.len(),
+                        p.spec.numel()
+                    )));
+                }
+                self.step.write_f32(id, data)?;
+            }
+        }
+        self.t = t;
+        Ok(())
+    }
+
     fn check_batch(&self, ids: &[u32], targets: &[u32]) -> Result<()> {
         let n = self.cfg.batch * self.cfg.seq;
         if ids.len() != n || targets.len() != n {

@@ -107,6 +107,10 @@ impl Trainer {
             "bpe" => Tokenizer::bpe(&corpus.text, cfg.vocab_size)?,
             _ => Tokenizer::char_level(&corpus.text),
         };
+        Self::with_tokenizer(gpu, cfg, corpus, tokenizer)
+    }
+
+    fn with_tokenizer(gpu: &Gpu, cfg: RunConfig, corpus: &Corpus, tokenizer: Tokenizer) -> Result<Trainer> {
         let tokens = tokenizer.encode(&corpus.text)?;
         let (train, val) = split(tokens.len(), cfg.val_fraction, cfg.block_size)?;
         let model = GptConfig {
@@ -244,18 +248,58 @@ impl Trainer {
         Ok(self.tokenizer.decode(&ids))
     }
 
-    /// Writes config.json, model.safetensors and tokenizer.json into `dir`.
+    /// Writes config.json, model.safetensors, tokenizer.json, optimizer.safetensors (AdamW
+    /// moments) and trainer_state.json (step, AdamW t, sampler state) into `dir`. The trainer
+    /// state goes last: a resume reads it to know the checkpoint is complete.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let params = pollster::block_on(self.ts.read_params())?;
         checkpoint::save_model(&dir.join("model.safetensors"), &self.model, &params)?;
+        checkpoint::save_flat(&dir.join("optimizer.safetensors"), &pollster::block_on(self.ts.read_moments())?)?;
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
         let extra = json!({"train": self.cfg.to_json(), "step": self.step});
-        checkpoint::save_json(&dir.join("config.json"), &checkpoint::hf_config(&self.model, extra))
+        checkpoint::save_json(&dir.join("config.json"), &checkpoint::hf_config(&self.model, extra))?;
+        let state = json!({"step": self.step, "adamw_t": self.ts.t, "rng": self.rng.0.to_string()});
+        checkpoint::save_json(&dir.join("trainer_state.json"), &state)
+    }
+
+    /// Restores a run saved by `save` in `dir` (same corpus): weights, moments, step and sampler,
+    /// so the continued run draws the same batches and computes the same losses as an
+    /// uninterrupted one.
+    pub fn resume(gpu: &Gpu, dir: &Path, corpus: &Corpus, steps: Option<u64>) -> Result<Trainer> {
+        let state = checkpoint::load_json(&dir.join("trainer_state.json"))?;
+        let doc = checkpoint::load_json(&dir.join("config.json"))?;
+        let mut cfg = RunConfig::from_json(&doc["wgpt"]["train"])?;
+        if let Some(s) = steps {
+            cfg.steps = s;
+        }
+        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
+        let saved = checkpoint::model_from_config(&doc)?;
+        let mut t = Trainer::with_tokenizer(gpu, cfg, corpus, tokenizer)?;
+        if saved != t.model {
+            return Err(Error::Other(format!(
+                "{}: the checkpoint's model {saved:?} differs from the run's {:?}",
+                dir.display(),
+                t.model
+            )));
+        }
+        let bad = || Error::Other(format!("{}: trainer_state.json is incomplete", dir.display()));
+        let params = checkpoint::load_model(&dir.join("model.safetensors"), &t.model)?;
+        t.ts.load_params(|name, _| Ok(params[name].clone()))?;
+        let moments = checkpoint::load_flat(&dir.join("optimizer.safetensors"))?;
+        t.ts.load_moments(&moments, state["adamw_t"].as_u64().ok_or_else(bad)?)?;
+        t.step = state["step"].as_u64().ok_or_else(bad)?;
+        t.rng = Rng(state["rng"].as_str().and_then(|s| s.parse().ok()).ok_or_else(bad)?);
+        Ok(t)
     }
 
     /// Runs `cfg.steps` steps, logging through `log` and into `dir/metrics.jsonl`; saves at each
     /// evaluation and at the end.
-    pub fn run(&mut self, dir: &Path, mut log: impl FnMut(&str)) -> Result<()> {
+    pub fn run(&mut self, dir: &Path, log: impl FnMut(&str)) -> Result<()> {
+        self.run_until(dir, self.cfg.steps, log)
+    }
+
+    /// Like `run`, but stops after step `stop` (saving a checkpoint there) as an interrupted run would.
+    pub fn run_until(&mut self, dir: &Path, stop: u64, mut log: impl FnMut(&str)) -> Result<()> {
         let io = |e: std::io::Error| Error::Other(format!("{}: {e}", dir.display()));
         let mut metrics =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?;
@@ -264,7 +308,7 @@ impl Trainer {
         let tokens_per_step = (self.cfg.batch_size * self.cfg.block_size * self.cfg.grad_accum) as f64;
         let started = Instant::now();
         let mut window = (Instant::now(), 0u64);
-        while self.step < self.cfg.steps {
+        while self.step < self.cfg.steps.min(stop) {
             let lr = sched.lr(self.step);
             let (ids, targets) =
                 sample(&self.tokens, &self.train, self.cfg.batch_size, self.cfg.block_size, &mut self.rng);
@@ -299,7 +343,11 @@ impl Trainer {
                 record(json!({"step": self.step, "sample": text}))?;
             }
         }
-        log(&format!("{} steps in {:.1}s", self.cfg.steps, started.elapsed().as_secs_f64()));
+        if self.step < self.cfg.steps {
+            self.save(dir)?;
+            log(&format!("stopped at step {}; checkpoint saved", self.step));
+        }
+        log(&format!("{} steps in {:.1}s", self.step, started.elapsed().as_secs_f64()));
         Ok(())
     }
 }
