@@ -55,6 +55,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Training-step throughput of presets on this adapter, from random weights and tokens.
+    Bench {
+        /// Presets to time (repeatable); default: tiny and shakespeare-char.
+        #[arg(long)]
+        preset: Vec<String>,
+        /// Timed steps per preset, after one warm-up step.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Override a setting of every benchmarked preset, e.g. --set batch_size=1 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Tokenizer tools.
     Tokenizer {
         #[command(subcommand)]
@@ -106,6 +118,7 @@ pub fn run(cli: Cli) -> Result<()> {
             train(backend, data, &preset, steps, &set, out, resume)
         }
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
+        Command::Bench { preset, steps, set } => bench(backend, &preset, steps, &set),
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
             let corpus = crate::train::trainer::load_corpus(Some(&data))?;
             let tok = crate::data::Tokenizer::bpe(&corpus.text, vocab)?;
@@ -276,6 +289,36 @@ fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) ->
         println!("{}", serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": n}));
     } else {
         println!("{}: loss {loss:.4}  perplexity {:.3}  over {n} tokens", corpus.source, loss.exp());
+    }
+    Ok(())
+}
+
+fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String]) -> Result<()> {
+    use crate::train::config::RunConfig;
+    let presets: Vec<String> =
+        if presets.is_empty() { vec!["tiny".into(), "shakespeare-char".into()] } else { presets.to_vec() };
+    let mut cfgs = Vec::new();
+    for p in &presets {
+        let mut cfg = RunConfig::preset(p)?;
+        for kv in set {
+            cfg.set(kv)?;
+        }
+        cfgs.push(cfg);
+    }
+    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
+    println!("adapter: {}", gpu.describe());
+    for cfg in &cfgs {
+        let r = crate::train::bench::bench(&gpu, cfg, steps)?;
+        println!(
+            "{:<18} B={:<3} T={:<5} {:5} dispatches  {} planned  {:10.1} ms/step  {:10.0} tokens/s",
+            r.preset,
+            r.batch,
+            r.seq,
+            r.dispatches,
+            crate::error::Bytes(r.bytes),
+            r.ms_per_step,
+            r.tokens_per_s
+        );
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! Training: the compiled step (model + backward + optimizer) and the optimizer section.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod optimizer;
