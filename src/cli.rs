@@ -34,6 +34,9 @@ pub enum Command {
         /// Override any setting, e.g. --set lr=1e-3 --set tokenizer=bpe (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// A TOML file of settings (`preset = "..."` and any --set key); --set wins over it.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Run directory for checkpoints and metrics.jsonl (default: runs/<preset>-<time>); must not
         /// exist unless --resume.
         #[arg(long)]
@@ -114,8 +117,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let backend = BackendChoice::parse(&cli.backend)?;
     match cli.command {
         Command::Info => info(backend),
-        Command::Train { data, preset, steps, set, out, resume } => {
-            train(backend, data, &preset, steps, &set, out, resume)
+        Command::Train { data, preset, steps, set, config, out, resume } => {
+            train(backend, data, &preset, steps, &set, config.as_deref(), out, resume)
         }
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
         Command::Bench { preset, steps, set } => bench(backend, &preset, steps, &set),
@@ -175,12 +178,18 @@ fn train(
     preset: &str,
     steps: Option<u64>,
     set: &[String],
+    config: Option<&Path>,
     out: Option<PathBuf>,
     resume: bool,
 ) -> Result<()> {
     use crate::train::config::RunConfig;
     use crate::train::trainer::{load_corpus, Trainer};
+    let file_preset = config.map(RunConfig::toml_preset).transpose()?.flatten();
+    let preset = file_preset.as_deref().unwrap_or(preset);
     let mut cfg = RunConfig::preset(preset)?;
+    if let Some(path) = config {
+        cfg.apply_toml(path)?;
+    }
     if let Some(s) = steps {
         cfg.steps = s;
     }

@@ -212,6 +212,37 @@ impl RunConfig {
         Ok(())
     }
 
+    /// Applies a TOML file of `key = value` settings (the same keys as `--set`; `preset` is
+    /// taken by the caller). Unknown keys and wrong types are errors naming the file.
+    pub fn apply_toml(&mut self, path: &std::path::Path) -> Result<()> {
+        let bad = |m: String| Error::Other(format!("--config {}: {m}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+        for (k, v) in &table {
+            if k == "preset" {
+                continue;
+            }
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => return Err(bad(format!("{k}: expected a string or a number, got {}", other.type_str()))),
+            };
+            self.apply(&format!("{k}={v}")).map_err(|e| bad(e.to_string()))?;
+        }
+        self.validate().map_err(|e| bad(e.to_string()))
+    }
+
+    /// The preset a TOML config names, if any.
+    pub fn toml_preset(path: &std::path::Path) -> Result<Option<String>> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Other(format!("--config {}: {e}", path.display())))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Error::Other(format!("--config {}: {}", path.display(), e.message())))?;
+        Ok(table.get("preset").and_then(|v| v.as_str()).map(str::to_string))
+    }
+
     /// The settings `to_json` stored (a resumed run continues with them).
     pub fn from_json(doc: &Value) -> Result<Self> {
         let obj = doc.as_object().ok_or_else(|| Error::Other("config.json: \"wgpt.train\" is not an object".into()))?;
@@ -239,5 +270,43 @@ impl RunConfig {
             "top_k": self.top_k, "seed": self.seed, "val_fraction": self.val_fraction, "tokenizer": self.tokenizer,
             "vocab_size": self.vocab_size, "log_every": self.log_every, "grad_accum": self.grad_accum,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunConfig;
+
+    #[test]
+    fn set_and_toml_apply_known_keys_and_reject_unknown_ones() {
+        let mut cfg = RunConfig::preset("shakespeare-char").unwrap();
+        cfg.set("lr=2e-3").unwrap();
+        assert_eq!(cfg.lr, 2e-3);
+        assert!(cfg.set("learning_rate=1").unwrap_err().to_string().contains("unknown key"));
+        assert!(cfg.set("steps=many").unwrap_err().to_string().contains("expected"));
+        cfg.set("batch_tokens=1536").unwrap();
+        assert_eq!(cfg.grad_accum, 2, "1536 tokens = 2 micro-batches of 12 x 64");
+
+        let dir = std::env::temp_dir().join(format!("wgpt-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("run.toml");
+        std::fs::write(&good, "preset = \"tiny\"\nsteps = 5\nlr = 1e-3\ntokenizer = \"bpe\"\n").unwrap();
+        assert_eq!(RunConfig::toml_preset(&good).unwrap().as_deref(), Some("tiny"));
+        let mut cfg = RunConfig::preset("tiny").unwrap();
+        cfg.apply_toml(&good).unwrap();
+        assert_eq!((cfg.steps, cfg.lr, cfg.tokenizer.as_str()), (5, 1e-3, "bpe"));
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "stepz = 5\n").unwrap();
+        let err = cfg.apply_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains("unknown key"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stored_settings_round_trip() {
+        let mut cfg = RunConfig::preset("shakespeare-char").unwrap();
+        cfg.set("lr=1e-4").unwrap();
+        cfg.set("min_lr=1e-5").unwrap();
+        assert_eq!(RunConfig::from_json(&cfg.to_json()).unwrap(), cfg);
     }
 }
