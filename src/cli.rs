@@ -21,31 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a GPT. Without --data it trains on a built-in corpus of generated short stories.
-    Train {
-        /// A UTF-8 text file, or a directory whose .txt files are read in name order.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// tiny, shakespeare-char, shakespeare, gpt2 or gpt2-medium.
-        #[arg(long, default_value = "tiny")]
-        preset: String,
-        /// Optimizer steps (overrides the preset).
-        #[arg(long)]
-        steps: Option<u64>,
-        /// Override any setting, e.g. --set lr=1e-3 --set tokenizer=bpe (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// A TOML file of settings (`preset = "..."` and any --set key); --set wins over it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Run directory for checkpoints and metrics.jsonl (default: runs/<preset>-<time>); must not
-        /// exist unless --resume.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Continue the run in --out from its last checkpoint, with its saved settings (--steps may
-        /// raise the total); the same corpus must be given.
-        #[arg(long)]
-        resume: bool,
-    },
+    Train(TrainArgs),
     /// Mean loss and perplexity of a checkpoint on non-overlapping block_size windows of a text
     /// file, from its start (a final partial window is dropped); without --data, on the built-in
     /// corpus.
@@ -99,6 +75,33 @@ pub enum Command {
     Info,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// A UTF-8 text file, or a directory whose .txt files are read in name order.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// tiny, shakespeare-char, shakespeare, gpt2 or gpt2-medium.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Optimizer steps (overrides the preset).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Override any setting, e.g. --set lr=1e-3 --set tokenizer=bpe (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// A TOML file of settings (`preset = "..."` and any --set key); --set wins over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run directory for checkpoints and metrics.jsonl (default: runs/<preset>-<time>); must not
+    /// exist unless --resume.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint, with its saved settings (--steps may
+    /// raise the total); the same corpus must be given.
+    #[arg(long)]
+    resume: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TokenizerCommand {
     /// Train a byte-level BPE tokenizer on a text and save it as a Hugging Face tokenizer.json.
@@ -117,9 +120,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let backend = BackendChoice::parse(&cli.backend)?;
     match cli.command {
         Command::Info => info(backend),
-        Command::Train { data, preset, steps, set, config, out, resume } => {
-            train(backend, data, &preset, steps, &set, config.as_deref(), out, resume)
-        }
+        Command::Train(args) => train(backend, args),
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
         Command::Bench { preset, steps, set } => bench(backend, &preset, steps, &set),
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
@@ -172,16 +173,9 @@ fn info(backend: BackendChoice) -> Result<()> {
     Ok(())
 }
 
-fn train(
-    backend: BackendChoice,
-    data: Option<PathBuf>,
-    preset: &str,
-    steps: Option<u64>,
-    set: &[String],
-    config: Option<&Path>,
-    out: Option<PathBuf>,
-    resume: bool,
-) -> Result<()> {
+fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
+    let TrainArgs { data, preset, steps, set, config, out, resume } = args;
+    let (preset, config) = (preset.as_str(), config.as_deref());
     use crate::train::config::RunConfig;
     use crate::train::trainer::{load_corpus, Trainer};
     let file_preset = config.map(RunConfig::toml_preset).transpose()?.flatten();
@@ -193,7 +187,7 @@ fn train(
     if let Some(s) = steps {
         cfg.steps = s;
     }
-    for kv in set {
+    for kv in &set {
         cfg.set(kv)?;
     }
     if resume {
