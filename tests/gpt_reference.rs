@@ -67,7 +67,7 @@ fn tiny_gpt_matches_pytorch_reference() {
     let mut ts = build(&fx);
 
     ts.run_forward();
-    let logits = to64(&pollster::block_on(ts.step.read_f32(ts.logits)).unwrap());
+    let logits = to64(&pollster::block_on(ts.step.read_f32(ts.sec.logits)).unwrap());
     // Logits are O(1) sums of 32-term f32 dot products through 2 blocks; PyTorch sums in another order.
     assert_close("logits", &logits, &to64(&fx.f32s["logits"]), 2e-5, 1e-4);
     let loss = pollster::block_on(ts.stats()).unwrap().loss as f64;

@@ -49,22 +49,8 @@ impl StepConfig {
 pub struct TrainStep {
     pub cfg: StepConfig,
     pub step: Step,
-    pub layout: FlatLayout,
-    pub ids: TensorId,
-    pub targets: TensorId,
-    pub logits: TensorId,
-    /// Per-position losses (B·T), kept after the step.
-    pub losses: TensorId,
-    pub scalars: TensorId,
-    hyper: TensorId,
-    buckets: TensorId,
-    embedding: Embedding,
-    pub forward: Range<usize>,
-    pub backward: Range<usize>,
-    /// Gradient norm, clip and AdamW, then zeroing the gradients for the next step.
-    pub optimizer: Range<usize>,
-    /// The tail of `optimizer` that zeroes the gradients.
-    pub zero_grads: Range<usize>,
+    /// Tensor ids and dispatch ranges of the recorded step.
+    pub sec: Sections,
     /// Optimizer steps taken (AdamW's t).
     pub t: u64,
 }
@@ -143,29 +129,12 @@ impl TrainStep {
         let (mut program, s) = Self::program(cfg, limit)?;
         program.max_binding = Some(limit);
         let step = Step::compile(gpu, cache, program).await?;
-        Ok(TrainStep {
-            cfg,
-            step,
-            layout: s.layout,
-            ids: s.ids,
-            targets: s.targets,
-            logits: s.logits,
-            losses: s.losses,
-            scalars: s.scalars,
-            hyper: s.hyper,
-            buckets: s.buckets,
-            embedding: s.embedding,
-            forward: s.forward,
-            backward: s.backward,
-            optimizer: s.optimizer,
-            zero_grads: s.zero_grads,
-            t: 0,
-        })
+        Ok(TrainStep { cfg, step, sec: s, t: 0 })
     }
 
     /// Writes every parameter from `get(name, shape)`; moments are reset.
     pub fn load_params(&self, mut get: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>) -> Result<()> {
-        for p in &self.layout.params {
+        for p in &self.sec.layout.params {
             let data = get(&p.spec.name, &p.spec.shape)?;
             if data.len() != p.spec.numel() {
                 return Err(Error::Other(format!(
@@ -187,7 +156,7 @@ impl TrainStep {
     /// AdamW moments keyed "adam_m.<name>" / "adam_v.<name>", for checkpoints.
     pub async fn read_moments(&self) -> Result<HashMap<String, Vec<f32>>> {
         let mut out = HashMap::new();
-        for p in &self.layout.params {
+        for p in &self.sec.layout.params {
             out.insert(format!("adam_m.{}", p.spec.name), self.step.read_f32(p.m).await?);
             out.insert(format!("adam_v.{}", p.spec.name), self.step.read_f32(p.v).await?);
         }
@@ -196,7 +165,7 @@ impl TrainStep {
 
     /// Restores the moments saved by `read_moments` and the optimizer step count.
     pub fn load_moments(&mut self, moments: &HashMap<String, Vec<f32>>, t: u64) -> Result<()> {
-        for p in &self.layout.params {
+        for p in &self.sec.layout.params {
             for (prefix, id) in [("adam_m", p.m), ("adam_v", p.v)] {
                 let key = format!("{prefix}.{}", p.spec.name);
                 let data = moments.get(&key).ok_or_else(|| Error::Other(format!("optimizer state: {key} missing")))?;
@@ -233,17 +202,17 @@ impl TrainStep {
     /// Uploads one batch: ids and targets (B·T each, targets = ids shifted by one).
     pub fn set_batch(&self, ids: &[u32], targets: &[u32]) -> Result<()> {
         self.check_batch(ids, targets)?;
-        self.step.write_u32(self.ids, ids)?;
-        self.step.write_u32(self.targets, targets)?;
-        self.step.write_u32(self.buckets, &self.embedding.buckets(ids))
+        self.step.write_u32(self.sec.ids, ids)?;
+        self.step.write_u32(self.sec.targets, targets)?;
+        self.step.write_u32(self.sec.buckets, &self.sec.embedding.buckets(ids))
     }
 
     pub fn run_forward(&self) {
-        self.step.run_range(self.forward.clone());
+        self.step.run_range(self.sec.forward.clone());
     }
 
     pub fn run_backward(&self) {
-        self.step.run_range(self.backward.clone());
+        self.step.run_range(self.sec.backward.clone());
     }
 
     /// Sets the learning rate and bias corrections of step t+1 and runs norm + clip + AdamW, then
@@ -251,15 +220,15 @@ impl TrainStep {
     pub fn run_optimizer(&mut self, lr: f64) -> Result<()> {
         self.t += 1;
         let h = self.cfg.adamw.hyper(lr, self.t);
-        self.step.write_f32(self.hyper, &[h[0], h[1], h[2], 0.0])?;
-        self.step.run_range(self.optimizer.clone());
+        self.step.write_f32(self.sec.hyper, &[h[0], h[1], h[2], 0.0])?;
+        self.step.run_range(self.sec.optimizer.clone());
         Ok(())
     }
 
     /// Zeroes the gradients (the optimizer section ends with this; tests that run backward
     /// twice without an optimizer step call it between).
     pub fn run_zero_grads(&self) {
-        self.step.run_range(self.zero_grads.clone());
+        self.step.run_range(self.sec.zero_grads.clone());
     }
 
     /// One training step of one micro-batch in one submission: forward, backward, clip, AdamW.
@@ -284,14 +253,14 @@ impl TrainStep {
         let mut loss = 0.0;
         for (ids, targets) in &micro[..micro.len() - 1] {
             self.set_batch(ids, targets)?;
-            self.step.run_range(self.forward.start..self.backward.end);
+            self.step.run_range(self.sec.forward.start..self.sec.backward.end);
             loss += self.stats().await?.loss as f64;
         }
         let (ids, targets) = micro[micro.len() - 1];
         self.set_batch(ids, targets)?;
         self.t += 1;
         let h = self.cfg.adamw.hyper(lr, self.t);
-        self.step.write_f32(self.hyper, &[h[0], h[1], h[2], 0.0])?;
+        self.step.write_f32(self.sec.hyper, &[h[0], h[1], h[2], 0.0])?;
         self.step.run();
         let mut s = self.stats().await?;
         s.loss = ((loss + s.loss as f64) / micro.len() as f64) as f32;
@@ -299,18 +268,18 @@ impl TrainStep {
     }
 
     pub async fn stats(&self) -> Result<StepStats> {
-        let s = self.step.read_f32(self.scalars).await?;
+        let s = self.step.read_f32(self.sec.scalars).await?;
         Ok(StepStats { loss: s[LOSS], grad_norm: s[GRAD_NORM], clip: s[CLIP] })
     }
 
     /// Per-position losses of the last forward pass (B·T).
     pub async fn row_losses(&self) -> Result<Vec<f32>> {
-        self.step.read_f32(self.losses).await
+        self.step.read_f32(self.sec.losses).await
     }
 
     pub async fn read_params(&self) -> Result<HashMap<String, Vec<f32>>> {
         let mut out = HashMap::new();
-        for p in &self.layout.params {
+        for p in &self.sec.layout.params {
             out.insert(p.spec.name.clone(), self.step.read_f32(p.param).await?);
         }
         Ok(out)
@@ -318,14 +287,14 @@ impl TrainStep {
 
     pub async fn read_grads(&self) -> Result<HashMap<String, Vec<f32>>> {
         let mut out = HashMap::new();
-        for p in &self.layout.params {
+        for p in &self.sec.layout.params {
             out.insert(p.spec.name.clone(), self.step.read_f32(p.grad).await?);
         }
         Ok(out)
     }
 }
 
-/// Where the pieces of a recorded step are: tensor ids and the three dispatch ranges.
+/// Where the pieces of a recorded step are: tensor ids and the dispatch ranges.
 pub struct Sections {
     pub layout: FlatLayout,
     pub ids: TensorId,

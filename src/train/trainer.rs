@@ -234,7 +234,7 @@ impl Trainer {
             ids[..ctx.len()].copy_from_slice(&ctx);
             self.ts.set_batch(&ids, &vec![0; b * t])?;
             self.ts.run_forward();
-            let logits = pollster::block_on(self.ts.step.read_f32(self.ts.logits))?;
+            let logits = pollster::block_on(self.ts.step.read_f32(self.ts.sec.logits))?;
             let row = &logits[(ctx.len() - 1) * v..ctx.len() * v];
             out.push(pick(row, temperature, top_k, rng));
         }
