@@ -45,6 +45,9 @@ pub enum Command {
         /// Override a setting of every benchmarked preset, e.g. --set batch_size=1 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Also time every dispatch alone and print the total per entry point, slowest first.
+        #[arg(long)]
+        profile: bool,
     },
     /// Tokenizer tools.
     Tokenizer {
@@ -77,7 +80,9 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// A UTF-8 text file, or a directory whose .txt files are read in name order.
+    /// A UTF-8 text file, a directory whose .txt files are read in name order, or token shards (a
+    /// .tok file or a directory of them, with their tokenizer.json) from `wgpt tokenizer encode`.
+    /// Text is tokenized once into shards in <out>/tokens. Default: the built-in stories.
     #[arg(long)]
     data: Option<PathBuf>,
     /// tiny, shakespeare-char, shakespeare, gpt2 or gpt2-medium.
@@ -96,8 +101,8 @@ pub struct TrainArgs {
     /// exist unless --resume.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in --out from its last checkpoint, with its saved settings (--steps may
-    /// raise the total); the same corpus must be given.
+    /// Continue the run in --out from its last checkpoint, with its saved settings and the token
+    /// shards it recorded (--steps may raise the total).
     #[arg(long)]
     resume: bool,
 }
@@ -114,6 +119,19 @@ pub enum TokenizerCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Tokenize text once into token shards (DIR/0000.tok, ...) with a copy of the tokenizer, for
+    /// `wgpt train --data DIR`.
+    Encode {
+        /// A UTF-8 text file or a directory of .txt files.
+        #[arg(long)]
+        data: PathBuf,
+        /// The tokenizer.json to encode with.
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Directory for the shards; must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -122,13 +140,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info => info(backend),
         Command::Train(args) => train(backend, args),
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
-        Command::Bench { preset, steps, set } => bench(backend, &preset, steps, &set),
+        Command::Bench { preset, steps, set, profile } => bench(backend, &preset, steps, &set, profile),
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
-            let corpus = crate::train::trainer::load_corpus(Some(&data))?;
-            let tok = crate::data::Tokenizer::bpe(&corpus.text, vocab)?;
+            let input = crate::data::dataset::Input::detect(Some(&data))?;
+            let tok = input.train_tokenizer("bpe", vocab)?;
             tok.save(&out)?;
             println!("{}: byte-level BPE with {} tokens", out.display(), tok.vocab_size());
             Ok(())
+        }
+        Command::Tokenizer { command: TokenizerCommand::Encode { data, tokenizer, out } } => {
+            encode(&data, &tokenizer, &out)
         }
         Command::Sample { ckpt, prompt, tokens, temperature, top_k, seed } => {
             sample(backend, &ckpt, &prompt, tokens, temperature, top_k, seed)
@@ -176,8 +197,10 @@ fn info(backend: BackendChoice) -> Result<()> {
 fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     let TrainArgs { data, preset, steps, set, config, out, resume } = args;
     let (preset, config) = (preset.as_str(), config.as_deref());
+    use crate::data::dataset::{Input, TokenSet};
     use crate::train::config::RunConfig;
-    use crate::train::trainer::{load_corpus, Trainer};
+    use crate::train::trainer::Trainer;
+    use crate::Error;
     let file_preset = config.map(RunConfig::toml_preset).transpose()?.flatten();
     let preset = file_preset.as_deref().unwrap_or(preset);
     let mut cfg = RunConfig::preset(preset)?;
@@ -192,35 +215,66 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     }
     if resume {
         let Some(dir) = out else {
-            return Err(crate::Error::Other("--resume needs --out DIR, the run directory to continue".into()));
+            return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into()));
         };
         if !dir.join("trainer_state.json").exists() {
-            return Err(crate::Error::Other(format!(
+            return Err(Error::Other(format!(
                 "--resume: {} holds no complete checkpoint (trainer_state.json is missing)",
                 dir.display()
             )));
         }
-        let corpus = load_corpus(data.as_deref())?;
+        if data.is_some() {
+            return Err(Error::Other("--resume continues on the tokens its checkpoint records; drop --data".into()));
+        }
         let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-        let mut trainer = Trainer::resume(&gpu, &dir, &corpus, steps)?;
+        let mut trainer = Trainer::resume(&gpu, &dir, None, steps)?;
         println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
         return trainer.run(&dir, |line| println!("{line}"));
     }
+    cfg.validate()?;
+    let input = Input::detect(data.as_deref())?;
     let dir = out.unwrap_or_else(|| {
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         PathBuf::from(format!("runs/{preset}-{secs}"))
     });
     if dir.exists() {
-        return Err(crate::Error::Other(format!(
+        return Err(Error::Other(format!(
             "--out {}: the directory exists; pass --resume to continue it or pick another --out (nothing was changed)",
             dir.display()
         )));
     }
-    let corpus = load_corpus(data.as_deref())?;
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
     println!("adapter: {}", gpu.describe());
-    println!("corpus: {} ({} bytes); tokenizer: {}", corpus.source, corpus.text.len(), cfg.tokenizer);
-    let mut trainer = Trainer::new(&gpu, cfg, &corpus)?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Other(format!("--out {}: {e}", dir.display())))?;
+    // Until the trainer is built, a failure removes the run directory it made: no half-made run.
+    let setup = || -> Result<Trainer> {
+        let (tokenizer, shards) = match &input {
+            Input::Shards { files, tokenizer } => (crate::data::Tokenizer::load(tokenizer)?, files.clone()),
+            text => {
+                let started = std::time::Instant::now();
+                let tokenizer = text.train_tokenizer(&cfg.tokenizer, cfg.vocab_size)?;
+                let shards = text.tokenize(&tokenizer, &dir.join("tokens"))?;
+                println!(
+                    "tokenized {} into {} shard(s) in {}/tokens ({:.1}s)",
+                    text.describe(),
+                    shards.len(),
+                    dir.display(),
+                    started.elapsed().as_secs_f64()
+                );
+                (tokenizer, shards)
+            }
+        };
+        let tokens = TokenSet::open(&shards, tokenizer.vocab_size())?;
+        Trainer::with_tokens(&gpu, cfg.clone(), tokenizer, tokens, shards)
+    };
+    let mut trainer = match setup() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    println!("corpus: {}; tokenizer: {} ({} tokens)", input.describe(), cfg.tokenizer, trainer.model.vocab_size);
     println!(
         "model: {} layers, {} heads, C={}, T={}, V={}; {} train / {} val tokens; {} dispatches per step",
         trainer.model.n_layer,
@@ -232,9 +286,35 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         trainer.val.len(),
         trainer.ts.step.len()
     );
-    std::fs::create_dir_all(&dir).map_err(|e| crate::Error::Other(format!("--out {}: {e}", dir.display())))?;
     println!("run directory: {}", dir.display());
     trainer.run(&dir, |line| println!("{line}"))
+}
+
+fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
+    use crate::data::dataset::Input;
+    let input = Input::detect(Some(data))?;
+    if matches!(input, Input::Shards { .. }) {
+        return Err(crate::Error::Other(format!("--data {}: already token shards", data.display())));
+    }
+    let tok = crate::data::Tokenizer::load(tokenizer)?;
+    if out.exists() {
+        return Err(crate::Error::Other(format!(
+            "--out {}: exists; pick a new directory (nothing was changed)",
+            out.display()
+        )));
+    }
+    let made = input.tokenize(&tok, out).and_then(|files| tok.save(&out.join("tokenizer.json")).map(|_| files));
+    match made {
+        Ok(files) => {
+            let n: usize = files.iter().map(|f| crate::data::shard::Shard::open(f).map_or(0, |s| s.len())).sum();
+            println!("{}: {} shard(s), {n} tokens, with tokenizer.json", out.display(), files.len());
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(out);
+            Err(e)
+        }
+    }
 }
 
 /// A trainer holding a checkpoint's weights, with `batch` sequences per forward pass.
@@ -296,7 +376,7 @@ fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) ->
     Ok(())
 }
 
-fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String]) -> Result<()> {
+fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String], profile: bool) -> Result<()> {
     use crate::train::config::RunConfig;
     let presets: Vec<String> =
         if presets.is_empty() { vec!["tiny".into(), "shakespeare-char".into()] } else { presets.to_vec() };
@@ -311,7 +391,7 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
     println!("adapter: {}", gpu.describe());
     for cfg in &cfgs {
-        let r = crate::train::bench::bench(&gpu, cfg, steps)?;
+        let r = crate::train::bench::bench(&gpu, cfg, steps, profile)?;
         println!(
             "{:<18} B={:<3} T={:<5} {:5} dispatches  {} planned  {:10.1} ms/step  {:10.0} tokens/s",
             r.preset,
@@ -322,6 +402,9 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             r.ms_per_step,
             r.tokens_per_s
         );
+        for (entry, n, ms) in &r.profile {
+            println!("    {entry:<36} {n:4} x  {ms:9.2} ms");
+        }
     }
     Ok(())
 }

@@ -8,10 +8,15 @@ use crate::error::{Error, Result};
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let io = |e: std::io::Error| Error::Other(format!("writing {}: {e}", path.display()));
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let tmp = temp_path(path);
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// The temporary name a file is written under before it is renamed to `path`.
+pub fn temp_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")))
 }

@@ -12,22 +12,13 @@ use wgpt::gpu::PipelineCache;
 use wgpt::model::GptConfig;
 use wgpt::train::{StepConfig, TrainStep};
 
-fn fixture_path() -> std::path::PathBuf {
-    match std::env::var("WGPT_SHARED") {
-        Ok(dir) => std::path::PathBuf::from(dir).join("fixtures/gpt2_tiny_reference.safetensors"),
-        Err(_) => {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gpt2_tiny_reference.safetensors")
-        }
-    }
-}
-
 struct Fixture {
     f32s: HashMap<String, Vec<f32>>,
     i32s: HashMap<String, Vec<i32>>,
 }
 
 fn load() -> Fixture {
-    let path = fixture_path();
+    let path = shared("fixtures/gpt2_tiny_reference.safetensors");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
         panic!("reference fixture {} unreadable: {e} (set WGPT_SHARED to the shared/ folder)", path.display())
     });

@@ -9,10 +9,7 @@ use wgpt::train::config::RunConfig;
 use wgpt::train::trainer::{load_corpus, Trainer};
 
 fn shakespeare() -> std::path::PathBuf {
-    let shared = std::env::var("WGPT_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    shared.join("data/tinyshakespeare.txt")
+    shared("data/tinyshakespeare.txt")
 }
 
 fn config(steps: u64) -> RunConfig {
@@ -86,7 +83,7 @@ fn stop_and_resume_equals_uninterrupted() {
     };
     Trainer::new(gpu(), cfg.clone(), &corpus).unwrap().run(&full, |_| {}).unwrap();
     Trainer::new(gpu(), cfg, &corpus).unwrap().run_until(&part, 5, |_| {}).unwrap();
-    let mut resumed = Trainer::resume(gpu(), &part, &corpus, None).unwrap();
+    let mut resumed = Trainer::resume(gpu(), &part, Some(&corpus), None).unwrap();
     assert_eq!(resumed.step, 5);
     resumed.run(&part, |_| {}).unwrap();
     let (a, b) = (losses(&full), losses(&part));

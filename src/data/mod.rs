@@ -3,6 +3,7 @@
 
 pub mod batches;
 pub mod bpe;
+pub mod dataset;
 pub mod shard;
 pub mod stories;
 pub mod tokenizer;

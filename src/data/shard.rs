@@ -12,33 +12,124 @@ const HEADER: usize = 32;
 
 /// Writes `ids` (all below `vocab_size`) as a shard at `path`.
 pub fn write(path: &Path, ids: &[u32], vocab_size: usize) -> Result<()> {
-    if vocab_size > u32::MAX as usize {
-        return Err(Error::Other(format!("{}: vocabulary of {vocab_size} does not fit u32 ids", path.display())));
+    let mut w = ShardWriter::create(path, vocab_size)?;
+    w.push(ids)?;
+    w.finish()
+}
+
+/// Bytes per id for a vocabulary: 2 when every id fits u16.
+pub fn id_width(vocab_size: usize) -> usize {
+    if vocab_size <= 1 << 16 {
+        2
+    } else {
+        4
     }
-    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab_size) {
-        return Err(Error::Other(format!(
-            "{}: token id {bad} is outside the vocabulary of {vocab_size}",
-            path.display()
-        )));
-    }
-    let width: u32 = if vocab_size <= 1 << 16 { 2 } else { 4 };
-    let mut bytes = Vec::with_capacity(HEADER + ids.len() * width as usize);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&VERSION.to_le_bytes());
-    bytes.extend_from_slice(&width.to_le_bytes());
-    bytes.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&(vocab_size as u64).to_le_bytes());
-    for &i in ids {
-        if width == 2 {
-            bytes.extend_from_slice(&(i as u16).to_le_bytes());
-        } else {
-            bytes.extend_from_slice(&i.to_le_bytes());
+}
+
+/// Writes a shard as ids arrive, so a corpus never has to be in memory at once. The ids go to a
+/// temporary file; `finish` fills in the count and renames it to the shard's name, so a reader
+/// never sees a partial shard.
+pub struct ShardWriter {
+    file: std::io::BufWriter<std::fs::File>,
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+    width: usize,
+    vocab_size: usize,
+    count: u64,
+    done: bool,
+}
+
+impl Drop for ShardWriter {
+    // An abandoned shard (an error while tokenizing) leaves no temporary file behind.
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
         }
     }
-    crate::util::write_atomic(path, &bytes)
+}
+
+impl ShardWriter {
+    pub fn create(path: &Path, vocab_size: usize) -> Result<ShardWriter> {
+        if vocab_size > u32::MAX as usize {
+            return Err(Error::Other(format!("{}: vocabulary of {vocab_size} does not fit u32 ids", path.display())));
+        }
+        let tmp = crate::util::temp_path(path);
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::Other(format!("writing {}: {e}", path.display())))?;
+        let mut w = ShardWriter {
+            file: std::io::BufWriter::new(file),
+            tmp,
+            path: path.to_path_buf(),
+            width: id_width(vocab_size),
+            vocab_size,
+            count: 0,
+            done: false,
+        };
+        w.write(&[0; HEADER])?;
+        Ok(w)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.file.write_all(bytes).map_err(|e| Error::Other(format!("writing {}: {e}", self.path.display())))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn push(&mut self, ids: &[u32]) -> Result<()> {
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
+            return Err(Error::Other(format!(
+                "{}: token id {bad} is outside the vocabulary of {}",
+                self.path.display(),
+                self.vocab_size
+            )));
+        }
+        let mut bytes = Vec::with_capacity(ids.len() * self.width);
+        for &i in ids {
+            if self.width == 2 {
+                bytes.extend_from_slice(&(i as u16).to_le_bytes());
+            } else {
+                bytes.extend_from_slice(&i.to_le_bytes());
+            }
+        }
+        self.count += ids.len() as u64;
+        self.write(&bytes)
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        use std::io::{Seek, Write};
+        let io = |e: std::io::Error| Error::Other(format!("writing {}: {e}", self.path.display()));
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&(self.width as u32).to_le_bytes());
+        header.extend_from_slice(&self.count.to_le_bytes());
+        header.extend_from_slice(&(self.vocab_size as u64).to_le_bytes());
+        self.file.flush().map_err(io)?;
+        let f = self.file.get_mut();
+        f.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+        f.write_all(&header).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+/// True when the file at `path` starts with the shard magic.
+pub fn is_shard(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == MAGIC
 }
 
 /// A memory-mapped shard.
+#[derive(Debug)]
 pub struct Shard {
     map: memmap2::Mmap,
     width: usize,
@@ -63,6 +154,9 @@ impl Shard {
         }
         if width != 2 && width != 4 {
             return Err(bad(format!("token width {width} bytes (expected 2 or 4)")));
+        }
+        if width < id_width(vocab) {
+            return Err(bad(format!("{width}-byte ids cannot hold a vocabulary of {vocab} tokens: corrupt header")));
         }
         if map.len() != HEADER + len * width {
             return Err(bad(format!(

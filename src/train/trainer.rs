@@ -14,60 +14,14 @@ use super::checkpoint;
 use super::config::RunConfig;
 use super::schedule::Schedule;
 use super::step::{StepConfig, TrainStep};
-use crate::data::batches::{sample, sequential, split, Rng};
-use crate::data::{stories, Tokenizer};
+use crate::data::batches::{sample, sequential, split, Rng, Tokens};
+use crate::data::dataset::TokenSet;
+pub use crate::data::dataset::{load_corpus, Corpus};
+use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PipelineCache};
 use crate::model::{param_table, GptConfig, Init};
 use crate::ops::adamw::AdamW;
-
-/// Text to train on and where it came from.
-pub struct Corpus {
-    pub text: String,
-    pub source: String,
-}
-
-/// Bytes of the built-in story corpus.
-pub const DEFAULT_CORPUS_BYTES: usize = 400_000;
-
-/// Reads a UTF-8 file, or every `.txt` file of a directory in name order, or (None) the built-in
-/// stories. Missing, empty and binary inputs are errors that name the path.
-pub fn load_corpus(data: Option<&Path>) -> Result<Corpus> {
-    let Some(path) = data else {
-        return Ok(Corpus { text: stories::corpus(42, DEFAULT_CORPUS_BYTES), source: "built-in stories".into() });
-    };
-    let bad = |m: String| Error::Other(format!("--data {}: {m}", path.display()));
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| bad(e.to_string()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-            .collect();
-        v.sort();
-        if v.is_empty() {
-            return Err(bad("the directory holds no .txt files".into()));
-        }
-        v
-    } else if path.exists() {
-        vec![path.to_path_buf()]
-    } else {
-        return Err(bad("no such file or directory".into()));
-    };
-    let mut text = String::new();
-    for f in &files {
-        let bytes = std::fs::read(f).map_err(|e| bad(format!("{}: {e}", f.display())))?;
-        let s = String::from_utf8(bytes)
-            .map_err(|_| bad(format!("{} is not UTF-8 text (binary?); pass a text file", f.display())))?;
-        if s.contains('\0') {
-            return Err(bad(format!("{} contains NUL bytes: binary data, not text", f.display())));
-        }
-        text += &s;
-    }
-    if text.trim().is_empty() {
-        return Err(bad("the corpus is empty".into()));
-    }
-    Ok(Corpus { text, source: path.display().to_string() })
-}
 
 /// GPT-2 initialisation from `seed`: normal(0, 0.02) weights, 0.02/sqrt(2L) for residual
 /// projections, zero biases, unit LayerNorm gains.
@@ -93,7 +47,10 @@ pub struct Trainer {
     pub model: GptConfig,
     pub tokenizer: Tokenizer,
     pub ts: TrainStep,
-    tokens: Vec<u32>,
+    tokens: TokenSet,
+    /// The shard files `tokens` come from (recorded in the checkpoint for --resume); empty when
+    /// the tokens are in memory.
+    shards: Vec<PathBuf>,
     pub train: Range<usize>,
     pub val: Range<usize>,
     rng: Rng,
@@ -107,11 +64,19 @@ impl Trainer {
             "bpe" => Tokenizer::bpe(&corpus.text, cfg.vocab_size)?,
             _ => Tokenizer::char_level(&corpus.text),
         };
-        Self::with_tokenizer(gpu, cfg, corpus, tokenizer)
+        let tokens = TokenSet::Memory(tokenizer.encode(&corpus.text)?);
+        Self::with_tokens(gpu, cfg, tokenizer, tokens, Vec::new())
     }
 
-    fn with_tokenizer(gpu: &Gpu, cfg: RunConfig, corpus: &Corpus, tokenizer: Tokenizer) -> Result<Trainer> {
-        let tokens = tokenizer.encode(&corpus.text)?;
+    /// A trainer on `tokens` (made by `tokenizer`); `shards` are their files, if any.
+    pub fn with_tokens(
+        gpu: &Gpu,
+        cfg: RunConfig,
+        tokenizer: Tokenizer,
+        tokens: TokenSet,
+        shards: Vec<PathBuf>,
+    ) -> Result<Trainer> {
+        cfg.validate()?;
         let (train, val) = split(tokens.len(), cfg.val_fraction, cfg.block_size)?;
         let model = GptConfig {
             vocab_size: tokenizer.vocab_size(),
@@ -128,7 +93,7 @@ impl Trainer {
         let ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), sc))?;
         let params = init_params(&model, cfg.seed);
         ts.load_params(|name, _| Ok(params[name].clone()))?;
-        Ok(Trainer { rng: Rng(cfg.seed ^ 0x5eed), cfg, model, tokenizer, ts, tokens, train, val, step: 0 })
+        Ok(Trainer { rng: Rng(cfg.seed ^ 0x5eed), cfg, model, tokenizer, ts, tokens, shards, train, val, step: 0 })
     }
 
     /// A trainer around given weights (for sampling and evaluation from a checkpoint); it holds no
@@ -152,7 +117,8 @@ impl Trainer {
             model,
             tokenizer,
             ts,
-            tokens: Vec::new(),
+            tokens: TokenSet::Memory(Vec::new()),
+            shards: Vec::new(),
             train: 0..0,
             val: 0..0,
             step: 0,
@@ -242,7 +208,7 @@ impl Trainer {
     }
 
     fn sample_text(&mut self) -> Result<String> {
-        let prompt = self.tokens[self.val.start.min(self.tokens.len() - 1)..][..1].to_vec();
+        let prompt = vec![self.tokens.get(self.val.start.min(self.tokens.len() - 1))];
         let mut rng = Rng(self.cfg.seed ^ self.step);
         let ids = self.generate(&prompt, self.cfg.sample_tokens, self.cfg.temperature, self.cfg.top_k, &mut rng)?;
         Ok(self.tokenizer.decode(&ids))
@@ -258,14 +224,18 @@ impl Trainer {
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
         let extra = json!({"train": self.cfg.to_json(), "step": self.step});
         checkpoint::save_json(&dir.join("config.json"), &checkpoint::hf_config(&self.model, extra))?;
-        let state = json!({"step": self.step, "adamw_t": self.ts.t, "rng": self.rng.0.to_string()});
+        // Shards inside the run directory are recorded relative to it, so the run can be moved.
+        let shards: Vec<String> =
+            self.shards.iter().map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string()).collect();
+        let state = json!({"step": self.step, "adamw_t": self.ts.t, "rng": self.rng.0.to_string(), "shards": shards});
         checkpoint::save_json(&dir.join("trainer_state.json"), &state)
     }
 
-    /// Restores a run saved by `save` in `dir` (same corpus): weights, moments, step and sampler,
-    /// so the continued run draws the same batches and computes the same losses as an
-    /// uninterrupted one.
-    pub fn resume(gpu: &Gpu, dir: &Path, corpus: &Corpus, steps: Option<u64>) -> Result<Trainer> {
+    /// Restores a run saved by `save` in `dir`: weights, moments, step and sampler, so the
+    /// continued run draws the same batches and computes the same losses as an uninterrupted one.
+    /// The tokens are the shards the checkpoint records; a run trained from memory (no shards)
+    /// needs its `corpus` again.
+    pub fn resume(gpu: &Gpu, dir: &Path, corpus: Option<&Corpus>, steps: Option<u64>) -> Result<Trainer> {
         let state = checkpoint::load_json(&dir.join("trainer_state.json"))?;
         let doc = checkpoint::load_json(&dir.join("config.json"))?;
         let mut cfg = RunConfig::from_json(&doc["wgpt"]["train"])?;
@@ -274,7 +244,21 @@ impl Trainer {
         }
         let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
         let saved = checkpoint::model_from_config(&doc)?;
-        let mut t = Trainer::with_tokenizer(gpu, cfg, corpus, tokenizer)?;
+        let shards: Vec<PathBuf> = state["shards"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|s| s.as_str()).map(|s| dir.join(s)).collect())
+            .unwrap_or_default();
+        let tokens = match (shards.is_empty(), corpus) {
+            (false, _) => TokenSet::open(&shards, tokenizer.vocab_size())?,
+            (true, Some(c)) => TokenSet::Memory(tokenizer.encode(&c.text)?),
+            (true, None) => {
+                return Err(Error::Other(format!(
+                    "{}: the checkpoint records no token shards to resume on",
+                    dir.display()
+                )))
+            }
+        };
+        let mut t = Trainer::with_tokens(gpu, cfg, tokenizer, tokens, shards)?;
         if saved != t.model {
             return Err(Error::Other(format!(
                 "{}: the checkpoint's model {saved:?} differs from the run's {:?}",

@@ -10,6 +10,14 @@ use wgpt::gpu::{BackendChoice, Gpu, PipelineCache, Program, Step};
 use wgpt::graph::{Class, TensorId, Tensors};
 use wgpt::ops::Dispatch;
 
+/// A file of the shared folder (WGPT_SHARED, which `.ci/run` sets; default ../shared).
+pub fn shared(rel: &str) -> std::path::PathBuf {
+    std::env::var("WGPT_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+        .join(rel)
+}
+
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| match pollster::block_on(Gpu::new(BackendChoice::Auto)) {
