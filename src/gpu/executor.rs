@@ -231,6 +231,12 @@ impl Step {
         self.run_range(0..self.compiled.len());
     }
 
+    /// Blocks until the submitted work has finished (native only: the web cannot block).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<()> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::Gpu(e.to_string()))
+    }
+
     fn locate(&self, id: TensorId) -> (&wgpu::Buffer, u64, u64) {
         let p = self.plan.placement[id.index()];
         let buf = self.buffers[p.arena].as_ref().expect("tensor in an empty arena");

@@ -21,6 +21,9 @@ pub struct BenchResult {
     pub bytes: u64,
     pub ms_per_step: f64,
     pub tokens_per_s: f64,
+    /// With `profile`: (entry point, dispatches, total ms when each is run and waited on alone),
+    /// slowest first. Sums exceed ms_per_step by the per-submit overhead.
+    pub profile: Vec<(String, usize, f64)>,
 }
 
 /// Vocabulary the preset trains with: the 65 characters of tinyshakespeare, or GPT-2's BPE.
@@ -33,7 +36,7 @@ pub fn preset_vocab(cfg: &RunConfig) -> usize {
 }
 
 /// Times `steps` training steps after one warm-up step.
-pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize) -> Result<BenchResult> {
+pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<BenchResult> {
     let model = GptConfig {
         vocab_size: preset_vocab(cfg),
         block_size: cfg.block_size,
@@ -59,6 +62,25 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize) -> Result<BenchResult> {
         pollster::block_on(ts.train_step(&ids, &targets, cfg.lr))?;
     }
     let secs = started.elapsed().as_secs_f64() / steps.max(1) as f64;
+    let mut by_entry: Vec<(String, usize, f64)> = Vec::new();
+    if profile {
+        ts.step.wait()?;
+        for (i, d) in ts.step.dispatches.iter().enumerate() {
+            let t0 = Instant::now();
+            ts.step.run_range(i..i + 1);
+            ts.step.wait()?;
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let name = format!("{:?}::{}", d.family, d.entry);
+            match by_entry.iter_mut().find(|e| e.0 == name) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += ms;
+                }
+                None => by_entry.push((name, 1, ms)),
+            }
+        }
+        by_entry.sort_by(|a, b| b.2.total_cmp(&a.2));
+    }
     Ok(BenchResult {
         preset: cfg.preset.clone(),
         batch: cfg.batch_size,
@@ -67,5 +89,6 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize) -> Result<BenchResult> {
         bytes: ts.step.plan.total(),
         ms_per_step: secs * 1e3,
         tokens_per_s: n as f64 / secs,
+        profile: by_entry,
     })
 }
