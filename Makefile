@@ -14,6 +14,11 @@ deps:
 	else \
 		echo "deps: no Vulkan driver found; install your GPU's driver (or Mesa's lavapipe)"; \
 	fi
+	@if command -v python3 >/dev/null && ! PYTHONPATH=target/pydeps python3 -c "import tokenizers" 2>/dev/null; then \
+		echo "deps: installing Python's tokenizers library into target/pydeps (tests/hf_python.rs)"; \
+		PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --target target/pydeps tokenizers \
+			|| echo "deps: pip could not install tokenizers; tests/hf_python.rs will skip its check (outside CI)"; \
+	fi
 
 run: deps
 	cargo run --release -- train

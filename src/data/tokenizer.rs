@@ -96,7 +96,6 @@ impl Tokenizer {
                 "vocab": vocab,
                 "merges": merges,
             },
-            "wgpt": {"kind": if byte_level { "byte-bpe" } else { "char" }},
         })
     }
 
