@@ -146,6 +146,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let tok = input.train_tokenizer("bpe", vocab)?;
             tok.save(&out)?;
             println!("{}: byte-level BPE with {} tokens", out.display(), tok.vocab_size());
+            if tok.vocab_size() < vocab {
+                println!("(fewer than --vocab {vocab}: after that many merges no pair of symbols occurs twice)");
+            }
             Ok(())
         }
         Command::Tokenizer { command: TokenizerCommand::Encode { data, tokenizer, out } } => {

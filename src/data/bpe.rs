@@ -2,7 +2,8 @@
 //! UTF-8 bytes are mapped to printable characters, and merges learned on the corpus join frequent
 //! adjacent symbols. Training, encoding and decoding live here; `tokenizer.rs` saves and loads it.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::OnceLock;
 
 use regex::Regex;
@@ -91,23 +92,60 @@ impl Bpe {
         let mut words: Vec<(Vec<u32>, u64)> =
             counts.into_iter().map(|(w, n)| (w.bytes().map(u32::from).collect(), n)).collect();
         words.sort();
+        // Pair counts are kept up to date as merges rewrite the words that hold the merged pair,
+        // instead of recounting the corpus every round; the heap holds (count, pair) entries, and
+        // an entry whose count is no longer the pair's is stale and skipped.
+        let mut pairs: HashMap<(u32, u32), u64> = HashMap::new();
+        let mut holders: HashMap<(u32, u32), Vec<usize>> = HashMap::new();
+        for (i, (w, n)) in words.iter().enumerate() {
+            for p in w.windows(2) {
+                *pairs.entry((p[0], p[1])).or_insert(0) += n;
+                holders.entry((p[0], p[1])).or_default().push(i);
+            }
+        }
+        let mut heap: BinaryHeap<(u64, Reverse<(u32, u32)>)> = pairs.iter().map(|(&p, &n)| (n, Reverse(p))).collect();
         let mut merges = Vec::new();
         while vocab.len() < vocab_size {
-            let mut pairs: HashMap<(u32, u32), u64> = HashMap::new();
-            for (w, n) in &words {
-                for p in w.windows(2) {
-                    *pairs.entry((p[0], p[1])).or_insert(0) += n;
-                }
+            let Some((count, Reverse(best))) = heap.pop() else { break };
+            if pairs.get(&best) != Some(&count) {
+                continue;
             }
-            let Some((&best, &count)) = pairs.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))) else { break };
             if count < 2 {
                 break;
             }
             let new = vocab.len() as u32;
             vocab.push(format!("{}{}", vocab[best.0 as usize], vocab[best.1 as usize]));
             merges.push(best);
-            for (w, _) in &mut words {
+            let mut touched: Vec<usize> = holders.remove(&best).unwrap_or_default();
+            touched.sort_unstable();
+            touched.dedup();
+            let mut changed: HashSet<(u32, u32)> = HashSet::new();
+            for i in touched {
+                let (w, n) = &mut words[i];
+                if !w.windows(2).any(|p| (p[0], p[1]) == best) {
+                    continue; // listed for a pair an earlier merge already rewrote
+                }
+                for p in w.windows(2) {
+                    let c = pairs.get_mut(&(p[0], p[1])).expect("counted pair");
+                    *c -= *n;
+                    changed.insert((p[0], p[1]));
+                }
                 merge_pair(w, best, new);
+                for p in w.windows(2) {
+                    *pairs.entry((p[0], p[1])).or_insert(0) += *n;
+                    changed.insert((p[0], p[1]));
+                    if p[0] == new || p[1] == new {
+                        holders.entry((p[0], p[1])).or_default().push(i);
+                    }
+                }
+            }
+            for p in changed {
+                match pairs[&p] {
+                    0 => {
+                        pairs.remove(&p);
+                    }
+                    n => heap.push((n, Reverse(p))),
+                }
             }
         }
         Bpe::from_parts(vocab, merges)
