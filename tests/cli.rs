@@ -1,0 +1,129 @@
+//! The `wgpt` binary on bad input: each mistake is one `wgpt: error:` line naming the problem and
+//! what to do, exit status 1, no panic or backtrace, and nothing half-written or lost.
+
+mod common;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::shared;
+
+fn wgpt(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgpt"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Runs a command that must fail; returns its error line after checking its form.
+fn fails(args: &[&str]) -> String {
+    let (ok, text) = wgpt(args);
+    assert!(!ok, "wgpt {args:?} succeeded:\n{text}");
+    assert!(!text.contains("panicked") && !text.contains("RUST_BACKTRACE"), "wgpt {args:?} panicked:\n{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("wgpt: error:")).collect();
+    assert_eq!(errors.len(), 1, "wgpt {args:?}: expected one error line:\n{text}");
+    errors[0].to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgpt-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn settings_mistakes_are_one_line_errors() {
+    let e = fails(&["train", "--preset", "huge"]);
+    assert!(e.contains("huge") && e.contains("shakespeare-char"), "{e}");
+    let e = fails(&["train", "--set", "n_layers=4"]);
+    assert!(e.contains("n_layers"), "{e}");
+    let e = fails(&["train", "--set", "lr=fast"]);
+    assert!(e.contains("lr") && e.contains("fast"), "{e}");
+    let e = fails(&["train", "--data", "/no/such/corpus.txt"]);
+    assert!(e.contains("/no/such/corpus.txt") && e.contains("no such file"), "{e}");
+    let e = fails(&["train", "--resume"]);
+    assert!(e.contains("--out"), "{e}");
+}
+
+#[test]
+fn a_run_directory_is_never_overwritten_or_left_half_made() {
+    let dir = scratch("out");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("notes.txt"), "mine").unwrap();
+    let e = fails(&["train", "--out", s(&run), "--steps", "1"]);
+    assert!(e.contains("exists") && e.contains("--resume"), "{e}");
+    assert_eq!(std::fs::read_to_string(run.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(std::fs::read_dir(&run).unwrap().count(), 1, "nothing was added");
+    let e = fails(&["train", "--out", s(&run), "--resume"]);
+    assert!(e.contains("trainer_state.json"), "{e}");
+
+    // A corpus shorter than one block fails after the run directory was made: it is removed.
+    std::fs::write(dir.join("short.txt"), "hello\n").unwrap();
+    let e = fails(&["train", "--data", s(&dir.join("short.txt")), "--out", s(&dir.join("new"))]);
+    assert!(e.contains("too short") && e.contains("block_size"), "{e}");
+    assert!(!dir.join("new").exists(), "a failed setup leaves no run directory");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn checkpoints_of_another_model_or_corrupt_ones_are_refused() {
+    let dir = scratch("ckpt");
+    let text = std::fs::read_to_string(shared("data/tinyshakespeare.txt")).unwrap();
+    let data = dir.join("text.txt");
+    std::fs::write(&data, &text[..60_000]).unwrap();
+    let run = dir.join("run");
+    let args = ["train", "--data", s(&data), "--out", s(&run), "--steps", "2", "--set", "sample_tokens=4"];
+    let (ok, out) = wgpt(&args);
+    assert!(ok, "{out}");
+    let (ok, out) = wgpt(&["sample", "--ckpt", s(&run), "--tokens", "4"]);
+    assert!(ok, "{out}");
+
+    let copy = |name: &str| {
+        let c = dir.join(name);
+        std::fs::create_dir_all(&c).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(run.join(f), c.join(f)).unwrap();
+        }
+        c
+    };
+    // config.json of a wider model than the weights.
+    let other = copy("other");
+    let cfg = std::fs::read_to_string(other.join("config.json")).unwrap();
+    std::fs::write(other.join("config.json"), cfg.replace("\"n_embd\": 32", "\"n_embd\": 64")).unwrap();
+    let e = fails(&["sample", "--ckpt", s(&other)]);
+    assert!(e.contains("model.safetensors") && e.contains("64"), "{e}");
+    // Truncated weights.
+    let cut = copy("cut");
+    let bytes = std::fs::read(cut.join("model.safetensors")).unwrap();
+    std::fs::write(cut.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let e = fails(&["eval", "--ckpt", s(&cut), "--data", s(&data)]);
+    assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    // A tokenizer of another vocabulary.
+    let tok = copy("tok");
+    std::fs::copy(dir.join("text.txt"), dir.join("t2.txt")).unwrap();
+    let (ok, out) = wgpt(&[
+        "tokenizer",
+        "train",
+        "--data",
+        s(&dir.join("t2.txt")),
+        "--vocab",
+        "300",
+        "--out",
+        s(&tok.join("tokenizer.json")),
+    ]);
+    assert!(ok, "{out}");
+    let e = fails(&["sample", "--ckpt", s(&tok)]);
+    assert!(e.contains("tokenizer.json") && e.contains("vocab_size"), "{e}");
+    // Not a run directory at all.
+    let e = fails(&["sample", "--ckpt", s(&data)]);
+    assert!(e.contains("not a run directory"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
