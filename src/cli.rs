@@ -232,7 +232,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
         let mut trainer = Trainer::resume(&gpu, &dir, None, steps)?;
         println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
-        return trainer.run(&dir, |line| println!("{line}"));
+        return trainer.run(&dir, Bar::new(trainer.cfg.steps, trainer.step));
     }
     cfg.validate()?;
     let input = Input::detect(data.as_deref())?;
@@ -290,7 +290,39 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         trainer.ts.step.len()
     );
     println!("run directory: {}", dir.display());
-    trainer.run(&dir, |line| println!("{line}"))
+    trainer.run(&dir, Bar::new(trainer.cfg.steps, 0))
+}
+
+/// The training progress bar on a terminal (step, loss, lr, tokens/s, ETA), with log lines printed
+/// above it; without a terminal, only the log lines.
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new(steps: u64, at: u64) -> Bar {
+        let bar = indicatif::ProgressBar::new(steps).with_position(at);
+        let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
+            .expect("a valid progress template");
+        bar.set_style(style);
+        Bar(bar)
+    }
+}
+
+impl crate::train::trainer::Progress for Bar {
+    fn line(&mut self, text: &str) {
+        if self.0.is_hidden() || self.0.is_finished() {
+            println!("{text}");
+        } else {
+            self.0.println(text);
+        }
+    }
+
+    fn step(&mut self, r: &crate::train::trainer::StepReport) {
+        self.0.set_position(r.step);
+        self.0.set_message(format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", r.loss, r.lr, r.tokens_per_s));
+        if r.step == r.steps {
+            self.0.finish_and_clear();
+        }
+    }
 }
 
 fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {

@@ -276,14 +276,14 @@ impl Trainer {
         Ok(t)
     }
 
-    /// Runs `cfg.steps` steps, logging through `log` and into `dir/metrics.jsonl`; saves at each
-    /// evaluation and at the end.
-    pub fn run(&mut self, dir: &Path, log: impl FnMut(&str)) -> Result<()> {
-        self.run_until(dir, self.cfg.steps, log)
+    /// Runs `cfg.steps` steps, reporting through `progress` and into `dir/metrics.jsonl`; saves at
+    /// each evaluation and at the end.
+    pub fn run(&mut self, dir: &Path, progress: impl Progress) -> Result<()> {
+        self.run_until(dir, self.cfg.steps, progress)
     }
 
     /// Like `run`, but stops after step `stop` (saving a checkpoint there) as an interrupted run would.
-    pub fn run_until(&mut self, dir: &Path, stop: u64, mut log: impl FnMut(&str)) -> Result<()> {
+    pub fn run_until(&mut self, dir: &Path, stop: u64, mut progress: impl Progress) -> Result<()> {
         let io = |e: std::io::Error| Error::Other(format!("{}: {e}", dir.display()));
         let mut metrics =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?;
@@ -302,10 +302,11 @@ impl Trainer {
             }
             self.step += 1;
             window.1 += 1;
+            let tps = tokens_per_step * window.1 as f64 / window.0.elapsed().as_secs_f64();
+            progress.step(&StepReport { step: self.step, steps: self.cfg.steps, loss: s.loss, lr, tokens_per_s: tps });
             if self.step.is_multiple_of(self.cfg.log_every) || self.step == self.cfg.steps {
-                let tps = tokens_per_step * window.1 as f64 / window.0.elapsed().as_secs_f64();
                 let eta = (self.cfg.steps - self.step) as f64 * tokens_per_step / tps;
-                log(&format!(
+                progress.line(&format!(
                     "step {:>6}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.0} tok/s  ETA {:.0}s",
                     self.step, self.cfg.steps, s.loss, lr, s.grad_norm, tps, eta
                 ));
@@ -317,23 +318,46 @@ impl Trainer {
             let last = self.step == self.cfg.steps;
             if (self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every)) || last {
                 let val = self.eval()?;
-                log(&format!("step {:>6}  val loss {val:.4}  perplexity {:.2}", self.step, val.exp()));
+                progress.line(&format!("step {:>6}  val loss {val:.4}  perplexity {:.2}", self.step, val.exp()));
                 record(json!({"step": self.step, "val_loss": val, "val_perplexity": val.exp()}))?;
                 self.save(dir)?;
             }
             if (self.cfg.sample_every > 0 && self.step.is_multiple_of(self.cfg.sample_every)) || last {
                 let text = self.sample_text()?;
-                log(&format!("sample at step {}:\n{text}\n", self.step));
+                progress.line(&format!("sample at step {}:\n{text}\n", self.step));
                 record(json!({"step": self.step, "sample": text}))?;
             }
         }
         if self.step < self.cfg.steps {
             self.save(dir)?;
-            log(&format!("stopped at step {}; checkpoint saved", self.step));
+            progress.line(&format!("stopped at step {}; checkpoint saved", self.step));
         }
-        log(&format!("{} steps in {:.1}s", self.step, started.elapsed().as_secs_f64()));
+        progress.line(&format!("{} steps in {:.1}s", self.step, started.elapsed().as_secs_f64()));
         Ok(())
     }
+}
+
+/// Where the training loop reports: whole lines (log lines, evaluations, samples) and, after
+/// every step, the figures a progress bar shows. A closure taking lines is a `Progress` too.
+pub trait Progress {
+    fn line(&mut self, text: &str);
+    fn step(&mut self, _report: &StepReport) {}
+}
+
+impl<F: FnMut(&str)> Progress for F {
+    fn line(&mut self, text: &str) {
+        self(text)
+    }
+}
+
+/// One optimizer step as the progress bar sees it (tokens/s over the steps since the last log line).
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    pub step: u64,
+    pub steps: u64,
+    pub loss: f32,
+    pub lr: f64,
+    pub tokens_per_s: f64,
 }
 
 /// Samples an index from logits: softmax at `temperature` over the `top_k` largest (argmax when
