@@ -26,8 +26,10 @@ pub enum Command {
     /// file, from its start (a final partial window is dropped); without --data, on the built-in
     /// corpus.
     Eval {
+        /// The run directory to evaluate (config.json, model.safetensors, tokenizer.json).
         #[arg(long)]
         ckpt: PathBuf,
+        /// A UTF-8 text file (or directory of .txt files) to score; default: the built-in stories.
         #[arg(long)]
         data: Option<PathBuf>,
         /// Print one JSON object {"loss", "perplexity", "tokens"}.
@@ -56,6 +58,7 @@ pub enum Command {
     },
     /// Generate text from a checkpoint (a run directory).
     Sample {
+        /// The run directory to sample from (config.json, model.safetensors, tokenizer.json).
         #[arg(long)]
         ckpt: PathBuf,
         /// Text to continue (default: the first token of the vocabulary).
@@ -70,6 +73,7 @@ pub enum Command {
         /// Sample among the K most likely tokens only (0 = all).
         #[arg(long, default_value_t = 0)]
         top_k: usize,
+        /// Seed of the sampler: the same seed and prompt give the same text.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -111,11 +115,13 @@ pub struct TrainArgs {
 pub enum TokenizerCommand {
     /// Train a byte-level BPE tokenizer on a text and save it as a Hugging Face tokenizer.json.
     Train {
+        /// A UTF-8 text file or a directory of .txt files (BPE trains on its first 16 MiB).
         #[arg(long)]
         data: PathBuf,
         /// Vocabulary size (at least 256: the byte symbols, then one merge per extra token).
         #[arg(long)]
         vocab: usize,
+        /// Where to write the tokenizer.json.
         #[arg(long)]
         out: PathBuf,
     },
