@@ -12,18 +12,55 @@ struct Params { n: u32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, cli
 @group(0) @binding(5) var<storage, read_write> hyper: array<f32>;  // [lr, 1 − beta1^t, 1 − beta2^t]
 @group(0) @binding(6) var<storage, read_write> norm: array<f32>;   // [.., clip factor at clip_index]
 
+// The same four tensors as vec4s, used when n is a multiple of 4 (p.n then counts vec4s): on CPU
+// backends each storage access at a per-invocation address is a loop over the SIMD lanes, so
+// vec4 accesses, several per invocation, cut that overhead.
+@group(0) @binding(7) var<storage, read_write> param4: array<vec4f>;
+@group(0) @binding(8) var<storage, read_write> grad4: array<vec4<st>>;
+@group(0) @binding(9) var<storage, read_write> m4: array<vec4f>;
+@group(0) @binding(10) var<storage, read_write> v4: array<vec4f>;
+
+// Scalars shared by every element, read once per invocation before any branch.
+struct Step { lr: f32, bc1: f32, bc2: f32, clip: f32 }
+
+fn step_scalars() -> Step {
+    return Step(hyper[0], hyper[1], hyper[2], norm[p.clip_index]);
+}
+
+// Decoupled decay first, then the Adam step, in the order torch.optim.AdamW applies them.
+// Returns (param, m, v).
+fn adamw(k: Step, w: vec4f, g0: vec4f, m0: vec4f, v0: vec4f) -> array<vec4f, 3> {
+    let g = g0 * k.clip;
+    let mi = p.beta1 * m0 + (1.0 - p.beta1) * g;
+    let vi = p.beta2 * v0 + (1.0 - p.beta2) * g * g;
+    var wi = w * (1.0 - k.lr * p.weight_decay);
+    wi -= k.lr * (mi / k.bc1) / (sqrt(vi / k.bc2) + p.eps);
+    return array<vec4f, 3>(wi, mi, vi);
+}
+
 @compute @workgroup_size(WG)
 fn adamw_update(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    let k = step_scalars();
     let i = flat_index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let lr = hyper[0];
-    let g = f32(grad[i]) * norm[p.clip_index];
-    let mi = p.beta1 * m[i] + (1.0 - p.beta1) * g;
-    let vi = p.beta2 * v[i] + (1.0 - p.beta2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    // Decoupled decay first, then the Adam step, in the order torch.optim.AdamW applies them.
-    var w = param[i] * (1.0 - lr * p.weight_decay);
-    w -= lr * (mi / hyper[1]) / (sqrt(vi / hyper[2]) + p.eps);
-    param[i] = w;
+    let r = adamw(k, vec4f(param[i]), vec4f(f32(grad[i])), vec4f(m[i]), vec4f(v[i]));
+    m[i] = r[1].x;
+    v[i] = r[2].x;
+    param[i] = r[0].x;
+}
+
+// Invocation (group g, lane l) handles vec4s (4 g + j) * WG + l, j < 4 (coalesced on GPUs).
+@compute @workgroup_size(WG)
+fn adamw_update4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    let k = step_scalars();
+    let g = wid.y * nwg.x + wid.x;
+    for (var j = 0u; j < 4u; j++) {
+        let i = (g * 4u + j) * WG + lid.x;
+        if (i < p.n) {
+            let r = adamw(k, param4[i], vec4f(grad4[i]), m4[i], v4[i]);
+            m4[i] = r[1];
+            v4[i] = r[2];
+            param4[i] = r[0];
+        }
+    }
 }

@@ -5,7 +5,8 @@ mod common;
 use common::*;
 use wgpt::ops::{gelu, reduce, residual};
 
-const SIZES: [usize; 3] = [1, 63, 1000];
+// 1000 and 2052 take the vec4 entry points (one workgroup, then several), 1 and 63 the scalar ones.
+const SIZES: [usize; 4] = [1, 63, 1000, 2052];
 
 #[test]
 fn gelu_cpu_backward_matches_finite_differences() {

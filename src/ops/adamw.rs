@@ -35,8 +35,21 @@ impl AdamW {
         n: usize,
     ) -> Dispatch {
         let wd = if decay { self.weight_decay } else { 0.0 };
+        let uniform = |n: usize| Uniform::new().u(n).f(self.beta1).f(self.beta2).f(self.eps).f(wd).u(clip_index);
+        if n.is_multiple_of(4) {
+            // vec4 views, 4 vec4s per invocation.
+            return Dispatch::new(Family::AdamW, "adamw_update4")
+                .uniform(uniform(n / 4))
+                .arg(7, param)
+                .arg(8, grad)
+                .arg(9, m)
+                .arg(10, v)
+                .arg(5, hyper)
+                .arg(6, norm)
+                .threads((n / 4).div_ceil(4) as u64, WG);
+        }
         Dispatch::new(Family::AdamW, "adamw_update")
-            .uniform(Uniform::new().u(n).f(self.beta1).f(self.beta2).f(self.eps).f(wd).u(clip_index))
+            .uniform(uniform(n))
             .arg(1, param)
             .arg(2, grad)
             .arg(3, m)

@@ -8,6 +8,13 @@ const A: f64 = 0.044715;
 
 /// out (n) = gelu(x (n))
 pub fn forward(out: TensorId, x: TensorId, n: usize) -> Dispatch {
+    if n.is_multiple_of(4) {
+        return Dispatch::new(Family::Gelu, "gelu_forward4")
+            .uniform(Uniform::new().u(n / 4).u(0u32))
+            .arg(5, out)
+            .arg(6, x)
+            .threads((n / 4).div_ceil(4) as u64, WG);
+    }
     Dispatch::new(Family::Gelu, "gelu_forward")
         .uniform(Uniform::new().u(n).u(0u32))
         .arg(1, out)
@@ -17,6 +24,14 @@ pub fn forward(out: TensorId, x: TensorId, n: usize) -> Dispatch {
 
 /// dx (n) (+)= dout * gelu'(x)
 pub fn backward(dx: TensorId, acc: bool, dout: TensorId, x: TensorId, n: usize) -> Dispatch {
+    if n.is_multiple_of(4) {
+        return Dispatch::new(Family::Gelu, "gelu_backward4")
+            .uniform(Uniform::new().u(n / 4).u(acc as u32))
+            .arg(6, x)
+            .arg(7, dx)
+            .arg(8, dout)
+            .threads((n / 4).div_ceil(4) as u64, WG);
+    }
     Dispatch::new(Family::Gelu, "gelu_backward")
         .uniform(Uniform::new().u(n).u(acc as u32))
         .arg(2, x)
