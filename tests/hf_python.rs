@@ -93,7 +93,7 @@ fn transformers_loads_a_run_directory_and_gives_wgpt_loss() {
     (cfg.steps, cfg.eval_every, cfg.sample_every) = (30, 0, 0);
     let corpus = load_corpus(Some(&shared("data/tinyshakespeare.txt"))).unwrap();
     let mut t = Trainer::new(gpu(), cfg, &corpus).unwrap();
-    t.run(&dir, |_| {}).unwrap();
+    t.run(&dir, |_: &str| {}).unwrap();
     let held = dir.join("held.txt");
     std::fs::write(&held, &corpus.text[500_000..520_000]).unwrap();
     let (loss, _) = t.eval_windows(&t.tokenizer.encode(&corpus.text[500_000..520_000]).unwrap()).unwrap();

@@ -28,7 +28,7 @@ fn tiny_run_lowers_validation_loss() {
     let before = t.eval().unwrap();
     let dir = std::env::temp_dir().join(format!("wgpt-train-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    t.run(&dir, |_| {}).unwrap();
+    t.run(&dir, |_: &str| {}).unwrap();
     let after = t.eval().unwrap();
     println!("val loss {before:.4} -> {after:.4}");
     // 65 characters: an untrained model sits near ln 65 = 4.17; unigram statistics alone give
@@ -47,7 +47,7 @@ fn save_then_load_gives_the_same_eval_loss() {
     let dir = std::env::temp_dir().join(format!("wgpt-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut a = Trainer::new(gpu(), config(20), &corpus).unwrap();
-    a.run(&dir, |_| {}).unwrap();
+    a.run(&dir, |_: &str| {}).unwrap();
     let loss_a = a.eval().unwrap();
     let path = dir.join("copy.safetensors");
     save_model(&path, &a.model, &pollster::block_on(a.ts.read_params()).unwrap()).unwrap();
@@ -81,11 +81,11 @@ fn stop_and_resume_equals_uninterrupted() {
             .map(|v| (v["step"].as_u64().unwrap(), (v["loss"].as_f64().unwrap() as f32).to_bits()))
             .collect()
     };
-    Trainer::new(gpu(), cfg.clone(), &corpus).unwrap().run(&full, |_| {}).unwrap();
-    Trainer::new(gpu(), cfg, &corpus).unwrap().run_until(&part, 5, |_| {}).unwrap();
+    Trainer::new(gpu(), cfg.clone(), &corpus).unwrap().run(&full, |_: &str| {}).unwrap();
+    Trainer::new(gpu(), cfg, &corpus).unwrap().run_until(&part, 5, |_: &str| {}).unwrap();
     let mut resumed = Trainer::resume(gpu(), &part, Some(&corpus), None).unwrap();
     assert_eq!(resumed.step, 5);
-    resumed.run(&part, |_| {}).unwrap();
+    resumed.run(&part, |_: &str| {}).unwrap();
     let (a, b) = (losses(&full), losses(&part));
     assert_eq!(a.len(), 12);
     assert_eq!(a, b, "losses of the resumed run differ from the uninterrupted run");
