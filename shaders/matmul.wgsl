@@ -27,15 +27,24 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> bias: array<st>;  // (N), matmul_forward only
 
 // Each invocation computes a 16 x 16 register tile of C: rows row0 .. row0 + 15 and columns
-// col0 + 16 t (t < 16), as 4 x 4 blocks of mat4x4f (column r of block (i, j) = row 4 i + r,
-// columns cols_j). A workgroup is (WG / 16) row lanes by 16 column lanes, so the invocations
-// that run side by side read neighbouring columns of B. On lavapipe (and any CPU backend) a
-// storage load costs several times a multiply-add, so the tile does 256 of those per 32 loads.
-// No shared memory, no barriers; each output is one sum in k order, whatever the grid, so
-// results are deterministic.
+// col0 + LANES_C t (t < 16), as 4 x 4 blocks of mat4x4f (column r of block (i, j) = row 4 i + r,
+// columns cols_j). A workgroup is WG / LANES_C row lanes by LANES_C column lanes, so the
+// invocations that run side by side read neighbouring columns of B. WG and LANES_C are set per
+// product by the Rust side, so narrow C (N = 65, 128) does not compute mostly padding (a fixed
+// 256-column tile computed 4x the lm_head's 65 columns).
+//
+// Why this shape: on lavapipe (Mesa 22.3 llvmpipe) every storage load, even one whose address is
+// the same for all lanes (only workgroup_id and uniforms), runs as a per-lane scalar loop, so the
+// loads per multiply-add set the speed: this tile does 256 of those per 32 loads. Measured and
+// dropped: tall tiles with A read at lane-uniform addresses (as slow per load, 2.5x slower
+// overall), 4 x 8 tiles (2.5x slower), vec4 loads through array<vec4> views (no gain), 32 x 16
+// tiles (minutes of llvmpipe compile time per pipeline for a small gain).
+//
+// No shared memory, no barriers; each output is one sum in k order, whatever the grid or the
+// tile shape, so results are deterministic and do not depend on how a product is split.
 const TM: u32 = 16u;
 const TN: u32 = 16u;
-const LANES_C: u32 = 16u;
+override LANES_C: u32 = 16u;
 
 fn tile_rows() -> u32 {
     return (WG / LANES_C) * TM;

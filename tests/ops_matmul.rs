@@ -37,8 +37,8 @@ fn cpu_backward_matches_finite_differences() {
     }
 }
 
-/// (M, K, N): single elements, K = 1, N = 1, and sizes that are not multiples of the 8-row tile or
-/// the 256-column workgroup.
+/// (M, K, N): single elements, K = 1, N = 1, and sizes that are not multiples of the 16 x 16
+/// invocation tile or of the workgroup tiles (N = 65 and 300 get 5 and 19 column lanes).
 const SHAPES: [(usize, usize, usize); 8] =
     [(1, 1, 1), (1, 5, 3), (9, 1, 300), (300, 2, 1), (7, 13, 5), (33, 70, 65), (17, 3, 257), (128, 96, 200)];
 
@@ -150,7 +150,8 @@ impl ShapeCheck {
 /// same kind of fold is forced here on small shapes, with spare groups at the end.
 #[test]
 fn kernels_accept_a_folded_grid() {
-    let big = Matmul::new(65536 * 64, 768, 100, true);
+    // Rows enough to fold whatever the tile: at most 1024 rows per workgroup.
+    let big = Matmul::new(65536 * 1024, 768, 100, true);
     let d = big.forward(TensorId(0), TensorId(0), TensorId(0), None);
     assert!(d.groups[1] > 1, "expected a 2-D grid, got {:?}", d.groups);
 
@@ -231,4 +232,34 @@ fn sharded_transposed_weight_matches_whole() {
     // dx sums the shards' partial products: one more rounding per extra shard.
     assert_within("sharded dx", &ran.get(dx), &gdx, &bound(&dx_b, n, 1));
     assert_within("sharded dw", &ran.get(dw), &gdw, &bound(&dw_b, m, 0));
+}
+
+/// The tile shape is picked per product (fewer row lanes for fewer rows, column lanes fitted to
+/// N), but each element is the same f32 sum in k order: a product split into row chunks, as the
+/// trainer splits large batches, gives the whole product's bits.
+#[test]
+fn row_chunks_match_whole_bit_for_bit() {
+    let (m, k, n) = (100, 16, 65);
+    let mut r = rng(92);
+    let x = f32_rounded(randn(&mut r, m * k, 1.0));
+    let w = f32_rounded(randn(&mut r, k * n, 1.0));
+    let bias = f32_rounded(randn(&mut r, n, 1.0));
+    let dout = f32_rounded(randn(&mut r, m * n, 1.0));
+    let mut kit = Kit::new();
+    let (xi, wi, bi, di) = (kit.input("x", &x), kit.input("w", &w), kit.input("bias", &bias), kit.input("dout", &dout));
+    let (out, dx) = (kit.output("out", m * n), kit.output("dx", m * k));
+    let (out_c, dx_c) = (kit.output("out_chunks", m * n), kit.output("dx_chunks", m * k));
+    let whole = Matmul::new(m, k, n, false);
+    kit.push([whole.forward(out, xi, wi, Some(bi)), whole.backward_dx(dx, false, di, wi)]);
+    // Chunks of 64 and 36 rows: 64 rows of x (16 floats) and of out (65 floats) start on
+    // 256-byte boundaries.
+    for (m0, mm) in [(0usize, 64usize), (64, m - 64)] {
+        let op = Matmul::new(mm, k, n, false);
+        let (xv, dv) = (kit.t.view(xi, m0 * k, mm * k), kit.t.view(di, m0 * n, mm * n));
+        let (ov, dxv) = (kit.t.view(out_c, m0 * n, mm * n), kit.t.view(dx_c, m0 * k, mm * k));
+        kit.push([op.forward(ov, xv, wi, Some(bi)), op.backward_dx(dxv, false, dv, wi)]);
+    }
+    let ran = kit.run();
+    assert!(ran.get_bits(out) == ran.get_bits(out_c), "forward: row chunks differ from the whole product");
+    assert!(ran.get_bits(dx) == ran.get_bits(dx_c), "dx: row chunks differ from the whole product");
 }

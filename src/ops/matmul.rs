@@ -4,10 +4,14 @@
 use super::{grid, Dispatch, Family, Uniform, WG};
 use crate::graph::TensorId;
 
-/// Rows of C one workgroup computes: WG / 16 invocations down, 16 rows each (`tile_rows()`).
-pub const TILE_ROWS: usize = WG as usize / 16 * 16;
-/// Columns of C one workgroup computes: 16 invocations across, 16 columns each (`tile_cols()`).
-pub const TILE_COLS: usize = 16 * 16;
+/// Rows and columns of C one invocation computes (a 16 x 16 register tile in the shader).
+pub const TILE: usize = 16;
+
+/// Most invocations per workgroup (the `WG` override is set per product, up to this).
+const MAX_WG: usize = WG as usize;
+
+/// Workgroups a product should have at least, where its rows allow (see `Product::dispatch`).
+const MIN_GROUPS: usize = 8;
 
 /// out (M, N) = x (M, K) @ W + bias (N). W is (K, N) (Hugging Face Conv1D layout), or with
 /// `trans_w` (N, K): the tied lm_head computes logits = x @ wte^T with wte (V, C).
@@ -42,11 +46,31 @@ struct Product {
 }
 
 impl Product {
+    /// Column lanes of a workgroup (`LANES_C` in the shader), 16 columns each: as few padded
+    /// columns of C as possible (N = 65 gets 5 lanes, 80 columns; N = 128 gets 8), the widest on a
+    /// tie.
+    fn col_lanes(&self) -> usize {
+        let padded = |lc: usize| self.cols.div_ceil(TILE * lc) * TILE * lc;
+        (1..=MAX_WG / 4).rev().min_by_key(|&lc| padded(lc)).unwrap()
+    }
+
+    /// The tile shape only changes which invocation computes an element, never its arithmetic
+    /// (one f32 sum in k order), so results do not depend on it.
     fn dispatch(&self, entry: &'static str, acc: bool) -> Dispatch {
         assert!(self.rows > 0 && self.cols > 0 && self.inner > 0, "{entry}: empty product");
-        let col_groups = self.cols.div_ceil(TILE_COLS);
-        let groups = col_groups as u64 * self.rows.div_ceil(TILE_ROWS) as u64;
+        let lc = self.col_lanes();
+        let col_groups = self.cols.div_ceil(TILE * lc);
+        // Row lanes: up to MAX_WG invocations, no more than the rows need, and fewer while that
+        // leaves under MIN_GROUPS workgroups (lavapipe runs one workgroup per CPU thread; a GPU
+        // wants many): a 128 x 128 dW would otherwise be one workgroup.
+        let mut lr = (MAX_WG / lc).min(self.rows.div_ceil(TILE)).max(1);
+        while lr > 1 && col_groups * self.rows.div_ceil(TILE * lr) < MIN_GROUPS {
+            lr = lr.div_ceil(2);
+        }
+        let groups = col_groups as u64 * self.rows.div_ceil(TILE * lr) as u64;
         Dispatch::new(Family::Matmul, entry)
+            .constant("WG", (lc * lr) as f64)
+            .constant("LANES_C", lc as f64)
             .uniform(
                 Uniform::new()
                     .u(self.rows)
