@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: deps run test check
+.PHONY: deps run test check bench
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -30,3 +30,14 @@ check:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo check --target wasm32-unknown-unknown --lib
+
+# The training benchmark of the README: tokens/s of the presets on this adapter, a few GPT-2 (124M)
+# steps, then nanoGPT's shakespeare-char configuration for 2000 steps on tinyshakespeare (final val
+# loss and wall time are its last lines). SHARED is the folder holding data/tinyshakespeare.txt.
+SHARED ?= ../shared
+bench: deps
+	cargo build --release
+	./target/release/wgpt bench --preset tiny --preset shakespeare-char --steps 5
+	./target/release/wgpt bench --preset gpt2 --set batch_size=1 --set block_size=128 --steps 2
+	./target/release/wgpt train --data $(SHARED)/data/tinyshakespeare.txt --preset shakespeare-char \
+		--out runs/bench-shakespeare-char-$$(date +%s)

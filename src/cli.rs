@@ -228,15 +228,14 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         };
         if !dir.join("trainer_state.json").exists() {
             return Err(Error::Other(format!(
-                "--resume: {} holds no complete checkpoint (trainer_state.json is missing)",
+                "--resume: {} holds no complete checkpoint (trainer_state.json is missing); delete it or pick another --out to start over",
                 dir.display()
             )));
         }
-        if data.is_some() {
-            return Err(Error::Other("--resume continues on the tokens its checkpoint records; drop --data".into()));
-        }
+        // Runs record their token shards; only a checkpoint from an older wgpt needs --data again.
+        let corpus = data.as_deref().map(|d| crate::train::trainer::load_corpus(Some(d))).transpose()?;
         let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-        let mut trainer = Trainer::resume(&gpu, &dir, None, steps)?;
+        let mut trainer = Trainer::resume(&gpu, &dir, corpus.as_ref(), steps)?;
         println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
         return trainer.run(&dir, Bar::new(trainer.cfg.steps, trainer.step));
     }
@@ -254,7 +253,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     }
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
     println!("adapter: {}", gpu.describe());
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Other(format!("--out {}: {e}", dir.display())))?;
+    new_dir(&dir, "pass --resume to continue it or pick another --out")?;
     // Until the trainer is built, a failure removes the run directory it made: no half-made run.
     let setup = || -> Result<Trainer> {
         let (tokenizer, shards) = match &input {
@@ -331,6 +330,25 @@ impl crate::train::trainer::Progress for Bar {
     }
 }
 
+/// Creates `--out` DIR, which must not exist, in one step (not checked, then made): two commands
+/// given the same directory cannot both take it and later remove each other's files.
+fn new_dir(dir: &Path, hint: &str) -> Result<()> {
+    let bad = |m: String| crate::Error::Other(format!("--out {}: {m}", dir.display()));
+    if dir.as_os_str().is_empty() {
+        return Err(bad("empty path; name a new directory".into()));
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| bad(e.to_string()))?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(bad(format!("the directory exists; {hint} (nothing was changed)")))
+        }
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
 fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
     use crate::data::dataset::Input;
     let input = Input::detect(Some(data))?;
@@ -338,13 +356,11 @@ fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
         return Err(crate::Error::Other(format!("--data {}: already token shards", data.display())));
     }
     let tok = crate::data::Tokenizer::load(tokenizer)?;
-    if out.exists() {
-        return Err(crate::Error::Other(format!(
-            "--out {}: exists; pick a new directory (nothing was changed)",
-            out.display()
-        )));
-    }
-    let made = input.tokenize(&tok, out).and_then(|files| tok.save(&out.join("tokenizer.json")).map(|_| files));
+    new_dir(out, "pick a new directory")?;
+    let made = input
+        .tokenize(&tok, out)
+        .map_err(|e| crate::Error::Other(format!("encoding with --tokenizer {}: {e}", tokenizer.display())))
+        .and_then(|files| tok.save(&out.join("tokenizer.json")).map(|_| files));
     match made {
         Ok(files) => {
             let n: usize = files.iter().map(|f| crate::data::shard::Shard::open(f).map_or(0, |s| s.len())).sum();

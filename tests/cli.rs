@@ -8,7 +8,13 @@ use std::process::Command;
 use common::shared;
 
 fn wgpt(args: &[&str]) -> (bool, String) {
+    wgpt_in(&std::env::temp_dir(), args)
+}
+
+/// Runs wgpt with `cwd` as the working directory.
+fn wgpt_in(cwd: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wgpt"))
+        .current_dir(cwd)
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()
@@ -125,5 +131,27 @@ fn checkpoints_of_another_model_or_corrupt_ones_are_refused() {
     // Not a run directory at all.
     let e = fails(&["sample", "--ckpt", s(&data)]);
     assert!(e.contains("not a run directory"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Shards named by a relative path train, and the run resumes from another working directory
+/// (the checkpoint records where they are).
+#[test]
+fn relative_shards_resume_from_anywhere() {
+    let dir = scratch("rel");
+    let text = std::fs::read_to_string(shared("data/tinyshakespeare.txt")).unwrap();
+    std::fs::write(dir.join("text.txt"), &text[..40_000]).unwrap();
+    let (ok, out) = wgpt_in(&dir, &["tokenizer", "train", "--data", "text.txt", "--vocab", "300", "--out", "tok.json"]);
+    assert!(ok, "{out}");
+    let (ok, out) =
+        wgpt_in(&dir, &["tokenizer", "encode", "--data", "text.txt", "--tokenizer", "tok.json", "--out", "shards"]);
+    assert!(ok, "{out}");
+    let (ok, out) =
+        wgpt_in(&dir, &["train", "--data", "shards", "--out", "run", "--steps", "2", "--set", "sample_tokens=4"]);
+    assert!(ok, "{out}");
+    let e = fails(&["train", "--out", s(&dir.join("run")), "--resume", "--data", s(&dir.join("text.txt"))]);
+    assert!(e.contains("drop --data"), "{e}");
+    let (ok, out) = wgpt(&["train", "--out", s(&dir.join("run")), "--resume", "--steps", "3"]);
+    assert!(ok && out.contains("resuming") && out.contains("3 steps in"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

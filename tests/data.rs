@@ -57,6 +57,28 @@ fn chunked_tokenization_into_several_shards_equals_the_whole_text() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Whitespace runs around newlines (CRLF, blank lines, a space before a newline, Unicode spaces)
+/// are where a careless cut changes GPT-2's pieces: a run at the end of a chunk keeps its last
+/// character. Cut into pieces of every small size, the ids must still equal the whole text's.
+#[test]
+fn chunk_cuts_never_change_bpe_pieces() {
+    let dir = scratch("cuts");
+    let unit = "a \nb\r\n\r\nc\n\n\nd x\n\u{3000}\u{3000}y z\n\u{a0} w  q\t\nr's 12 !? ok\r\nend. ";
+    let text = unit.repeat(40);
+    let tok = Tokenizer::bpe(&text, 330).unwrap();
+    let whole = tok.encode(&text).unwrap();
+    std::fs::write(dir.join("t.txt"), &text).unwrap();
+    let input = Input::detect(Some(&dir.join("t.txt"))).unwrap();
+    for chunk_bytes in [7, 16, 31, 64, 100] {
+        let out = dir.join(format!("c{chunk_bytes}"));
+        let files = input.tokenize_in(Pieces { chunk_bytes, shard_tokens: 1 << 20 }, &tok, &out).unwrap();
+        let set = TokenSet::open(&files, tok.vocab_size()).unwrap();
+        let back: Vec<u32> = (0..set.len()).map(|i| set.get(i)).collect();
+        assert!(back == whole, "pieces of {chunk_bytes} bytes change the ids");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn shards_need_their_tokenizer_and_its_vocabulary() {
     let dir = scratch("shards");

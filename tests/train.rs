@@ -61,6 +61,55 @@ fn save_then_load_gives_the_same_eval_loss() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// model.safetensors holds exactly GPT-2's tensors, under Hugging Face's names, in Conv1D's
+/// (in, out) layout (the list is written out here, not taken from the model code), and
+/// config.json carries the GPT2Config keys transformers reads.
+#[test]
+fn checkpoint_follows_the_gpt2_convention() {
+    let corpus = load_corpus(Some(&shakespeare())).unwrap();
+    let dir = std::env::temp_dir().join(format!("wgpt-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut t = Trainer::new(gpu(), config(2), &corpus).unwrap();
+    t.run(&dir, |_: &str| {}).unwrap();
+    let (v, p, c) = (65usize, 16usize, 32usize);
+    let mut want: Vec<(String, Vec<usize>)> =
+        vec![("transformer.wte.weight".into(), vec![v, c]), ("transformer.wpe.weight".into(), vec![p, c])];
+    for l in 0..2 {
+        for (name, shape) in [
+            ("ln_1.weight", vec![c]),
+            ("ln_1.bias", vec![c]),
+            ("attn.c_attn.weight", vec![c, 3 * c]),
+            ("attn.c_attn.bias", vec![3 * c]),
+            ("attn.c_proj.weight", vec![c, c]),
+            ("attn.c_proj.bias", vec![c]),
+            ("ln_2.weight", vec![c]),
+            ("ln_2.bias", vec![c]),
+            ("mlp.c_fc.weight", vec![c, 4 * c]),
+            ("mlp.c_fc.bias", vec![4 * c]),
+            ("mlp.c_proj.weight", vec![4 * c, c]),
+            ("mlp.c_proj.bias", vec![c]),
+        ] {
+            want.push((format!("transformer.h.{l}.{name}"), shape));
+        }
+    }
+    want.push(("transformer.ln_f.weight".into(), vec![c]));
+    want.push(("transformer.ln_f.bias".into(), vec![c]));
+    want.sort();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut got: Vec<(String, Vec<usize>)> = st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec())).collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(st.tensors().iter().all(|(_, v)| v.dtype() == safetensors::Dtype::F32));
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model_type"], "gpt2");
+    assert_eq!(cfg["architectures"][0], "GPT2LMHeadModel");
+    for (key, value) in [("vocab_size", v), ("n_positions", p), ("n_embd", c), ("n_layer", 2), ("n_head", 2)] {
+        assert_eq!(cfg[key].as_u64(), Some(value as u64), "config.json {key}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A run stopped at step k and resumed from its checkpoint produces the same losses, bit for bit,
 /// as the uninterrupted run.
 #[test]

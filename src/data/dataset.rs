@@ -140,9 +140,16 @@ impl Input {
                 let n = read_full(&mut file, &mut buf[have..]).map_err(|e| bad(e.to_string()))?;
                 buf.truncate(have + n);
                 eof = n < chunk_bytes;
-                let cut = if eof { buf.len() } else { cut_point(&buf) };
+                // Only the new bytes can hold a cut point: the older ones were searched already.
+                let mut cut = if eof { buf.len() } else { cut_point(&buf, have.saturating_sub(2)) };
+                if cut == 0 && buf.len() >= 8 * chunk_bytes {
+                    // Text without ASCII spaces or newlines (or one endless word): cut at a
+                    // character boundary so memory stays bounded; the ids there may differ from
+                    // the whole text's.
+                    cut = (1..buf.len()).rev().find(|&i| (buf[i] as i8) >= -0x40).unwrap_or(buf.len());
+                }
                 if cut == 0 {
-                    continue; // one line longer than a chunk: read more before cutting
+                    continue; // no safe cut yet: read more before cutting
                 }
                 let piece = std::str::from_utf8(&buf[..cut])
                     .map_err(|_| bad("not UTF-8 text (binary?); pass a text file".into()))?;
@@ -246,10 +253,22 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
     Ok(n)
 }
 
-/// Bytes up to and including the last '\n' that a non-space character follows (0 if none). A
-/// newline before a non-space is where GPT-2's pre-tokenizer always splits, whatever comes after.
-fn cut_point(buf: &[u8]) -> usize {
-    (1..buf.len()).rev().find(|&i| buf[i - 1] == b'\n' && !buf[i].is_ascii_whitespace()).unwrap_or(0)
+/// The last position at or after `from` where the text can be cut so that GPT-2's pre-tokenizer
+/// gives the same pieces on both sides as on the whole text (0 if none): after a '\n', or before a
+/// ' ', that sits alone between two printable ASCII characters. Such a newline is always a piece
+/// of its own and such a space always starts one (` ?\p{L}+` and its siblings take it), and the
+/// piece before the cut ends in a printable character, so the end-of-text look-ahead of
+/// `\s+(?!\S)` never sees it. A newline inside a longer whitespace run is not safe: at the end
+/// of a chunk the run would keep its last character.
+pub fn cut_point(buf: &[u8], from: usize) -> usize {
+    let graphic = |b: u8| (0x21..=0x7e).contains(&b);
+    (from.max(2)..buf.len().saturating_sub(1))
+        .rev()
+        .find(|&i| {
+            (buf[i - 1] == b'\n' && graphic(buf[i - 2]) && graphic(buf[i]))
+                || (buf[i] == b' ' && graphic(buf[i - 1]) && graphic(buf[i + 1]))
+        })
+        .unwrap_or(0)
 }
 
 /// The text `--data` names (or the built-in stories) in memory.

@@ -158,7 +158,7 @@ impl Shard {
         if width < id_width(vocab) {
             return Err(bad(format!("{width}-byte ids cannot hold a vocabulary of {vocab} tokens: corrupt header")));
         }
-        if map.len() != HEADER + len * width {
+        if len.checked_mul(width).and_then(|b| b.checked_add(HEADER)) != Some(map.len()) {
             return Err(bad(format!(
                 "{} bytes, header says {} tokens of {width} bytes: truncated or corrupt",
                 map.len(),

@@ -224,9 +224,16 @@ impl Trainer {
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
         let extra = json!({"train": self.cfg.to_json(), "step": self.step});
         checkpoint::save_json(&dir.join("config.json"), &checkpoint::hf_config(&self.model, extra))?;
-        // Shards inside the run directory are recorded relative to it, so the run can be moved.
-        let shards: Vec<String> =
-            self.shards.iter().map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string()).collect();
+        // Shards inside the run directory are recorded relative to it, so the run can be moved;
+        // others absolute, so a resume from another working directory finds them.
+        let shards: Vec<String> = self
+            .shards
+            .iter()
+            .map(|p| match p.strip_prefix(dir) {
+                Ok(inside) => inside.display().to_string(),
+                Err(_) => std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string(),
+            })
+            .collect();
         let state = json!({"step": self.step, "adamw_t": self.ts.t, "rng": self.rng.0.to_string(), "shards": shards});
         checkpoint::save_json(&dir.join("trainer_state.json"), &state)
     }
@@ -249,11 +256,26 @@ impl Trainer {
             .map(|v| v.iter().filter_map(|s| s.as_str()).map(|s| dir.join(s)).collect())
             .unwrap_or_default();
         let tokens = match (shards.is_empty(), corpus) {
-            (false, _) => TokenSet::open(&shards, tokenizer.vocab_size())?,
+            (false, None) => {
+                if let Some(gone) = shards.iter().find(|p| !p.is_file()) {
+                    return Err(Error::Other(format!(
+                        "{}: the checkpoint trains on token shard {}, which is gone; put it back to resume",
+                        dir.display(),
+                        gone.display()
+                    )));
+                }
+                TokenSet::open(&shards, tokenizer.vocab_size())?
+            }
+            (false, Some(_)) => {
+                return Err(Error::Other(format!(
+                    "{}: the run continues on the token shards its checkpoint records; drop --data",
+                    dir.display()
+                )))
+            }
             (true, Some(c)) => TokenSet::Memory(tokenizer.encode(&c.text)?),
             (true, None) => {
                 return Err(Error::Other(format!(
-                    "{}: the checkpoint records no token shards to resume on",
+                    "{}: the checkpoint records no token shards (an older wgpt made it); pass its --data again",
                     dir.display()
                 )))
             }
