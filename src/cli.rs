@@ -50,6 +50,13 @@ pub enum Command {
         /// Also time every dispatch alone and print the total per entry point, slowest first.
         #[arg(long)]
         profile: bool,
+        /// Print one JSON object per preset (peak_bytes, bytes by class, step_ms, tokens_per_s).
+        #[arg(long)]
+        json: bool,
+        /// Only plan the step's memory (nothing is allocated or run): for models too large to
+        /// step on this adapter. Uses the adapter's binding limits, or WebGPU's defaults without one.
+        #[arg(long)]
+        plan_only: bool,
     },
     /// Tokenizer tools.
     Tokenizer {
@@ -146,7 +153,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info => info(backend),
         Command::Train(args) => train(backend, args),
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
-        Command::Bench { preset, steps, set, profile } => bench(backend, &preset, steps, &set, profile),
+        Command::Bench { preset, steps, set, profile, json, plan_only } => {
+            bench(backend, &preset, steps, &set, BenchMode { profile, json, plan_only })
+        }
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
             let input = crate::data::dataset::Input::detect(Some(&data))?;
             let tok = input.train_tokenizer("bpe", vocab)?;
@@ -294,6 +303,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         trainer.val.len(),
         trainer.ts.step.len()
     );
+    println!("{}", trainer.ts.step.plan.summary());
     println!("run directory: {}", dir.display());
     trainer.run(&dir, Bar::new(trainer.cfg.steps, 0))
 }
@@ -433,7 +443,14 @@ fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) ->
     Ok(())
 }
 
-fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String], profile: bool) -> Result<()> {
+/// How `wgpt bench` runs and prints.
+struct BenchMode {
+    profile: bool,
+    json: bool,
+    plan_only: bool,
+}
+
+fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String], mode: BenchMode) -> Result<()> {
     use crate::train::config::RunConfig;
     let presets: Vec<String> =
         if presets.is_empty() { vec!["tiny".into(), "shakespeare-char".into()] } else { presets.to_vec() };
@@ -443,22 +460,38 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
         for kv in set {
             cfg.set(kv)?;
         }
+        cfg.validate()?;
         cfgs.push(cfg);
     }
-    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-    println!("adapter: {}", gpu.describe());
+    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend));
+    let (gpu, adapter) = match gpu {
+        Ok(g) => {
+            let name = g.describe();
+            (Some(g), name)
+        }
+        // Planning needs only the limits; WebGPU's defaults stand in for an absent adapter.
+        Err(_) if mode.plan_only => (None, "none (WebGPU default limits)".to_string()),
+        Err(e) => return Err(e),
+    };
+    if !mode.json {
+        println!("adapter: {adapter}");
+    }
     for cfg in &cfgs {
-        let r = crate::train::bench::bench(&gpu, cfg, steps, profile)?;
-        println!(
-            "{:<18} B={:<3} T={:<5} {:5} dispatches  {} planned  {:10.1} ms/step  {:10.0} tokens/s",
-            r.preset,
-            r.batch,
-            r.seq,
-            r.dispatches,
-            crate::error::Bytes(r.bytes),
-            r.ms_per_step,
-            r.tokens_per_s
-        );
+        let r = match &gpu {
+            Some(g) if !mode.plan_only => crate::train::bench::bench(g, cfg, steps, mode.profile)?,
+            Some(g) => crate::train::bench::plan_only(cfg, g.max_binding(), g.align())?,
+            None => crate::train::bench::plan_only(cfg, 128 << 20, 256)?,
+        };
+        if mode.json {
+            println!("{}", r.to_json(&adapter));
+            continue;
+        }
+        let timing = match (r.ms_per_step, r.tokens_per_s) {
+            (Some(ms), Some(tps)) => format!("{ms:10.1} ms/step  {tps:10.0} tokens/s"),
+            _ => "(plan only)".into(),
+        };
+        println!("{:<18} B={:<3} T={:<5} {:5} dispatches  {timing}", r.preset, r.batch, r.seq, r.dispatches);
+        println!("    {}", r.plan.summary());
         for (entry, n, ms) in &r.profile {
             println!("    {entry:<36} {n:4} x  {ms:9.2} ms");
         }

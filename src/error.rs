@@ -27,21 +27,26 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A byte count printed in a human unit next to the exact number.
+/// A byte count printed in a human unit next to the exact number (`{:#}`: the unit alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Bytes(pub u64);
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0 as f64;
-        if b >= (1u64 << 30) as f64 {
-            write!(f, "{:.2} GiB ({} bytes)", b / (1u64 << 30) as f64, self.0)
+        let (value, unit) = if b >= (1u64 << 30) as f64 {
+            (format!("{:.2}", b / (1u64 << 30) as f64), "GiB")
         } else if b >= (1u64 << 20) as f64 {
-            write!(f, "{:.2} MiB ({} bytes)", b / (1u64 << 20) as f64, self.0)
+            (format!("{:.2}", b / (1u64 << 20) as f64), "MiB")
         } else if b >= 1024.0 {
-            write!(f, "{:.1} KiB ({} bytes)", b / 1024.0, self.0)
+            (format!("{:.1}", b / 1024.0), "KiB")
         } else {
-            write!(f, "{} bytes", self.0)
+            return write!(f, "{} bytes", self.0);
+        };
+        if f.alternate() {
+            write!(f, "{value} {unit}")
+        } else {
+            write!(f, "{value} {unit} ({} bytes)", self.0)
         }
     }
 }

@@ -155,3 +155,26 @@ fn relative_shards_resume_from_anywhere() {
     assert!(ok && out.contains("resuming") && out.contains("3 steps in"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `wgpt bench --json`: one object per preset; `--plan-only` plans GPT-2 (124M) without running
+/// it, and its parameter bytes are GPT-2's 124,439,808 parameters in f32.
+#[test]
+fn bench_prints_json_and_plans_gpt2_without_running_it() {
+    let (ok, out) = wgpt(&["bench", "--preset", "gpt2", "--plan-only", "--json", "--set", "batch_size=4"]);
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with('{')).expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let bytes = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {line}"));
+    assert_eq!(bytes("param_bytes"), 4 * 124_439_808);
+    assert_eq!(bytes("grad_bytes"), bytes("param_bytes"));
+    assert_eq!(bytes("optimizer_bytes"), 2 * bytes("param_bytes"));
+    assert!(bytes("activation_bytes") > 0);
+    assert!(bytes("peak_bytes") >= 4 * bytes("param_bytes") + bytes("activation_bytes"));
+    assert!(v["step_ms"].is_null() && v["tokens_per_s"].is_null(), "{line}");
+    assert_eq!((v["batch_size"].as_u64(), v["block_size"].as_u64()), (Some(4), Some(1024)));
+
+    let (ok, out) = wgpt(&["bench", "--preset", "tiny", "--steps", "1", "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert!(v["step_ms"].as_f64().unwrap() > 0.0 && v["tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
+}

@@ -150,6 +150,17 @@ impl MemoryPlan {
         self.arenas.iter().map(|a| a.size).sum()
     }
 
+    /// Bytes of one class (0 when it has none).
+    pub fn class_bytes(&self, c: Class) -> u64 {
+        self.by_class.get(&c).copied().unwrap_or(0)
+    }
+
+    /// One line: the total and its split by class, as a run prints it at the start.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self.by_class.iter().map(|(c, b)| format!("{} {:#}", c.name(), Bytes(*b))).collect();
+        format!("memory plan: {:#} in all ({})", Bytes(self.total()), parts.join(", "))
+    }
+
     pub fn report(&self, tensors: &Tensors) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "memory plan:");

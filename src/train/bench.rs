@@ -10,6 +10,8 @@ use super::trainer::init_params;
 use crate::data::batches::Rng;
 use crate::error::Result;
 use crate::gpu::{Gpu, PipelineCache};
+use crate::graph::memplan::{plan, MemoryPlan};
+use crate::graph::Class;
 use crate::model::GptConfig;
 
 #[derive(Debug, Clone)]
@@ -18,9 +20,10 @@ pub struct BenchResult {
     pub batch: usize,
     pub seq: usize,
     pub dispatches: usize,
-    pub bytes: u64,
-    pub ms_per_step: f64,
-    pub tokens_per_s: f64,
+    pub plan: MemoryPlan,
+    /// None with `plan_only`: nothing was run.
+    pub ms_per_step: Option<f64>,
+    pub tokens_per_s: Option<f64>,
     /// With `profile`: (entry point, dispatches, total ms when each is run and waited on alone),
     /// slowest first. Sums exceed ms_per_step by the per-submit overhead.
     pub profile: Vec<(String, usize, f64)>,
@@ -35,15 +38,58 @@ pub fn preset_vocab(cfg: &RunConfig) -> usize {
     }
 }
 
-/// Times `steps` training steps after one warm-up step.
-pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<BenchResult> {
-    let model = GptConfig {
+fn model(cfg: &RunConfig) -> GptConfig {
+    GptConfig {
         vocab_size: preset_vocab(cfg),
         block_size: cfg.block_size,
         n_layer: cfg.n_layer,
         n_head: cfg.n_head,
         n_embd: cfg.n_embd,
-    };
+    }
+}
+
+/// The memory plan of a preset's training step, without allocating or running anything (for
+/// models too large to step on this adapter). `max_binding` and `align` are the adapter's limits.
+pub fn plan_only(cfg: &RunConfig, max_binding: u64, align: u64) -> Result<BenchResult> {
+    let sc = StepConfig::new(model(cfg), cfg.batch_size);
+    let (program, _) = TrainStep::program(sc, max_binding)?;
+    Ok(BenchResult {
+        preset: cfg.preset.clone(),
+        batch: cfg.batch_size,
+        seq: cfg.block_size,
+        dispatches: program.dispatches.len(),
+        plan: plan(&program.tensors, &program.dispatches, align),
+        ms_per_step: None,
+        tokens_per_s: None,
+        profile: Vec::new(),
+    })
+}
+
+impl BenchResult {
+    /// One JSON object: sizes in bytes (peak = the whole plan), times when measured.
+    pub fn to_json(&self, adapter: &str) -> serde_json::Value {
+        let p = &self.plan;
+        serde_json::json!({
+            "preset": self.preset,
+            "adapter": adapter,
+            "batch_size": self.batch,
+            "block_size": self.seq,
+            "dispatches": self.dispatches,
+            "peak_bytes": p.total(),
+            "param_bytes": p.class_bytes(Class::Param),
+            "grad_bytes": p.class_bytes(Class::Grad),
+            "optimizer_bytes": p.class_bytes(Class::Optim),
+            "activation_bytes": p.class_bytes(Class::Activation),
+            "scratch_bytes": p.class_bytes(Class::Scratch),
+            "step_ms": self.ms_per_step,
+            "tokens_per_s": self.tokens_per_s,
+        })
+    }
+}
+
+/// Times `steps` training steps after one warm-up step.
+pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<BenchResult> {
+    let model = model(cfg);
     let mut ts =
         pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::new(model, cfg.batch_size)))?;
     let params = init_params(&model, cfg.seed);
@@ -86,9 +132,9 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<
         batch: cfg.batch_size,
         seq: cfg.block_size,
         dispatches: ts.step.len(),
-        bytes: ts.step.plan.total(),
-        ms_per_step: secs * 1e3,
-        tokens_per_s: n as f64 / secs,
+        plan: ts.step.plan.clone(),
+        ms_per_step: Some(secs * 1e3),
+        tokens_per_s: Some(n as f64 / secs),
         profile: by_entry,
     })
 }
