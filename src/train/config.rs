@@ -17,6 +17,9 @@ pub struct RunConfig {
     pub min_lr: f64,
     pub warmup_steps: u64,
     pub weight_decay: f64,
+    /// AdamW's moment decays (0.9 and 0.95, as GPT-3 and llm.c; nanoGPT's small runs use 0.99).
+    pub beta1: f64,
+    pub beta2: f64,
     pub grad_clip: f64,
     pub eval_every: u64,
     pub eval_batches: usize,
@@ -51,6 +54,8 @@ impl RunConfig {
             min_lr: 3e-4,
             warmup_steps: 20,
             weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
             grad_clip: 1.0,
             eval_every: 100,
             eval_batches: 8,
@@ -123,9 +128,13 @@ impl RunConfig {
     }
 
     /// Applies one `key=value` override and checks the result.
+    /// Applies one `key=value`; on any error the configuration is left as it was.
     pub fn set(&mut self, kv: &str) -> Result<()> {
-        self.apply(kv)?;
-        self.validate()
+        let mut next = self.clone();
+        next.apply(kv)?;
+        next.validate()?;
+        *self = next;
+        Ok(())
     }
 
     fn apply(&mut self, kv: &str) -> Result<()> {
@@ -148,6 +157,8 @@ impl RunConfig {
             "min_lr" => num!(min_lr, "a number"),
             "warmup_steps" => num!(warmup_steps, "a non-negative integer"),
             "weight_decay" => num!(weight_decay, "a number"),
+            "beta1" => num!(beta1, "a number in [0, 1)"),
+            "beta2" => num!(beta2, "a number in [0, 1)"),
             "grad_clip" => num!(grad_clip, "a number"),
             "eval_every" => num!(eval_every, "a non-negative integer"),
             "eval_batches" => num!(eval_batches, "a positive integer"),
@@ -202,6 +213,9 @@ impl RunConfig {
         }
         if !(self.lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
             return bad("need lr > 0 and 0 <= min_lr <= lr");
+        }
+        if !((0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2)) {
+            return bad("beta1 and beta2 must be in [0, 1)");
         }
         if self.grad_clip < 0.0 || self.grad_clip.is_nan() {
             return bad("grad_clip must be >= 0 (0 turns clipping off)");
@@ -265,10 +279,11 @@ impl RunConfig {
             "preset": self.preset, "n_layer": self.n_layer, "n_head": self.n_head, "n_embd": self.n_embd,
             "block_size": self.block_size, "batch_size": self.batch_size, "steps": self.steps, "lr": self.lr,
             "min_lr": self.min_lr, "warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay,
-            "grad_clip": self.grad_clip, "eval_every": self.eval_every, "eval_batches": self.eval_batches,
-            "sample_every": self.sample_every, "sample_tokens": self.sample_tokens, "temperature": self.temperature,
-            "top_k": self.top_k, "seed": self.seed, "val_fraction": self.val_fraction, "tokenizer": self.tokenizer,
-            "vocab_size": self.vocab_size, "log_every": self.log_every, "grad_accum": self.grad_accum,
+            "beta1": self.beta1, "beta2": self.beta2, "grad_clip": self.grad_clip, "eval_every": self.eval_every,
+            "eval_batches": self.eval_batches, "sample_every": self.sample_every, "sample_tokens": self.sample_tokens,
+            "temperature": self.temperature, "top_k": self.top_k, "seed": self.seed, "val_fraction": self.val_fraction,
+            "tokenizer": self.tokenizer, "vocab_size": self.vocab_size, "log_every": self.log_every,
+            "grad_accum": self.grad_accum,
         })
     }
 }
@@ -284,6 +299,10 @@ mod tests {
         assert_eq!(cfg.lr, 2e-3);
         assert!(cfg.set("learning_rate=1").unwrap_err().to_string().contains("unknown key"));
         assert!(cfg.set("steps=many").unwrap_err().to_string().contains("expected"));
+        cfg.set("beta2=0.99").unwrap();
+        assert_eq!(cfg.beta2, 0.99);
+        assert!(cfg.set("beta1=1.5").unwrap_err().to_string().contains("beta1"));
+        assert_eq!(cfg.beta1, 0.9, "a rejected setting leaves the configuration unchanged");
         cfg.set("batch_tokens=1536").unwrap();
         assert_eq!(cfg.grad_accum, 2, "1536 tokens = 2 micro-batches of 12 x 64");
 

@@ -86,7 +86,12 @@ impl Trainer {
             n_embd: cfg.n_embd,
         };
         let mut sc = StepConfig::new(model, cfg.batch_size);
-        sc.adamw = AdamW { weight_decay: cfg.weight_decay as f32, ..AdamW::default() };
+        sc.adamw = AdamW {
+            weight_decay: cfg.weight_decay as f32,
+            beta1: cfg.beta1 as f32,
+            beta2: cfg.beta2 as f32,
+            ..AdamW::default()
+        };
         // grad_clip = 0 turns clipping off, as in nanoGPT: the clip factor min(1, inf) is 1.
         sc.max_grad_norm = if cfg.grad_clip > 0.0 { cfg.grad_clip as f32 } else { f32::INFINITY };
         sc.grad_accum = cfg.grad_accum;
