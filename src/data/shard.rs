@@ -30,7 +30,9 @@ pub fn id_width(vocab_size: usize) -> usize {
 /// temporary file; `finish` fills in the count and renames it to the shard's name, so a reader
 /// never sees a partial shard.
 pub struct ShardWriter {
-    file: std::io::BufWriter<std::fs::File>,
+    /// None once dropped: the file is closed before its temporary name is removed (Windows
+    /// cannot remove an open file).
+    file: Option<std::io::BufWriter<std::fs::File>>,
     tmp: std::path::PathBuf,
     path: std::path::PathBuf,
     width: usize,
@@ -43,6 +45,7 @@ impl Drop for ShardWriter {
     // An abandoned shard (an error while tokenizing) leaves no temporary file behind.
     fn drop(&mut self) {
         if !self.done {
+            drop(self.file.take());
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
@@ -56,7 +59,7 @@ impl ShardWriter {
         let tmp = crate::util::temp_path(path);
         let file = std::fs::File::create(&tmp).map_err(|e| Error::Other(format!("writing {}: {e}", path.display())))?;
         let mut w = ShardWriter {
-            file: std::io::BufWriter::new(file),
+            file: Some(std::io::BufWriter::new(file)),
             tmp,
             path: path.to_path_buf(),
             width: id_width(vocab_size),
@@ -70,7 +73,11 @@ impl ShardWriter {
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
-        self.file.write_all(bytes).map_err(|e| Error::Other(format!("writing {}: {e}", self.path.display())))
+        self.file
+            .as_mut()
+            .expect("an open shard")
+            .write_all(bytes)
+            .map_err(|e| Error::Other(format!("writing {}: {e}", self.path.display())))
     }
 
     pub fn len(&self) -> u64 {
@@ -110,11 +117,13 @@ impl ShardWriter {
         header.extend_from_slice(&(self.width as u32).to_le_bytes());
         header.extend_from_slice(&self.count.to_le_bytes());
         header.extend_from_slice(&(self.vocab_size as u64).to_le_bytes());
-        self.file.flush().map_err(io)?;
-        let f = self.file.get_mut();
+        let file = self.file.as_mut().expect("an open shard");
+        file.flush().map_err(io)?;
+        let f = file.get_mut();
         f.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
         f.write_all(&header).map_err(io)?;
         f.sync_all().map_err(io)?;
+        drop(self.file.take());
         std::fs::rename(&self.tmp, &self.path).map_err(io)?;
         self.done = true;
         Ok(())
