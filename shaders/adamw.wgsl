@@ -53,9 +53,8 @@ fn adamw_update(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
 @compute @workgroup_size(WG)
 fn adamw_update4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     let k = step_scalars();
-    let g = wid.y * nwg.x + wid.x;
     for (var j = 0u; j < 4u; j++) {
-        let i = (g * 4u + j) * WG + lid.x;
+        let i = vec4_index(wid, nwg, lid, j);
         if (i < p.n) {
             let r = adamw(k, param4[i], vec4f(grad4[i]), m4[i], v4[i]);
             m4[i] = r[1];

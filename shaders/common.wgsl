@@ -12,3 +12,9 @@ fn flat_index(wid: vec3u, nwg: vec3u, lid: vec3u) -> u32 {
 fn accumulate(old: f32, v: f32, acc: u32) -> f32 {
     return select(v, old + v, acc != 0u);
 }
+
+// vec4 kernels: each invocation takes 4 vec4s (j < 4) at a stride of WG, so side-by-side
+// invocations touch neighbouring vec4s (coalesced on GPUs).
+fn vec4_index(wid: vec3u, nwg: vec3u, lid: vec3u, j: u32) -> u32 {
+    return ((wid.y * nwg.x + wid.x) * 4u + j) * WG + lid.x;
+}

@@ -57,9 +57,8 @@ fn gelu_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 
 @compute @workgroup_size(WG)
 fn gelu_forward4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    let g = wid.y * nwg.x + wid.x;
     for (var j = 0u; j < 4u; j++) {
-        let i = (g * 4u + j) * WG + lid.x;
+        let i = vec4_index(wid, nwg, lid, j);
         if (i < p.n) {
             out4[i] = vec4<st>(fwd(vec4f(x4[i])));
         }
@@ -68,9 +67,8 @@ fn gelu_forward4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 
 @compute @workgroup_size(WG)
 fn gelu_backward4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    let g = wid.y * nwg.x + wid.x;
     for (var j = 0u; j < 4u; j++) {
-        let i = (g * 4u + j) * WG + lid.x;
+        let i = vec4_index(wid, nwg, lid, j);
         if (i < p.n) {
             let d = bwd(vec4f(x4[i]), vec4f(dout4[i]));
             let old = vec4f(dx4[i]);

@@ -41,9 +41,8 @@ fn residual_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
 // consecutive vec4s (coalesced on GPUs).
 @compute @workgroup_size(WG)
 fn residual_forward4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    let g = wid.y * nwg.x + wid.x;
     for (var j = 0u; j < 4u; j++) {
-        let i = (g * 4u + j) * WG + lid.x;
+        let i = vec4_index(wid, nwg, lid, j);
         if (i < p.n) {
             out4[i] = vec4<st>(vec4f(a4[i]) + vec4f(b4[i]));
         }
@@ -52,9 +51,8 @@ fn residual_forward4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
 
 @compute @workgroup_size(WG)
 fn residual_backward4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    let g = wid.y * nwg.x + wid.x;
     for (var j = 0u; j < 4u; j++) {
-        let i = (g * 4u + j) * WG + lid.x;
+        let i = vec4_index(wid, nwg, lid, j);
         if (i < p.n) {
             let v = vec4f(dout4[i]);
             // A select, not a multiply, as in accumulate().
