@@ -87,16 +87,21 @@ fn sumsq_partial(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     if (lid.x == 0u && g < p.cols) { partial[p.out_index + g] = total; }
 }
 
-// One workgroup sums partial[0 .. cols] in a fixed order. mode 0: out[out_index] = sum * scale.
+// The sum of partial[0 .. cols] in a fixed order, returned to lane 0.
+fn partial_sum(l: u32) -> f32 {
+    var s = 0.0;
+    for (var i = l; i < p.cols; i += RWG) {
+        s += partial[i];
+    }
+    return tree_sum(l, s);
+}
+
+// One workgroup sums partial[0 .. cols]. mode 0: out[out_index] = sum * scale.
 // mode 1: out[out_index] = sqrt(sum) (the gradient norm) and out[out_index + 1] = the clip factor
 // min(1, scale / (norm + 1e-6)), as torch.nn.utils.clip_grad_norm_ computes it.
 @compute @workgroup_size(RWG)
 fn reduce_final(@builtin(local_invocation_id) lid: vec3u) {
-    var s = 0.0;
-    for (var i = lid.x; i < p.cols; i += RWG) {
-        s += partial[i];
-    }
-    let total = tree_sum(lid.x, s);
+    let total = partial_sum(lid.x);
     if (lid.x == 0u) {
         if (p.mode == 0u) {
             out[p.out_index] = total * p.scale;
@@ -105,5 +110,23 @@ fn reduce_final(@builtin(local_invocation_id) lid: vec3u) {
             out[p.out_index] = norm;
             out[p.out_index + 1u] = min(1.0, p.scale / (norm + 1e-6));
         }
+    }
+}
+
+@group(0) @binding(5) var<storage, read_write> hyper: array<f32>;  // [.., .., .., loss scale]
+
+// The training step's gradient norm. The gradients carry the loss scale hyper[3], so the norm is
+// sqrt(sum) / hyper[3]. out[out_index ..] = norm, clip factor, skip flag: 1 when the sum is inf or
+// NaN (an f16 gradient overflowed, or training diverged), and AdamW then leaves every parameter and
+// moment as it was. The test is on the bits: shader compilers may assume floats are finite.
+@compute @workgroup_size(RWG)
+fn norm_final(@builtin(local_invocation_id) lid: vec3u) {
+    let total = partial_sum(lid.x);
+    if (lid.x == 0u) {
+        let finite = (bitcast<u32>(total) & 0x7f800000u) != 0x7f800000u;
+        let norm = sqrt(total) / hyper[3];
+        out[p.out_index] = norm;
+        out[p.out_index + 1u] = select(0.0, min(1.0, p.scale / (norm + 1e-6)), finite);
+        out[p.out_index + 2u] = select(1.0, 0.0, finite);
     }
 }

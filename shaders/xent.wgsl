@@ -32,13 +32,29 @@ fn xent_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
     losses[r] = l - f32(logits[base + targets[r]]);
 }
 
+// dlogits_i = (softmax_i - onehot_i) * scale, in f32 until the store.
+fn dlogit(i: u32, scale: f32) -> st {
+    let r = i / p.V;
+    let prob = exp(f32(logits[i]) - lse[r]);
+    return st((prob - select(0.0, 1.0, i % p.V == targets[r])) * scale);
+}
+
 // One invocation per logit. `scale` is dLoss/dloss_row (1/rows for the mean loss).
 @compute @workgroup_size(WG)
 fn xent_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     let i = flat_index(wid, nwg, lid);
     if (i >= p.rows * p.V) { return; }
-    let r = i / p.V;
-    let v = i % p.V;
-    let prob = exp(f32(logits[i]) - lse[r]);
-    logits[i] = st((prob - select(0.0, 1.0, v == targets[r])) * p.scale);
+    logits[i] = dlogit(i, p.scale);
+}
+
+// The training step's variant: the scale also carries the loss scale hyper[3], which the host
+// changes between steps (dynamic loss scaling keeps small f16 gradients from flushing to zero).
+@group(0) @binding(5) var<storage, read_write> hyper: array<f32>;  // [lr, 1 − beta1^t, 1 − beta2^t, loss scale]
+
+@compute @workgroup_size(WG)
+fn xent_backward_scaled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    let loss_scale = hyper[3];
+    let i = flat_index(wid, nwg, lid);
+    if (i >= p.rows * p.V) { return; }
+    logits[i] = dlogit(i, p.scale * loss_scale);
 }

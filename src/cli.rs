@@ -57,6 +57,9 @@ pub enum Command {
         /// step on this adapter. Uses the adapter's binding limits, or WebGPU's defaults without one.
         #[arg(long)]
         plan_only: bool,
+        /// f32 or f16 storage (same as --set precision=...).
+        #[arg(long)]
+        precision: Option<String>,
     },
     /// Tokenizer tools.
     Tokenizer {
@@ -116,6 +119,10 @@ pub struct TrainArgs {
     /// shards it recorded (--steps may raise the total).
     #[arg(long)]
     resume: bool,
+    /// Storage of activations and gradients: f32, or f16 with f32 master weights and dynamic loss
+    /// scaling (falls back to f32 on adapters without shader-f16). Same as --set precision=...
+    #[arg(long)]
+    precision: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,7 +160,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info => info(backend),
         Command::Train(args) => train(backend, args),
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
-        Command::Bench { preset, steps, set, profile, json, plan_only } => {
+        Command::Bench { preset, steps, set, profile, json, plan_only, precision } => {
+            let set: Vec<String> = precision.iter().map(|p| format!("precision={p}")).chain(set).collect();
             bench(backend, &preset, steps, &set, BenchMode { profile, json, plan_only })
         }
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
@@ -213,7 +221,7 @@ fn info(backend: BackendChoice) -> Result<()> {
 }
 
 fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
-    let TrainArgs { data, preset, steps, set, config, out, resume } = args;
+    let TrainArgs { data, preset, steps, set, config, out, resume, precision } = args;
     let (preset, config) = (preset.as_str(), config.as_deref());
     use crate::data::dataset::{Input, TokenSet};
     use crate::train::config::RunConfig;
@@ -228,8 +236,8 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     if let Some(s) = steps {
         cfg.steps = s;
     }
-    for kv in &set {
-        cfg.set(kv)?;
+    for kv in precision.iter().map(|p| format!("precision={p}")).chain(set) {
+        cfg.set(&kv)?;
     }
     if resume {
         let Some(dir) = out else {
@@ -246,6 +254,9 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
         let mut trainer = Trainer::resume(&gpu, &dir, corpus.as_ref(), steps)?;
         println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
+        if let Some(n) = &trainer.notice {
+            println!("{n}");
+        }
         return trainer.run(&dir, Bar::new(trainer.cfg.steps, trainer.step));
     }
     cfg.validate()?;
@@ -303,7 +314,10 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         trainer.val.len(),
         trainer.ts.step.len()
     );
-    println!("{}", trainer.ts.step.plan.summary());
+    if let Some(n) = &trainer.notice {
+        println!("{n}");
+    }
+    println!("precision: {}; {}", trainer.cfg.precision.name(), trainer.ts.step.plan.summary());
     println!("run directory: {}", dir.display());
     trainer.run(&dir, Bar::new(trainer.cfg.steps, 0))
 }
@@ -476,7 +490,15 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
     if !mode.json {
         println!("adapter: {adapter}");
     }
-    for cfg in &cfgs {
+    for cfg in &mut cfgs {
+        if let (Some(g), false) = (&gpu, mode.plan_only) {
+            let (precision, notice) = crate::train::TrainStep::supported_precision(g, cfg.precision);
+            cfg.precision = precision;
+            if let Some(n) = notice {
+                eprintln!("{n}");
+            }
+        }
+        let cfg = &*cfg;
         let r = match &gpu {
             Some(g) if !mode.plan_only => crate::train::bench::bench(g, cfg, steps, mode.profile)?,
             Some(g) => crate::train::bench::plan_only(cfg, g.max_binding(), g.align())?,
@@ -490,7 +512,14 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             (Some(ms), Some(tps)) => format!("{ms:10.1} ms/step  {tps:10.0} tokens/s"),
             _ => "(plan only)".into(),
         };
-        println!("{:<18} B={:<3} T={:<5} {:5} dispatches  {timing}", r.preset, r.batch, r.seq, r.dispatches);
+        println!(
+            "{:<18} B={:<3} T={:<5} {} {:5} dispatches  {timing}",
+            r.preset,
+            r.batch,
+            r.seq,
+            r.precision.name(),
+            r.dispatches
+        );
         println!("    {}", r.plan.summary());
         for (entry, n, ms) in &r.profile {
             println!("    {entry:<36} {n:4} x  {ms:9.2} ms");

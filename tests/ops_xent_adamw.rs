@@ -36,7 +36,7 @@ fn xent_kernels_match_reference() {
         k.push([
             op.forward(losses, lse, li, ti),
             reduce::sum_final(mean, 0, losses, rows, scale),
-            op.backward(li, lse, ti, scale),
+            op.backward(li, lse, ti, scale, None),
         ]);
         let ran = k.run();
         let (wl, wlse) = op.cpu_forward(&logits, &targets);
@@ -67,14 +67,15 @@ fn adamw_kernel_matches_reference_over_three_steps() {
         let gis: Vec<_> = grads.iter().map(|g| k.input("grad", g)).collect();
         let his: Vec<_> = (1..=3u64)
             .map(|t| {
-                let h = opt.hyper(1e-2 * t as f64, t);
+                let h = opt.hyper(1e-2 * t as f64, t, 1.0);
                 k.input("hyper", &h.map(|x| x as f64))
             })
             .collect();
         let clip = 0.7;
-        let norm = k.input("norm", &[3.0, clip]);
+        // [grad norm, clip factor, skip flag]
+        let norm = k.input("norm", &[3.0, clip, 0.0]);
         for t in 0..3 {
-            k.push([opt.update(pi, mi, vi, gis[t], his[t], norm, 1, decay, n)]);
+            k.push([opt.update(pi, mi, vi, gis[t], None, his[t], norm, 1, decay, n)]);
         }
         let ran = k.run();
         for (t, g) in grads.iter().enumerate() {

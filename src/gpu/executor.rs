@@ -11,7 +11,7 @@ use super::pipeline::{Kernel, PipelineCache};
 use super::shader::{BindingKind, StorageType};
 use crate::error::{Bytes, Error, Result};
 use crate::graph::memplan::{plan, MemoryPlan};
-use crate::graph::{Class, TensorId, Tensors};
+use crate::graph::{Class, DType, TensorId, Tensors};
 use crate::ops::Dispatch;
 
 /// What gets compiled: the tensors and the ordered dispatch list.
@@ -254,12 +254,28 @@ impl Step {
                 size
             )));
         }
-        self.queue.write_buffer(buf, off, bytes);
+        if bytes.len().is_multiple_of(4) {
+            self.queue.write_buffer(buf, off, bytes);
+        } else {
+            // Copies move whole 4-byte words; an odd number of f16 values is padded with zeros into
+            // the tensor's alignment padding (roots end on 256-byte boundaries, flat parameter views
+            // on multiples of 128 elements).
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4) * 4, 0);
+            self.queue.write_buffer(buf, off, &padded);
+        }
         Ok(())
     }
 
+    /// Writes floats, converted to the tensor's storage type (f16 tensors round to nearest).
     pub fn write_f32(&self, id: TensorId, data: &[f32]) -> Result<()> {
-        self.write(id, bytemuck::cast_slice(data))
+        match self.tensors.get(id).dtype {
+            DType::F16 => {
+                let h: Vec<u16> = data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+                self.write(id, bytemuck::cast_slice(&h))
+            }
+            _ => self.write(id, bytemuck::cast_slice(data)),
+        }
     }
 
     pub fn write_u32(&self, id: TensorId, data: &[u32]) -> Result<()> {
@@ -295,8 +311,13 @@ impl Step {
         Ok(data[..size as usize].to_vec())
     }
 
+    /// Reads floats, converted from the tensor's storage type.
     pub async fn read_f32(&self, id: TensorId) -> Result<Vec<f32>> {
-        Ok(bytemuck::cast_slice(&self.read(id).await?).to_vec())
+        let bytes = self.read(id).await?;
+        Ok(match self.tensors.get(id).dtype {
+            DType::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            _ => bytemuck::cast_slice(&bytes).to_vec(),
+        })
     }
 
     pub async fn read_u32(&self, id: TensorId) -> Result<Vec<u32>> {

@@ -9,3 +9,4 @@ pub mod shader;
 pub use context::{BackendChoice, Gpu};
 pub use executor::{Program, Step};
 pub use pipeline::PipelineCache;
+pub use shader::StorageType;

@@ -61,17 +61,21 @@ impl Family {
     }
 }
 
-/// Storage element type of float tensors. Kernels declare float buffers as `array<st>` and
-/// compute in f32, so fp16 storage is a prelude change, not a rewrite.
+/// Storage element type of float activations, gradients and the weights' compute copy. Kernels
+/// declare those buffers as `array<st>` and compute in f32 (statistics, moments and master
+/// weights are declared `f32` outright), so fp16 storage is a prelude change, not a rewrite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum StorageType {
     #[default]
     F32,
+    /// Needs `wgpu::Features::SHADER_F16`.
+    F16,
 }
 
 pub fn prelude(st: StorageType) -> &'static str {
     match st {
         StorageType::F32 => concat!("alias st = f32;\n", include_str!("../../shaders/common.wgsl")),
+        StorageType::F16 => concat!("enable f16;\nalias st = f16;\n", include_str!("../../shaders/common.wgsl")),
     }
 }
 

@@ -21,12 +21,27 @@ pub struct Autodiff<'a> {
     written: HashMap<TensorId, Vec<(usize, usize)>>,
     /// Parameter gradients always accumulate (gradient accumulation across micro-batches).
     accumulate_params: bool,
+    /// The host-written tensor whose slot 3 is the dynamic loss scale (training steps).
+    loss_scale: Option<TensorId>,
 }
 
 impl<'a> Autodiff<'a> {
     /// `root_grads` maps each flat parameter range to its flat gradient range.
     pub fn new(g: &'a mut Graph, root_grads: &HashMap<TensorId, TensorId>, accumulate_params: bool) -> Self {
-        Autodiff { g, grad: root_grads.clone(), views: HashMap::new(), written: HashMap::new(), accumulate_params }
+        Autodiff {
+            g,
+            grad: root_grads.clone(),
+            views: HashMap::new(),
+            written: HashMap::new(),
+            accumulate_params,
+            loss_scale: None,
+        }
+    }
+
+    /// Multiplies dLoss/dlogits by `hyper[3]`, the loss scale the host sets before each step.
+    pub fn with_loss_scale(mut self, hyper: TensorId) -> Self {
+        self.loss_scale = Some(hyper);
+        self
     }
 
     /// The gradient tensor of `x` (created on first use) and its window (root, offset, length).
@@ -37,8 +52,8 @@ impl<'a> Autodiff<'a> {
             Some(&d) => d,
             None => {
                 let t = self.g.t.get(root);
-                let (name, shape) = (format!("d.{}", t.name), t.shape.clone());
-                let d = self.g.t.f32(name, &shape, Class::Activation);
+                let (name, shape, dtype) = (format!("d.{}", t.name), t.shape.clone(), t.dtype);
+                let d = self.g.t.add(name, &shape, dtype, Class::Activation);
                 self.grad.insert(root, d);
                 d
             }
@@ -106,15 +121,15 @@ impl<'a> Autodiff<'a> {
         self.g.t.f32(format!("scratch.{name}"), &[n.max(1)], Class::Scratch)
     }
 
-    /// The backward dispatch list. `loss_scale` multiplies dLoss/dlogits (1 for a plain mean loss;
+    /// The backward dispatch list. `scale` multiplies dLoss/dlogits (1 for a plain mean loss;
     /// 1/k when k micro-batches are accumulated).
-    pub fn backward(mut self, loss_scale: f32) -> Vec<Dispatch> {
+    pub fn backward(mut self, scale: f32) -> Vec<Dispatch> {
         let mut d = Vec::new();
         let nodes = self.g.nodes.clone();
         for node in nodes.iter().rev() {
             match *node {
                 // xent_backward: dlogits = (softmax − onehot) · scale, in place over the logits.
-                Node::CrossEntropy { op, lse, logits, targets, scale, .. } => {
+                Node::CrossEntropy { op, lse, logits, targets, scale: row_scale, .. } => {
                     let (root, _) = self.g.t.window(logits);
                     if !self.grad.contains_key(&root) {
                         let n = self.g.t.get(root).numel();
@@ -124,7 +139,7 @@ impl<'a> Autodiff<'a> {
                     }
                     let (dlogits, acc) = self.grad_for_write(logits);
                     assert!(!acc, "logits feed one cross-entropy");
-                    d.push(op.backward(dlogits, lse, targets, loss_scale * scale));
+                    d.push(op.backward(dlogits, lse, targets, scale * row_scale, self.loss_scale));
                 }
                 // The mean is folded into each chunk's scale above.
                 Node::Mean { .. } => {}

@@ -1,15 +1,16 @@
-//! The flat layout shared by parameters, gradients and both AdamW moments: two contiguous groups
-//! (with weight decay, without), each tensor a view at the same offset in all four, padded to
-//! 64 elements so every view starts on a 256-byte binding boundary. AdamW, the gradient norm and
+//! The flat layout shared by parameters, gradients and both AdamW moments (and, with fp16
+//! storage, the f16 compute copy of the parameters): two contiguous groups (with weight decay,
+//! without), each tensor a view at the same offset in all of them, padded to 128 elements so every
+//! view starts on a 256-byte binding boundary in f32 and f16. AdamW, the gradient norm and
 //! checkpointing are then each a pass over a few ranges.
 
 use std::collections::HashMap;
 
-use super::tensor::{Class, TensorId, Tensors};
+use super::tensor::{Class, DType, TensorId, Tensors};
 use crate::model::ParamSpec;
 
-/// Elements a view offset is rounded to (256 bytes of f32).
-pub const PAD: usize = 64;
+/// Elements a view offset is rounded to (256 bytes of f16, 512 of f32).
+pub const PAD: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -19,6 +20,8 @@ pub struct Group {
     pub grad: TensorId,
     pub m: TensorId,
     pub v: TensorId,
+    /// The f16 copy the kernels read (fp16 storage); None when they read `param` itself.
+    pub copy: Option<TensorId>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +33,8 @@ pub struct FlatParam {
     pub grad: TensorId,
     pub m: TensorId,
     pub v: TensorId,
+    /// What the model's kernels read: the view of the f16 copy, or `param` itself.
+    pub compute: TensorId,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -39,7 +44,9 @@ pub struct FlatLayout {
 }
 
 impl FlatLayout {
-    pub fn new(t: &mut Tensors, specs: &[ParamSpec]) -> Self {
+    /// `storage` is the type the kernels read weights and write gradients in: f32 masters and
+    /// moments always, gradients and (when not f32) a compute copy of the weights in `storage`.
+    pub fn new(t: &mut Tensors, specs: &[ParamSpec], storage: DType) -> Self {
         let mut layout = FlatLayout::default();
         for decay in [true, false] {
             let members: Vec<&ParamSpec> = specs.iter().filter(|s| s.decay == decay).collect();
@@ -57,9 +64,10 @@ impl FlatLayout {
                 decay,
                 len,
                 param: t.f32(format!("params.{tag}"), &[len], Class::Param),
-                grad: t.f32(format!("grads.{tag}"), &[len], Class::Grad),
+                grad: t.add(format!("grads.{tag}"), &[len], storage, Class::Grad),
                 m: t.f32(format!("adam_m.{tag}"), &[len], Class::Optim),
                 v: t.f32(format!("adam_v.{tag}"), &[len], Class::Optim),
+                copy: (storage != DType::F32).then(|| t.add(format!("params16.{tag}"), &[len], storage, Class::Param)),
             };
             for (s, &off) in members.iter().zip(&offsets) {
                 let view = |t: &mut Tensors, base: TensorId, prefix: &str| {
@@ -69,11 +77,13 @@ impl FlatLayout {
                     tensor.shape = s.shape.clone();
                     id
                 };
+                let param = view(t, group.param, "");
                 layout.params.push(FlatParam {
                     spec: (*s).clone(),
                     group: layout.groups.len(),
                     offset: off,
-                    param: view(t, group.param, ""),
+                    compute: group.copy.map_or(param, |c| view(t, c, "f16.")),
+                    param,
                     grad: view(t, group.grad, "grad."),
                     m: view(t, group.m, "adam_m."),
                     v: view(t, group.v, "adam_v."),
@@ -91,13 +101,14 @@ impl FlatLayout {
         self.params.iter().map(|p| (p.spec.name.clone(), p)).collect()
     }
 
+    /// The tensors the model reads, by name (the f16 copies under fp16 storage).
     pub fn param_ids(&self) -> HashMap<String, TensorId> {
-        self.params.iter().map(|p| (p.spec.name.clone(), p.param)).collect()
+        self.params.iter().map(|p| (p.spec.name.clone(), p.compute)).collect()
     }
 
-    /// Flat parameter range → flat gradient range, for autodiff.
+    /// Flat range the model reads → flat gradient range, for autodiff.
     pub fn root_grads(&self) -> HashMap<TensorId, TensorId> {
-        self.groups.iter().map(|g| (g.param, g.grad)).collect()
+        self.groups.iter().map(|g| (g.copy.unwrap_or(g.param), g.grad)).collect()
     }
 
     /// Splits each group into chunks of at most `max_elems` (a multiple of PAD) for binding.

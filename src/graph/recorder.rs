@@ -2,7 +2,7 @@
 //! `cross_entropy` on tensor ids; each call checks shapes, creates the output tensors and records
 //! one `Node`. The forward dispatch list is one `forward_dispatches` away.
 
-use super::tensor::{Class, TensorId, Tensors};
+use super::tensor::{Class, DType, TensorId, Tensors};
 use crate::error::{Error, Result};
 use crate::ops::attention::Attention;
 use crate::ops::embedding::Embedding;
@@ -81,11 +81,13 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// Bytes one storage binding may cover; bigger tensors are split into windows.
     pub max_binding: u64,
+    /// Storage type of activations (and so of their gradients); statistics stay f32.
+    pub act: DType,
 }
 
 impl Default for Graph {
     fn default() -> Self {
-        Graph { t: Tensors::default(), nodes: Vec::new(), max_binding: u64::MAX }
+        Graph { t: Tensors::default(), nodes: Vec::new(), max_binding: u64::MAX, act: DType::F32 }
     }
 }
 
@@ -115,6 +117,11 @@ impl Graph {
     }
 
     fn act(&mut self, name: String, shape: &[usize]) -> TensorId {
+        self.t.add(name, shape, self.act, Class::Activation)
+    }
+
+    /// Statistics saved for backward (LayerNorm mean/rstd, attention log-sum-exp): always f32.
+    fn stat(&mut self, name: String, shape: &[usize]) -> TensorId {
         self.t.f32(name, shape, Class::Activation)
     }
 
@@ -135,7 +142,7 @@ impl Graph {
         let buckets = self.t.u32("embed.buckets", &[whole.buckets_len()], Class::Input);
         // A token table larger than one binding is taken in shards of rows; each shard writes the
         // positions whose token it holds. The tied lm_head shards wte the same way.
-        for (i, (v0, vn)) in self.row_chunks(v, &[c]).into_iter().enumerate() {
+        for (i, (v0, vn)) in self.row_chunks(v, &[(c, self.act)]).into_iter().enumerate() {
             let op = Embedding { v: vn, v0, ..whole };
             let wte = self.window(wte, v0 * c, vn * c);
             self.nodes.push(Node::Embedding { op, out, ids, wte, wpe, buckets, first: i == 0 });
@@ -162,8 +169,8 @@ impl Graph {
         let rows = xs.iter().product::<usize>() / c;
         let op = LayerNorm { rows, c, eps: 1e-5 };
         let out = self.act(name.to_string(), &xs);
-        let mean = self.act(format!("{name}.mean"), &[rows]);
-        let rstd = self.act(format!("{name}.rstd"), &[rows]);
+        let mean = self.stat(format!("{name}.mean"), &[rows]);
+        let rstd = self.stat(format!("{name}.rstd"), &[rows]);
         self.nodes.push(Node::LayerNorm { op, out, mean, rstd, x, w, b });
         Ok(out)
     }
@@ -198,19 +205,20 @@ impl Graph {
         let out = self.act(name.to_string(), &os);
         // Operands larger than one binding: rows of x/out in chunks, and an (N, K) weight (the
         // tied lm_head's wte) in shards of N rows; each (chunk, shard) pair is one product.
-        let fits = |elems: usize| elems as u64 * 4 <= self.max_binding;
+        let fits = |elems: usize| elems as u64 * self.act.size() <= self.max_binding;
         if !trans_w && !fits(k * n) {
             return Err(Error::Graph(format!(
-                "{name}: weight {} ({k} x {n} f32) exceeds one storage binding ({} bytes); only (N, K) weights are split",
+                "{name}: weight {} ({k} x {n} {:?}) exceeds one storage binding ({} bytes); only (N, K) weights are split",
                 self.name(w),
+                self.act,
                 self.max_binding
             )));
         }
-        let shards = if trans_w { self.row_chunks(n, &[k]) } else { vec![(0, n)] };
+        let shards = if trans_w { self.row_chunks(n, &[(k, self.act)]) } else { vec![(0, n)] };
         if shards.len() > 1 && bias.is_some() {
             return Err(Error::Graph(format!("{name}: a weight split across bindings cannot take a bias")));
         }
-        for (r0, rm) in self.row_chunks(m, &[k, n]) {
+        for (r0, rm) in self.row_chunks(m, &[(k, self.act), (n, self.act)]) {
             let xv = self.window(x, r0 * k, rm * k);
             let ov = self.window(out, r0 * n, rm * n);
             for &(n0, nn) in &shards {
@@ -235,7 +243,7 @@ impl Graph {
         let c = c3 / 3;
         let op = Attention { b, t, nh, hs: c / nh };
         let out = self.act(name.to_string(), &[b, t, c]);
-        let lse = self.act(format!("{name}.lse"), &[b, nh, t]);
+        let lse = self.stat(format!("{name}.lse"), &[b, nh, t]);
         self.nodes.push(Node::Attention { op, out, lse, qkv });
         Ok(out)
     }
@@ -269,7 +277,7 @@ impl Graph {
         // Per-row losses stay readable after the step (evaluation counts rows).
         let losses = self.t.f32("xent.losses", &[rows], Class::Output);
         let lse = self.t.f32("xent.lse", &[rows], Class::Activation);
-        for (r0, n) in self.row_chunks(rows, &[v, 1]) {
+        for (r0, n) in self.row_chunks(rows, &[(v, self.act), (1, DType::F32)]) {
             let win = |t: &mut Tensors, x: TensorId, width: usize| {
                 if n == rows {
                     x
@@ -297,16 +305,20 @@ impl Graph {
         Ok(())
     }
 
-    /// Splits `rows` rows into chunks whose windows of every tensor (one per row width in
-    /// `widths`, in f32) fit one binding and start on a 256-byte boundary, as binding offsets must:
-    /// chunk starts are multiples of 64 / gcd(width, 64) rows for every width.
-    pub fn row_chunks(&self, rows: usize, widths: &[usize]) -> Vec<(usize, usize)> {
-        let widest = widths.iter().copied().max().unwrap_or(1).max(1);
-        let fit = ((self.max_binding / 4) as usize / widest).max(1);
+    /// Splits `rows` rows into chunks whose windows of every tensor (one per (row width, element
+    /// type) in `widths`) fit one binding and start on a 256-byte boundary, as binding offsets
+    /// must: with e elements per 256 bytes, chunk starts are multiples of e / gcd(width, e) rows.
+    pub fn row_chunks(&self, rows: usize, widths: &[(usize, DType)]) -> Vec<(usize, usize)> {
+        let widest = widths.iter().map(|&(w, d)| w as u64 * d.size()).max().unwrap_or(4).max(1);
+        let fit = (self.max_binding / widest).max(1) as usize;
         let per = if fit >= rows {
             rows
         } else {
-            let step = widths.iter().map(|&w| 64 / gcd(w.max(1), 64)).fold(1, |a, b| a * b / gcd(a, b));
+            let unit = |w: usize, d: DType| {
+                let e = (256 / d.size()) as usize;
+                e / gcd(w.max(1), e)
+            };
+            let step = widths.iter().map(|&(w, d)| unit(w, d)).fold(1, |a, b| a * b / gcd(a, b));
             (fit / step).max(1) * step
         };
         (0..rows).step_by(per).map(|r0| (r0, per.min(rows - r0))).collect()

@@ -14,11 +14,16 @@ impl TensorId {
 pub enum DType {
     F32,
     U32,
+    /// Storage only (kernels compute in f32); needs the adapter's `SHADER_F16`.
+    F16,
 }
 
 impl DType {
     pub fn size(self) -> u64 {
-        4
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 => 2,
+        }
     }
 }
 

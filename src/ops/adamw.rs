@@ -19,8 +19,10 @@ impl Default for AdamW {
 }
 
 impl AdamW {
-    /// Updates param, m, v (n) from grad (n). `hyper` = [lr, 1 − β1^t, 1 − β2^t] (see `hyper`);
-    /// `norm[clip_index]` is the clip factor. `decay` selects weight decay for this range.
+    /// Updates param, m, v (n) from grad (n), and the compute copy of param when given (fp16
+    /// storage). `hyper` = [lr, 1 − β1^t, 1 − β2^t, loss scale] (see `hyper`); `norm[clip_index]`
+    /// is the clip factor and `norm[clip_index + 1]` the skip flag (non-zero: leave all untouched).
+    /// `decay` selects weight decay for this range.
     #[allow(clippy::too_many_arguments)]
     pub fn update(
         &self,
@@ -28,6 +30,7 @@ impl AdamW {
         m: TensorId,
         v: TensorId,
         grad: TensorId,
+        copy: Option<TensorId>,
         hyper: TensorId,
         norm: TensorId,
         clip_index: usize,
@@ -36,33 +39,34 @@ impl AdamW {
     ) -> Dispatch {
         let wd = if decay { self.weight_decay } else { 0.0 };
         let uniform = |n: usize| Uniform::new().u(n).f(self.beta1).f(self.beta2).f(self.eps).f(wd).u(clip_index);
-        if n.is_multiple_of(4) {
+        let d = if n.is_multiple_of(4) {
             // vec4 views, 4 vec4s per invocation.
-            return Dispatch::new(Family::AdamW, "adamw_update4")
-                .uniform(uniform(n / 4))
+            let d = match copy {
+                Some(c) => Dispatch::new(Family::AdamW, "adamw_update_copy4").arg(12, c),
+                None => Dispatch::new(Family::AdamW, "adamw_update4"),
+            };
+            d.uniform(uniform(n / 4))
                 .arg(7, param)
                 .arg(8, grad)
                 .arg(9, m)
                 .arg(10, v)
-                .arg(5, hyper)
-                .arg(6, norm)
-                .threads((n / 4).div_ceil(4) as u64, WG);
-        }
-        Dispatch::new(Family::AdamW, "adamw_update")
-            .uniform(uniform(n))
-            .arg(1, param)
-            .arg(2, grad)
-            .arg(3, m)
-            .arg(4, v)
-            .arg(5, hyper)
-            .arg(6, norm)
-            .threads(n as u64, WG)
+                .threads((n / 4).div_ceil(4) as u64, WG)
+        } else {
+            let d = match copy {
+                Some(c) => Dispatch::new(Family::AdamW, "adamw_update_copy").arg(11, c),
+                None => Dispatch::new(Family::AdamW, "adamw_update"),
+            };
+            d.uniform(uniform(n)).arg(1, param).arg(2, grad).arg(3, m).arg(4, v).threads(n as u64, WG)
+        };
+        d.arg(5, hyper).arg(6, norm)
     }
 
-    /// The host-side part of a step: [lr, 1 − β1^t, 1 − β2^t], bias corrections in f64. `t` counts from 1.
-    pub fn hyper(&self, lr: f64, t: u64) -> [f32; 3] {
+    /// The host-side part of a step: [lr, 1 − β1^t, 1 − β2^t, loss scale], bias corrections in
+    /// f64. `t` counts from 1.
+    pub fn hyper(&self, lr: f64, t: u64, loss_scale: f32) -> [f32; 4] {
         let t = t as i32;
-        [lr as f32, (1.0 - (self.beta1 as f64).powi(t)) as f32, (1.0 - (self.beta2 as f64).powi(t)) as f32]
+        let bc = |b: f32| (1.0 - (b as f64).powi(t)) as f32;
+        [lr as f32, bc(self.beta1), bc(self.beta2), loss_scale]
     }
 
     /// One step of the reference: returns the new (param, m, v).

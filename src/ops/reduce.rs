@@ -68,6 +68,23 @@ pub fn norm_final(out: TensorId, out_index: usize, partial: TensorId, slots: usi
         .arg(4, out)
 }
 
+/// The training step's norm of loss-scaled gradients: out[out_index ..] = (norm / hyper[3], clip
+/// factor, skip flag), the flag 1 when the sum of squares is inf or NaN (the step must be skipped).
+pub fn norm_final_scaled(
+    out: TensorId,
+    out_index: usize,
+    partial: TensorId,
+    slots: usize,
+    max_norm: f32,
+    hyper: TensorId,
+) -> Dispatch {
+    Dispatch::new(Family::Reduce, "norm_final")
+        .uniform(params(0, slots, 1, false, out_index, 1, max_norm))
+        .arg(3, partial)
+        .arg(4, out)
+        .arg(5, hyper)
+}
+
 pub fn cpu_colsum(src: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     let mut out = vec![0.0; cols];
     for r in 0..rows {

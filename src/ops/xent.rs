@@ -26,10 +26,21 @@ impl CrossEntropy {
             .threads(self.rows as u64, WG)
     }
 
-    /// logits (rows, V) := (softmax − onehot) · scale, in place.
-    pub fn backward(&self, logits: TensorId, lse: TensorId, targets: TensorId, scale: f32) -> Dispatch {
-        Dispatch::new(Family::Xent, "xent_backward")
-            .uniform(self.params(scale))
+    /// logits (rows, V) := (softmax − onehot) · scale, in place; with `hyper`, the scale is also
+    /// multiplied by the loss scale hyper[3] (read on the GPU, so it can change between steps).
+    pub fn backward(
+        &self,
+        logits: TensorId,
+        lse: TensorId,
+        targets: TensorId,
+        scale: f32,
+        hyper: Option<TensorId>,
+    ) -> Dispatch {
+        let d = match hyper {
+            Some(h) => Dispatch::new(Family::Xent, "xent_backward_scaled").arg(5, h),
+            None => Dispatch::new(Family::Xent, "xent_backward"),
+        };
+        d.uniform(self.params(scale))
             .arg(2, lse)
             .arg(3, logits)
             .arg(4, targets)

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::config::RunConfig;
+use super::precision::Precision;
 use super::step::{StepConfig, TrainStep};
 use super::trainer::init_params;
 use crate::data::batches::Rng;
@@ -19,6 +20,7 @@ pub struct BenchResult {
     pub preset: String,
     pub batch: usize,
     pub seq: usize,
+    pub precision: Precision,
     pub dispatches: usize,
     pub plan: MemoryPlan,
     /// None with `plan_only`: nothing was run.
@@ -51,12 +53,12 @@ fn model(cfg: &RunConfig) -> GptConfig {
 /// The memory plan of a preset's training step, without allocating or running anything (for
 /// models too large to step on this adapter). `max_binding` and `align` are the adapter's limits.
 pub fn plan_only(cfg: &RunConfig, max_binding: u64, align: u64) -> Result<BenchResult> {
-    let sc = StepConfig::new(model(cfg), cfg.batch_size);
-    let (program, _) = TrainStep::program(sc, max_binding)?;
+    let (program, _) = TrainStep::program(StepConfig::for_run(model(cfg), cfg), max_binding)?;
     Ok(BenchResult {
         preset: cfg.preset.clone(),
         batch: cfg.batch_size,
         seq: cfg.block_size,
+        precision: cfg.precision,
         dispatches: program.dispatches.len(),
         plan: plan(&program.tensors, &program.dispatches, align),
         ms_per_step: None,
@@ -74,6 +76,7 @@ impl BenchResult {
             "adapter": adapter,
             "batch_size": self.batch,
             "block_size": self.seq,
+            "precision": self.precision.name(),
             "dispatches": self.dispatches,
             "peak_bytes": p.total(),
             "param_bytes": p.class_bytes(Class::Param),
@@ -90,8 +93,7 @@ impl BenchResult {
 /// Times `steps` training steps after one warm-up step.
 pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<BenchResult> {
     let model = model(cfg);
-    let mut ts =
-        pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::new(model, cfg.batch_size)))?;
+    let mut ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::for_run(model, cfg)))?;
     let params = init_params(&model, cfg.seed);
     ts.load_params(|name, _| Ok(params[name].clone()))?;
     let n = cfg.batch_size * cfg.block_size;
@@ -131,6 +133,7 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<
         preset: cfg.preset.clone(),
         batch: cfg.batch_size,
         seq: cfg.block_size,
+        precision: cfg.precision,
         dispatches: ts.step.len(),
         plan: ts.step.plan.clone(),
         ms_per_step: Some(secs * 1e3),

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use super::precision::Precision;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +37,8 @@ pub struct RunConfig {
     pub log_every: u64,
     /// Micro-batches per optimizer step (gradient accumulation).
     pub grad_accum: usize,
+    /// Storage type of activations and gradients (f16 with dynamic loss scaling).
+    pub precision: Precision,
 }
 
 pub const PRESETS: [&str; 5] = ["tiny", "shakespeare-char", "shakespeare", "gpt2", "gpt2-medium"];
@@ -69,6 +72,7 @@ impl RunConfig {
             vocab_size: 512,
             log_every: 10,
             grad_accum: 1,
+            precision: Precision::F32,
         };
         Ok(match name {
             // Learns visibly within a couple of minutes on a CPU adapter.
@@ -180,6 +184,7 @@ impl RunConfig {
                 }
                 self.grad_accum = tokens / micro;
             }
+            "precision" => self.precision = Precision::parse(v).map_err(|_| bad("f32 or f16"))?,
             "tokenizer" => {
                 if v != "char" && v != "bpe" {
                     return Err(bad("char or bpe"));
@@ -283,7 +288,7 @@ impl RunConfig {
             "eval_batches": self.eval_batches, "sample_every": self.sample_every, "sample_tokens": self.sample_tokens,
             "temperature": self.temperature, "top_k": self.top_k, "seed": self.seed, "val_fraction": self.val_fraction,
             "tokenizer": self.tokenizer, "vocab_size": self.vocab_size, "log_every": self.log_every,
-            "grad_accum": self.grad_accum,
+            "grad_accum": self.grad_accum, "precision": self.precision.name(),
         })
     }
 }

@@ -5,9 +5,11 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod optimizer;
+pub mod precision;
 pub mod schedule;
 pub mod step;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod trainer;
 
+pub use precision::{LossScale, Precision};
 pub use step::{StepConfig, StepStats, TrainStep};

@@ -1,6 +1,7 @@
 //! The optimizer section of a step: global gradient norm (deterministic two-pass sum of squares
-//! over the flat gradient ranges), the clip factor, AdamW over the same ranges, then zeroed
-//! gradients for the next step's accumulation.
+//! over the flat gradient ranges, unscaled by the loss scale), the clip factor and the overflow
+//! flag, AdamW over the same ranges (skipped on overflow; refreshing the f16 weight copy under
+//! fp16 storage), then zeroed gradients for the next step's accumulation.
 
 use crate::graph::flat::FlatLayout;
 use crate::graph::{Class, TensorId, Tensors};
@@ -11,6 +12,8 @@ use crate::ops::{reduce, Dispatch};
 pub const LOSS: usize = 0;
 pub const GRAD_NORM: usize = 1;
 pub const CLIP: usize = 2;
+/// 1 when the gradients held inf or NaN and AdamW left everything as it was.
+pub const SKIPPED: usize = 3;
 
 /// Dispatches for norm + clip + AdamW. `max_elems` bounds each bound range (binding limit).
 pub fn optimizer_dispatches(
@@ -31,13 +34,14 @@ pub fn optimizer_dispatches(
     for &(gi, off, len) in &chunks {
         let g = &layout.groups[gi];
         let v = [g.param, g.grad, g.m, g.v].map(|base| t.view(base, off, len));
+        let copy = g.copy.map(|c| t.view(c, off, len));
         d.push(reduce::sumsq_partial(partial, slot, v[1], len));
         slot += reduce::sumsq_slots(len);
-        views.push((g.decay, len, v));
+        views.push((g.decay, len, v, copy));
     }
-    d.push(reduce::norm_final(scalars, GRAD_NORM, partial, slots, max_norm));
-    for (decay, len, [p, g, m, v]) in views {
-        d.push(opt.update(p, m, v, g, hyper, scalars, CLIP, decay, len));
+    d.push(reduce::norm_final_scaled(scalars, GRAD_NORM, partial, slots, max_norm, hyper));
+    for (decay, len, [p, g, m, v], copy) in views {
+        d.push(opt.update(p, m, v, g, copy, hyper, scalars, CLIP, decay, len));
     }
     d
 }

@@ -15,7 +15,9 @@ use crate::ops::adamw::AdamW;
 use crate::ops::embedding::Embedding;
 use crate::ops::Dispatch;
 
-use super::optimizer::{optimizer_dispatches, zero_grads, CLIP, GRAD_NORM, LOSS};
+use super::config::RunConfig;
+use super::optimizer::{optimizer_dispatches, zero_grads, CLIP, GRAD_NORM, LOSS, SKIPPED};
+use super::precision::{LossScale, Precision};
 
 #[derive(Debug, Clone, Copy)]
 pub struct StepConfig {
@@ -30,9 +32,28 @@ pub struct StepConfig {
     /// Micro-batches summed into one optimizer step (their gradients accumulate; the loss of each
     /// is scaled by 1/grad_accum so the sum is the mean over all of them).
     pub grad_accum: usize,
+    /// Storage type of activations and gradients (see `Precision`).
+    pub precision: Precision,
 }
 
 impl StepConfig {
+    /// The step a run's settings call for (precision as asked: see `TrainStep::supported_precision`).
+    pub fn for_run(model: GptConfig, cfg: &RunConfig) -> Self {
+        StepConfig {
+            adamw: AdamW {
+                weight_decay: cfg.weight_decay as f32,
+                beta1: cfg.beta1 as f32,
+                beta2: cfg.beta2 as f32,
+                ..AdamW::default()
+            },
+            // grad_clip = 0 turns clipping off, as in nanoGPT: the clip factor min(1, inf) is 1.
+            max_grad_norm: if cfg.grad_clip > 0.0 { cfg.grad_clip as f32 } else { f32::INFINITY },
+            grad_accum: cfg.grad_accum,
+            precision: cfg.precision,
+            ..StepConfig::new(model, cfg.batch_size)
+        }
+    }
+
     pub fn new(model: GptConfig, batch: usize) -> Self {
         StepConfig {
             model,
@@ -42,6 +63,7 @@ impl StepConfig {
             max_grad_norm: 1.0,
             max_binding: None,
             grad_accum: 1,
+            precision: Precision::F32,
         }
     }
 }
@@ -51,8 +73,9 @@ pub struct TrainStep {
     pub step: Step,
     /// Tensor ids and dispatch ranges of the recorded step.
     pub sec: Sections,
-    /// Optimizer steps taken (AdamW's t).
+    /// Optimizer steps taken (AdamW's t); a skipped step does not count.
     pub t: u64,
+    pub loss_scale: LossScale,
 }
 
 impl TrainStep {
@@ -68,8 +91,9 @@ impl TrainStep {
         }
         let mut g = Graph::new();
         g.max_binding = max_binding;
+        g.act = cfg.precision.dtype();
         let specs = param_table(&cfg.model);
-        let layout = FlatLayout::new(&mut g.t, &specs);
+        let layout = FlatLayout::new(&mut g.t, &specs, g.act);
         let (b, t) = (cfg.batch, cfg.seq);
         let ids = g.t.u32("input_ids", &[b, t], Class::Input);
         let targets = g.t.u32("targets", &[b, t], Class::Input);
@@ -96,7 +120,9 @@ impl TrainStep {
             return Err(Error::Other("step: grad_accum must be at least 1".into()));
         }
         // Parameter gradients always accumulate; the optimizer section zeroes them after use.
-        let backward = Autodiff::new(&mut g, &layout.root_grads(), true).backward(1.0 / cfg.grad_accum as f32);
+        let backward = Autodiff::new(&mut g, &layout.root_grads(), true)
+            .with_loss_scale(hyper)
+            .backward(1.0 / cfg.grad_accum as f32);
         let max_elems = (max_binding / 4) as usize;
         let mut opt = optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
         let zero = zero_grads(&mut g.t, &layout, max_elems);
@@ -105,7 +131,7 @@ impl TrainStep {
 
         let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
         let dispatches = forward.into_iter().chain(backward).chain(opt).collect();
-        let program = Program { tensors: g.t, dispatches, ..Default::default() };
+        let program = Program { tensors: g.t, dispatches, storage: cfg.precision.storage(), ..Default::default() };
         let sections = Sections {
             layout,
             ids,
@@ -124,15 +150,42 @@ impl TrainStep {
         Ok((program, sections))
     }
 
+    /// Compiles the step. fp16 storage needs the adapter's `SHADER_F16`: `supported_precision`
+    /// says what to fall back to; asking for f16 here without it is an error.
     pub async fn build(gpu: &Gpu, cache: &mut PipelineCache, cfg: StepConfig) -> Result<TrainStep> {
+        if cfg.precision == Precision::F16 && !gpu.features.contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::Other(format!(
+                "precision f16: the adapter ({}) has no shader-f16 feature; use --precision f32",
+                gpu.info.name
+            )));
+        }
         let limit = cfg.max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
         let (mut program, s) = Self::program(cfg, limit)?;
         program.max_binding = Some(limit);
         let step = Step::compile(gpu, cache, program).await?;
-        Ok(TrainStep { cfg, step, sec: s, t: 0 })
+        let ts = TrainStep { cfg, step, sec: s, t: 0, loss_scale: LossScale::new(cfg.precision) };
+        ts.write_hyper(0.0)?;
+        Ok(ts)
     }
 
-    /// Writes every parameter from `get(name, shape)`; moments are reset.
+    /// The precision this adapter can run: f16 falls back to f32 without `SHADER_F16`, with the
+    /// one-line notice to print.
+    pub fn supported_precision(gpu: &Gpu, want: Precision) -> (Precision, Option<String>) {
+        if want == Precision::F16 && !gpu.features.contains(wgpu::Features::SHADER_F16) {
+            let note = format!("notice: {} has no shader-f16; running in f32 instead of f16", gpu.info.name);
+            (Precision::F32, Some(note))
+        } else {
+            (want, None)
+        }
+    }
+
+    /// Learning rate and bias corrections of step t + 1, and the current loss scale.
+    fn write_hyper(&self, lr: f64) -> Result<()> {
+        let h = self.cfg.adamw.hyper(lr, self.t + 1, self.loss_scale.scale);
+        self.step.write_f32(self.sec.hyper, &h)
+    }
+
+    /// Writes every parameter from `get(name, shape)` (and its f16 copy); moments are reset.
     pub fn load_params(&self, mut get: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>) -> Result<()> {
         for p in &self.sec.layout.params {
             let data = get(&p.spec.name, &p.spec.shape)?;
@@ -146,6 +199,9 @@ impl TrainStep {
                 )));
             }
             self.step.write_f32(p.param, &data)?;
+            if p.compute != p.param {
+                self.step.write_f32(p.compute, &data)?;
+            }
             let zeros = vec![0f32; data.len()];
             self.step.write_f32(p.m, &zeros)?;
             self.step.write_f32(p.v, &zeros)?;
@@ -216,13 +272,11 @@ impl TrainStep {
     }
 
     /// Sets the learning rate and bias corrections of step t+1 and runs norm + clip + AdamW, then
-    /// zeroes the gradients.
-    pub fn run_optimizer(&mut self, lr: f64) -> Result<()> {
-        self.t += 1;
-        let h = self.cfg.adamw.hyper(lr, self.t);
-        self.step.write_f32(self.sec.hyper, &[h[0], h[1], h[2], 0.0])?;
+    /// zeroes the gradients; reads the outcome like `train_micro`.
+    pub async fn run_optimizer(&mut self, lr: f64) -> Result<StepStats> {
+        self.write_hyper(lr)?;
         self.step.run_range(self.sec.optimizer.clone());
-        Ok(())
+        self.finish_step().await
     }
 
     /// Zeroes the gradients (the optimizer section ends with this; tests that run backward
@@ -237,7 +291,8 @@ impl TrainStep {
     }
 
     /// One optimizer step over `grad_accum` micro-batches: forward and backward for each (their
-    /// gradients add up), then clip and AdamW in the last submission. The loss is their mean.
+    /// gradients add up), then clip and AdamW in the last submission. The loss is their mean. A step
+    /// whose gradients overflowed is skipped (nothing changes but the loss scale).
     pub async fn train_micro(&mut self, micro: &[(&[u32], &[u32])], lr: f64) -> Result<StepStats> {
         if micro.len() != self.cfg.grad_accum {
             return Err(Error::Other(format!(
@@ -250,6 +305,7 @@ impl TrainStep {
         for (ids, targets) in micro {
             self.check_batch(ids, targets)?;
         }
+        self.write_hyper(lr)?;
         let mut loss = 0.0;
         for (ids, targets) in &micro[..micro.len() - 1] {
             self.set_batch(ids, targets)?;
@@ -258,18 +314,33 @@ impl TrainStep {
         }
         let (ids, targets) = micro[micro.len() - 1];
         self.set_batch(ids, targets)?;
-        self.t += 1;
-        let h = self.cfg.adamw.hyper(lr, self.t);
-        self.step.write_f32(self.sec.hyper, &[h[0], h[1], h[2], 0.0])?;
         self.step.run();
-        let mut s = self.stats().await?;
+        let mut s = self.finish_step().await?;
         s.loss = ((loss + s.loss as f64) / micro.len() as f64) as f32;
         Ok(s)
     }
 
+    /// Reads the results of an optimizer section that has run: counts the step unless it was
+    /// skipped, and updates the loss scale for the next one.
+    pub async fn finish_step(&mut self) -> Result<StepStats> {
+        let s = self.stats().await?;
+        if !s.skipped {
+            self.t += 1;
+        }
+        self.loss_scale.update(s.skipped);
+        Ok(s)
+    }
+
+    /// Loss, gradient norm, clip factor and skip flag of the last step, and the loss scale it ran with.
     pub async fn stats(&self) -> Result<StepStats> {
         let s = self.step.read_f32(self.sec.scalars).await?;
-        Ok(StepStats { loss: s[LOSS], grad_norm: s[GRAD_NORM], clip: s[CLIP] })
+        Ok(StepStats {
+            loss: s[LOSS],
+            grad_norm: s[GRAD_NORM],
+            clip: s[CLIP],
+            skipped: s[SKIPPED] != 0.0,
+            loss_scale: self.loss_scale.scale,
+        })
     }
 
     /// Per-position losses of the last forward pass (B·T).
@@ -285,10 +356,13 @@ impl TrainStep {
         Ok(out)
     }
 
+    /// Parameter gradients of the last backward pass, divided by the loss scale it ran with.
     pub async fn read_grads(&self) -> Result<HashMap<String, Vec<f32>>> {
         let mut out = HashMap::new();
+        let inv = 1.0 / self.loss_scale.scale;
         for p in &self.sec.layout.params {
-            out.insert(p.spec.name.clone(), self.step.read_f32(p.grad).await?);
+            let g = self.step.read_f32(p.grad).await?;
+            out.insert(p.spec.name.clone(), g.into_iter().map(|x| x * inv).collect());
         }
         Ok(out)
     }
@@ -317,4 +391,7 @@ pub struct StepStats {
     pub loss: f32,
     pub grad_norm: f32,
     pub clip: f32,
+    /// The gradients held inf or NaN: parameters and moments were left untouched.
+    pub skipped: bool,
+    pub loss_scale: f32,
 }

@@ -21,7 +21,6 @@ use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PipelineCache};
 use crate::model::{param_table, GptConfig, Init};
-use crate::ops::adamw::AdamW;
 
 /// GPT-2 initialisation from `seed`: normal(0, 0.02) weights, 0.02/sqrt(2L) for residual
 /// projections, zero biases, unit LayerNorm gains.
@@ -55,6 +54,8 @@ pub struct Trainer {
     pub val: Range<usize>,
     rng: Rng,
     pub step: u64,
+    /// A one-line notice for the user (f16 asked for on an adapter without it).
+    pub notice: Option<String>,
 }
 
 impl Trainer {
@@ -85,20 +86,27 @@ impl Trainer {
             n_head: cfg.n_head,
             n_embd: cfg.n_embd,
         };
-        let mut sc = StepConfig::new(model, cfg.batch_size);
-        sc.adamw = AdamW {
-            weight_decay: cfg.weight_decay as f32,
-            beta1: cfg.beta1 as f32,
-            beta2: cfg.beta2 as f32,
-            ..AdamW::default()
-        };
-        // grad_clip = 0 turns clipping off, as in nanoGPT: the clip factor min(1, inf) is 1.
-        sc.max_grad_norm = if cfg.grad_clip > 0.0 { cfg.grad_clip as f32 } else { f32::INFINITY };
-        sc.grad_accum = cfg.grad_accum;
-        let ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), sc))?;
+        let mut cfg = cfg;
+        let (precision, notice) = TrainStep::supported_precision(gpu, cfg.precision);
+        // The checkpoint records what ran.
+        cfg.precision = precision;
+        let ts =
+            pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::for_run(model, &cfg)))?;
         let params = init_params(&model, cfg.seed);
         ts.load_params(|name, _| Ok(params[name].clone()))?;
-        Ok(Trainer { rng: Rng(cfg.seed ^ 0x5eed), cfg, model, tokenizer, ts, tokens, shards, train, val, step: 0 })
+        Ok(Trainer {
+            rng: Rng(cfg.seed ^ 0x5eed),
+            cfg,
+            model,
+            tokenizer,
+            ts,
+            tokens,
+            shards,
+            train,
+            val,
+            step: 0,
+            notice,
+        })
     }
 
     /// A trainer around given weights (for sampling and evaluation from a checkpoint); it holds no
@@ -127,6 +135,7 @@ impl Trainer {
             train: 0..0,
             val: 0..0,
             step: 0,
+            notice: None,
         })
     }
 
@@ -239,7 +248,11 @@ impl Trainer {
                 Err(_) => std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string(),
             })
             .collect();
-        let state = json!({"step": self.step, "adamw_t": self.ts.t, "rng": self.rng.0.to_string(), "shards": shards});
+        let ls = &self.ts.loss_scale;
+        let state = json!({
+            "step": self.step, "adamw_t": self.ts.t, "rng": self.rng.0.to_string(), "shards": shards,
+            "loss_scale": ls.scale, "loss_scale_clean": ls.clean, "skipped_steps": ls.skipped,
+        });
         checkpoint::save_json(&dir.join("trainer_state.json"), &state)
     }
 
@@ -300,6 +313,13 @@ impl Trainer {
         t.ts.load_moments(&moments, state["adamw_t"].as_u64().ok_or_else(bad)?)?;
         t.step = state["step"].as_u64().ok_or_else(bad)?;
         t.rng = Rng(state["rng"].as_str().and_then(|s| s.parse().ok()).ok_or_else(bad)?);
+        // Absent from checkpoints made before loss scaling: the run starts afresh from the default.
+        let ls = &mut t.ts.loss_scale;
+        if let Some(s) = state["loss_scale"].as_f64().filter(|s| *s > 0.0 && ls.dynamic) {
+            ls.scale = s as f32;
+        }
+        ls.clean = state["loss_scale_clean"].as_u64().unwrap_or(0);
+        ls.skipped = state["skipped_steps"].as_u64().unwrap_or(0);
         Ok(t)
     }
 
@@ -324,6 +344,18 @@ impl Trainer {
             let (ids, targets) =
                 sample(&self.tokens, &self.train, self.cfg.batch_size, self.cfg.block_size, &mut self.rng);
             let s = pollster::block_on(self.ts.train_step(&ids, &targets, lr))?;
+            if s.skipped && s.loss.is_finite() {
+                let ls = &self.ts.loss_scale;
+                progress.line(&format!(
+                    "step {:>6}: gradients overflowed at loss scale {}; step skipped, scale now {}",
+                    self.step + 1,
+                    s.loss_scale,
+                    ls.scale
+                ));
+                record(
+                    json!({"step": self.step + 1, "skipped": true, "loss_scale": ls.scale, "skipped_steps": ls.skipped}),
+                )?;
+            }
             if !s.loss.is_finite() {
                 return Err(Error::Other(format!("step {}: the loss is {} (diverged); lower lr", self.step, s.loss)));
             }
@@ -337,9 +369,11 @@ impl Trainer {
                     "step {:>6}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.0} tok/s  ETA {:.0}s",
                     self.step, self.cfg.steps, s.loss, lr, s.grad_norm, tps, eta
                 ));
-                record(
-                    json!({"step": self.step, "loss": s.loss, "lr": lr, "grad_norm": s.grad_norm, "tokens_per_s": tps}),
-                )?;
+                let ls = &self.ts.loss_scale;
+                record(json!({
+                    "step": self.step, "loss": s.loss, "lr": lr, "grad_norm": s.grad_norm, "tokens_per_s": tps,
+                    "loss_scale": ls.scale, "skipped_steps": ls.skipped,
+                }))?;
                 window = (Instant::now(), 0);
             }
             let last = self.step == self.cfg.steps;

@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
-use wgpt::gpu::{BackendChoice, Gpu, PipelineCache, Program, Step};
-use wgpt::graph::{Class, TensorId, Tensors};
+use wgpt::gpu::{BackendChoice, Gpu, PipelineCache, Program, Step, StorageType};
+use wgpt::graph::{Class, DType, TensorId, Tensors};
 use wgpt::ops::Dispatch;
 
 /// A file of the shared folder (WGPT_SHARED, which `.ci/run` sets; default ../shared).
@@ -79,33 +79,57 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64)
 }
 
 /// Builds standalone kernel tests: declare tensors, add dispatches, compile, fill, run, read.
+/// `Kit::f16()` stores the `input`/`output` tensors in f16 (kernels compiled with `st = f16`);
+/// `input32`/`output32` are f32 in both (statistics, moments).
 #[derive(Default)]
 pub struct Kit {
     pub t: Tensors,
     pub d: Vec<Dispatch>,
-    inputs: Vec<(TensorId, Vec<u8>)>,
+    inputs: Vec<(TensorId, Init)>,
+    storage: StorageType,
+}
+
+enum Init {
+    F(Vec<f32>),
+    U(Vec<u32>),
 }
 
 impl Kit {
     pub fn new() -> Self {
         Self::default()
     }
+    pub fn f16() -> Self {
+        Kit { storage: StorageType::F16, ..Self::default() }
+    }
+    fn st(&self) -> DType {
+        match self.storage {
+            StorageType::F32 => DType::F32,
+            StorageType::F16 => DType::F16,
+        }
+    }
+    fn float(&mut self, name: &str, data: Vec<f32>, dtype: DType, class: Class) -> TensorId {
+        let id = self.t.add(name, &[data.len()], dtype, class);
+        self.inputs.push((id, Init::F(data)));
+        id
+    }
     /// A float tensor filled from `data` (read by kernels, or the prior value of an accumulator).
     pub fn input(&mut self, name: &str, data: &[f64]) -> TensorId {
-        let id = self.t.f32(name, &[data.len()], Class::Input);
-        self.inputs.push((id, bytemuck::cast_slice(&to32(data)).to_vec()));
-        id
+        self.float(name, to32(data), self.st(), Class::Input)
+    }
+    pub fn input32(&mut self, name: &str, data: &[f64]) -> TensorId {
+        self.float(name, to32(data), DType::F32, Class::Input)
     }
     pub fn input_u32(&mut self, name: &str, data: &[u32]) -> TensorId {
         let id = self.t.u32(name, &[data.len()], Class::Input);
-        self.inputs.push((id, bytemuck::cast_slice(data).to_vec()));
+        self.inputs.push((id, Init::U(data.to_vec())));
         id
     }
     /// A float tensor the kernels write, pre-filled with NaN so unwritten entries show.
     pub fn output(&mut self, name: &str, n: usize) -> TensorId {
-        let id = self.t.f32(name, &[n], Class::Output);
-        self.inputs.push((id, bytemuck::cast_slice(&vec![f32::NAN; n]).to_vec()));
-        id
+        self.float(name, vec![f32::NAN; n], self.st(), Class::Output)
+    }
+    pub fn output32(&mut self, name: &str, n: usize) -> TensorId {
+        self.float(name, vec![f32::NAN; n], DType::F32, Class::Output)
     }
     pub fn scratch(&mut self, name: &str, n: usize) -> TensorId {
         self.t.f32(name, &[n.max(1)], Class::Scratch)
@@ -119,11 +143,14 @@ impl Kit {
         let step = pollster::block_on(Step::compile(
             g,
             &mut cache,
-            Program { tensors: self.t, dispatches: self.d, ..Default::default() },
+            Program { tensors: self.t, dispatches: self.d, storage: self.storage, ..Default::default() },
         ))
         .unwrap_or_else(|e| panic!("compile failed: {e}"));
-        for (id, bytes) in &self.inputs {
-            step.write(*id, bytes).unwrap();
+        for (id, init) in &self.inputs {
+            match init {
+                Init::F(v) => step.write_f32(*id, v).unwrap(),
+                Init::U(v) => step.write_u32(*id, v).unwrap(),
+            }
         }
         step.run();
         Ran { step }
