@@ -12,6 +12,8 @@ pub enum Family {
     LayerNorm,
     Matmul,
     Attention,
+    /// The O(T^2) reference attention (tests only).
+    AttentionUnfused,
     Gelu,
     Residual,
     Xent,
@@ -20,11 +22,12 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Embedding,
         Family::LayerNorm,
         Family::Matmul,
         Family::Attention,
+        Family::AttentionUnfused,
         Family::Gelu,
         Family::Residual,
         Family::Xent,
@@ -38,6 +41,7 @@ impl Family {
             Family::LayerNorm => "layernorm.wgsl",
             Family::Matmul => "matmul.wgsl",
             Family::Attention => "attention.wgsl",
+            Family::AttentionUnfused => "attention_unfused.wgsl",
             Family::Gelu => "gelu.wgsl",
             Family::Residual => "residual.wgsl",
             Family::Xent => "xent.wgsl",
@@ -52,6 +56,7 @@ impl Family {
             Family::LayerNorm => include_str!("../../shaders/layernorm.wgsl"),
             Family::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Family::Attention => include_str!("../../shaders/attention.wgsl"),
+            Family::AttentionUnfused => include_str!("../../shaders/attention_unfused.wgsl"),
             Family::Gelu => include_str!("../../shaders/gelu.wgsl"),
             Family::Residual => include_str!("../../shaders/residual.wgsl"),
             Family::Xent => include_str!("../../shaders/xent.wgsl"),

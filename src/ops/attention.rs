@@ -1,5 +1,6 @@
 //! Causal multi-head self-attention over the fused qkv (B, T, 3C), flash style (O(T) memory per
-//! head, the row log-sum-exp saved for backward). Shader: `shaders/attention.wgsl`.
+//! head, the row log-sum-exp saved for backward). Shader: `shaders/attention.wgsl`. The unfused
+//! O(T²) WGSL reference the tests compare these kernels with is in `attention_unfused.rs`.
 
 use super::{Dispatch, Family, Uniform, WG};
 use crate::graph::TensorId;

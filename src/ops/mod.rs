@@ -4,6 +4,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod attention_unfused;
 pub mod embedding;
 pub mod gelu;
 pub mod layernorm;
