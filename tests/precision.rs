@@ -297,11 +297,12 @@ fn tiny_model_in_f16_tracks_the_f32_loss_curve() {
         last(b)
     );
     // Same weights and batches; f16 rounding of activations and gradients perturbs each step by
-    // ~1e-3 relative. Bound: every step's loss within 0.05 (about 1.5% of the loss, which falls by
-    // more than 1.0 over these steps), and the last ten steps' mean within 0.02.
+    // ~1e-3 relative (measured on lavapipe: worst step 0.0021, last-10 means 3.3060 vs 3.3063).
+    // Bound: every step's loss within 0.01 (0.3% of the loss, which falls by more than 0.5 over
+    // these steps), and the last ten steps' mean within 0.005.
     assert!(a[0] - last(a) > 0.5, "the f32 run should learn: {} -> {}", a[0], last(a));
-    assert!(worst < 0.05, "f16 departs from f32 by {worst} at some step (bound 0.05)");
-    assert!((last(a) - last(b)).abs() < 0.02, "last-10 mean loss f32 {} vs f16 {}", last(a), last(b));
+    assert!(worst < 0.01, "f16 departs from f32 by {worst} at some step (bound 0.01)");
+    assert!((last(a) - last(b)).abs() < 0.005, "last-10 mean loss f32 {} vs f16 {}", last(a), last(b));
 }
 
 #[test]

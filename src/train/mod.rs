@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod llmc;
 pub mod optimizer;
 pub mod precision;
 pub mod schedule;
