@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 use crate::gpu::context::{choose, instance, list_adapters, BackendChoice, WANTED_FEATURES};
+use crate::graph::Recompute;
 
 #[derive(Parser, Debug)]
 #[command(name = "wgpt", version, about = "Train GPT-style language models with WGSL compute shaders on any GPU")]
@@ -57,6 +59,9 @@ pub enum Command {
         /// step on this adapter. Uses the adapter's binding limits, or WebGPU's defaults without one.
         #[arg(long)]
         plan_only: bool,
+        /// Activations the backward pass recomputes instead of keeping (same as --set recompute=...).
+        #[arg(long, value_parser = PossibleValuesParser::new(Recompute::NAMES))]
+        recompute: Option<String>,
     },
     /// Tokenizer tools.
     Tokenizer {
@@ -105,6 +110,10 @@ pub struct TrainArgs {
     /// Override any setting, e.g. --set lr=1e-3 --set tokenizer=bpe (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Activations the backward pass recomputes instead of keeping, to save memory: none, gelu,
+    /// norm, attn, or block (keep only each transformer block's input). Gradients are unchanged.
+    #[arg(long, value_parser = PossibleValuesParser::new(Recompute::NAMES))]
+    recompute: Option<String>,
     /// A TOML file of settings (`preset = "..."` and any --set key); --set wins over it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -153,7 +162,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info => info(backend),
         Command::Train(args) => train(backend, args),
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
-        Command::Bench { preset, steps, set, profile, json, plan_only } => {
+        Command::Bench { preset, steps, mut set, profile, json, plan_only, recompute } => {
+            set.extend(recompute.map(|r| format!("recompute={r}")));
             bench(backend, &preset, steps, &set, BenchMode { profile, json, plan_only })
         }
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
@@ -213,7 +223,7 @@ fn info(backend: BackendChoice) -> Result<()> {
 }
 
 fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
-    let TrainArgs { data, preset, steps, set, config, out, resume } = args;
+    let TrainArgs { data, preset, steps, set, recompute, config, out, resume } = args;
     let (preset, config) = (preset.as_str(), config.as_deref());
     use crate::data::dataset::{Input, TokenSet};
     use crate::train::config::RunConfig;
@@ -228,6 +238,9 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     if let Some(s) = steps {
         cfg.steps = s;
     }
+    if let Some(r) = &recompute {
+        cfg.set(&format!("recompute={r}"))?;
+    }
     for kv in &set {
         cfg.set(kv)?;
     }
@@ -235,6 +248,12 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         let Some(dir) = out else {
             return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into()));
         };
+        if recompute.is_some() {
+            return Err(Error::Other(
+                "--resume continues with the run's saved settings (config.json records recompute); drop --recompute"
+                    .into(),
+            ));
+        }
         if !dir.join("trainer_state.json").exists() {
             return Err(Error::Other(format!(
                 "--resume: {} holds no complete checkpoint (trainer_state.json is missing); delete it or pick another --out to start over",
@@ -490,7 +509,14 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             (Some(ms), Some(tps)) => format!("{ms:10.1} ms/step  {tps:10.0} tokens/s"),
             _ => "(plan only)".into(),
         };
-        println!("{:<18} B={:<3} T={:<5} {:5} dispatches  {timing}", r.preset, r.batch, r.seq, r.dispatches);
+        println!(
+            "{:<18} B={:<3} T={:<5} recompute={:<5} {:5} dispatches  {timing}",
+            r.preset,
+            r.batch,
+            r.seq,
+            r.recompute.name(),
+            r.dispatches
+        );
         println!("    {}", r.plan.summary());
         for (entry, n, ms) in &r.profile {
             println!("    {entry:<36} {n:4} x  {ms:9.2} ms");

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use super::recompute::{Recompute, Recomputer};
 use super::recorder::{Graph, Node};
 use super::tensor::{Class, TensorId};
 use crate::ops::{gelu, reduce, residual, Dispatch};
@@ -21,12 +22,33 @@ pub struct Autodiff<'a> {
     written: HashMap<TensorId, Vec<(usize, usize)>>,
     /// Parameter gradients always accumulate (gradient accumulation across micro-batches).
     accumulate_params: bool,
+    /// Saved forward tensors the rules read, recomputed where the policy dropped them.
+    re: Recomputer,
 }
 
 impl<'a> Autodiff<'a> {
     /// `root_grads` maps each flat parameter range to its flat gradient range.
     pub fn new(g: &'a mut Graph, root_grads: &HashMap<TensorId, TensorId>, accumulate_params: bool) -> Self {
-        Autodiff { g, grad: root_grads.clone(), views: HashMap::new(), written: HashMap::new(), accumulate_params }
+        Autodiff {
+            g,
+            grad: root_grads.clone(),
+            views: HashMap::new(),
+            written: HashMap::new(),
+            accumulate_params,
+            re: Recomputer::default(),
+        }
+    }
+
+    /// Drops the activations `policy` names after the forward pass; the backward pass recomputes
+    /// them right before the first rule that reads them.
+    pub fn with_recompute(mut self, policy: Recompute) -> Self {
+        self.re = Recomputer::new(self.g, policy);
+        self
+    }
+
+    /// `x` as saved for backward: itself, or a recomputed copy (its dispatches go to `d`).
+    fn saved(&mut self, x: TensorId, d: &mut Vec<Dispatch>) -> TensorId {
+        self.re.saved(self.g, x, d)
     }
 
     /// The gradient tensor of `x` (created on first use) and its window (root, offset, length).
@@ -115,7 +137,12 @@ impl<'a> Autodiff<'a> {
             match *node {
                 // xent_backward: dlogits = (softmax − onehot) · scale, in place over the logits.
                 Node::CrossEntropy { op, lse, logits, targets, scale, .. } => {
+                    let (lse, targets) = (self.saved(lse, &mut d), self.saved(targets, &mut d));
                     let (root, _) = self.g.t.window(logits);
+                    assert!(
+                        !self.re.dropped().contains(&root),
+                        "logits are overwritten in place and cannot be dropped"
+                    );
                     if !self.grad.contains_key(&root) {
                         let n = self.g.t.get(root).numel();
                         let alias = self.g.t.view(root, 0, n);
@@ -130,11 +157,12 @@ impl<'a> Autodiff<'a> {
                 Node::Mean { .. } => {}
                 // matmul_backward_dx, matmul_backward_dw, colsum_partial/colsum_final (bias).
                 Node::Matmul { op, out, x, w, bias } => {
+                    let (xs, ws) = (self.saved(x, &mut d), self.saved(w, &mut d));
                     let dout = self.grad_of(out);
                     let (dx, acc) = self.grad_for_write(x);
-                    d.push(op.backward_dx(dx, acc, dout, w));
+                    d.push(op.backward_dx(dx, acc, dout, ws));
                     let (dw, acc) = self.grad_for_write(w);
-                    d.push(op.backward_dw(dw, acc, dout, x));
+                    d.push(op.backward_dw(dw, acc, dout, xs));
                     if let Some(b) = bias {
                         let (db, acc) = self.grad_for_write(b);
                         let s = self.scratch("bias", reduce::colsum_scratch(op.m, op.n));
@@ -143,25 +171,28 @@ impl<'a> Autodiff<'a> {
                 }
                 // attention_backward_* : D = rowsum(dO·O), then dQ, then dK/dV from saved lse.
                 Node::Attention { op, out, lse, qkv } => {
+                    let saved = [qkv, out, lse].map(|t| self.saved(t, &mut d));
                     let dout = self.grad_of(out);
                     let (dqkv, acc) = self.grad_for_write(qkv);
                     let s = self.scratch("attn", op.scratch_len());
-                    d.extend(op.backward(dqkv, acc, s, dout, qkv, out, lse));
+                    d.extend(op.backward(dqkv, acc, s, dout, saved[0], saved[1], saved[2]));
                 }
                 // layernorm_backward*: dx per row, dw/db through ordered partial sums.
                 Node::LayerNorm { op, out, mean, rstd, x, w, b } => {
+                    let [xs, ws, mean, rstd] = [x, w, mean, rstd].map(|t| self.saved(t, &mut d));
                     let dout = self.grad_of(out);
                     let (dx, ax) = self.grad_for_write(x);
                     let (dw, aw) = self.grad_for_write(w);
                     let (db, ab) = self.grad_for_write(b);
                     let s = self.scratch("ln", op.scratch_len());
-                    d.extend(op.backward(dx, ax, dw, aw, db, ab, s, dout, x, w, mean, rstd));
+                    d.extend(op.backward(dx, ax, dw, aw, db, ab, s, dout, xs, ws, mean, rstd));
                 }
                 // gelu_backward
                 Node::Gelu { n, out, x } => {
+                    let xs = self.saved(x, &mut d);
                     let dout = self.grad_of(out);
                     let (dx, acc) = self.grad_for_write(x);
-                    d.push(gelu::backward(dx, acc, dout, x, n));
+                    d.push(gelu::backward(dx, acc, dout, xs, n));
                 }
                 // residual_backward: both inputs receive dout.
                 Node::Residual { n, out, a, b } => {
@@ -173,6 +204,7 @@ impl<'a> Autodiff<'a> {
                 // embedding_backward_wte: dwte by host-built token buckets (this shard's tokens);
                 // embedding_backward_wpe (first shard only): dwpe by summing over B.
                 Node::Embedding { op, out, wte, wpe, buckets, first, .. } => {
+                    let buckets = self.saved(buckets, &mut d);
                     let dout = self.grad_of(out);
                     let (dwte, at) = self.grad_for_write(wte);
                     let dwpe = first.then(|| self.grad_for_write(wpe));

@@ -8,10 +8,10 @@ use super::config::RunConfig;
 use super::step::{StepConfig, TrainStep};
 use super::trainer::init_params;
 use crate::data::batches::Rng;
-use crate::error::Result;
-use crate::gpu::{Gpu, PipelineCache};
+use crate::error::{Bytes, Result};
+use crate::gpu::{Gpu, PipelineCache, Program};
 use crate::graph::memplan::{plan, MemoryPlan};
-use crate::graph::Class;
+use crate::graph::{Class, Recompute};
 use crate::model::GptConfig;
 
 #[derive(Debug, Clone)]
@@ -19,6 +19,7 @@ pub struct BenchResult {
     pub preset: String,
     pub batch: usize,
     pub seq: usize,
+    pub recompute: Recompute,
     pub dispatches: usize,
     pub plan: MemoryPlan,
     /// None with `plan_only`: nothing was run.
@@ -38,6 +39,13 @@ pub fn preset_vocab(cfg: &RunConfig) -> usize {
     }
 }
 
+/// The step a preset benchmarks: its model, batch and recomputation policy.
+fn step_config(cfg: &RunConfig) -> StepConfig {
+    let mut sc = StepConfig::new(model(cfg), cfg.batch_size);
+    sc.recompute = cfg.recompute;
+    sc
+}
+
 fn model(cfg: &RunConfig) -> GptConfig {
     GptConfig {
         vocab_size: preset_vocab(cfg),
@@ -51,18 +59,37 @@ fn model(cfg: &RunConfig) -> GptConfig {
 /// The memory plan of a preset's training step, without allocating or running anything (for
 /// models too large to step on this adapter). `max_binding` and `align` are the adapter's limits.
 pub fn plan_only(cfg: &RunConfig, max_binding: u64, align: u64) -> Result<BenchResult> {
-    let sc = StepConfig::new(model(cfg), cfg.batch_size);
-    let (program, _) = TrainStep::program(sc, max_binding)?;
+    let (program, _) = TrainStep::program(step_config(cfg), max_binding)?;
     Ok(BenchResult {
         preset: cfg.preset.clone(),
         batch: cfg.batch_size,
         seq: cfg.block_size,
+        recompute: cfg.recompute,
         dispatches: program.dispatches.len(),
         plan: plan(&program.tensors, &program.dispatches, align),
         ms_per_step: None,
         tokens_per_s: None,
         profile: Vec::new(),
     })
+}
+
+/// What the recomputation policy of `program` (built from `sc`) saves: activation bytes and total
+/// of its plan against the same step without recomputation, and the forward dispatches re-run.
+pub fn recompute_saving(program: &Program, sc: StepConfig, max_binding: u64, align: u64) -> Result<String> {
+    let (base, _) = TrainStep::program(StepConfig { recompute: Recompute::None, ..sc }, max_binding)?;
+    let (with, without) =
+        (plan(&program.tensors, &program.dispatches, align), plan(&base.tensors, &base.dispatches, align));
+    let act = |p: &MemoryPlan| p.class_bytes(Class::Activation);
+    Ok(format!(
+        "recompute {}: activations {:#} vs {:#} without (saved {:#}); plan {:#} vs {:#}; {} forward dispatches re-run",
+        sc.recompute.name(),
+        Bytes(act(&with)),
+        Bytes(act(&without)),
+        Bytes(act(&without).saturating_sub(act(&with))),
+        Bytes(with.total()),
+        Bytes(without.total()),
+        program.dispatches.len().saturating_sub(base.dispatches.len()),
+    ))
 }
 
 impl BenchResult {
@@ -74,6 +101,7 @@ impl BenchResult {
             "adapter": adapter,
             "batch_size": self.batch,
             "block_size": self.seq,
+            "recompute": self.recompute.name(),
             "dispatches": self.dispatches,
             "peak_bytes": p.total(),
             "param_bytes": p.class_bytes(Class::Param),
@@ -90,8 +118,7 @@ impl BenchResult {
 /// Times `steps` training steps after one warm-up step.
 pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<BenchResult> {
     let model = model(cfg);
-    let mut ts =
-        pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::new(model, cfg.batch_size)))?;
+    let mut ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), step_config(cfg)))?;
     let params = init_params(&model, cfg.seed);
     ts.load_params(|name, _| Ok(params[name].clone()))?;
     let n = cfg.batch_size * cfg.block_size;
@@ -131,6 +158,7 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<
         preset: cfg.preset.clone(),
         batch: cfg.batch_size,
         seq: cfg.block_size,
+        recompute: cfg.recompute,
         dispatches: ts.step.len(),
         plan: ts.step.plan.clone(),
         ms_per_step: Some(secs * 1e3),

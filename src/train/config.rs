@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::graph::Recompute;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
@@ -36,6 +37,8 @@ pub struct RunConfig {
     pub log_every: u64,
     /// Micro-batches per optimizer step (gradient accumulation).
     pub grad_accum: usize,
+    /// Activations recomputed in the backward pass instead of kept: none, gelu, norm, attn, block.
+    pub recompute: Recompute,
 }
 
 pub const PRESETS: [&str; 5] = ["tiny", "shakespeare-char", "shakespeare", "gpt2", "gpt2-medium"];
@@ -69,6 +72,7 @@ impl RunConfig {
             vocab_size: 512,
             log_every: 10,
             grad_accum: 1,
+            recompute: Recompute::None,
         };
         Ok(match name {
             // Learns visibly within a couple of minutes on a CPU adapter.
@@ -180,6 +184,10 @@ impl RunConfig {
                 }
                 self.grad_accum = tokens / micro;
             }
+            "recompute" => {
+                self.recompute =
+                    Recompute::parse(v).map_err(|_| bad(&format!("one of {}", Recompute::NAMES.join(", "))))?
+            }
             "tokenizer" => {
                 if v != "char" && v != "bpe" {
                     return Err(bad("char or bpe"));
@@ -283,7 +291,7 @@ impl RunConfig {
             "eval_batches": self.eval_batches, "sample_every": self.sample_every, "sample_tokens": self.sample_tokens,
             "temperature": self.temperature, "top_k": self.top_k, "seed": self.seed, "val_fraction": self.val_fraction,
             "tokenizer": self.tokenizer, "vocab_size": self.vocab_size, "log_every": self.log_every,
-            "grad_accum": self.grad_accum,
+            "grad_accum": self.grad_accum, "recompute": self.recompute.name(),
         })
     }
 }

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PipelineCache, Program, Step};
 use crate::graph::autodiff::Autodiff;
 use crate::graph::flat::FlatLayout;
-use crate::graph::{Class, Graph, TensorId};
+use crate::graph::{Class, Graph, Recompute, TensorId};
 use crate::model::{gpt, param_table, GptConfig};
 use crate::ops::adamw::AdamW;
 use crate::ops::embedding::Embedding;
@@ -30,6 +30,8 @@ pub struct StepConfig {
     /// Micro-batches summed into one optimizer step (their gradients accumulate; the loss of each
     /// is scaled by 1/grad_accum so the sum is the mean over all of them).
     pub grad_accum: usize,
+    /// Activations the backward pass recomputes instead of keeping (gradients are unchanged).
+    pub recompute: Recompute,
 }
 
 impl StepConfig {
@@ -42,6 +44,7 @@ impl StepConfig {
             max_grad_norm: 1.0,
             max_binding: None,
             grad_accum: 1,
+            recompute: Recompute::None,
         }
     }
 }
@@ -96,7 +99,9 @@ impl TrainStep {
             return Err(Error::Other("step: grad_accum must be at least 1".into()));
         }
         // Parameter gradients always accumulate; the optimizer section zeroes them after use.
-        let backward = Autodiff::new(&mut g, &layout.root_grads(), true).backward(1.0 / cfg.grad_accum as f32);
+        let backward = Autodiff::new(&mut g, &layout.root_grads(), true)
+            .with_recompute(cfg.recompute)
+            .backward(1.0 / cfg.grad_accum as f32);
         let max_elems = (max_binding / 4) as usize;
         let mut opt = optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
         let zero = zero_grads(&mut g.t, &layout, max_elems);
@@ -128,6 +133,9 @@ impl TrainStep {
         let limit = cfg.max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
         let (mut program, s) = Self::program(cfg, limit)?;
         program.max_binding = Some(limit);
+        if cfg.recompute != Recompute::None && crate::gpu::executor::debug_enabled() {
+            eprintln!("{}", super::bench::recompute_saving(&program, cfg, limit, gpu.align())?);
+        }
         let step = Step::compile(gpu, cache, program).await?;
         Ok(TrainStep { cfg, step, sec: s, t: 0 })
     }

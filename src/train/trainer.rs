@@ -95,6 +95,7 @@ impl Trainer {
         // grad_clip = 0 turns clipping off, as in nanoGPT: the clip factor min(1, inf) is 1.
         sc.max_grad_norm = if cfg.grad_clip > 0.0 { cfg.grad_clip as f32 } else { f32::INFINITY };
         sc.grad_accum = cfg.grad_accum;
+        sc.recompute = cfg.recompute;
         let ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), sc))?;
         let params = init_params(&model, cfg.seed);
         ts.load_params(|name, _| Ok(params[name].clone()))?;
