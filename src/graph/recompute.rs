@@ -4,9 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::memplan::{plan, MemoryPlan};
 use super::recorder::{Graph, Node};
-use super::tensor::{Class, TensorId};
-use crate::error::{Error, Result};
+use super::tensor::{Class, TensorId, Tensors};
+use crate::error::{Bytes, Error, Result};
 use crate::ops::Dispatch;
 
 /// Appended to the names of recomputed tensors (`h0.gelu@re`), so `WGPT_DEBUG=1` shows them.
@@ -178,4 +179,26 @@ impl Recomputer {
             v
         })
     }
+}
+
+/// One line for `WGPT_DEBUG=1`: activation bytes and the whole plan of `with` (a step recorded with
+/// `policy`) against `without` (the same step without recomputation), and the dispatches re-run.
+pub fn saving(
+    policy: Recompute,
+    with: (&Tensors, &[Dispatch]),
+    without: (&Tensors, &[Dispatch]),
+    align: u64,
+) -> String {
+    let (a, b) = (plan(with.0, with.1, align), plan(without.0, without.1, align));
+    let act = |p: &MemoryPlan| p.class_bytes(Class::Activation);
+    format!(
+        "recompute {}: activations {:#} vs {:#} without (saved {:#}); plan {:#} vs {:#}; {} forward dispatches re-run",
+        policy.name(),
+        Bytes(act(&a)),
+        Bytes(act(&b)),
+        Bytes(act(&b).saturating_sub(act(&a))),
+        Bytes(a.total()),
+        Bytes(b.total()),
+        with.1.len().saturating_sub(without.1.len()),
+    )
 }

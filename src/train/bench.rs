@@ -8,8 +8,8 @@ use super::config::RunConfig;
 use super::step::{StepConfig, TrainStep};
 use super::trainer::init_params;
 use crate::data::batches::Rng;
-use crate::error::{Bytes, Result};
-use crate::gpu::{Gpu, PipelineCache, Program};
+use crate::error::Result;
+use crate::gpu::{Gpu, PipelineCache};
 use crate::graph::memplan::{plan, MemoryPlan};
 use crate::graph::{Class, Recompute};
 use crate::model::GptConfig;
@@ -71,25 +71,6 @@ pub fn plan_only(cfg: &RunConfig, max_binding: u64, align: u64) -> Result<BenchR
         tokens_per_s: None,
         profile: Vec::new(),
     })
-}
-
-/// What the recomputation policy of `program` (built from `sc`) saves: activation bytes and total
-/// of its plan against the same step without recomputation, and the forward dispatches re-run.
-pub fn recompute_saving(program: &Program, sc: StepConfig, max_binding: u64, align: u64) -> Result<String> {
-    let (base, _) = TrainStep::program(StepConfig { recompute: Recompute::None, ..sc }, max_binding)?;
-    let (with, without) =
-        (plan(&program.tensors, &program.dispatches, align), plan(&base.tensors, &base.dispatches, align));
-    let act = |p: &MemoryPlan| p.class_bytes(Class::Activation);
-    Ok(format!(
-        "recompute {}: activations {:#} vs {:#} without (saved {:#}); plan {:#} vs {:#}; {} forward dispatches re-run",
-        sc.recompute.name(),
-        Bytes(act(&with)),
-        Bytes(act(&without)),
-        Bytes(act(&without).saturating_sub(act(&with))),
-        Bytes(with.total()),
-        Bytes(without.total()),
-        program.dispatches.len().saturating_sub(base.dispatches.len()),
-    ))
 }
 
 impl BenchResult {

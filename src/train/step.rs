@@ -134,7 +134,9 @@ impl TrainStep {
         let (mut program, s) = Self::program(cfg, limit)?;
         program.max_binding = Some(limit);
         if cfg.recompute != Recompute::None && crate::gpu::executor::debug_enabled() {
-            eprintln!("{}", super::bench::recompute_saving(&program, cfg, limit, gpu.align())?);
+            let (base, _) = Self::program(StepConfig { recompute: Recompute::None, ..cfg }, limit)?;
+            let (with, without) = ((&program.tensors, &program.dispatches[..]), (&base.tensors, &base.dispatches[..]));
+            eprintln!("{}", crate::graph::recompute::saving(cfg.recompute, with, without, gpu.align()));
         }
         let step = Step::compile(gpu, cache, program).await?;
         Ok(TrainStep { cfg, step, sec: s, t: 0 })
