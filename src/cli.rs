@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 use crate::gpu::context::{choose, instance, list_adapters, BackendChoice, WANTED_FEATURES};
+use crate::graph::Recompute;
 
 #[derive(Parser, Debug)]
 #[command(name = "wgpt", version, about = "Train GPT-style language models with WGSL compute shaders on any GPU")]
@@ -60,6 +62,9 @@ pub enum Command {
         /// f32 or f16 storage (same as --set precision=...).
         #[arg(long)]
         precision: Option<String>,
+        /// Activations the backward pass recomputes instead of keeping (same as --set recompute=...).
+        #[arg(long, value_parser = PossibleValuesParser::new(Recompute::NAMES))]
+        recompute: Option<String>,
     },
     /// Tokenizer tools.
     Tokenizer {
@@ -108,6 +113,10 @@ pub struct TrainArgs {
     /// Override any setting, e.g. --set lr=1e-3 --set tokenizer=bpe (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Activations the backward pass recomputes instead of keeping, to save memory: none, gelu,
+    /// norm, attn, or block (keep only each transformer block's input). Gradients are unchanged.
+    #[arg(long, value_parser = PossibleValuesParser::new(Recompute::NAMES))]
+    recompute: Option<String>,
     /// A TOML file of settings (`preset = "..."` and any --set key); --set wins over it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -160,8 +169,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info => info(backend),
         Command::Train(args) => train(backend, args),
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
-        Command::Bench { preset, steps, set, profile, json, plan_only, precision } => {
-            let set: Vec<String> = precision.iter().map(|p| format!("precision={p}")).chain(set).collect();
+        Command::Bench { preset, steps, set, profile, json, plan_only, precision, recompute } => {
+            let set: Vec<String> = precision
+                .iter()
+                .map(|p| format!("precision={p}"))
+                .chain(recompute.iter().map(|r| format!("recompute={r}")))
+                .chain(set)
+                .collect();
             bench(backend, &preset, steps, &set, BenchMode { profile, json, plan_only })
         }
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
@@ -221,7 +235,7 @@ fn info(backend: BackendChoice) -> Result<()> {
 }
 
 fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
-    let TrainArgs { data, preset, steps, set, config, out, resume, precision } = args;
+    let TrainArgs { data, preset, steps, set, recompute, config, out, resume, precision } = args;
     let (preset, config) = (preset.as_str(), config.as_deref());
     use crate::data::dataset::{Input, TokenSet};
     use crate::train::config::RunConfig;
@@ -236,13 +250,21 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     if let Some(s) = steps {
         cfg.steps = s;
     }
-    for kv in precision.iter().map(|p| format!("precision={p}")).chain(set) {
+    let flags =
+        precision.iter().map(|p| format!("precision={p}")).chain(recompute.iter().map(|r| format!("recompute={r}")));
+    for kv in flags.chain(set) {
         cfg.set(&kv)?;
     }
     if resume {
         let Some(dir) = out else {
             return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into()));
         };
+        if recompute.is_some() {
+            return Err(Error::Other(
+                "--resume continues with the run's saved settings (config.json records recompute); drop --recompute"
+                    .into(),
+            ));
+        }
         if !dir.join("trainer_state.json").exists() {
             return Err(Error::Other(format!(
                 "--resume: {} holds no complete checkpoint (trainer_state.json is missing); delete it or pick another --out to start over",
@@ -513,11 +535,12 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             _ => "(plan only)".into(),
         };
         println!(
-            "{:<18} B={:<3} T={:<5} {} {:5} dispatches  {timing}",
+            "{:<18} B={:<3} T={:<5} {} recompute={:<5} {:5} dispatches  {timing}",
             r.preset,
             r.batch,
             r.seq,
             r.precision.name(),
+            r.recompute.name(),
             r.dispatches
         );
         println!("    {}", r.plan.summary());

@@ -67,3 +67,14 @@ fn wider_step_plan_is_sound_with_small_bindings() {
     // A 64 KiB binding limit forces the optimizer to split the flat ranges into chunks.
     check(StepConfig::new(model, 3), 64 << 10);
 }
+
+#[test]
+fn recomputing_step_plans_are_sound() {
+    let model = GptConfig { vocab_size: 300, block_size: 32, n_layer: 3, n_head: 4, n_embd: 64 };
+    for policy in wgpt::graph::Recompute::ALL {
+        let mut cfg = StepConfig::new(model, 3);
+        cfg.recompute = policy;
+        // 64 KiB bindings split the MLP's matmuls into row chunks: dropped roots with several producers.
+        check(cfg, 64 << 10);
+    }
+}

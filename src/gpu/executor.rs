@@ -43,7 +43,8 @@ pub struct Step {
     outputs: Option<(usize, wgpu::Buffer)>,
 }
 
-fn debug_enabled() -> bool {
+/// `WGPT_DEBUG` is set (and not 0): print the schedule and the memory plan.
+pub(crate) fn debug_enabled() -> bool {
     std::env::var("WGPT_DEBUG").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use super::recompute::{Recompute, Recomputer};
 use super::recorder::{Graph, Node};
 use super::tensor::{Class, TensorId};
 use crate::ops::{gelu, reduce, residual, Dispatch};
@@ -23,6 +24,8 @@ pub struct Autodiff<'a> {
     accumulate_params: bool,
     /// The host-written tensor whose slot 3 is the dynamic loss scale (training steps).
     loss_scale: Option<TensorId>,
+    /// Saved forward tensors the rules read, recomputed where the policy dropped them.
+    re: Recomputer,
 }
 
 impl<'a> Autodiff<'a> {
@@ -35,6 +38,7 @@ impl<'a> Autodiff<'a> {
             written: HashMap::new(),
             accumulate_params,
             loss_scale: None,
+            re: Recomputer::default(),
         }
     }
 
@@ -42,6 +46,18 @@ impl<'a> Autodiff<'a> {
     pub fn with_loss_scale(mut self, hyper: TensorId) -> Self {
         self.loss_scale = Some(hyper);
         self
+    }
+
+    /// Drops the activations `policy` names after the forward pass; the backward pass recomputes
+    /// them right before the first rule that reads them.
+    pub fn with_recompute(mut self, policy: Recompute) -> Self {
+        self.re = Recomputer::new(self.g, policy);
+        self
+    }
+
+    /// `x` as saved for backward: itself, or a recomputed copy (its dispatches go to `d`).
+    fn saved(&mut self, x: TensorId, d: &mut Vec<Dispatch>) -> TensorId {
+        self.re.saved(self.g, x, d)
     }
 
     /// The gradient tensor of `x` (created on first use) and its window (root, offset, length).
@@ -130,7 +146,12 @@ impl<'a> Autodiff<'a> {
             match *node {
                 // xent_backward: dlogits = (softmax − onehot) · scale, in place over the logits.
                 Node::CrossEntropy { op, lse, logits, targets, scale: row_scale, .. } => {
+                    let (lse, targets) = (self.saved(lse, &mut d), self.saved(targets, &mut d));
                     let (root, _) = self.g.t.window(logits);
+                    assert!(
+                        !self.re.dropped().contains(&root),
+                        "logits are overwritten in place and cannot be dropped"
+                    );
                     if !self.grad.contains_key(&root) {
                         let n = self.g.t.get(root).numel();
                         let alias = self.g.t.view(root, 0, n);
@@ -145,11 +166,12 @@ impl<'a> Autodiff<'a> {
                 Node::Mean { .. } => {}
                 // matmul_backward_dx, matmul_backward_dw, colsum_partial/colsum_final (bias).
                 Node::Matmul { op, out, x, w, bias } => {
+                    let (xs, ws) = (self.saved(x, &mut d), self.saved(w, &mut d));
                     let dout = self.grad_of(out);
                     let (dx, acc) = self.grad_for_write(x);
-                    d.push(op.backward_dx(dx, acc, dout, w));
+                    d.push(op.backward_dx(dx, acc, dout, ws));
                     let (dw, acc) = self.grad_for_write(w);
-                    d.push(op.backward_dw(dw, acc, dout, x));
+                    d.push(op.backward_dw(dw, acc, dout, xs));
                     if let Some(b) = bias {
                         let (db, acc) = self.grad_for_write(b);
                         let s = self.scratch("bias", reduce::colsum_scratch(op.m, op.n));
@@ -158,25 +180,28 @@ impl<'a> Autodiff<'a> {
                 }
                 // attention_backward_* : D = rowsum(dO·O), then dQ, then dK/dV from saved lse.
                 Node::Attention { op, out, lse, qkv } => {
+                    let saved = [qkv, out, lse].map(|t| self.saved(t, &mut d));
                     let dout = self.grad_of(out);
                     let (dqkv, acc) = self.grad_for_write(qkv);
                     let s = self.scratch("attn", op.scratch_len());
-                    d.extend(op.backward(dqkv, acc, s, dout, qkv, out, lse));
+                    d.extend(op.backward(dqkv, acc, s, dout, saved[0], saved[1], saved[2]));
                 }
                 // layernorm_backward*: dx per row, dw/db through ordered partial sums.
                 Node::LayerNorm { op, out, mean, rstd, x, w, b } => {
+                    let [xs, ws, mean, rstd] = [x, w, mean, rstd].map(|t| self.saved(t, &mut d));
                     let dout = self.grad_of(out);
                     let (dx, ax) = self.grad_for_write(x);
                     let (dw, aw) = self.grad_for_write(w);
                     let (db, ab) = self.grad_for_write(b);
                     let s = self.scratch("ln", op.scratch_len());
-                    d.extend(op.backward(dx, ax, dw, aw, db, ab, s, dout, x, w, mean, rstd));
+                    d.extend(op.backward(dx, ax, dw, aw, db, ab, s, dout, xs, ws, mean, rstd));
                 }
                 // gelu_backward
                 Node::Gelu { n, out, x } => {
+                    let xs = self.saved(x, &mut d);
                     let dout = self.grad_of(out);
                     let (dx, acc) = self.grad_for_write(x);
-                    d.push(gelu::backward(dx, acc, dout, x, n));
+                    d.push(gelu::backward(dx, acc, dout, xs, n));
                 }
                 // residual_backward: both inputs receive dout.
                 Node::Residual { n, out, a, b } => {
@@ -188,6 +213,7 @@ impl<'a> Autodiff<'a> {
                 // embedding_backward_wte: dwte by host-built token buckets (this shard's tokens);
                 // embedding_backward_wpe (first shard only): dwpe by summing over B.
                 Node::Embedding { op, out, wte, wpe, buckets, first, .. } => {
+                    let buckets = self.saved(buckets, &mut d);
                     let dout = self.grad_of(out);
                     let (dwte, at) = self.grad_for_write(wte);
                     let dwpe = first.then(|| self.grad_for_write(wpe));

@@ -1,10 +1,13 @@
-//! The graph scheduler: tensors, the recorded forward ops, autodiff, and the memory plan.
+//! The graph scheduler: tensors, the recorded forward ops, autodiff (with recomputation policies),
+//! and the memory plan.
 
 pub mod autodiff;
 pub mod flat;
 pub mod memplan;
+pub mod recompute;
 pub mod recorder;
 pub mod tensor;
 
+pub use recompute::Recompute;
 pub use recorder::{Graph, Node};
 pub use tensor::{Class, DType, Tensor, TensorId, Tensors};

@@ -83,11 +83,14 @@ pub struct Graph {
     pub max_binding: u64,
     /// Storage type of activations (and so of their gradients); statistics stay f32.
     pub act: DType,
+    /// Transformer block scopes as (first node index, block): nodes from that index on belong to
+    /// the block (None: outside every block) until the next marker. Recomputation reads them.
+    pub scopes: Vec<(usize, Option<usize>)>,
 }
 
 impl Default for Graph {
     fn default() -> Self {
-        Graph { t: Tensors::default(), nodes: Vec::new(), max_binding: u64::MAX, act: DType::F32 }
+        Graph { t: Tensors::default(), nodes: Vec::new(), max_binding: u64::MAX, act: DType::F32, scopes: Vec::new() }
     }
 }
 
@@ -114,6 +117,22 @@ impl Graph {
 
     fn name(&self, id: TensorId) -> &str {
         &self.t.get(id).name
+    }
+
+    /// Nodes recorded from here on belong to transformer block `l` (until the next `begin_block`
+    /// or `end_block`). The model always marks its blocks; only scheduling policies read this.
+    pub fn begin_block(&mut self, l: usize) {
+        self.scopes.push((self.nodes.len(), Some(l)));
+    }
+
+    /// Nodes recorded from here on belong to no block.
+    pub fn end_block(&mut self) {
+        self.scopes.push((self.nodes.len(), None));
+    }
+
+    /// The block node `i` was recorded in, if any.
+    pub fn block_of(&self, i: usize) -> Option<usize> {
+        self.scopes.iter().take_while(|&&(start, _)| start <= i).last().and_then(|&(_, b)| b)
     }
 
     fn act(&mut self, name: String, shape: &[usize]) -> TensorId {
@@ -324,25 +343,48 @@ impl Graph {
         (0..rows).step_by(per).map(|r0| (r0, per.min(rows - r0))).collect()
     }
 
-    /// The forward dispatch list, one or more dispatches per node in recording order.
+    /// The forward dispatch list, one dispatch per node in recording order.
     pub fn forward_dispatches(&self) -> Vec<Dispatch> {
-        let mut d = Vec::new();
-        for node in &self.nodes {
-            match *node {
-                Node::Embedding { op, out, ids, wte, wpe, .. } => d.push(op.forward(out, ids, wte, wpe)),
-                Node::LayerNorm { op, out, mean, rstd, x, w, b } => d.push(op.forward(out, mean, rstd, x, w, b)),
-                Node::Matmul { op, out, x, w, bias } => d.push(op.forward(out, x, w, bias)),
-                Node::Attention { op, out, lse, qkv } => d.push(op.forward(out, lse, qkv)),
-                Node::Gelu { n, out, x } => d.push(gelu::forward(out, x, n)),
-                Node::Residual { n, out, a, b } => d.push(residual::forward(out, a, b, n)),
-                Node::CrossEntropy { op, losses, lse, logits, targets, .. } => {
-                    d.push(op.forward(losses, lse, logits, targets))
-                }
-                Node::Mean { rows, out, index, losses } => {
-                    d.push(reduce::sum_final(out, index, losses, rows, 1.0 / rows as f32))
-                }
-            }
+        self.nodes.iter().map(Node::forward).collect()
+    }
+}
+
+impl Node {
+    /// The node's forward dispatch.
+    pub fn forward(&self) -> Dispatch {
+        match *self {
+            Node::Embedding { op, out, ids, wte, wpe, .. } => op.forward(out, ids, wte, wpe),
+            Node::LayerNorm { op, out, mean, rstd, x, w, b } => op.forward(out, mean, rstd, x, w, b),
+            Node::Matmul { op, out, x, w, bias } => op.forward(out, x, w, bias),
+            Node::Attention { op, out, lse, qkv } => op.forward(out, lse, qkv),
+            Node::Gelu { n, out, x } => gelu::forward(out, x, n),
+            Node::Residual { n, out, a, b } => residual::forward(out, a, b, n),
+            Node::CrossEntropy { op, losses, lse, logits, targets, .. } => op.forward(losses, lse, logits, targets),
+            Node::Mean { rows, out, index, losses } => reduce::sum_final(out, index, losses, rows, 1.0 / rows as f32),
         }
-        d
+    }
+
+    /// The tensors the forward dispatch writes and those it reads, as slots that can be rebound.
+    pub fn slots(&mut self) -> (Vec<&mut TensorId>, Vec<&mut TensorId>) {
+        match self {
+            Node::Embedding { out, ids, wte, wpe, buckets, .. } => (vec![out], vec![ids, wte, wpe, buckets]),
+            Node::LayerNorm { out, mean, rstd, x, w, b, .. } => (vec![out, mean, rstd], vec![x, w, b]),
+            Node::Matmul { out, x, w, bias, .. } => (vec![out], [x, w].into_iter().chain(bias.as_mut()).collect()),
+            Node::Attention { out, lse, qkv, .. } => (vec![out, lse], vec![qkv]),
+            Node::Gelu { out, x, .. } => (vec![out], vec![x]),
+            Node::Residual { out, a, b, .. } => (vec![out], vec![a, b]),
+            Node::CrossEntropy { losses, lse, logits, targets, .. } => (vec![losses, lse], vec![logits, targets]),
+            Node::Mean { out, losses, .. } => (vec![out], vec![losses]),
+        }
+    }
+
+    /// The tensors the forward dispatch writes.
+    pub fn writes(&self) -> Vec<TensorId> {
+        self.clone().slots().0.into_iter().map(|t| *t).collect()
+    }
+
+    /// The tensors the forward dispatch reads.
+    pub fn reads(&self) -> Vec<TensorId> {
+        self.clone().slots().1.into_iter().map(|t| *t).collect()
     }
 }

@@ -20,6 +20,7 @@ pub fn record(
     let w = |name: &str| p[name];
     let mut x = g.embedding(ids, w("transformer.wte.weight"), w("transformer.wpe.weight"))?; // (B, T, C)
     for l in 0..cfg.n_layer {
+        g.begin_block(l);
         let h = |s: &str| w(&format!("transformer.h.{l}.{s}"));
         let n = |s: &str| format!("h{l}.{s}");
 
@@ -35,6 +36,7 @@ pub fn record(
         let m = g.linear(&n("mlp.c_proj"), m, h("mlp.c_proj.weight"), Some(h("mlp.c_proj.bias")), false)?;
         x = g.add(&n("res2"), x, m)?;
     }
+    g.end_block();
     let x = g.layernorm("ln_f", x, w("transformer.ln_f.weight"), w("transformer.ln_f.bias"))?;
     let logits = g.linear("logits", x, w("transformer.wte.weight"), None, true)?; // (B, T, V), tied head
     g.cross_entropy(logits, targets, loss, 0)?;

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::config::RunConfig;
+use super::llmc;
 use super::precision::Precision;
 use super::step::{StepConfig, TrainStep};
 use super::trainer::init_params;
@@ -12,7 +13,7 @@ use crate::data::batches::Rng;
 use crate::error::Result;
 use crate::gpu::{Gpu, PipelineCache};
 use crate::graph::memplan::{plan, MemoryPlan};
-use crate::graph::Class;
+use crate::graph::{Class, Recompute};
 use crate::model::GptConfig;
 
 #[derive(Debug, Clone)]
@@ -20,7 +21,9 @@ pub struct BenchResult {
     pub preset: String,
     pub batch: usize,
     pub seq: usize,
+    pub model: GptConfig,
     pub precision: Precision,
+    pub recompute: Recompute,
     pub dispatches: usize,
     pub plan: MemoryPlan,
     /// None with `plan_only`: nothing was run.
@@ -40,6 +43,7 @@ pub fn preset_vocab(cfg: &RunConfig) -> usize {
     }
 }
 
+/// The step a preset benchmarks: its model, batch and recomputation policy.
 fn model(cfg: &RunConfig) -> GptConfig {
     GptConfig {
         vocab_size: preset_vocab(cfg),
@@ -58,7 +62,9 @@ pub fn plan_only(cfg: &RunConfig, max_binding: u64, align: u64) -> Result<BenchR
         preset: cfg.preset.clone(),
         batch: cfg.batch_size,
         seq: cfg.block_size,
+        model: model(cfg),
         precision: cfg.precision,
+        recompute: cfg.recompute,
         dispatches: program.dispatches.len(),
         plan: plan(&program.tensors, &program.dispatches, align),
         ms_per_step: None,
@@ -77,6 +83,7 @@ impl BenchResult {
             "batch_size": self.batch,
             "block_size": self.seq,
             "precision": self.precision.name(),
+            "recompute": self.recompute.name(),
             "dispatches": self.dispatches,
             "peak_bytes": p.total(),
             "param_bytes": p.class_bytes(Class::Param),
@@ -86,6 +93,13 @@ impl BenchResult {
             "scratch_bytes": p.class_bytes(Class::Scratch),
             "step_ms": self.ms_per_step,
             "tokens_per_s": self.tokens_per_s,
+            // For comparison: what llm.c's CUDA trainer allocates for activations at this shape
+            // (bf16, cuDNN attention), by its recompute setting (see train/llmc.rs).
+            "llmc_activation_bytes": {
+                "recompute0": llmc::activation_bytes(&self.model, self.batch, self.seq, 0, true),
+                "recompute1": llmc::activation_bytes(&self.model, self.batch, self.seq, 1, true),
+                "recompute2": llmc::activation_bytes(&self.model, self.batch, self.seq, 2, true),
+            },
         })
     }
 }
@@ -133,7 +147,9 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<
         preset: cfg.preset.clone(),
         batch: cfg.batch_size,
         seq: cfg.block_size,
+        model,
         precision: cfg.precision,
+        recompute: cfg.recompute,
         dispatches: ts.step.len(),
         plan: ts.step.plan.clone(),
         ms_per_step: Some(secs * 1e3),

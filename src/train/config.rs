@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use super::precision::Precision;
 use crate::error::{Error, Result};
+use crate::graph::Recompute;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
@@ -39,6 +40,8 @@ pub struct RunConfig {
     pub grad_accum: usize,
     /// Storage type of activations and gradients (f16 with dynamic loss scaling).
     pub precision: Precision,
+    /// Activations recomputed in the backward pass instead of kept: none, gelu, norm, attn, block.
+    pub recompute: Recompute,
 }
 
 pub const PRESETS: [&str; 5] = ["tiny", "shakespeare-char", "shakespeare", "gpt2", "gpt2-medium"];
@@ -73,6 +76,7 @@ impl RunConfig {
             log_every: 10,
             grad_accum: 1,
             precision: Precision::F32,
+            recompute: Recompute::None,
         };
         Ok(match name {
             // Learns visibly within a couple of minutes on a CPU adapter.
@@ -185,6 +189,10 @@ impl RunConfig {
                 self.grad_accum = tokens / micro;
             }
             "precision" => self.precision = Precision::parse(v).map_err(|_| bad("f32 or f16"))?,
+            "recompute" => {
+                self.recompute =
+                    Recompute::parse(v).map_err(|_| bad(&format!("one of {}", Recompute::NAMES.join(", "))))?
+            }
             "tokenizer" => {
                 if v != "char" && v != "bpe" {
                     return Err(bad("char or bpe"));
@@ -288,7 +296,7 @@ impl RunConfig {
             "eval_batches": self.eval_batches, "sample_every": self.sample_every, "sample_tokens": self.sample_tokens,
             "temperature": self.temperature, "top_k": self.top_k, "seed": self.seed, "val_fraction": self.val_fraction,
             "tokenizer": self.tokenizer, "vocab_size": self.vocab_size, "log_every": self.log_every,
-            "grad_accum": self.grad_accum, "precision": self.precision.name(),
+            "grad_accum": self.grad_accum, "precision": self.precision.name(), "recompute": self.recompute.name(),
         })
     }
 }

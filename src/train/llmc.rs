@@ -33,7 +33,7 @@ pub fn activation_bytes(m: &GptConfig, b: usize, t: usize, recompute: u32, cudnn
         + bt * (3 * c).max(nh * t).max(vp) // output: logits / their gradients / scratch
         + bt * 4 * c // scratch_bt4c
         + btc; // scratch_btc
-    // f32 tensors (elements): LayerNorm means and rstds, the cuDNN softmax statistics, losses.
+               // f32 tensors (elements): LayerNorm means and rstds, the cuDNN softmax statistics, losses.
     let single = 4 * l * bt + 2 * bt + bt + if cudnn { l * b * nh * t } else { 0 };
     half * 2 + single * 4
 }

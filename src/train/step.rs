@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PipelineCache, Program, Step};
 use crate::graph::autodiff::Autodiff;
 use crate::graph::flat::FlatLayout;
-use crate::graph::{Class, Graph, TensorId};
+use crate::graph::{Class, Graph, Recompute, TensorId};
 use crate::model::{gpt, param_table, GptConfig};
 use crate::ops::adamw::AdamW;
 use crate::ops::embedding::Embedding;
@@ -34,6 +34,8 @@ pub struct StepConfig {
     pub grad_accum: usize,
     /// Storage type of activations and gradients (see `Precision`).
     pub precision: Precision,
+    /// Activations the backward pass recomputes instead of keeping (gradients are unchanged).
+    pub recompute: Recompute,
 }
 
 impl StepConfig {
@@ -50,6 +52,7 @@ impl StepConfig {
             max_grad_norm: if cfg.grad_clip > 0.0 { cfg.grad_clip as f32 } else { f32::INFINITY },
             grad_accum: cfg.grad_accum,
             precision: cfg.precision,
+            recompute: cfg.recompute,
             ..StepConfig::new(model, cfg.batch_size)
         }
     }
@@ -64,6 +67,7 @@ impl StepConfig {
             max_binding: None,
             grad_accum: 1,
             precision: Precision::F32,
+            recompute: Recompute::None,
         }
     }
 }
@@ -122,6 +126,7 @@ impl TrainStep {
         // Parameter gradients always accumulate; the optimizer section zeroes them after use.
         let backward = Autodiff::new(&mut g, &layout.root_grads(), true)
             .with_loss_scale(hyper)
+            .with_recompute(cfg.recompute)
             .backward(1.0 / cfg.grad_accum as f32);
         let max_elems = (max_binding / 4) as usize;
         let mut opt = optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
@@ -162,6 +167,11 @@ impl TrainStep {
         let limit = cfg.max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
         let (mut program, s) = Self::program(cfg, limit)?;
         program.max_binding = Some(limit);
+        if cfg.recompute != Recompute::None && crate::gpu::executor::debug_enabled() {
+            let (base, _) = Self::program(StepConfig { recompute: Recompute::None, ..cfg }, limit)?;
+            let (with, without) = ((&program.tensors, &program.dispatches[..]), (&base.tensors, &base.dispatches[..]));
+            eprintln!("{}", crate::graph::recompute::saving(cfg.recompute, with, without, gpu.align()));
+        }
         let step = Step::compile(gpu, cache, program).await?;
         let ts = TrainStep { cfg, step, sec: s, t: 0, loss_scale: LossScale::new(cfg.precision) };
         ts.write_hyper(0.0)?;
