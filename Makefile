@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: deps run test check bench
+.PHONY: deps run test check bench bench-memory
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -41,3 +41,19 @@ bench: deps
 	./target/release/wgpt bench --preset gpt2 --set batch_size=1 --set block_size=128 --steps 2
 	./target/release/wgpt train --data $(SHARED)/data/tinyshakespeare.txt --preset shakespeare-char \
 		--out runs/bench-shakespeare-char-$$(date +%s)
+
+# The README's memory table: one JSON object per line for each precision x recompute policy —
+# GPT-2 (124M) at B=4, T=1024 and shakespeare at B=64, T=256 from the plan, shakespeare's step time
+# measured at B=1 (the software adapter is too slow for B=64) and shakespeare-char's at its B=12 —
+# then GPT-2's plan at T = 256 ... 2048 (attention memory grows linearly in T).
+bench-memory: deps
+	cargo build --release
+	for p in f32 f16; do for r in none gelu norm attn block; do \
+		./target/release/wgpt bench --preset gpt2 --set batch_size=4 --plan-only --json --precision $$p --recompute $$r; \
+		./target/release/wgpt bench --preset shakespeare --plan-only --json --precision $$p --recompute $$r; \
+		./target/release/wgpt bench --preset shakespeare --set batch_size=1 --steps 2 --json --precision $$p --recompute $$r; \
+		./target/release/wgpt bench --preset shakespeare-char --steps 5 --json --precision $$p --recompute $$r; \
+	done; done
+	for t in 256 512 1024 2048; do \
+		./target/release/wgpt bench --preset gpt2 --set batch_size=4 --set block_size=$$t --plan-only --json; \
+	done

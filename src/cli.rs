@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 use crate::gpu::context::{choose, instance, list_adapters, BackendChoice, WANTED_FEATURES};
 use crate::graph::Recompute;
+use crate::train::Precision;
 
 #[derive(Parser, Debug)]
 #[command(name = "wgpt", version, about = "Train GPT-style language models with WGSL compute shaders on any GPU")]
@@ -60,7 +61,7 @@ pub enum Command {
         #[arg(long)]
         plan_only: bool,
         /// f32 or f16 storage (same as --set precision=...).
-        #[arg(long)]
+        #[arg(long, value_parser = PossibleValuesParser::new(Precision::NAMES))]
         precision: Option<String>,
         /// Activations the backward pass recomputes instead of keeping (same as --set recompute=...).
         #[arg(long, value_parser = PossibleValuesParser::new(Recompute::NAMES))]
@@ -130,7 +131,7 @@ pub struct TrainArgs {
     resume: bool,
     /// Storage of activations and gradients: f32, or f16 with f32 master weights and dynamic loss
     /// scaling (falls back to f32 on adapters without shader-f16). Same as --set precision=...
-    #[arg(long)]
+    #[arg(long, value_parser = PossibleValuesParser::new(Precision::NAMES))]
     precision: Option<String>,
 }
 

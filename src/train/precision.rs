@@ -44,6 +44,17 @@ impl Precision {
         }
     }
 
+    /// What an adapter with `features` runs when asked for this precision: f16 needs
+    /// `SHADER_F16` and falls back to f32, with a one-line notice naming the adapter.
+    pub fn supported_by(self, features: wgpu::Features, adapter: &str) -> (Precision, Option<String>) {
+        if self == Precision::F16 && !features.contains(wgpu::Features::SHADER_F16) {
+            let note = format!("notice: {adapter} has no shader-f16; running in f32 instead of f16");
+            (Precision::F32, Some(note))
+        } else {
+            (self, None)
+        }
+    }
+
     pub fn storage(self) -> StorageType {
         match self {
             Precision::F32 => StorageType::F32,
@@ -100,5 +111,20 @@ impl LossScale {
                 self.clean = 0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Precision;
+
+    #[test]
+    fn f16_falls_back_to_f32_with_a_notice_without_shader_f16() {
+        let (p, note) = Precision::F16.supported_by(wgpu::Features::empty(), "SwiftShader");
+        assert_eq!(p, Precision::F32);
+        assert_eq!(note.as_deref(), Some("notice: SwiftShader has no shader-f16; running in f32 instead of f16"));
+        assert_eq!(Precision::F16.supported_by(wgpu::Features::SHADER_F16, "x"), (Precision::F16, None));
+        assert_eq!(Precision::F32.supported_by(wgpu::Features::empty(), "x"), (Precision::F32, None));
+        assert!(Precision::parse("bf16").unwrap_err().to_string().contains("f32, f16"));
     }
 }

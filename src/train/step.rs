@@ -181,12 +181,7 @@ impl TrainStep {
     /// The precision this adapter can run: f16 falls back to f32 without `SHADER_F16`, with the
     /// one-line notice to print.
     pub fn supported_precision(gpu: &Gpu, want: Precision) -> (Precision, Option<String>) {
-        if want == Precision::F16 && !gpu.features.contains(wgpu::Features::SHADER_F16) {
-            let note = format!("notice: {} has no shader-f16; running in f32 instead of f16", gpu.info.name);
-            (Precision::F32, Some(note))
-        } else {
-            (want, None)
-        }
+        want.supported_by(gpu.features, &gpu.info.name)
     }
 
     /// Learning rate and bias corrections of step t + 1, and the current loss scale.
