@@ -1,0 +1,4 @@
+//! Seeing training: attention maps recomputed on the GPU for display (`maps`), PNG reports
+//! written without a display (`report`), and, with the cargo feature `viz`, the live egui window.
+
+pub mod maps;
