@@ -111,6 +111,45 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
     }
 }
 
+@group(0) @binding(7) var<storage, read_write> probs: array<f32>;  // (B, NH, T, T) attention_probs
+
+// For display: the probabilities p_ts = exp(q_t . k_s * scale - lse_t) of 4 query rows, recomputed
+// from the saved log-sum-exp as the backward does (so they sum to 1 whatever kernel made lse),
+// written for every key s: 0 above the diagonal (s > t).
+@compute @workgroup_size(WG)
+fn attention_probs(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= num_blocks()) { return; }
+    let blk = block(i);
+    let base = qkv_base(blk.bh);
+    let c = p.nh * p.hs;
+    let stride = 3u * c;
+
+    var q: array<vec4f, MAX_HS>;
+    let qo = vec4u(base) + blk.clamped * stride;
+    for (var d = 0u; d < p.hs; d++) {
+        q[d] = vec4f(f32(qkv[qo.x + d]), f32(qkv[qo.y + d]), f32(qkv[qo.z + d]), f32(qkv[qo.w + d]));
+    }
+    let row0 = blk.bh * p.t;  // (b, h, t = 0) in lse and the rows of probs
+    let m = vec4f(lse[row0 + blk.clamped.x], lse[row0 + blk.clamped.y], lse[row0 + blk.clamped.z], lse[row0 + blk.clamped.w]);
+    for (var s = 0u; s < p.t; s++) {
+        var x = vec4f(0.0);
+        if (s <= blk.last) {
+            let ko = base + s * stride + c;
+            for (var d = 0u; d < p.hs; d++) {
+                x += q[d] * f32(qkv[ko + d]);
+            }
+        }
+        let e = select(vec4f(0.0), exp(x * p.scale - m), vec4u(s) <= blk.rows);
+        for (var r = 0u; r < 4u; r++) {
+            let t = blk.t0 + r;
+            if (t < p.t) {
+                probs[(row0 + t) * p.t + s] = e[r];
+            }
+        }
+    }
+}
+
 @group(0) @binding(4) var<storage, read_write> dqkv: array<st>;   // (B, T, 3C)
 @group(0) @binding(5) var<storage, read_write> dsum: array<f32>;  // (B, NH, T) D = rowsum(dout * out)
 @group(0) @binding(6) var<storage, read_write> dout: array<st>;   // (B, T, C)

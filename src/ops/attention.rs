@@ -51,6 +51,37 @@ impl Attention {
             .threads(self.blocks() as u64, WG)
     }
 
+    /// probs (B, NH, T, T) f32 = exp(q k^T * scale - lse) per head, 0 above the diagonal: the
+    /// softmax probabilities recomputed from the forward's saved lse (B, NH, T), for display.
+    pub fn probs(&self, probs: TensorId, lse: TensorId, qkv: TensorId) -> Dispatch {
+        Dispatch::new(Family::Attention, "attention_probs")
+            .uniform(self.params(false))
+            .arg(2, lse)
+            .arg(3, qkv)
+            .arg(7, probs)
+            .threads(self.blocks() as u64, WG)
+    }
+
+    /// Elements of the probabilities of every head: B * NH * T * T.
+    pub fn probs_len(&self) -> usize {
+        self.rows() * self.t
+    }
+
+    /// probs (B, NH, T, T) as `probs` computes them, from the CPU softmax in f64.
+    pub fn cpu_probs_all(&self, qkv: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; self.probs_len()];
+        for b in 0..self.b {
+            for h in 0..self.nh {
+                for t in 0..self.t {
+                    let (p, _) = self.cpu_probs(qkv, b, h, t);
+                    let row = ((b * self.nh + h) * self.t + t) * self.t;
+                    out[row..row + p.len()].copy_from_slice(&p);
+                }
+            }
+        }
+        out
+    }
+
     /// f32 elements of the backward scratch: D = rowsum(dout * out) per (B, NH, T).
     pub fn scratch_len(&self) -> usize {
         self.rows()
