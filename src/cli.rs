@@ -93,6 +93,19 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Write PNG charts of a run into its directory: loss.png (train and validation loss from
+    /// metrics.jsonl) and attention_L<l>.png (every head of layer l as heat maps, from the latest
+    /// checkpoint on --prompt, or on the first 64 tokens of the built-in stories).
+    Report {
+        /// The run directory (metrics.jsonl, config.json, model.safetensors, tokenizer.json).
+        run_dir: PathBuf,
+        /// Layers to draw (repeatable; default: all).
+        #[arg(long = "layer", value_name = "L")]
+        layers: Vec<usize>,
+        /// Text whose attention to show (at most block_size tokens).
+        #[arg(long)]
+        prompt: Option<String>,
+    },
     /// List every adapter (name, backend, device type), the features wgpt uses and the key limits;
     /// marks the one wgpt would pick (WGPU_ADAPTER_NAME filters by name).
     Info,
@@ -192,6 +205,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokenizer { command: TokenizerCommand::Encode { data, tokenizer, out } } => {
             encode(&data, &tokenizer, &out)
         }
+        Command::Report { run_dir, layers, prompt } => report(backend, &run_dir, &layers, prompt.as_deref()),
         Command::Sample { ckpt, prompt, tokens, temperature, top_k, seed } => {
             sample(backend, &ckpt, &prompt, tokens, temperature, top_k, seed)
         }
@@ -548,6 +562,18 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
         for (entry, n, ms) in &r.profile {
             println!("    {entry:<36} {n:4} x  {ms:9.2} ms");
         }
+    }
+    Ok(())
+}
+
+fn report(backend: BackendChoice, dir: &Path, layers: &[usize], prompt: Option<&str>) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(crate::Error::Other(format!("report: {}: no such run directory", dir.display())));
+    }
+    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
+    let w = crate::viz::report::report(&gpu, dir, layers, prompt)?;
+    for p in std::iter::once(&w.loss).chain(&w.attention) {
+        println!("{}", p.display());
     }
     Ok(())
 }

@@ -178,3 +178,12 @@ fn bench_prints_json_and_plans_gpt2_without_running_it() {
     let v: serde_json::Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert!(v["step_ms"].as_f64().unwrap() > 0.0 && v["tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
 }
+
+#[test]
+fn report_on_a_missing_or_incomplete_run_is_one_line() {
+    let e = fails(&["report", "/no/such/run"]);
+    assert!(e.contains("/no/such/run") && e.contains("no such run directory"), "{e}");
+    let dir = scratch("report");
+    let e = fails(&["report", s(&dir)]);
+    assert!(e.contains("metrics.jsonl is missing"), "{e}");
+}
