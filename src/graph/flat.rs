@@ -37,6 +37,21 @@ pub struct FlatParam {
     pub compute: TensorId,
 }
 
+impl FlatParam {
+    /// Checks that `n` values fill this parameter (before writing them).
+    pub fn check_len(&self, n: usize) -> crate::error::Result<()> {
+        if n == self.spec.numel() {
+            return Ok(());
+        }
+        Err(crate::error::Error::Other(format!(
+            "parameter {}: {n} values given, shape {:?} needs {}",
+            self.spec.name,
+            self.spec.shape,
+            self.spec.numel()
+        )))
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct FlatLayout {
     pub groups: Vec<Group>,

@@ -194,15 +194,7 @@ impl TrainStep {
     pub fn load_params(&self, mut get: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>) -> Result<()> {
         for p in &self.sec.layout.params {
             let data = get(&p.spec.name, &p.spec.shape)?;
-            if data.len() != p.spec.numel() {
-                return Err(Error::Other(format!(
-                    "parameter {}: {} values given, shape {:?} needs {}",
-                    p.spec.name,
-                    data.len(),
-                    p.spec.shape,
-                    p.spec.numel()
-                )));
-            }
+            p.check_len(data.len())?;
             self.step.write_f32(p.param, &data)?;
             if p.compute != p.param {
                 self.step.write_f32(p.compute, &data)?;

@@ -112,15 +112,7 @@ impl AttentionProbe {
             let data = params
                 .get(&p.spec.name)
                 .ok_or_else(|| Error::Other(format!("attention maps: parameter {} missing", p.spec.name)))?;
-            if data.len() != p.spec.numel() {
-                return Err(Error::Other(format!(
-                    "parameter {}: {} values given, shape {:?} needs {}",
-                    p.spec.name,
-                    data.len(),
-                    p.spec.shape,
-                    p.spec.numel()
-                )));
-            }
+            p.check_len(data.len())?;
             self.step.write_f32(p.param, data)?;
         }
         let mut ids = tokens.to_vec();
