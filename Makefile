@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: deps run test check bench bench-memory
+.PHONY: deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -57,3 +57,37 @@ bench-memory: deps
 	for t in 256 512 1024 2048; do \
 		./target/release/wgpt bench --preset gpt2 --set batch_size=4 --set block_size=$$t --plan-only --json; \
 	done
+
+# The live window (cargo feature viz). deps-viz installs a virtual X server (Xvfb) and the X client
+# libraries winit loads at run time; test-viz renders the window once under Xvfb
+# (tests/viz_window.rs: a screenshot whose plot and attention areas are not blank).
+deps-viz:
+	@if command -v Xvfb >/dev/null && ldconfig -p | grep -q libxkbcommon-x11; then \
+		echo "deps-viz: Xvfb and the X client libraries are installed"; \
+	elif command -v apt-get >/dev/null; then \
+		echo "deps-viz: installing xvfb and the X client libraries"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 >/dev/null; \
+	else \
+		echo "deps-viz: no Xvfb and no apt-get; install Xvfb to run the window test"; \
+	fi
+
+check-viz:
+	cargo clippy --all-targets --features viz -- -D warnings
+
+# Xvfb on a display of its own for the test, stopped afterwards.
+XVFB_DISPLAY ?= :97
+test-viz: deps-viz
+	Xvfb $(XVFB_DISPLAY) -screen 0 1280x800x24 -nolisten tcp >/dev/null 2>&1 & xvfb=$$!; sleep 1; \
+	DISPLAY=$(XVFB_DISPLAY) WGPT_REQUIRE_DISPLAY=1 cargo test --features viz --test viz_window; rc=$$?; \
+	kill $$xvfb; exit $$rc
+
+# tokens/s of the tiny preset (1000 steps) without the window and then with it open under Xvfb: the
+# last lines of each run ("step 1000/1000 ... tok/s" over its last 50 steps; "1000 steps in Ns").
+bench-viz: deps-viz
+	cargo build --release --features viz
+	d=$$(mktemp -d); \
+	echo "without the window:"; ./target/release/wgpt train --out $$d/plain | grep -E "^step +1000/|steps in"; \
+	Xvfb $(XVFB_DISPLAY) -screen 0 1280x800x24 -nolisten tcp >/dev/null 2>&1 & xvfb=$$!; sleep 1; \
+	echo "with the window:"; DISPLAY=$(XVFB_DISPLAY) ./target/release/wgpt train --viz --screenshot $$d/window.png --out $$d/viz \
+		| grep -E "^step +1000/|steps in"; \
+	kill $$xvfb; rm -rf $$d

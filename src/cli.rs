@@ -106,6 +106,16 @@ pub enum Command {
         #[arg(long)]
         prompt: Option<String>,
     },
+    /// Open the training window on a run directory, finished or running: its metrics.jsonl
+    /// (re-read as it grows) and attention maps from its latest checkpoint. Needs the cargo
+    /// feature `viz`.
+    Viz {
+        /// The run directory (metrics.jsonl, config.json, model.safetensors, tokenizer.json).
+        dir: PathBuf,
+        /// Save a PNG of the window once the metrics and maps are shown, then close it.
+        #[arg(long, value_name = "PATH")]
+        screenshot: Option<PathBuf>,
+    },
     /// List every adapter (name, backend, device type), the features wgpt uses and the key limits;
     /// marks the one wgpt would pick (WGPU_ADAPTER_NAME filters by name).
     Info,
@@ -146,6 +156,22 @@ pub struct TrainArgs {
     /// scaling (falls back to f32 on adapters without shader-f16). Same as --set precision=...
     #[arg(long, value_parser = PossibleValuesParser::new(Precision::NAMES))]
     precision: Option<String>,
+    /// Open a window with live loss, lr, grad-norm and tokens/s plots and attention maps while
+    /// training runs (needs the cargo feature `viz`).
+    #[arg(long, hide = cfg!(not(feature = "viz")))]
+    viz: bool,
+    /// With --viz: save a PNG of the window when training ends, then close it (for benchmarks and
+    /// screenshots without anyone to close the window).
+    #[arg(long, value_name = "PATH", requires = "viz", hide = cfg!(not(feature = "viz")))]
+    screenshot: Option<PathBuf>,
+}
+
+/// The error of `--viz` / `wgpt viz` in a build without the window.
+#[cfg(not(feature = "viz"))]
+fn no_viz() -> crate::Error {
+    crate::Error::Other(
+        "this wgpt was built without the window; rebuild with `cargo build --release --features viz`".into(),
+    )
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,6 +235,89 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample { ckpt, prompt, tokens, temperature, top_k, seed } => {
             sample(backend, &ckpt, &prompt, tokens, temperature, top_k, seed)
         }
+        Command::Viz { dir, screenshot } => viz(backend, &dir, screenshot),
+    }
+}
+
+#[cfg(not(feature = "viz"))]
+fn viz(_: BackendChoice, _: &Path, _: Option<PathBuf>) -> Result<()> {
+    Err(no_viz())
+}
+
+#[cfg(feature = "viz")]
+fn viz(backend: BackendChoice, dir: &Path, screenshot: Option<PathBuf>) -> Result<()> {
+    use crate::viz::window;
+    if !dir.join("metrics.jsonl").is_file() && !dir.join("config.json").is_file() {
+        return Err(crate::Error::Other(format!(
+            "{}: not a run directory (no metrics.jsonl or config.json)",
+            dir.display()
+        )));
+    }
+    let (link, ends) = window::link();
+    let prompt = window::run_prompt(dir);
+    let (d, p) = (dir.to_path_buf(), prompt.clone());
+    std::thread::spawn(move || {
+        let gpu = pollster::block_on(crate::gpu::Gpu::new(backend)).map_err(|e| e.to_string());
+        window::follow_run(&d, gpu, p, link);
+    });
+    let shot = screenshot.map(|path| window::Screenshot {
+        path,
+        min_steps: 1,
+        at_end: false,
+        timeout: std::time::Duration::from_secs(60),
+    });
+    window::open(&dir.display().to_string(), ends, prompt, shot)
+}
+
+/// Runs `trainer` to the end, reporting to the terminal, and to a window with --viz: training
+/// then runs in its own thread while the window has the main one.
+fn run_training(
+    gpu: crate::gpu::Gpu,
+    mut trainer: crate::train::trainer::Trainer,
+    dir: &Path,
+    at: u64,
+    viz: bool,
+    screenshot: Option<PathBuf>,
+) -> Result<()> {
+    let bar = Bar::new(trainer.cfg.steps, at);
+    if !viz {
+        return trainer.run(dir, bar);
+    }
+    #[cfg(not(feature = "viz"))]
+    {
+        let _ = (gpu, screenshot);
+        Err(no_viz())
+    }
+    #[cfg(feature = "viz")]
+    {
+        use crate::viz::window::{self, Event, MapMaker, WindowProgress, MAP_TOKENS};
+        let (link, ends) = window::link();
+        let prompt = trainer.tokenizer.decode(&trainer.val_tokens(MAP_TOKENS));
+        let maps =
+            MapMaker::new(&gpu, trainer.model, MAP_TOKENS, trainer.tokenizer.clone(), prompt.clone(), link.settings);
+        let feed = link.feed.clone();
+        let progress = WindowProgress::new(bar, link.feed, maps);
+        let (d, steps) = (dir.to_path_buf(), trainer.cfg.steps);
+        let training = std::thread::spawn(move || {
+            let r = trainer.run(&d, progress);
+            drop(gpu);
+            feed.send(Event::Status(match &r {
+                Ok(()) => "training finished".into(),
+                Err(e) => format!("training failed: {e}"),
+            }));
+            r
+        });
+        let shot = screenshot.map(|path| window::Screenshot {
+            path,
+            min_steps: 5,
+            timeout: std::time::Duration::from_secs(120),
+        });
+        if let Err(e) = window::open(&dir.display().to_string(), ends, prompt, shot) {
+            println!("wgpt: {e}; training continues in the terminal");
+        } else if !training.is_finished() {
+            println!("window closed; training continues in the terminal to step {steps} (Ctrl-C stops it; --resume continues from the last checkpoint)");
+        }
+        training.join().map_err(|_| crate::Error::Other("the training thread panicked".into()))?
     }
 }
 
@@ -250,7 +359,11 @@ fn info(backend: BackendChoice) -> Result<()> {
 }
 
 fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
-    let TrainArgs { data, preset, steps, set, recompute, config, out, resume, precision } = args;
+    let TrainArgs { data, preset, steps, set, recompute, config, out, resume, precision, viz, screenshot } = args;
+    #[cfg(not(feature = "viz"))]
+    if viz {
+        return Err(no_viz());
+    }
     let (preset, config) = (preset.as_str(), config.as_deref());
     use crate::data::dataset::{Input, TokenSet};
     use crate::train::config::RunConfig;
@@ -294,7 +407,8 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         if let Some(n) = &trainer.notice {
             println!("{n}");
         }
-        return trainer.run(&dir, Bar::new(trainer.cfg.steps, trainer.step));
+        let at = trainer.step;
+        return run_training(gpu, trainer, &dir, at, viz, screenshot);
     }
     cfg.validate()?;
     let input = Input::detect(data.as_deref())?;
@@ -356,7 +470,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     }
     println!("precision: {}; {}", trainer.cfg.precision.name(), trainer.ts.step.plan.summary());
     println!("run directory: {}", dir.display());
-    trainer.run(&dir, Bar::new(trainer.cfg.steps, 0))
+    run_training(gpu, trainer, &dir, 0, viz, screenshot)
 }
 
 /// The training progress bar on a terminal (step, loss, lr, tokens/s, ETA), with log lines printed

@@ -221,6 +221,12 @@ impl Trainer {
         Ok(out)
     }
 
+    /// The first `n` tokens of the validation split (of the training split when there is none).
+    pub fn val_tokens(&self, n: usize) -> Vec<u32> {
+        let range = if self.val.is_empty() { &self.train } else { &self.val };
+        (range.start..range.end.min(range.start + n)).map(|i| self.tokens.get(i)).collect()
+    }
+
     fn sample_text(&mut self) -> Result<String> {
         let prompt = vec![self.tokens.get(self.val.start.min(self.tokens.len() - 1))];
         let mut rng = Rng(self.cfg.seed ^ self.step);
@@ -362,7 +368,18 @@ impl Trainer {
             self.step += 1;
             window.1 += 1;
             let tps = tokens_per_step * window.1 as f64 / window.0.elapsed().as_secs_f64();
-            progress.step(&StepReport { step: self.step, steps: self.cfg.steps, loss: s.loss, lr, tokens_per_s: tps });
+            let grad_norm = s.grad_norm;
+            progress.step(&StepReport {
+                step: self.step,
+                steps: self.cfg.steps,
+                loss: s.loss,
+                lr,
+                grad_norm,
+                tokens_per_s: tps,
+            });
+            if progress.wants_params(self.step) {
+                progress.params(self.step, &pollster::block_on(self.ts.read_params())?);
+            }
             if self.step.is_multiple_of(self.cfg.log_every) || self.step == self.cfg.steps {
                 let eta = (self.cfg.steps - self.step) as f64 * tokens_per_step / tps;
                 progress.line(&format!(
@@ -380,6 +397,7 @@ impl Trainer {
             if (self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every)) || last {
                 let val = self.eval()?;
                 progress.line(&format!("step {:>6}  val loss {val:.4}  perplexity {:.2}", self.step, val.exp()));
+                progress.eval(self.step, val);
                 record(json!({"step": self.step, "val_loss": val, "val_perplexity": val.exp()}))?;
                 self.save(dir)?;
             }
@@ -403,6 +421,15 @@ impl Trainer {
 pub trait Progress {
     fn line(&mut self, text: &str);
     fn step(&mut self, _report: &StepReport) {}
+    /// The validation loss of an evaluation after step `step` (also reported as a line).
+    fn eval(&mut self, _step: u64, _val_loss: f64) {}
+    /// Whether `params` should be handed the weights after step `step` (a GPU read-back, so a
+    /// display asks only every so many steps).
+    fn wants_params(&mut self, _step: u64) -> bool {
+        false
+    }
+    /// The weights after step `step` (Hugging Face names), when `wants_params` asked for them.
+    fn params(&mut self, _step: u64, _params: &HashMap<String, Vec<f32>>) {}
 }
 
 impl<F: FnMut(&str)> Progress for F {
@@ -418,6 +445,7 @@ pub struct StepReport {
     pub steps: u64,
     pub loss: f32,
     pub lr: f64,
+    pub grad_norm: f32,
     pub tokens_per_s: f64,
 }
 

@@ -4,3 +4,5 @@
 pub mod canvas;
 pub mod maps;
 pub mod report;
+#[cfg(all(feature = "viz", not(target_arch = "wasm32")))]
+pub mod window;
