@@ -307,10 +307,12 @@ fn run_training(
             }));
             r
         });
+        // With --train --viz the picture is taken when training ends.
         let shot = screenshot.map(|path| window::Screenshot {
             path,
             min_steps: 5,
-            timeout: std::time::Duration::from_secs(120),
+            at_end: true,
+            timeout: std::time::Duration::from_secs(600),
         });
         if let Err(e) = window::open(&dir.display().to_string(), ends, prompt, shot) {
             println!("wgpt: {e}; training continues in the terminal");
@@ -402,7 +404,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         // Runs record their token shards; only a checkpoint from an older wgpt needs --data again.
         let corpus = data.as_deref().map(|d| crate::train::trainer::load_corpus(Some(d))).transpose()?;
         let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-        let mut trainer = Trainer::resume(&gpu, &dir, corpus.as_ref(), steps)?;
+        let trainer = Trainer::resume(&gpu, &dir, corpus.as_ref(), steps)?;
         println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
         if let Some(n) = &trainer.notice {
             println!("{n}");
@@ -446,7 +448,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         let tokens = TokenSet::open(&shards, tokenizer.vocab_size())?;
         Trainer::with_tokens(&gpu, cfg.clone(), tokenizer, tokens, shards)
     };
-    let mut trainer = match setup() {
+    let trainer = match setup() {
         Ok(t) => t,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);

@@ -7,6 +7,7 @@
 //! that owns the GPU, on a snapshot of the weights, every `every` steps, and sent as events too;
 //! the window sends its settings (prompt, refresh interval) back over a second channel.
 
+use crate::data::batches::Tokens;
 use std::collections::HashMap;
 use std::io::{BufRead, Seek};
 use std::path::{Path, PathBuf};
@@ -117,14 +118,9 @@ impl MapMaker {
     /// Takes the window's latest settings; true when they changed.
     pub fn poll(&mut self) -> bool {
         let mut changed = false;
-        loop {
-            match self.rx.try_recv() {
-                Ok(s) => {
-                    changed |= s != self.settings;
-                    self.settings = s;
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(s) = self.rx.try_recv() {
+            changed |= s != self.settings;
+            self.settings = s;
         }
         self.dirty |= changed;
         changed
@@ -476,7 +472,7 @@ impl App {
         let lr = series(&|r| r.lr);
         let gn = series(&|r| r.grad_norm as f64);
         let tps = series(&|r| r.tokens_per_s);
-        let link = egui::Id::new("steps");
+        let link = egui::Id::unique("steps");
         let mut rect = Rect::NOTHING;
         ui.horizontal(|ui| {
             ui.vertical(|ui| {
