@@ -253,7 +253,7 @@ fn viz(backend: BackendChoice, dir: &Path, screenshot: Option<PathBuf>) -> Resul
             dir.display()
         )));
     }
-    let (link, ends) = window::link();
+    let (link, ends, _) = window::link();
     let prompt = window::run_prompt(dir);
     let (d, p) = (dir.to_path_buf(), prompt.clone());
     std::thread::spawn(move || {
@@ -291,14 +291,15 @@ fn run_training(
     #[cfg(feature = "viz")]
     {
         use crate::viz::window::{self, Event, MapMaker, WindowProgress, MAP_TOKENS};
-        let (link, ends) = window::link();
+        let (link, ends, shown) = window::link();
         let prompt = trainer.tokenizer.decode(&trainer.val_tokens(MAP_TOKENS));
         let maps =
             MapMaker::new(&gpu, trainer.model, MAP_TOKENS, trainer.tokenizer.clone(), prompt.clone(), link.settings);
         let feed = link.feed.clone();
         let progress = WindowProgress::new(bar, link.feed, maps);
         let (d, steps) = (dir.to_path_buf(), trainer.cfg.steps);
-        let training = std::thread::spawn(move || {
+        let training = std::thread::Builder::new().name("train".into()).spawn(move || {
+            window::wait_shown(shown, std::time::Duration::from_secs(60));
             let r = trainer.run(&d, progress);
             drop(gpu);
             feed.send(Event::Status(match &r {
@@ -307,6 +308,8 @@ fn run_training(
             }));
             r
         });
+        let training =
+            training.map_err(|e| crate::Error::Other(format!("could not start the training thread: {e}")))?;
         // With --train --viz the picture is taken when training ends.
         let shot = screenshot.map(|path| window::Screenshot {
             path,
