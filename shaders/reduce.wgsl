@@ -117,8 +117,10 @@ fn reduce_final(@builtin(local_invocation_id) lid: vec3u) {
 
 // The training step's gradient norm. The gradients carry the loss scale hyper[3], so the norm is
 // sqrt(sum) / hyper[3]. out[out_index ..] = norm, clip factor, skip flag: 1 when the sum is inf or
-// NaN (an f16 gradient overflowed, or training diverged), and AdamW then leaves every parameter and
-// moment as it was. The test is on the bits: shader compilers may assume floats are finite.
+// NaN (an f16 gradient overflowed, or training diverged), 2 when the norm is above hyper[4] or the
+// loss out[p.rows] above hyper[5] (the host's outlier ceilings; f32 max when off); AdamW then
+// leaves every parameter and moment as it was. The finiteness test is on the bits: shader
+// compilers may assume floats are finite.
 @compute @workgroup_size(RWG)
 fn norm_final(@builtin(local_invocation_id) lid: vec3u) {
     let total = partial_sum(lid.x);
@@ -127,6 +129,7 @@ fn norm_final(@builtin(local_invocation_id) lid: vec3u) {
         let norm = sqrt(total) / hyper[3];
         out[p.out_index] = norm;
         out[p.out_index + 1u] = select(0.0, min(1.0, p.scale / (norm + 1e-6)), finite);
-        out[p.out_index + 2u] = select(1.0, 0.0, finite);
+        let outlier = norm > hyper[4] || out[p.rows] > hyper[5];
+        out[p.out_index + 2u] = select(select(0.0, 2.0, outlier), 1.0, !finite);
     }
 }

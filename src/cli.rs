@@ -148,10 +148,13 @@ pub struct TrainArgs {
     /// exist unless --resume.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in --out from its last checkpoint, with its saved settings and the token
-    /// shards it recorded (--steps may raise the total).
+    /// Continue the run in --out from its newest checkpoint whose checksums verify, with its saved
+    /// settings and the token shards it recorded (--steps may raise the total, --keep change).
     #[arg(long)]
     resume: bool,
+    /// Checkpoints to keep in <out>/checkpoints (the newest; default 3). Same as --set keep=N.
+    #[arg(long, value_name = "N")]
+    keep: Option<usize>,
     /// Storage of activations and gradients: f32, or f16 with f32 master weights and dynamic loss
     /// scaling (falls back to f32 on adapters without shader-f16). Same as --set precision=...
     #[arg(long, value_parser = PossibleValuesParser::new(Precision::NAMES))]
@@ -364,11 +367,13 @@ fn info(backend: BackendChoice) -> Result<()> {
 }
 
 fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
-    let TrainArgs { data, preset, steps, set, recompute, config, out, resume, precision, viz, screenshot } = args;
+    let TrainArgs { data, preset, steps, set, recompute, config, out, resume, keep, precision, viz, screenshot } = args;
     #[cfg(not(feature = "viz"))]
     if viz {
         return Err(no_viz());
     }
+    // Ctrl-C and SIGTERM save a checkpoint before the process ends.
+    crate::train::interrupt::install()?;
     let (preset, config) = (preset.as_str(), config.as_deref());
     use crate::data::dataset::{Input, TokenSet};
     use crate::train::config::RunConfig;
@@ -383,9 +388,12 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     if let Some(s) = steps {
         cfg.steps = s;
     }
-    let flags =
-        precision.iter().map(|p| format!("precision={p}")).chain(recompute.iter().map(|r| format!("recompute={r}")));
-    for kv in flags.chain(set) {
+    let flags = precision
+        .iter()
+        .map(|p| format!("precision={p}"))
+        .chain(recompute.iter().map(|r| format!("recompute={r}")))
+        .chain(keep.iter().map(|k| format!("keep={k}")));
+    for kv in flags.chain(set.iter().cloned()) {
         cfg.set(&kv)?;
     }
     if resume {
@@ -398,16 +406,29 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
                     .into(),
             ));
         }
-        if !dir.join("trainer_state.json").exists() {
-            return Err(Error::Other(format!(
-                "--resume: {} holds no complete checkpoint (trainer_state.json is missing); delete it or pick another --out to start over",
-                dir.display()
-            )));
+        if !dir.is_dir() {
+            return Err(Error::Other(format!("--resume: {} is not a run directory", dir.display())));
         }
         // Runs record their token shards; only a checkpoint from an older wgpt needs --data again.
         let corpus = data.as_deref().map(|d| crate::train::trainer::load_corpus(Some(d))).transpose()?;
         let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-        let trainer = Trainer::resume(&gpu, &dir, corpus.as_ref(), steps)?;
+        let mut notes = Vec::new();
+        let trainer = Trainer::resume(&gpu, &dir, corpus.as_ref(), steps, &mut notes);
+        for n in notes {
+            println!("{n}");
+        }
+        let mut trainer = trainer?;
+        // Settings the compiled step does not depend on may change on resume.
+        for kv in keep.iter().map(|k| format!("keep={k}")).chain(set) {
+            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k.trim());
+            if !RunConfig::RESUMABLE.contains(&key) {
+                return Err(Error::Other(format!(
+                    "--set {key}: the checkpoint fixes it on --resume; keys that may change: {}",
+                    RunConfig::RESUMABLE.join(", ")
+                )));
+            }
+            trainer.cfg.set(&kv)?;
+        }
         println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
         if let Some(n) = &trainer.notice {
             println!("{n}");

@@ -21,11 +21,21 @@ pub enum Error {
     Graph(String),
     #[error("GPU error: {0}")]
     Gpu(String),
+    #[error("stopped by {} at step {step}; checkpoint saved in {checkpoint}; continue with `wgpt train --resume --out <run directory>`", signal_name(*.signal))]
+    Interrupted { signal: i32, step: u64, checkpoint: String },
     #[error("{0}")]
     Other(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        2 => "SIGINT",
+        15 => "SIGTERM",
+        _ => "a signal",
+    }
+}
 
 /// A byte count printed in a human unit next to the exact number (`{:#}`: the unit alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -6,6 +6,11 @@ fn main() -> std::process::ExitCode {
     let cli = wgpt::cli::Cli::parse();
     match wgpt::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Stopped by SIGINT/SIGTERM after saving: the shell's convention, 128 + the signal.
+        Err(e @ wgpt::Error::Interrupted { signal, .. }) => {
+            eprintln!("wgpt: {e}");
+            std::process::ExitCode::from(128 + signal as u8)
+        }
         Err(e) => {
             eprintln!("wgpt: error: {e}");
             std::process::ExitCode::FAILURE

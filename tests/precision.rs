@@ -223,9 +223,9 @@ fn norm_flags_overflow_and_unscales() {
     {
         let mut kit = Kit::new();
         let pi = kit.input32("partial", &partial);
-        let hi = kit.input32("hyper", &[0.0, 0.0, 0.0, 2.0]);
+        let hi = kit.input32("hyper", &[0.0, 0.0, 0.0, 2.0, f32::MAX as f64, f32::MAX as f64]);
         let out = kit.output32("out", 4);
-        kit.push([reduce::norm_final_scaled(out, 1, pi, slots, 1.0, hi)]);
+        kit.push([reduce::norm_final_scaled(out, 1, 0, pi, slots, 1.0, hi)]);
         let got = kit.run().get(out);
         assert_eq!(got[3], skip, "skip flag for partial sums {partial:?}");
         if skip == 0.0 {
@@ -234,6 +234,29 @@ fn norm_flags_overflow_and_unscales() {
         } else {
             assert_eq!(got[2], 0.0, "clip factor of an overflowed step");
         }
+    }
+}
+
+/// The outlier guard's ceilings: flag 2 when the norm (2 here) or the loss (0.5, in slot 0) is
+/// above its ceiling; inf/NaN still flag 1 whatever the ceilings.
+#[test]
+fn norm_flags_outliers_above_the_ceilings() {
+    let max = f32::MAX as f64;
+    for (partial, norm_ceiling, loss_ceiling, flag) in [
+        (vec![4.0, 9.0, 3.0], 2.5, max, 0.0),
+        (vec![4.0, 9.0, 3.0], 1.5, max, 2.0),
+        (vec![4.0, 9.0, 3.0], max, 0.75, 0.0),
+        (vec![4.0, 9.0, 3.0], max, 0.25, 2.0),
+        (vec![4.0, f64::INFINITY, 3.0], 1.5, 0.25, 1.0),
+    ] {
+        let mut kit = Kit::new();
+        let pi = kit.input32("partial", &partial);
+        let hi = kit.input32("hyper", &[0.0, 0.0, 0.0, 2.0, norm_ceiling, loss_ceiling]);
+        // The loss is already in slot 0 when the norm is taken.
+        let out = kit.input32("out", &[0.5, f64::NAN, f64::NAN, f64::NAN]);
+        kit.push([reduce::norm_final_scaled(out, 1, 0, pi, 3, 1.0, hi)]);
+        let got = kit.run().get(out);
+        assert_eq!(got[3], flag, "ceilings ({norm_ceiling}, {loss_ceiling}) for partial sums {partial:?}");
     }
 }
 

@@ -132,11 +132,74 @@ fn stop_and_resume_equals_uninterrupted() {
     };
     Trainer::new(gpu(), cfg.clone(), &corpus).unwrap().run(&full, |_: &str| {}).unwrap();
     Trainer::new(gpu(), cfg, &corpus).unwrap().run_until(&part, 5, |_: &str| {}).unwrap();
-    let mut resumed = Trainer::resume(gpu(), &part, Some(&corpus), None).unwrap();
+    let mut resumed = Trainer::resume(gpu(), &part, Some(&corpus), None, &mut Vec::new()).unwrap();
     assert_eq!(resumed.step, 5);
     resumed.run(&part, |_: &str| {}).unwrap();
     let (a, b) = (losses(&full), losses(&part));
     assert_eq!(a.len(), 12);
     assert_eq!(a, b, "losses of the resumed run differ from the uninterrupted run");
     std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// Weights poisoned with NaN make every step's loss and gradients non-finite: each step is skipped
+/// on the GPU and reported, and after max_bad_steps in a row the run stops with a message, having
+/// written nothing: the checkpoint on disk is the one from before, byte for byte.
+#[test]
+fn consecutive_non_finite_steps_stop_the_run_and_keep_the_checkpoint() {
+    use wgpt::train::checkpoints;
+    let corpus = load_corpus(Some(&shakespeare())).unwrap();
+    let dir = std::env::temp_dir().join(format!("wgpt-nan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = config(50);
+    cfg.max_bad_steps = 3;
+    cfg.log_every = 1;
+    let mut t = Trainer::new(gpu(), cfg, &corpus).unwrap();
+    t.run_until(&dir, 4, |_: &str| {}).unwrap();
+    let ck = checkpoints::folder(&dir, 4);
+    let before = std::fs::read(ck.join("model.safetensors")).unwrap();
+    let params = pollster::block_on(t.ts.read_params()).unwrap();
+    t.ts.load_params(|name, _| {
+        let mut p = params[name].clone();
+        if name == "transformer.wte.weight" {
+            p[0] = f32::NAN;
+        }
+        Ok(p)
+    })
+    .unwrap();
+    let mut lines = Vec::new();
+    let err = t.run(&dir, |l: &str| lines.push(l.to_string())).unwrap_err().to_string();
+    assert!(err.contains("steps 5..7") && err.contains("3 steps in a row") && err.contains("step-00000004"), "{err}");
+    assert_eq!(lines.iter().filter(|l| l.contains("step skipped")).count(), 3, "{lines:?}");
+    assert_eq!(std::fs::read(ck.join("model.safetensors")).unwrap(), before, "the checkpoint is untouched");
+    assert_eq!(checkpoints::list(&dir).len(), 1, "nothing new was saved");
+    checkpoints::verify(&ck, &wgpt::train::trainer::CHECKPOINT_FILES).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The outlier guard: a learning-rate spike makes the loss jump far above its recent mean; the
+/// guard skips those steps (weights unchanged), which a run without the guard does not.
+#[test]
+fn outlier_guard_skips_a_loss_spike() {
+    let corpus = load_corpus(Some(&shakespeare())).unwrap();
+    let dir = std::env::temp_dir().join(format!("wgpt-guard-{}", std::process::id()));
+    let run = |z: f64| {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cfg = config(60);
+        cfg.outlier_z = z;
+        cfg.max_bad_steps = 100;
+        cfg.log_every = 1;
+        let mut t = Trainer::new(gpu(), cfg, &corpus).unwrap();
+        t.run_until(&dir, 40, |_: &str| {}).unwrap();
+        // A step at lr 100 wrecks the weights; the next step's loss is far above the last 40.
+        t.cfg.lr = 100.0;
+        t.cfg.min_lr = 100.0;
+        let mut lines = Vec::new();
+        let _ = t.run_until(&dir, 44, |l: &str| lines.push(l.to_string()));
+        lines.iter().filter(|l| l.contains("outlier")).count()
+    };
+    assert_eq!(run(0.0), 0, "the guard is off by default");
+    let skipped = run(6.0);
+    assert!(skipped >= 3, "{skipped} outliers skipped in the 4 spiked steps");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

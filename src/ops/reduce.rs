@@ -69,17 +69,20 @@ pub fn norm_final(out: TensorId, out_index: usize, partial: TensorId, slots: usi
 }
 
 /// The training step's norm of loss-scaled gradients: out[out_index ..] = (norm / hyper[3], clip
-/// factor, skip flag), the flag 1 when the sum of squares is inf or NaN (the step must be skipped).
+/// factor, skip flag), the flag 1 when the sum of squares is inf or NaN (the step must be skipped)
+/// and 2 when the norm is above hyper[4] or the loss in out[loss_index] above hyper[5] (the
+/// outlier guard: skipped too).
 pub fn norm_final_scaled(
     out: TensorId,
     out_index: usize,
+    loss_index: usize,
     partial: TensorId,
     slots: usize,
     max_norm: f32,
     hyper: TensorId,
 ) -> Dispatch {
     Dispatch::new(Family::Reduce, "norm_final")
-        .uniform(params(0, slots, 1, false, out_index, 1, max_norm))
+        .uniform(params(loss_index, slots, 1, false, out_index, 1, max_norm))
         .arg(3, partial)
         .arg(4, out)
         .arg(5, hyper)

@@ -60,6 +60,11 @@ pub fn model_from_config(doc: &Value) -> Result<GptConfig> {
 
 /// Writes `model.safetensors` from parameters keyed by Hugging Face name.
 pub fn save_model(path: &Path, cfg: &GptConfig, params: &HashMap<String, Vec<f32>>) -> Result<()> {
+    write_atomic(path, &model_bytes(cfg, params)?)
+}
+
+/// The bytes of `model.safetensors` for `params` (keyed by Hugging Face name).
+pub fn model_bytes(cfg: &GptConfig, params: &HashMap<String, Vec<f32>>) -> Result<Vec<u8>> {
     let specs = param_table(cfg);
     let mut views = Vec::new();
     for s in &specs {
@@ -69,8 +74,7 @@ pub fn save_model(path: &Path, cfg: &GptConfig, params: &HashMap<String, Vec<f32
         views.push((s.name.clone(), view));
     }
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Other(e.to_string()))?;
-    write_atomic(path, &bytes)
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Other(e.to_string()))
 }
 
 /// Reads `model.safetensors` and checks it against the model's parameter table.
@@ -97,8 +101,8 @@ pub fn load_model(path: &Path, cfg: &GptConfig) -> Result<HashMap<String, Vec<f3
     Ok(out)
 }
 
-/// Writes named 1-D f32 tensors (the optimizer state) as safetensors.
-pub fn save_flat(path: &Path, tensors: &HashMap<String, Vec<f32>>) -> Result<()> {
+/// Named 1-D f32 tensors (the optimizer state) as safetensors bytes.
+pub fn flat_bytes(tensors: &HashMap<String, Vec<f32>>) -> Result<Vec<u8>> {
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let mut views = Vec::new();
@@ -110,8 +114,7 @@ pub fn save_flat(path: &Path, tensors: &HashMap<String, Vec<f32>>) -> Result<()>
                 .map_err(|e| Error::Other(e.to_string()))?,
         ));
     }
-    let bytes = safetensors::serialize(views, None).map_err(|e| Error::Other(e.to_string()))?;
-    write_atomic(path, &bytes)
+    safetensors::serialize(views, None).map_err(|e| Error::Other(e.to_string()))
 }
 
 pub fn load_flat(path: &Path) -> Result<HashMap<String, Vec<f32>>> {
@@ -129,8 +132,11 @@ pub fn load_flat(path: &Path) -> Result<HashMap<String, Vec<f32>>> {
 }
 
 pub fn save_json(path: &Path, doc: &Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(doc).map_err(|e| Error::Other(e.to_string()))?;
-    write_atomic(path, text.as_bytes())
+    write_atomic(path, &json_bytes(doc))
+}
+
+pub fn json_bytes(doc: &Value) -> Vec<u8> {
+    serde_json::to_string_pretty(doc).expect("a JSON value serializes").into_bytes()
 }
 
 pub fn load_json(path: &Path) -> Result<Value> {

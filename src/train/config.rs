@@ -42,11 +42,41 @@ pub struct RunConfig {
     pub precision: Precision,
     /// Activations recomputed in the backward pass instead of kept: none, gelu, norm, attn, block.
     pub recompute: Recompute,
+    /// A checkpoint every this many steps besides those at evaluations (0: only at evaluations).
+    pub save_every: u64,
+    /// Checkpoints kept in the run directory (the newest ones).
+    pub keep: usize,
+    /// Steps in a row with a non-finite loss or gradients, or outliers (each skipped), that stop
+    /// the run.
+    pub max_bad_steps: u64,
+    /// The outlier guard: skip a step whose loss or gradient norm is more than this many standard
+    /// deviations above the mean of the last good steps (0: off).
+    pub outlier_z: f64,
 }
 
 pub const PRESETS: [&str; 5] = ["tiny", "shakespeare-char", "shakespeare", "gpt2", "gpt2-medium"];
 
 impl RunConfig {
+    /// Keys `--set` may change on `--resume`: the host-side schedule, logging and safety settings
+    /// (the rest is compiled into the step or fixes the model).
+    pub const RESUMABLE: [&'static str; 15] = [
+        "steps",
+        "lr",
+        "min_lr",
+        "warmup_steps",
+        "eval_every",
+        "eval_batches",
+        "sample_every",
+        "sample_tokens",
+        "temperature",
+        "top_k",
+        "log_every",
+        "save_every",
+        "keep",
+        "max_bad_steps",
+        "outlier_z",
+    ];
+
     pub fn preset(name: &str) -> Result<Self> {
         let base = RunConfig {
             preset: name.to_string(),
@@ -77,6 +107,11 @@ impl RunConfig {
             grad_accum: 1,
             precision: Precision::F32,
             recompute: Recompute::None,
+            save_every: 0,
+            keep: 3,
+            // Loss scaling halves the scale on each overflow: 20 in a row take 65536 below 0.1.
+            max_bad_steps: 20,
+            outlier_z: 0.0,
         };
         Ok(match name {
             // Learns visibly within a couple of minutes on a CPU adapter.
@@ -179,6 +214,10 @@ impl RunConfig {
             "vocab_size" => num!(vocab_size, "a positive integer"),
             "log_every" => num!(log_every, "a positive integer"),
             "grad_accum" => num!(grad_accum, "a positive integer"),
+            "save_every" => num!(save_every, "a non-negative integer"),
+            "keep" => num!(keep, "a positive integer"),
+            "max_bad_steps" => num!(max_bad_steps, "a positive integer"),
+            "outlier_z" => num!(outlier_z, "a number of standard deviations (0: off)"),
             // The global batch in tokens, as in "0.5M tokens per step": sets grad_accum.
             "batch_tokens" => {
                 let tokens: usize = v.parse().map_err(|_| bad("a positive integer"))?;
@@ -235,6 +274,12 @@ impl RunConfig {
         }
         if self.eval_batches == 0 || self.log_every == 0 || self.grad_accum == 0 {
             return bad("eval_batches, log_every and grad_accum must be positive");
+        }
+        if self.keep == 0 || self.max_bad_steps == 0 {
+            return bad("keep and max_bad_steps must be positive");
+        }
+        if !(self.outlier_z >= 0.0 && self.outlier_z.is_finite()) {
+            return bad("outlier_z must be >= 0 (0 turns the outlier guard off)");
         }
         Ok(())
     }
@@ -297,6 +342,8 @@ impl RunConfig {
             "temperature": self.temperature, "top_k": self.top_k, "seed": self.seed, "val_fraction": self.val_fraction,
             "tokenizer": self.tokenizer, "vocab_size": self.vocab_size, "log_every": self.log_every,
             "grad_accum": self.grad_accum, "precision": self.precision.name(), "recompute": self.recompute.name(),
+            "save_every": self.save_every, "keep": self.keep, "max_bad_steps": self.max_bad_steps,
+            "outlier_z": self.outlier_z,
         })
     }
 }

@@ -3,7 +3,12 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod checkpoint;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod checkpoints;
 pub mod config;
+pub mod guard;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod interrupt;
 pub mod llmc;
 pub mod optimizer;
 pub mod precision;

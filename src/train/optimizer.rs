@@ -12,7 +12,8 @@ use crate::ops::{reduce, Dispatch};
 pub const LOSS: usize = 0;
 pub const GRAD_NORM: usize = 1;
 pub const CLIP: usize = 2;
-/// 1 when the gradients held inf or NaN and AdamW left everything as it was.
+/// Non-zero when AdamW left everything as it was: 1 when the gradients held inf or NaN, 2 when the
+/// outlier guard's ceilings on the loss or the gradient norm (hyper[4], hyper[5]) were passed.
 pub const SKIPPED: usize = 3;
 
 /// Dispatches for norm + clip + AdamW. `max_elems` bounds each bound range (binding limit).
@@ -39,7 +40,7 @@ pub fn optimizer_dispatches(
         slot += reduce::sumsq_slots(len);
         views.push((g.decay, len, v, copy));
     }
-    d.push(reduce::norm_final_scaled(scalars, GRAD_NORM, partial, slots, max_norm, hyper));
+    d.push(reduce::norm_final_scaled(scalars, GRAD_NORM, LOSS, partial, slots, max_norm, hyper));
     for (decay, len, [p, g, m, v], copy) in views {
         d.push(opt.update(p, m, v, g, copy, hyper, scalars, CLIP, decay, len));
     }

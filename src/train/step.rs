@@ -80,6 +80,9 @@ pub struct TrainStep {
     /// Optimizer steps taken (AdamW's t); a skipped step does not count.
     pub t: u64,
     pub loss_scale: LossScale,
+    /// The outlier guard's ceilings on the gradient norm and the loss for the next step (f32::MAX:
+    /// off); a step above either is skipped on the GPU like an overflowed one.
+    pub ceilings: [f32; 2],
 }
 
 impl TrainStep {
@@ -102,7 +105,8 @@ impl TrainStep {
         let ids = g.t.u32("input_ids", &[b, t], Class::Input);
         let targets = g.t.u32("targets", &[b, t], Class::Input);
         let scalars = g.t.f32("scalars", &[4], Class::Output);
-        let hyper = g.t.f32("adamw.hyper", &[4], Class::Input);
+        // lr, bias corrections, loss scale, the outlier ceilings on the gradient norm and the loss.
+        let hyper = g.t.f32("adamw.hyper", &[6], Class::Input);
 
         let logits = gpt::record(&mut g, &cfg.model, &layout.param_ids(), ids, targets, scalars)?;
         let (embedding, buckets) = match g.nodes[0] {
@@ -173,7 +177,8 @@ impl TrainStep {
             eprintln!("{}", crate::graph::recompute::saving(cfg.recompute, with, without, gpu.align()));
         }
         let step = Step::compile(gpu, cache, program).await?;
-        let ts = TrainStep { cfg, step, sec: s, t: 0, loss_scale: LossScale::new(cfg.precision) };
+        let loss_scale = LossScale::new(cfg.precision);
+        let ts = TrainStep { cfg, step, sec: s, t: 0, loss_scale, ceilings: [f32::MAX; 2] };
         ts.write_hyper(0.0)?;
         Ok(ts)
     }
@@ -184,10 +189,10 @@ impl TrainStep {
         want.supported_by(gpu.features, &gpu.info.name)
     }
 
-    /// Learning rate and bias corrections of step t + 1, and the current loss scale.
+    /// Learning rate and bias corrections of step t + 1, the current loss scale and the ceilings.
     fn write_hyper(&self, lr: f64) -> Result<()> {
-        let h = self.cfg.adamw.hyper(lr, self.t + 1, self.loss_scale.scale);
-        self.step.write_f32(self.sec.hyper, &h)
+        let [lr, bc1, bc2, scale] = self.cfg.adamw.hyper(lr, self.t + 1, self.loss_scale.scale);
+        self.step.write_f32(self.sec.hyper, &[lr, bc1, bc2, scale, self.ceilings[0], self.ceilings[1]])
     }
 
     /// Writes every parameter from `get(name, shape)` (and its f16 copy); moments are reset.
@@ -324,7 +329,8 @@ impl TrainStep {
         if !s.skipped {
             self.t += 1;
         }
-        self.loss_scale.update(s.skipped);
+        // An outlier is no overflow: the loss scale stays.
+        self.loss_scale.update(s.skipped && !s.outlier);
         Ok(s)
     }
 
@@ -336,6 +342,7 @@ impl TrainStep {
             grad_norm: s[GRAD_NORM],
             clip: s[CLIP],
             skipped: s[SKIPPED] != 0.0,
+            outlier: s[SKIPPED] == 2.0,
             loss_scale: self.loss_scale.scale,
         })
     }
@@ -388,7 +395,10 @@ pub struct StepStats {
     pub loss: f32,
     pub grad_norm: f32,
     pub clip: f32,
-    /// The gradients held inf or NaN: parameters and moments were left untouched.
+    /// The gradients held inf or NaN, or the step was an outlier: parameters and moments were left
+    /// untouched.
     pub skipped: bool,
+    /// Skipped by the outlier guard (the loss or gradient norm above its ceiling).
+    pub outlier: bool,
     pub loss_scale: f32,
 }

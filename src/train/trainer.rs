@@ -11,7 +11,10 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::checkpoint;
+use super::checkpoints;
 use super::config::RunConfig;
+use super::guard::Guard;
+use super::interrupt;
 use super::schedule::Schedule;
 use super::step::{StepConfig, TrainStep};
 use crate::data::batches::{sample, sequential, split, Rng, Tokens};
@@ -56,6 +59,9 @@ pub struct Trainer {
     pub step: u64,
     /// A one-line notice for the user (f16 asked for on an adapter without it).
     pub notice: Option<String>,
+    /// The recent good steps the outlier guard measures against (not saved: after a resume it
+    /// waits for `guard::WARMUP` steps again).
+    guard: Guard,
 }
 
 impl Trainer {
@@ -106,6 +112,7 @@ impl Trainer {
             val,
             step: 0,
             notice,
+            guard: Guard::new(0.0),
         })
     }
 
@@ -136,6 +143,7 @@ impl Trainer {
             val: 0..0,
             step: 0,
             notice: None,
+            guard: Guard::new(0.0),
         })
     }
 
@@ -234,16 +242,13 @@ impl Trainer {
         Ok(self.tokenizer.decode(&ids))
     }
 
-    /// Writes config.json, model.safetensors, tokenizer.json, optimizer.safetensors (AdamW
-    /// moments) and trainer_state.json (step, AdamW t, sampler state) into `dir`. The trainer
-    /// state goes last: a resume reads it to know the checkpoint is complete.
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    /// Saves a checkpoint of this step into `dir/checkpoints/step-N/` (see `checkpoints`):
+    /// config.json, model.safetensors, tokenizer.json, optimizer.safetensors (AdamW moments) and
+    /// trainer_state.json (step, AdamW t, sampler and loss-scale state, token shards).
+    pub fn save(&self, dir: &Path) -> Result<PathBuf> {
         let params = pollster::block_on(self.ts.read_params())?;
-        checkpoint::save_model(&dir.join("model.safetensors"), &self.model, &params)?;
-        checkpoint::save_flat(&dir.join("optimizer.safetensors"), &pollster::block_on(self.ts.read_moments())?)?;
-        self.tokenizer.save(&dir.join("tokenizer.json"))?;
+        let moments = pollster::block_on(self.ts.read_moments())?;
         let extra = json!({"train": self.cfg.to_json(), "step": self.step});
-        checkpoint::save_json(&dir.join("config.json"), &checkpoint::hf_config(&self.model, extra))?;
         // Shards inside the run directory are recorded relative to it, so the run can be moved;
         // others absolute, so a resume from another working directory finds them.
         let shards: Vec<String> = self
@@ -259,21 +264,36 @@ impl Trainer {
             "step": self.step, "adamw_t": self.ts.t, "rng": self.rng.0.to_string(), "shards": shards,
             "loss_scale": ls.scale, "loss_scale_clean": ls.clean, "skipped_steps": ls.skipped,
         });
-        checkpoint::save_json(&dir.join("trainer_state.json"), &state)
+        let files = [
+            ("model.safetensors", checkpoint::model_bytes(&self.model, &params)?),
+            ("optimizer.safetensors", checkpoint::flat_bytes(&moments)?),
+            ("tokenizer.json", checkpoint::json_bytes(&self.tokenizer.to_json())),
+            ("config.json", checkpoint::json_bytes(&checkpoint::hf_config(&self.model, extra))),
+            ("trainer_state.json", checkpoint::json_bytes(&state)),
+        ];
+        checkpoints::save(dir, self.step, &files, self.cfg.keep)
     }
 
-    /// Restores a run saved by `save` in `dir`: weights, moments, step and sampler, so the
-    /// continued run draws the same batches and computes the same losses as an uninterrupted one.
-    /// The tokens are the shards the checkpoint records; a run trained from memory (no shards)
-    /// needs its `corpus` again.
-    pub fn resume(gpu: &Gpu, dir: &Path, corpus: Option<&Corpus>, steps: Option<u64>) -> Result<Trainer> {
-        let state = checkpoint::load_json(&dir.join("trainer_state.json"))?;
-        let doc = checkpoint::load_json(&dir.join("config.json"))?;
+    /// Restores a run saved by `save` in `dir` from its newest checkpoint that verifies: weights,
+    /// moments, step and sampler, so the continued run draws the same batches and computes the same
+    /// losses as an uninterrupted one. The tokens are the shards the checkpoint records; a run
+    /// trained from memory (no shards) needs its `corpus` again. `notes` gets a line for every
+    /// damaged checkpoint passed over.
+    pub fn resume(
+        gpu: &Gpu,
+        dir: &Path,
+        corpus: Option<&Corpus>,
+        steps: Option<u64>,
+        notes: &mut Vec<String>,
+    ) -> Result<Trainer> {
+        let ck = Self::checkpoint_to_resume(dir, notes)?;
+        let state = checkpoint::load_json(&ck.join("trainer_state.json"))?;
+        let doc = checkpoint::load_json(&ck.join("config.json"))?;
         let mut cfg = RunConfig::from_json(&doc["wgpt"]["train"])?;
         if let Some(s) = steps {
             cfg.steps = s;
         }
-        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
+        let tokenizer = Tokenizer::load(&ck.join("tokenizer.json"))?;
         let saved = checkpoint::model_from_config(&doc)?;
         let shards: Vec<PathBuf> = state["shards"]
             .as_array()
@@ -312,10 +332,10 @@ impl Trainer {
                 t.model
             )));
         }
-        let bad = || Error::Other(format!("{}: trainer_state.json is incomplete", dir.display()));
-        let params = checkpoint::load_model(&dir.join("model.safetensors"), &t.model)?;
+        let bad = || Error::Other(format!("{}: trainer_state.json is incomplete", ck.display()));
+        let params = checkpoint::load_model(&ck.join("model.safetensors"), &t.model)?;
         t.ts.load_params(|name, _| Ok(params[name].clone()))?;
-        let moments = checkpoint::load_flat(&dir.join("optimizer.safetensors"))?;
+        let moments = checkpoint::load_flat(&ck.join("optimizer.safetensors"))?;
         t.ts.load_moments(&moments, state["adamw_t"].as_u64().ok_or_else(bad)?)?;
         t.step = state["step"].as_u64().ok_or_else(bad)?;
         t.rng = Rng(state["rng"].as_str().and_then(|s| s.parse().ok()).ok_or_else(bad)?);
@@ -326,7 +346,27 @@ impl Trainer {
         }
         ls.clean = state["loss_scale_clean"].as_u64().unwrap_or(0);
         ls.skipped = state["skipped_steps"].as_u64().unwrap_or(0);
+        truncate_metrics(&dir.join("metrics.jsonl"), t.step)?;
         Ok(t)
+    }
+
+    /// The checkpoint folder a resume of `dir` starts from: the newest that verifies, or the run
+    /// directory itself for runs saved before checkpoint folders existed.
+    fn checkpoint_to_resume(dir: &Path, notes: &mut Vec<String>) -> Result<PathBuf> {
+        let (found, passed) = checkpoints::latest(dir, &CHECKPOINT_FILES);
+        let damaged = !passed.is_empty();
+        notes.extend(passed);
+        if let Some((_, ck)) = found {
+            return Ok(ck);
+        }
+        if checkpoints::list(dir).is_empty() && dir.join("trainer_state.json").is_file() {
+            return Ok(dir.to_path_buf());
+        }
+        Err(Error::Other(format!(
+            "--resume: {} holds no complete checkpoint{}; delete it or pick another --out to start over",
+            dir.display(),
+            if damaged { " (every one failed its checksum)" } else { "" }
+        )))
     }
 
     /// Runs `cfg.steps` steps, reporting through `progress` and into `dir/metrics.jsonl`; saves at
@@ -337,7 +377,7 @@ impl Trainer {
 
     /// Like `run`, but stops after step `stop` (saving a checkpoint there) as an interrupted run would.
     pub fn run_until(&mut self, dir: &Path, stop: u64, mut progress: impl Progress) -> Result<()> {
-        let io = |e: std::io::Error| Error::Other(format!("{}: {e}", dir.display()));
+        let io = |e: std::io::Error| Error::Other(format!("{}: {e}", dir.join("metrics.jsonl").display()));
         let mut metrics =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?;
         let mut record = |v: serde_json::Value| writeln!(metrics, "{v}").map_err(io);
@@ -345,27 +385,61 @@ impl Trainer {
         let tokens_per_step = (self.cfg.batch_size * self.cfg.block_size * self.cfg.grad_accum) as f64;
         let (started, first) = (Instant::now(), self.step);
         let mut window = (Instant::now(), 0u64);
+        // Steps in a row whose loss or gradients were not finite, or that were outliers (each
+        // skipped on the GPU).
+        let mut bad_run = 0u64;
+        self.guard.z = self.cfg.outlier_z;
         while self.step < self.cfg.steps.min(stop) {
+            if let Some(signal) = interrupt::pending() {
+                let ck = self.save(dir)?;
+                return Err(Error::Interrupted { signal, step: self.step, checkpoint: ck.display().to_string() });
+            }
             let lr = sched.lr(self.step);
-            let (ids, targets) =
-                sample(&self.tokens, &self.train, self.cfg.batch_size, self.cfg.block_size, &mut self.rng);
-            let s = pollster::block_on(self.ts.train_step(&ids, &targets, lr))?;
-            if s.skipped && s.loss.is_finite() {
-                let ls = &self.ts.loss_scale;
-                progress.line(&format!(
-                    "step {:>6}: gradients overflowed at loss scale {}; step skipped, scale now {}",
-                    self.step + 1,
-                    s.loss_scale,
-                    ls.scale
-                ));
-                record(
-                    json!({"step": self.step + 1, "skipped": true, "loss_scale": ls.scale, "skipped_steps": ls.skipped}),
-                )?;
-            }
-            if !s.loss.is_finite() {
-                return Err(Error::Other(format!("step {}: the loss is {} (diverged); lower lr", self.step, s.loss)));
-            }
+            let (b, t) = (self.cfg.batch_size, self.cfg.block_size);
+            let batches: Vec<(Vec<u32>, Vec<u32>)> =
+                (0..self.cfg.grad_accum).map(|_| sample(&self.tokens, &self.train, b, t, &mut self.rng)).collect();
+            let micro: Vec<(&[u32], &[u32])> = batches.iter().map(|(i, t)| (&i[..], &t[..])).collect();
+            self.ts.ceilings = self.guard.ceilings();
+            let s = pollster::block_on(self.ts.train_micro(&micro, lr))?;
             self.step += 1;
+            if s.skipped || !s.loss.is_finite() {
+                bad_run += 1;
+                let ls = &self.ts.loss_scale;
+                let [norm_max, loss_max] = self.ts.ceilings;
+                let why = if s.outlier {
+                    format!(
+                        "outlier (loss {:.4}, grad norm {:.3}; ceilings {loss_max:.4} and {norm_max:.3}, the mean + \
+                         {} sd of the last good steps)",
+                        s.loss, s.grad_norm, self.cfg.outlier_z
+                    )
+                } else if s.loss.is_finite() && self.ts.loss_scale.dynamic {
+                    format!("gradients overflowed at loss scale {}; scale now {}", s.loss_scale, ls.scale)
+                } else {
+                    format!("loss {} and gradient norm {} are not both finite", s.loss, s.grad_norm)
+                };
+                progress.line(&format!("step {:>6}: {why}; step skipped ({bad_run} in a row)", self.step));
+                let finite = |x: f32| if x.is_finite() { json!(x) } else { json!(x.to_string()) };
+                record(json!({
+                    "step": self.step, "skipped": true, "outlier": s.outlier, "loss": finite(s.loss),
+                    "grad_norm": finite(s.grad_norm), "loss_scale": ls.scale, "skipped_steps": ls.skipped,
+                }))?;
+                if bad_run >= self.cfg.max_bad_steps {
+                    let last = checkpoints::list(dir).pop().map(|(_, d)| d.display().to_string());
+                    return Err(Error::Other(format!(
+                        "steps {}..{}: {bad_run} steps in a row were skipped for a non-finite loss or gradients \
+                         or as outliers (max_bad_steps); stopped without saving. {}; resume it with --resume \
+                         and a lower lr (--set lr=...), or a higher outlier_z if the guard skipped them",
+                        self.step + 1 - bad_run,
+                        self.step,
+                        last.map_or("No checkpoint was written yet".into(), |d| format!(
+                            "The last checkpoint, {d}, is intact"
+                        ))
+                    )));
+                }
+            } else {
+                bad_run = 0;
+                self.guard.push(s.grad_norm, s.loss);
+            }
             window.1 += 1;
             let tps = tokens_per_step * window.1 as f64 / window.0.elapsed().as_secs_f64();
             let grad_norm = s.grad_norm;
@@ -380,7 +454,7 @@ impl Trainer {
             if progress.wants_params(self.step) {
                 progress.params(self.step, &pollster::block_on(self.ts.read_params())?);
             }
-            if self.step.is_multiple_of(self.cfg.log_every) || self.step == self.cfg.steps {
+            if (self.step.is_multiple_of(self.cfg.log_every) || self.step == self.cfg.steps) && bad_run == 0 {
                 let eta = (self.cfg.steps - self.step) as f64 * tokens_per_step / tps;
                 progress.line(&format!(
                     "step {:>6}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.0} tok/s  ETA {:.0}s",
@@ -394,11 +468,14 @@ impl Trainer {
                 window = (Instant::now(), 0);
             }
             let last = self.step == self.cfg.steps;
-            if (self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every)) || last {
+            let evaluate = (self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every)) || last;
+            if evaluate {
                 let val = self.eval()?;
                 progress.line(&format!("step {:>6}  val loss {val:.4}  perplexity {:.2}", self.step, val.exp()));
                 progress.eval(self.step, val);
                 record(json!({"step": self.step, "val_loss": val, "val_perplexity": val.exp()}))?;
+            }
+            if evaluate || (self.cfg.save_every > 0 && self.step.is_multiple_of(self.cfg.save_every)) {
                 self.save(dir)?;
             }
             if (self.cfg.sample_every > 0 && self.step.is_multiple_of(self.cfg.sample_every)) || last {
@@ -417,6 +494,24 @@ impl Trainer {
         progress.line(&format!("{} steps in {secs:.1}s ({tps:.0} tok/s)", self.step));
         Ok(())
     }
+}
+
+/// The files of a checkpoint; a resume needs them all.
+pub const CHECKPOINT_FILES: [&str; 5] =
+    ["model.safetensors", "optimizer.safetensors", "tokenizer.json", "config.json", "trainer_state.json"];
+
+/// Drops the records of `metrics.jsonl` after `step` (work lost with the process that logged
+/// it) and any line a crash cut short, so that the resumed run's log reads as one run.
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let keep = |l: &&str| {
+        serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step)
+    };
+    let kept: Vec<&str> = text.lines().filter(keep).collect();
+    if kept.len() == text.lines().count() && text.ends_with('\n') {
+        return Ok(());
+    }
+    crate::util::write_atomic(path, kept.iter().map(|l| format!("{l}\n")).collect::<String>().as_bytes())
 }
 
 /// Where the training loop reports: whole lines (log lines, evaluations, samples) and, after
