@@ -101,7 +101,9 @@ pub fn run_prompt(dir: &Path) -> String {
 pub const MAP_TOKENS: usize = 32;
 
 fn val_prompt(dir: &Path, doc: &serde_json::Value, tok: &Tokenizer, n: usize) -> Option<String> {
-    let state = crate::train::checkpoint::load_json(&dir.join("trainer_state.json")).ok()?;
+    // The newest checkpoint's trainer state (in the run directory itself for older runs).
+    let ck = crate::train::checkpoints::list(dir).pop().map_or_else(|| dir.to_path_buf(), |c| c.1);
+    let state = crate::train::checkpoint::load_json(&ck.join("trainer_state.json")).ok()?;
     let shards: Vec<PathBuf> =
         state["shards"].as_array()?.iter().filter_map(|s| s.as_str()).map(|s| dir.join(s)).collect();
     let tokens = crate::data::dataset::TokenSet::open(&shards, tok.vocab_size()).ok()?;
