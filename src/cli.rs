@@ -388,24 +388,16 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     if let Some(s) = steps {
         cfg.steps = s;
     }
-    let flags = precision
+    let flags: Vec<String> = precision
         .iter()
         .map(|p| format!("precision={p}"))
         .chain(recompute.iter().map(|r| format!("recompute={r}")))
-        .chain(keep.iter().map(|k| format!("keep={k}")));
-    for kv in flags.chain(set.iter().cloned()) {
-        cfg.set(&kv)?;
-    }
+        .chain(keep.iter().map(|k| format!("keep={k}")))
+        .collect();
     if resume {
         let Some(dir) = out else {
             return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into()));
         };
-        if recompute.is_some() {
-            return Err(Error::Other(
-                "--resume continues with the run's saved settings (config.json records recompute); drop --recompute"
-                    .into(),
-            ));
-        }
         if !dir.is_dir() {
             return Err(Error::Other(format!("--resume: {} is not a run directory", dir.display())));
         }
@@ -413,28 +405,21 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         let corpus = data.as_deref().map(|d| crate::train::trainer::load_corpus(Some(d))).transpose()?;
         let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
         let mut notes = Vec::new();
-        let trainer = Trainer::resume(&gpu, &dir, corpus.as_ref(), steps, &mut notes);
+        let changes: Vec<String> = steps.iter().map(|s| format!("steps={s}")).chain(flags).chain(set).collect();
+        let trainer = Trainer::resume(&gpu, &dir, corpus.as_ref(), &changes, &mut notes);
         for n in notes {
             println!("{n}");
         }
-        let mut trainer = trainer?;
-        // Settings the compiled step does not depend on may change on resume.
-        for kv in keep.iter().map(|k| format!("keep={k}")).chain(set) {
-            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k.trim());
-            if !RunConfig::RESUMABLE.contains(&key) {
-                return Err(Error::Other(format!(
-                    "--set {key}: the checkpoint fixes it on --resume; keys that may change: {}",
-                    RunConfig::RESUMABLE.join(", ")
-                )));
-            }
-            trainer.cfg.set(&kv)?;
-        }
+        let trainer = trainer?;
         println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
         if let Some(n) = &trainer.notice {
             println!("{n}");
         }
         let at = trainer.step;
         return run_training(gpu, trainer, &dir, at, viz, screenshot);
+    }
+    for kv in flags.iter().chain(&set) {
+        cfg.set(kv)?;
     }
     cfg.validate()?;
     let input = Input::detect(data.as_deref())?;

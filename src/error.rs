@@ -11,8 +11,12 @@ pub enum Error {
     Device { adapter: String, reason: String },
     #[error("shader {file} failed to compile (entry point {entry}):\n{message}\n{numbered_source}")]
     Shader { file: String, entry: String, message: String, numbered_source: String },
-    #[error("tensor '{tensor}' needs {needed} but the adapter allows at most {limit} ({what}); use a smaller batch/model or an adapter with a higher limit")]
-    Limit { tensor: String, what: &'static str, needed: Bytes, limit: Bytes },
+    #[error("tensor '{tensor}' needs {needed} but the adapter allows at most {limit} ({what}); {advice}")]
+    Limit { tensor: String, what: &'static str, needed: Bytes, limit: Bytes, advice: String },
+    #[error("out of GPU memory: the step's {plan}, but {available}; {advice}")]
+    OutOfMemory { plan: String, available: String, advice: String },
+    #[error("GPU device lost at step {step}: {reason}. {checkpoint}; resume with `wgpt train --resume --out <run directory>`")]
+    DeviceLost { step: u64, reason: String, checkpoint: String },
     #[error("dispatch {entry} needs {groups} workgroups in one dimension but the adapter allows at most {limit}")]
     Workgroups { entry: String, groups: u32, limit: u32 },
     #[error("dispatch {entry}: {reason}")]

@@ -1,9 +1,11 @@
 //! Crash safety of `wgpt train`, end to end: SIGKILL at random moments (a power cut) never leaves
 //! a checkpoint that fails to load, and each resume continues from the newest complete one with
-//! the same losses as an uninterrupted run; SIGTERM saves a checkpoint first and exits 143.
+//! the same losses as an uninterrupted run; SIGTERM saves a checkpoint first and exits 143; a lost
+//! device and a step too big for the device stop the run with its checkpoints intact, and it resumes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -16,7 +18,11 @@ const STEPS: &str = "60";
 /// Settings of every run here: a checkpoint every 4 steps, every step logged, no evaluation
 /// before the last step (the preset's batches otherwise).
 fn train_args(out: &Path, resume: bool) -> Vec<String> {
-    let mut a: Vec<String> = ["train", "--steps", STEPS, "--keep", "2"].map(String::from).into();
+    train_args_for(STEPS, out, resume)
+}
+
+fn train_args_for(steps: &str, out: &Path, resume: bool) -> Vec<String> {
+    let mut a: Vec<String> = ["train", "--steps", steps, "--keep", "2"].map(String::from).into();
     for kv in ["save_every=4", "log_every=1", "eval_every=0", "eval_batches=2", "sample_tokens=8"] {
         a.extend(["--set".to_string(), kv.to_string()]);
     }
@@ -27,9 +33,27 @@ fn train_args(out: &Path, resume: bool) -> Vec<String> {
     a
 }
 
+/// The losses of an uninterrupted run, which every test compares with.
+fn reference() -> &'static Vec<(u64, u32)> {
+    static REFERENCE: OnceLock<Vec<(u64, u32)>> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let dir = scratch("reference");
+        let (ok, _, out) = finish(spawn(&train_args(&dir.join("run"), false)));
+        assert!(ok, "{out}");
+        let l = losses(&dir.join("run"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        l
+    })
+}
+
 fn spawn(args: &[String]) -> Child {
+    spawn_with(args, &[])
+}
+
+fn spawn_with(args: &[String], env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_wgpt"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -74,13 +98,6 @@ fn finish(child: Child) -> (bool, Option<i32>, String) {
 #[test]
 fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
     let base = scratch("kill");
-    let reference = base.join("reference");
-    let started = Instant::now();
-    let (ok, _, out) = finish(spawn(&train_args(&reference, false)));
-    assert!(ok, "{out}");
-    // The kills land anywhere from process start-up to past the end of a run this long.
-    let span = started.elapsed().as_millis() as u64;
-
     let run = base.join("run");
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261130);
     let mut resumes = 0;
@@ -91,7 +108,15 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
             let _ = std::fs::remove_dir_all(&run);
         }
         let mut child = spawn(&train_args(&run, newest.is_some()));
-        let wait = rng.random_range(span / 5..span);
+        // Each kill lands a random number of steps (0 to 29) past where the run resumed, a random
+        // few ms into that step: moments measured in steps, not time, hold on a busy machine.
+        let at = losses_so_far(&run) + rng.random_range(0..30);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while losses_so_far(&run) < at && child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no progress within 300 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let wait = rng.random_range(0..40);
         std::thread::sleep(Duration::from_millis(wait));
         let _ = child.kill();
         let (_, _, out) = finish(child);
@@ -100,16 +125,16 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
             assert!(line.ends_with(&format!(" at step {step}")), "{line}: expected step {step}");
             resumes += 1;
         }
-        eprintln!("trial {trial}: killed after {wait} ms; checkpoints then: {:?}", check_all(&run));
+        eprintln!("trial {trial}: killed {wait} ms after step {at}; checkpoints then: {:?}", check_all(&run));
     }
     assert!(resumes >= 2, "only {resumes} of the kills came after a checkpoint; the test proves little");
     let (ok, _, out) = finish(spawn(&train_args(&run, checkpoints::list(&run).last().is_some())));
     assert!(ok, "{out}");
     check_all(&run);
     assert_eq!(checkpoints::list(&run).len(), 2, "--keep 2");
-    let (a, b) = (losses(&reference), losses(&run));
+    let (a, b) = (reference(), losses(&run));
     assert_eq!(a.len(), STEPS.parse::<usize>().unwrap());
-    assert_eq!(a, b, "the resumed run's losses differ from the uninterrupted run's");
+    assert_eq!(a, &b, "the resumed run's losses differ from the uninterrupted run's");
     std::fs::remove_dir_all(&base).unwrap();
 }
 
@@ -140,4 +165,91 @@ fn sigterm_saves_a_checkpoint_and_the_run_resumes() {
 fn losses_so_far(run: &Path) -> usize {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .map_or(0, |t| t.lines().filter(|l| l.contains("\"loss\"")).count())
+}
+
+/// The error line of a run that failed: exactly one, and no panic.
+fn error_line(out: &str) -> &str {
+    assert!(!out.contains("panicked") && !out.contains("RUST_BACKTRACE"), "{out}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("wgpt: error:")).collect();
+    assert_eq!(errors.len(), 1, "{out}");
+    errors[0]
+}
+
+/// `WGPT_LOSE_DEVICE_AT` destroys the device before step 23, as a driver reset would: the run stops
+/// with a clear error, writes nothing more, and resumes from step 20 to the uninterrupted losses.
+#[test]
+fn a_lost_device_stops_the_run_with_its_checkpoints_intact_and_it_resumes() {
+    let base = scratch("lost");
+    let run = base.join("run");
+    let (ok, code, out) = finish(spawn_with(&train_args(&run, false), &[("WGPT_LOSE_DEVICE_AT", "23")]));
+    assert!(!ok && code == Some(1), "{out}");
+    let line = error_line(&out);
+    assert!(line.contains("GPU device lost at step 23"), "{line}");
+    assert!(line.contains("step-00000020, is intact") && line.contains("--resume"), "{line}");
+    assert_eq!(check_all(&run), Some(20), "nothing was saved after the device was lost");
+    assert_eq!(entries(&run.join("checkpoints")), ["step-00000016", "step-00000020"], "no temporary folder left");
+
+    let (ok, _, out) = finish(spawn(&train_args(&run, true)));
+    assert!(ok && out.contains("at step 20"), "{out}");
+    assert_eq!(reference(), &losses(&run), "the resumed run's losses differ from the uninterrupted run's");
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// The GPU memory a tiny step plans at `batch_size` (`wgpt bench --plan-only`).
+fn planned_bytes(batch_size: usize) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgpt"))
+        .args(["bench", "--preset", "tiny", "--plan-only", "--json", "--set", &format!("batch_size={batch_size}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rfind(|l| l.starts_with('{')).unwrap_or_else(|| panic!("{text}"));
+    serde_json::from_str::<serde_json::Value>(line).unwrap()["peak_bytes"].as_u64().unwrap()
+}
+
+/// A run resumed on a device too small for its step (`WGPT_DEVICE_MEMORY` between the plans of a
+/// micro-batch of 8 and of 4) is told what to change, its checkpoints untouched; with the advice
+/// taken (batch_size 4 x grad_accum 2: the same sequences per step) it resumes and follows the
+/// uninterrupted run's losses up to float summation order.
+#[test]
+fn a_step_too_big_for_the_device_says_what_to_change_and_resumes_with_it() {
+    let base = scratch("oom");
+    let run = base.join("run");
+    let (ok, _, out) = finish(spawn(&train_args_for("20", &run, false)));
+    assert!(ok, "{out}");
+    let before = std::fs::read(run.join("checkpoints/step-00000020/SHA256SUMS")).unwrap();
+
+    let (big, small) = (planned_bytes(8), planned_bytes(4));
+    assert!(small < big, "{small} vs {big}");
+    let cap = ((big + small) / 2).to_string();
+    let env = [("WGPT_DEVICE_MEMORY", cap.as_str())];
+    let (ok, _, out) = finish(spawn_with(&train_args(&run, true), &env));
+    assert!(!ok, "{out}");
+    let line = error_line(&out);
+    assert!(line.contains("out of GPU memory") && line.contains("memory plan") && line.contains("WGPT_DEVICE_MEMORY"));
+    assert!(line.contains("--recompute block") && line.contains("--set batch_size=4 --set grad_accum=2"), "{line}");
+    assert_eq!(std::fs::read(run.join("checkpoints/step-00000020/SHA256SUMS")).unwrap(), before);
+    assert_eq!(losses(&run).len(), 20, "the failed resume left the log alone");
+
+    let mut args = train_args(&run, true);
+    args.extend(["--set", "batch_size=4", "--set", "grad_accum=2"].map(String::from));
+    let (ok, _, out) = finish(spawn_with(&args, &env));
+    assert!(ok && out.contains("at step 20"), "{out}");
+    let (a, b) = (reference(), losses(&run));
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f32;
+    for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
+        let (la, lb) = (f32::from_bits(*la), f32::from_bits(*lb));
+        assert_eq!(sa, sb);
+        assert!((la - lb).abs() <= 1e-4 * la.abs(), "step {sa}: loss {lb} vs {la} uninterrupted");
+        worst = worst.max((la - lb).abs() / la.abs());
+    }
+    eprintln!("largest relative loss difference after the resume with batch 4 x 2: {worst:.2e}");
+    std::fs::remove_dir_all(&base).unwrap();
 }

@@ -132,7 +132,7 @@ fn stop_and_resume_equals_uninterrupted() {
     };
     Trainer::new(gpu(), cfg.clone(), &corpus).unwrap().run(&full, |_: &str| {}).unwrap();
     Trainer::new(gpu(), cfg, &corpus).unwrap().run_until(&part, 5, |_: &str| {}).unwrap();
-    let mut resumed = Trainer::resume(gpu(), &part, Some(&corpus), None, &mut Vec::new()).unwrap();
+    let mut resumed = Trainer::resume(gpu(), &part, Some(&corpus), &[], &mut Vec::new()).unwrap();
     assert_eq!(resumed.step, 5);
     resumed.run(&part, |_: &str| {}).unwrap();
     let (a, b) = (losses(&full), losses(&part));

@@ -1,6 +1,7 @@
 //! Adapter choice and device creation: prefer a real GPU over a software one, honour
 //! `--backend` / `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`, and ask for every feature and limit wgpt can use.
 
+use super::faults::{self, Faults};
 use crate::error::{Error, Result};
 
 /// The optional features wgpt makes use of when the adapter has them.
@@ -54,6 +55,10 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
+    /// What the device reported lost or failed outside an error scope.
+    pub faults: Faults,
+    /// `WGPT_DEVICE_MEMORY`: the most memory a compiled step may plan (None: what the device allows).
+    pub memory_cap: Option<u64>,
 }
 
 /// Lower is better: real GPUs first, the CPU (lavapipe, SwiftShader, WARP) last.
@@ -141,7 +146,9 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Device { adapter: info.name.clone(), reason: e.to_string() })?;
-        Ok(Gpu { instance, adapter, device, queue, info, features, limits })
+        let faults = Faults::watch(&device);
+        let memory_cap = faults::memory_cap()?;
+        Ok(Gpu { instance, adapter, device, queue, info, features, limits, faults, memory_cap })
     }
 
     /// Largest byte range one storage binding may cover.

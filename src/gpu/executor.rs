@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::context::Gpu;
+use super::faults::Faults;
 use super::pipeline::{Kernel, PipelineCache};
 use super::shader::{BindingKind, StorageType};
 use crate::error::{Bytes, Error, Result};
@@ -41,7 +42,11 @@ pub struct Step {
     /// Mappable copy of the outputs arena (loss, gradient norm), made once so that reading a
     /// step's results allocates nothing.
     outputs: Option<(usize, wgpu::Buffer)>,
+    faults: Faults,
 }
+
+/// What to change when a step does not fit; the trainer replaces it with advice for its settings.
+pub const FIT_ADVICE: &str = "use a smaller batch or model";
 
 /// `WGPT_DEBUG` is set (and not 0): print the schedule and the memory plan.
 pub(crate) fn debug_enabled() -> bool {
@@ -61,6 +66,7 @@ impl Step {
                     what: "max_buffer_size",
                     needed: Bytes(a.size),
                     limit: Bytes(gpu.limits.max_buffer_size),
+                    advice: FIT_ADVICE.into(),
                 });
             }
         }
@@ -73,6 +79,7 @@ impl Step {
                         what: "max_storage_buffer_binding_size",
                         needed: Bytes(size),
                         limit: Bytes(max_binding),
+                        advice: FIT_ADVICE.into(),
                     });
                 }
             }
@@ -81,6 +88,15 @@ impl Step {
                 return Err(Error::Workgroups { entry: d.entry.to_string(), groups: g, limit: maxg });
             }
         }
+        if let Some(cap) = gpu.memory_cap.filter(|&cap| plan.total() > cap) {
+            return Err(Error::OutOfMemory {
+                plan: plan.summary(),
+                available: format!("WGPT_DEVICE_MEMORY allows {:#}", Bytes(cap)),
+                advice: FIT_ADVICE.into(),
+            });
+        }
+        // The device may still refuse: a failed allocation is an out-of-memory error, not a panic.
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffers: Vec<Option<wgpu::Buffer>> = plan
             .arenas
             .iter()
@@ -97,6 +113,13 @@ impl Step {
                 })
             })
             .collect();
+        if let Some(e) = scope.pop().await {
+            return Err(Error::OutOfMemory {
+                plan: plan.summary(),
+                available: format!("the device could not allocate it ({})", e.to_string().trim()),
+                advice: FIT_ADVICE.into(),
+            });
+        }
 
         // All uniforms live in one buffer, each at an aligned offset.
         let ualign = gpu.limits.min_uniform_buffer_offset_alignment as u64;
@@ -197,12 +220,23 @@ impl Step {
             buffers,
             compiled,
             outputs,
+            faults: gpu.faults.clone(),
         };
         if debug_enabled() {
             eprintln!("{}", step.schedule_report());
             eprintln!("{}", step.plan.report(&step.tensors));
         }
         Ok(step)
+    }
+
+    /// The first fault the device reported (lost, or an error outside any scope), if any.
+    pub fn fault(&self) -> Option<String> {
+        self.faults.get()
+    }
+
+    /// Destroys the device (fault-injection tests: what a driver reset does to a run).
+    pub fn lose_device(&self) {
+        self.device.destroy()
     }
 
     pub fn len(&self) -> usize {

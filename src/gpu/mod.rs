@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod executor;
+pub mod faults;
 pub mod pipeline;
 pub mod shader;
 

@@ -57,9 +57,11 @@ pub struct RunConfig {
 pub const PRESETS: [&str; 5] = ["tiny", "shakespeare-char", "shakespeare", "gpt2", "gpt2-medium"];
 
 impl RunConfig {
-    /// Keys `--set` may change on `--resume`: the host-side schedule, logging and safety settings
-    /// (the rest is compiled into the step or fixes the model).
-    pub const RESUMABLE: [&'static str; 15] = [
+    /// Keys `--set` may change on `--resume`: the host-side schedule, logging and safety settings,
+    /// and what makes a step fit in less memory (storage precision, recomputation, the micro-batch:
+    /// `batch_size` x `grad_accum` sequences are drawn in the same order whatever the split). The
+    /// rest fixes the model, the data or the optimizer.
+    pub const RESUMABLE: [&'static str; 20] = [
         "steps",
         "lr",
         "min_lr",
@@ -75,6 +77,11 @@ impl RunConfig {
         "keep",
         "max_bad_steps",
         "outlier_z",
+        "precision",
+        "recompute",
+        "batch_size",
+        "grad_accum",
+        "batch_tokens",
     ];
 
     pub fn preset(name: &str) -> Result<Self> {

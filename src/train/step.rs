@@ -85,6 +85,33 @@ pub struct TrainStep {
     pub ceilings: [f32; 2],
 }
 
+/// A step that does not fit (device memory, a buffer or binding limit) says what to change, in the
+/// order that costs the least: f16 storage, recomputation, then a smaller micro-batch at the same
+/// tokens per step.
+fn with_fit_advice(e: Error, cfg: &StepConfig, gpu: &Gpu) -> Error {
+    let mut ways = Vec::new();
+    if cfg.precision == Precision::F32 && gpu.features.contains(wgpu::Features::SHADER_F16) {
+        ways.push("--precision f16 (halves activations and gradients)".to_string());
+    }
+    if cfg.recompute != Recompute::Block {
+        ways.push("--recompute block (keeps only each block's input for the backward pass)".to_string());
+    }
+    if cfg.batch > 1 {
+        let b = (1..cfg.batch).rev().find(|d| cfg.batch.is_multiple_of(*d)).unwrap_or(1);
+        ways.push(format!(
+            "a smaller micro-batch, --set batch_size={b} --set grad_accum={} (the same tokens per step)",
+            cfg.grad_accum * cfg.batch / b
+        ));
+    }
+    ways.push("a smaller block_size or model".to_string());
+    let advice = format!("to fit, try {}", ways.join("; or "));
+    match e {
+        Error::OutOfMemory { plan, available, .. } => Error::OutOfMemory { plan, available, advice },
+        Error::Limit { tensor, what, needed, limit, .. } => Error::Limit { tensor, what, needed, limit, advice },
+        e => e,
+    }
+}
+
 impl TrainStep {
     /// Records the model, derives the backward pass and appends the optimizer; no GPU needed.
     /// `max_binding` bounds every bound range in bytes (the adapter's storage binding limit).
@@ -176,11 +203,21 @@ impl TrainStep {
             let (with, without) = ((&program.tensors, &program.dispatches[..]), (&base.tensors, &base.dispatches[..]));
             eprintln!("{}", crate::graph::recompute::saving(cfg.recompute, with, without, gpu.align()));
         }
-        let step = Step::compile(gpu, cache, program).await?;
+        let step = Step::compile(gpu, cache, program).await.map_err(|e| with_fit_advice(e, &cfg, gpu))?;
         let loss_scale = LossScale::new(cfg.precision);
         let ts = TrainStep { cfg, step, sec: s, t: 0, loss_scale, ceilings: [f32::MAX; 2] };
         ts.write_hyper(0.0)?;
         Ok(ts)
+    }
+
+    /// The first fault the device reported (lost, or an error outside any scope), if any.
+    pub fn fault(&self) -> Option<String> {
+        self.step.fault()
+    }
+
+    /// Destroys the device, as a driver reset or an unplugged GPU would (fault-injection tests).
+    pub fn lose_device(&self) {
+        self.step.lose_device()
     }
 
     /// The precision this adapter can run: f16 falls back to f32 without `SHADER_F16`, with the

@@ -248,6 +248,8 @@ impl Trainer {
     pub fn save(&self, dir: &Path) -> Result<PathBuf> {
         let params = pollster::block_on(self.ts.read_params())?;
         let moments = pollster::block_on(self.ts.read_moments())?;
+        // Weights read from a lost device are not weights: keep the last checkpoint instead.
+        self.check_device(dir, self.step)?;
         let extra = json!({"train": self.cfg.to_json(), "step": self.step});
         // Shards inside the run directory are recorded relative to it, so the run can be moved;
         // others absolute, so a resume from another working directory finds them.
@@ -277,21 +279,30 @@ impl Trainer {
     /// Restores a run saved by `save` in `dir` from its newest checkpoint that verifies: weights,
     /// moments, step and sampler, so the continued run draws the same batches and computes the same
     /// losses as an uninterrupted one. The tokens are the shards the checkpoint records; a run
-    /// trained from memory (no shards) needs its `corpus` again. `notes` gets a line for every
+    /// trained from memory (no shards) needs its `corpus` again. `changes` are `key=value` settings
+    /// applied over the saved ones, each one of `RunConfig::RESUMABLE`. `notes` gets a line for every
     /// damaged checkpoint passed over.
     pub fn resume(
         gpu: &Gpu,
         dir: &Path,
         corpus: Option<&Corpus>,
-        steps: Option<u64>,
+        changes: &[String],
         notes: &mut Vec<String>,
     ) -> Result<Trainer> {
         let ck = Self::checkpoint_to_resume(dir, notes)?;
         let state = checkpoint::load_json(&ck.join("trainer_state.json"))?;
         let doc = checkpoint::load_json(&ck.join("config.json"))?;
         let mut cfg = RunConfig::from_json(&doc["wgpt"]["train"])?;
-        if let Some(s) = steps {
-            cfg.steps = s;
+        let saved_precision = cfg.precision;
+        for kv in changes {
+            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k.trim());
+            if !RunConfig::RESUMABLE.contains(&key) {
+                return Err(Error::Other(format!(
+                    "--set {key}: the checkpoint fixes it on --resume; keys that may change: {}",
+                    RunConfig::RESUMABLE.join(", ")
+                )));
+            }
+            cfg.set(kv)?;
         }
         let tokenizer = Tokenizer::load(&ck.join("tokenizer.json"))?;
         let saved = checkpoint::model_from_config(&doc)?;
@@ -341,7 +352,9 @@ impl Trainer {
         t.rng = Rng(state["rng"].as_str().and_then(|s| s.parse().ok()).ok_or_else(bad)?);
         // Absent from checkpoints made before loss scaling: the run starts afresh from the default.
         let ls = &mut t.ts.loss_scale;
-        if let Some(s) = state["loss_scale"].as_f64().filter(|s| *s > 0.0 && ls.dynamic) {
+        // A run that switches to f16 on resume starts from f16's initial scale, not f32's 1.
+        let scaled = ls.dynamic && saved_precision == t.cfg.precision;
+        if let Some(s) = state["loss_scale"].as_f64().filter(|s| *s > 0.0 && scaled) {
             ls.scale = s as f32;
         }
         ls.clean = state["loss_scale_clean"].as_u64().unwrap_or(0);
@@ -376,7 +389,22 @@ impl Trainer {
     }
 
     /// Like `run`, but stops after step `stop` (saving a checkpoint there) as an interrupted run would.
-    pub fn run_until(&mut self, dir: &Path, stop: u64, mut progress: impl Progress) -> Result<()> {
+    /// A device fault ends it with `Error::DeviceLost`, whatever error the fault caused on the way.
+    pub fn run_until(&mut self, dir: &Path, stop: u64, progress: impl Progress) -> Result<()> {
+        let run = self.steps(dir, stop, progress);
+        self.check_device(dir, self.step + 1)?;
+        run
+    }
+
+    /// `Error::DeviceLost` if the device reported a fault (`step`: the step it was met in).
+    fn check_device(&self, dir: &Path, step: u64) -> Result<()> {
+        match self.ts.fault() {
+            Some(reason) => Err(Error::DeviceLost { step, reason, checkpoint: last_checkpoint(dir) }),
+            None => Ok(()),
+        }
+    }
+
+    fn steps(&mut self, dir: &Path, stop: u64, mut progress: impl Progress) -> Result<()> {
         let io = |e: std::io::Error| Error::Other(format!("{}: {e}", dir.join("metrics.jsonl").display()));
         let mut metrics =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?;
@@ -389,6 +417,7 @@ impl Trainer {
         // skipped on the GPU).
         let mut bad_run = 0u64;
         self.guard.z = self.cfg.outlier_z;
+        let lose_device_at = lose_device_at();
         while self.step < self.cfg.steps.min(stop) {
             if let Some(signal) = interrupt::pending() {
                 let ck = self.save(dir)?;
@@ -400,7 +429,11 @@ impl Trainer {
                 (0..self.cfg.grad_accum).map(|_| sample(&self.tokens, &self.train, b, t, &mut self.rng)).collect();
             let micro: Vec<(&[u32], &[u32])> = batches.iter().map(|(i, t)| (&i[..], &t[..])).collect();
             self.ts.ceilings = self.guard.ceilings();
+            if lose_device_at == Some(self.step + 1) {
+                self.ts.lose_device();
+            }
             let s = pollster::block_on(self.ts.train_micro(&micro, lr))?;
+            self.check_device(dir, self.step + 1)?;
             self.step += 1;
             if s.skipped || !s.loss.is_finite() {
                 bad_run += 1;
@@ -424,16 +457,13 @@ impl Trainer {
                     "grad_norm": finite(s.grad_norm), "loss_scale": ls.scale, "skipped_steps": ls.skipped,
                 }))?;
                 if bad_run >= self.cfg.max_bad_steps {
-                    let last = checkpoints::list(dir).pop().map(|(_, d)| d.display().to_string());
                     return Err(Error::Other(format!(
                         "steps {}..{}: {bad_run} steps in a row were skipped for a non-finite loss or gradients \
                          or as outliers (max_bad_steps); stopped without saving. {}; resume it with --resume \
                          and a lower lr (--set lr=...), or a higher outlier_z if the guard skipped them",
                         self.step + 1 - bad_run,
                         self.step,
-                        last.map_or("No checkpoint was written yet".into(), |d| format!(
-                            "The last checkpoint, {d}, is intact"
-                        ))
+                        last_checkpoint(dir)
                     )));
                 }
             } else {
@@ -494,6 +524,20 @@ impl Trainer {
         progress.line(&format!("{} steps in {secs:.1}s ({tps:.0} tok/s)", self.step));
         Ok(())
     }
+}
+
+/// Which checkpoint a run that stops on an error leaves to resume from.
+fn last_checkpoint(dir: &Path) -> String {
+    match checkpoints::list(dir).pop() {
+        Some((_, d)) => format!("The last checkpoint, {}, is intact", d.display()),
+        None => "No checkpoint was written yet".into(),
+    }
+}
+
+/// `WGPT_LOSE_DEVICE_AT=N` destroys the device just before step N: the fault tests' stand-in for a
+/// driver reset or a GPU that falls off the bus.
+fn lose_device_at() -> Option<u64> {
+    std::env::var("WGPT_LOSE_DEVICE_AT").ok()?.parse().ok()
 }
 
 /// The files of a checkpoint; a resume needs them all.
