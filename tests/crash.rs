@@ -138,27 +138,83 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
     std::fs::remove_dir_all(&base).unwrap();
 }
 
+/// Starts a run and sends it `signals` once it has logged a few steps; returns its exit code and output.
+fn signal_run(run: &Path, signals: &[&str]) -> (Option<i32>, String) {
+    let child = spawn(&train_args(run, false));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while losses_so_far(run) < 3 {
+        assert!(Instant::now() < deadline, "no training steps within 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for sig in signals {
+        assert!(Command::new("kill").args([*sig, &child.id().to_string()]).status().unwrap().success());
+    }
+    let (_, code, out) = finish(child);
+    (code, out)
+}
+
+/// The step of a `stopped by SIG… at step N; …` line, after checking it says how to resume.
+fn stopped_step(out: &str, signal: &str) -> u64 {
+    let line = out.lines().find(|l| l.contains(&format!("stopped by {signal}"))).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("--resume"), "{line}");
+    line.split(" at step ").nth(1).unwrap().split(';').next().unwrap().parse().unwrap()
+}
+
 #[test]
 fn sigterm_saves_a_checkpoint_and_the_run_resumes() {
     let base = scratch("term");
     let run = base.join("run");
-    let child = spawn(&train_args(&run, false));
-    // Wait until training is under way (a few steps logged), then ask it to stop.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while losses_so_far(&run) < 3 {
-        assert!(Instant::now() < deadline, "no training steps within 300 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(term.success());
-    let (_, code, out) = finish(child);
+    let (code, out) = signal_run(&run, &["-TERM"]);
     assert_eq!(code, Some(143), "{out}");
-    let line = out.lines().find(|l| l.contains("stopped by SIGTERM")).unwrap_or_else(|| panic!("{out}"));
-    let step: u64 = line.split(" at step ").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
-    assert!(line.contains("--resume"), "{line}");
+    let step = stopped_step(&out, "SIGTERM");
     assert_eq!(check_all(&run), Some(step), "the checkpoint of the stopped step is the newest");
     let (ok, _, out) = finish(spawn(&train_args(&run, true)));
     assert!(ok && out.contains(&format!("at step {step}")), "{out}");
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_130() {
+    let base = scratch("int");
+    let run = base.join("run");
+    let (code, out) = signal_run(&run, &["-INT"]);
+    assert_eq!(code, Some(130), "{out}");
+    assert_eq!(check_all(&run), Some(stopped_step(&out, "SIGINT")));
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// A second signal (an impatient Ctrl-C) ends the process at once, before any checkpoint of the
+/// first is written; whatever is on disk still verifies and resumes.
+#[test]
+fn a_second_signal_exits_at_once_and_the_checkpoints_stay_whole() {
+    let base = scratch("twice");
+    let run = base.join("run");
+    let (code, out) = signal_run(&run, &["-TERM", "-TERM"]);
+    assert_eq!(code, Some(143), "{out}");
+    assert!(!out.contains("stopped by"), "the second signal should not wait for a save: {out}");
+    if check_all(&run).is_some() {
+        let (ok, _, out) = finish(spawn(&train_args(&run, true)));
+        assert!(ok, "{out}");
+    }
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// Runs saved before checkpoint folders existed kept their checkpoint in the run directory itself.
+#[test]
+fn a_run_in_the_old_layout_resumes() {
+    let base = scratch("legacy");
+    let run = base.join("run");
+    let (ok, _, out) = finish(spawn(&train_args_for("8", &run, false)));
+    assert!(ok, "{out}");
+    let (step, ck) = checkpoints::list(&run).pop().unwrap();
+    for f in CHECKPOINT_FILES {
+        let _ = std::fs::remove_file(run.join(f));
+        std::fs::rename(ck.join(f), run.join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    let (ok, _, out) = finish(spawn(&train_args_for("12", &run, true)));
+    assert!(ok && out.contains(&format!("at step {step}")), "{out}");
+    assert_eq!(losses(&run).last().unwrap().0, 12);
     std::fs::remove_dir_all(&base).unwrap();
 }
 

@@ -59,6 +59,18 @@ impl Tokens for super::shard::Shard {
     }
 }
 
+/// The first `n` held-out tokens (of the train split when there is no validation split): the
+/// prompt attention maps are drawn on, the same in the trainer and in a window following a run.
+pub fn held_out_head(
+    tokens: &impl Tokens,
+    train: &std::ops::Range<usize>,
+    val: &std::ops::Range<usize>,
+    n: usize,
+) -> Vec<u32> {
+    let r = if val.is_empty() { train } else { val };
+    (r.start..r.end.min(r.start + n)).map(|i| tokens.get(i)).collect()
+}
+
 /// Token ranges of the split: train = [0, boundary), val = [boundary, len).
 pub fn split(len: usize, val_fraction: f64, block: usize) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>)> {
     let val = ((len as f64) * val_fraction).round() as usize;

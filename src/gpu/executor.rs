@@ -269,7 +269,8 @@ impl Step {
     /// Blocks until the submitted work has finished (native only: the web cannot block).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self) -> Result<()> {
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::Gpu(e.to_string()))
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
+        self.fault().map_or(Ok(()), |fault| Err(Error::Gpu(fault)))
     }
 
     fn locate(&self, id: TensorId) -> (&wgpu::Buffer, u64, u64) {
@@ -341,6 +342,10 @@ impl Step {
         enc.copy_buffer_to_buffer(buf, off, staging, at, padded);
         self.queue.submit([enc.finish()]);
         map_read(&self.device, staging).await?;
+        // An error no scope caught (wgpu would have panicked) makes every later result suspect.
+        if let Some(fault) = self.fault() {
+            return Err(Error::Gpu(fault));
+        }
         let data = staging.get_mapped_range(at..at + padded).map_err(|e| Error::Gpu(e.to_string()))?.to_vec();
         staging.unmap();
         Ok(data[..size as usize].to_vec())

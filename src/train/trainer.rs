@@ -231,8 +231,7 @@ impl Trainer {
 
     /// The first `n` tokens of the validation split (of the training split when there is none).
     pub fn val_tokens(&self, n: usize) -> Vec<u32> {
-        let range = if self.val.is_empty() { &self.train } else { &self.val };
-        (range.start..range.end.min(range.start + n)).map(|i| self.tokens.get(i)).collect()
+        crate::data::batches::held_out_head(&self.tokens, &self.train, &self.val, n)
     }
 
     fn sample_text(&mut self) -> Result<String> {

@@ -109,9 +109,7 @@ fn val_prompt(dir: &Path, doc: &serde_json::Value, tok: &Tokenizer, n: usize) ->
     let tokens = crate::data::dataset::TokenSet::open(&shards, tok.vocab_size()).ok()?;
     let cfg = crate::train::config::RunConfig::from_json(&doc["wgpt"]["train"]).ok()?;
     let (train, val) = crate::data::batches::split(tokens.len(), cfg.val_fraction, cfg.block_size).ok()?;
-    let r = if val.is_empty() { train } else { val };
-    let ids: Vec<u32> = (r.start..r.end.min(r.start + n)).map(|i| tokens.get(i)).collect();
-    Some(tok.decode(&ids))
+    Some(tok.decode(&crate::data::batches::held_out_head(&tokens, &train, &val, n)))
 }
 
 fn last_sample(dir: &Path) -> String {
