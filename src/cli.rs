@@ -45,7 +45,7 @@ pub enum Command {
         #[arg(long)]
         preset: Vec<String>,
         /// Timed steps per preset, after one warm-up step.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = positive::<usize>)]
         steps: usize,
         /// Override a setting of every benchmarked preset, e.g. --set batch_size=1 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -81,16 +81,16 @@ pub enum Command {
         #[arg(long, default_value = "")]
         prompt: String,
         /// Tokens to generate.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = whole::<usize>)]
         tokens: usize,
         /// Softmax temperature; 0 picks the most likely token.
-        #[arg(long, default_value_t = 0.8)]
+        #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = temperature)]
         temperature: f64,
         /// Sample among the K most likely tokens only (0 = all).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<usize>)]
         top_k: usize,
         /// Seed of the sampler: the same seed and prompt give the same text.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole::<u64>)]
         seed: u64,
     },
     /// Write PNG charts of a run into its directory: loss.png (train and validation loss from
@@ -100,7 +100,7 @@ pub enum Command {
         /// The run directory (metrics.jsonl, config.json, model.safetensors, tokenizer.json).
         run_dir: PathBuf,
         /// Layers to draw (repeatable; default: all).
-        #[arg(long = "layer", value_name = "L")]
+        #[arg(long = "layer", value_name = "L", allow_negative_numbers = true, value_parser = whole::<usize>)]
         layers: Vec<usize>,
         /// Text whose attention to show (at most block_size tokens).
         #[arg(long)]
@@ -132,7 +132,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "tiny")]
     preset: String,
     /// Optimizer steps (overrides the preset).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>)]
     steps: Option<u64>,
     /// Override any setting, e.g. --set lr=1e-3 --set tokenizer=bpe (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -153,7 +153,7 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: bool,
     /// Checkpoints to keep in <out>/checkpoints (the newest; default 3). Same as --set keep=N.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = positive::<usize>)]
     keep: Option<usize>,
     /// Storage of activations and gradients: f32, or f16 with f32 master weights and dynamic loss
     /// scaling (falls back to f32 on adapters without shader-f16). Same as --set precision=...
@@ -177,6 +177,60 @@ fn no_viz() -> crate::Error {
     )
 }
 
+/// A command-line mistake as one line (clap's own message is several): its `error:` line, the
+/// possible values or tip clap adds, and where the options are listed. None for --help,
+/// --version and a missing subcommand, which clap prints as usual. `args` (the command line, without
+/// the program) names the subcommand when clap's message does not.
+pub fn usage_error(e: &clap::Error, args: &[String]) -> Option<String> {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return None;
+    }
+    let text = e.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let mut parts = vec![first.strip_prefix("error: ").unwrap_or(first).to_string()];
+    let subcommands: Vec<String> =
+        <Cli as clap::CommandFactory>::command().get_subcommands().map(|c| c.get_name().to_string()).collect();
+    let mut command = match args.iter().find(|a| subcommands.contains(a)) {
+        Some(sub) => format!("wgpt {sub}"),
+        None => "wgpt".to_string(),
+    };
+    for l in lines {
+        if let Some(usage) = l.strip_prefix("Usage: ") {
+            let words: Vec<&str> = usage.split_whitespace().take_while(|w| !w.starts_with(['[', '<', '-'])).collect();
+            command = words.join(" ");
+        } else if l.starts_with('[') || l.starts_with("tip:") {
+            parts.push(l.trim_matches(['[', ']']).to_string());
+        }
+    }
+    Some(format!("{}; `{command} --help` lists the options", parts.join("; ")))
+}
+
+/// `--flag N` for a count that may be 0.
+fn whole<T: std::str::FromStr>(s: &str) -> std::result::Result<T, String> {
+    s.trim().parse().map_err(|_| "expected a whole number >= 0".to_string())
+}
+
+/// `--flag N` for a count that must be at least 1.
+fn positive<T: std::str::FromStr + PartialOrd + Default>(s: &str) -> std::result::Result<T, String> {
+    match whole::<T>(s) {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err("expected a whole number >= 1".into()),
+    }
+}
+
+/// `--temperature T`: a finite number >= 0.
+fn temperature(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err("expected a finite number >= 0 (0 picks the most likely token)".into()),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TokenizerCommand {
     /// Train a byte-level BPE tokenizer on a text and save it as a Hugging Face tokenizer.json.
@@ -185,7 +239,7 @@ pub enum TokenizerCommand {
         #[arg(long)]
         data: PathBuf,
         /// Vocabulary size (at least 256: the byte symbols, then one merge per extra token).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>)]
         vocab: usize,
         /// Where to write the tokenizer.json.
         #[arg(long)]

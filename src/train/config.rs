@@ -175,7 +175,7 @@ impl RunConfig {
     pub fn set(&mut self, kv: &str) -> Result<()> {
         let mut next = self.clone();
         next.apply(kv)?;
-        next.validate()?;
+        next.check().map_err(|m| Error::Other(format!("--set {}: {m}", kv.trim())))?;
         *self = next;
         Ok(())
     }
@@ -256,7 +256,26 @@ impl RunConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::Other(format!("config: {m}")));
+        self.check().map_err(|m| Error::Other(format!("config: {m}")))
+    }
+
+    /// What is wrong with the settings, if anything.
+    fn check(&self) -> Result<(), String> {
+        let bad = |m: &str| Err(m.to_string());
+        let floats = [
+            ("lr", self.lr),
+            ("min_lr", self.min_lr),
+            ("weight_decay", self.weight_decay),
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("grad_clip", self.grad_clip),
+            ("temperature", self.temperature),
+            ("val_fraction", self.val_fraction),
+            ("outlier_z", self.outlier_z),
+        ];
+        if let Some((k, v)) = floats.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("{k} is {v}; it must be a finite number"));
+        }
         if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || self.block_size == 0 || self.batch_size == 0 {
             return bad("n_layer, n_head, n_embd, block_size and batch_size must be positive");
         }
@@ -278,8 +297,11 @@ impl RunConfig {
         if self.keep == 0 || self.max_bad_steps == 0 {
             return bad("keep and max_bad_steps must be positive");
         }
-        if !(self.outlier_z >= 0.0 && self.outlier_z.is_finite()) {
+        if self.outlier_z < 0.0 {
             return bad("outlier_z must be >= 0 (0 turns the outlier guard off)");
+        }
+        if self.weight_decay < 0.0 || self.temperature < 0.0 {
+            return bad("weight_decay and temperature must be >= 0");
         }
         Ok(())
     }
