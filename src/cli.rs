@@ -593,14 +593,14 @@ fn new_dir(dir: &Path, hint: &str) -> Result<()> {
         return Err(bad("empty path; name a new directory".into()));
     }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| bad(e.to_string()))?;
+        std::fs::create_dir_all(parent).map_err(|e| bad(crate::util::io_reason(&e)))?;
     }
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             Err(bad(format!("the directory exists; {hint} (nothing was changed)")))
         }
-        Err(e) => Err(bad(e.to_string())),
+        Err(e) => Err(bad(crate::util::io_reason(&e))),
     }
 }
 
@@ -679,7 +679,8 @@ fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) ->
     let tokens = trainer.tokenizer.encode(&corpus.text).map_err(|e| {
         crate::Error::Other(format!("{}: {e}; evaluate on text the checkpoint's tokenizer covers", corpus.source))
     })?;
-    let (loss, n) = trainer.eval_windows(&tokens)?;
+    let (loss, n) =
+        trainer.eval_windows(&tokens).map_err(|e| crate::Error::Other(format!("{}: {e}", corpus.source)))?;
     if json {
         println!("{}", serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": n}));
     } else {

@@ -310,7 +310,7 @@ impl RunConfig {
     /// taken by the caller). Unknown keys and wrong types are errors naming the file.
     pub fn apply_toml(&mut self, path: &std::path::Path) -> Result<()> {
         let bad = |m: String| Error::Other(format!("--config {}: {m}", path.display()));
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| bad(crate::util::io_reason(&e)))?;
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
         for (k, v) in &table {
             if k == "preset" {
@@ -329,8 +329,8 @@ impl RunConfig {
 
     /// The preset a TOML config names, if any.
     pub fn toml_preset(path: &std::path::Path) -> Result<Option<String>> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::Other(format!("--config {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Other(format!("--config {}: {}", path.display(), crate::util::io_reason(&e))))?;
         let table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| Error::Other(format!("--config {}: {}", path.display(), e.message())))?;

@@ -377,7 +377,7 @@ impl Trainer {
 
     /// Like `run`, but stops after step `stop` (saving a checkpoint there) as an interrupted run would.
     pub fn run_until(&mut self, dir: &Path, stop: u64, mut progress: impl Progress) -> Result<()> {
-        let io = |e: std::io::Error| Error::Other(format!("{}: {e}", dir.join("metrics.jsonl").display()));
+        let io = |e: std::io::Error| crate::util::io_error(&dir.join("metrics.jsonl"), &e);
         let mut metrics =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?;
         let mut record = |v: serde_json::Value| writeln!(metrics, "{v}").map_err(io);
