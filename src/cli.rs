@@ -435,7 +435,10 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     use crate::Error;
     let file_preset = config.map(RunConfig::toml_preset).transpose()?.flatten();
     let preset = file_preset.as_deref().unwrap_or(preset);
-    let mut cfg = RunConfig::preset(preset)?;
+    let mut cfg = RunConfig::preset(preset).map_err(|e| match (config, &file_preset) {
+        (Some(path), Some(_)) => Error::Other(format!("--config {}: {e}", path.display())),
+        _ => e,
+    })?;
     if let Some(path) = config {
         cfg.apply_toml(path)?;
     }
@@ -638,7 +641,7 @@ fn open_checkpoint(backend: BackendChoice, ckpt: &Path, batch: usize) -> Result<
         return Err(crate::Error::Other(format!("--ckpt {}: not a run directory", ckpt.display())));
     }
     let doc = load_json(&ckpt.join("config.json"))?;
-    let model = model_from_config(&doc)?;
+    let model = model_from_config(&doc).map_err(|e| crate::Error::Other(format!("{}: {e}", ckpt.display())))?;
     let tokenizer = crate::data::Tokenizer::load(&ckpt.join("tokenizer.json"))?;
     if tokenizer.vocab_size() != model.vocab_size {
         return Err(crate::Error::Other(format!(

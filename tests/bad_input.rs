@@ -175,10 +175,10 @@ fn flag_and_setting_mistakes_are_one_line() {
     // A TOML --config: an unknown preset, an unknown key, a bad value, not TOML at all.
     let dir = scratch("flags");
     let cases = [
-        ("preset.toml", "preset = \"huge\"\n", vec!["unknown preset 'huge'", "shakespeare-char"]),
+        ("preset.toml", "preset = \"huge\"\n", vec!["preset.toml", "unknown preset 'huge'", "shakespeare-char"]),
         ("key.toml", "learning_rate = 1e-3\n", vec!["key.toml", "learning_rate", "unknown key"]),
         ("value.toml", "lr = \"fast\"\n", vec!["value.toml", "lr=fast", "expected a number"]),
-        ("nan.toml", "lr = nan\n", vec!["nan.toml", "lr", "finite"]),
+        ("nan.toml", "lr = nan\n", vec!["--config", "nan.toml: lr is NaN", "finite"]),
         ("broken.toml", "steps = [1,\n", vec!["broken.toml"]),
     ];
     for (name, body, want) in cases {
@@ -372,7 +372,7 @@ fn damaged_or_mismatched_checkpoints_are_refused() {
     std::fs::write(c.join("config.json"), "{\"n_layer\": 2,").unwrap();
     says(&fails(&["sample", "--ckpt", s(&c)]), &["badjson/config.json", "not valid JSON"]);
     std::fs::write(c.join("config.json"), "{\"n_layer\": 2}").unwrap();
-    says(&fails(&["sample", "--ckpt", s(&c)]), &["config.json", "\"vocab_size\""]);
+    says(&fails(&["sample", "--ckpt", s(&c)]), &["badjson: config.json", "\"vocab_size\""]);
     // An evaluation text shorter than one block.
     std::fs::write(dir.join("short.txt"), "First Citizen").unwrap();
     let e = fails(&["eval", "--ckpt", s(&run), "--data", s(&dir.join("short.txt"))]);

@@ -324,7 +324,7 @@ impl RunConfig {
             };
             self.apply(&format!("{k}={v}")).map_err(|e| bad(e.to_string()))?;
         }
-        self.validate().map_err(|e| bad(e.to_string()))
+        self.check().map_err(bad)
     }
 
     /// The preset a TOML config names, if any.
