@@ -632,8 +632,16 @@ fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
     }
 }
 
-/// A trainer holding a checkpoint's weights, with `batch` sequences per forward pass.
-fn open_checkpoint(backend: BackendChoice, ckpt: &Path, batch: usize) -> Result<crate::train::trainer::Trainer> {
+/// A trainer holding a checkpoint's weights, with `batch` sequences per forward pass, and what
+/// `prepare` makes of the model and tokenizer first: a mistake in the input (a prompt or text the
+/// tokenizer does not cover, a text too short) is reported before the weights are read and the GPU
+/// is set up.
+fn open_checkpoint<T>(
+    backend: BackendChoice,
+    ckpt: &Path,
+    batch: usize,
+    prepare: impl FnOnce(&crate::model::GptConfig, &crate::data::Tokenizer) -> Result<T>,
+) -> Result<(crate::train::trainer::Trainer, T)> {
     use crate::train::checkpoint::{load_json, load_model, model_from_config};
     use crate::train::config::RunConfig;
     use crate::train::trainer::Trainer;
@@ -651,12 +659,13 @@ fn open_checkpoint(backend: BackendChoice, ckpt: &Path, batch: usize) -> Result<
             model.vocab_size
         )));
     }
+    let prepared = prepare(&model, &tokenizer)?;
     let params = load_model(&ckpt.join("model.safetensors"), &model)?;
     let mut cfg = RunConfig::preset("tiny")?;
     (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) =
         (model.n_layer, model.n_head, model.n_embd, model.block_size, batch);
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-    Trainer::for_model(&gpu, cfg, model, tokenizer, &params)
+    Ok((Trainer::for_model(&gpu, cfg, model, tokenizer, &params)?, prepared))
 }
 
 fn sample(
@@ -668,8 +677,9 @@ fn sample(
     top_k: usize,
     seed: u64,
 ) -> Result<()> {
-    let trainer = open_checkpoint(backend, ckpt, 1)?;
-    let ids = trainer.tokenizer.encode(prompt)?;
+    let (trainer, ids) = open_checkpoint(backend, ckpt, 1, |_, tok| {
+        tok.encode(prompt).map_err(|e| crate::Error::Other(format!("--prompt: {e}")))
+    })?;
     let mut rng = crate::data::batches::Rng(seed);
     let out = trainer.generate(&ids, tokens, temperature, top_k, &mut rng)?;
     println!("{}", trainer.tokenizer.decode(&out));
@@ -678,12 +688,15 @@ fn sample(
 
 fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) -> Result<()> {
     let corpus = crate::train::trainer::load_corpus(data)?;
-    let trainer = open_checkpoint(backend, ckpt, 8)?;
-    let tokens = trainer.tokenizer.encode(&corpus.text).map_err(|e| {
-        crate::Error::Other(format!("{}: {e}; evaluate on text the checkpoint's tokenizer covers", corpus.source))
+    let in_text = |e: crate::Error| crate::Error::Other(format!("{}: {e}", corpus.source));
+    let (trainer, tokens) = open_checkpoint(backend, ckpt, 8, |model, tok| {
+        let tokens = tok.encode(&corpus.text).map_err(|e| {
+            in_text(crate::Error::Other(format!("{e}; evaluate on text the checkpoint's tokenizer covers")))
+        })?;
+        crate::train::trainer::check_windows(tokens.len(), model.block_size).map_err(in_text)?;
+        Ok(tokens)
     })?;
-    let (loss, n) =
-        trainer.eval_windows(&tokens).map_err(|e| crate::Error::Other(format!("{}: {e}", corpus.source)))?;
+    let (loss, n) = trainer.eval_windows(&tokens).map_err(in_text)?;
     if json {
         println!("{}", serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": n}));
     } else {

@@ -373,6 +373,11 @@ fn damaged_or_mismatched_checkpoints_are_refused() {
     says(&fails(&["sample", "--ckpt", s(&c)]), &["badjson/config.json", "not valid JSON"]);
     std::fs::write(c.join("config.json"), "{\"n_layer\": 2}").unwrap();
     says(&fails(&["sample", "--ckpt", s(&c)]), &["badjson: config.json", "\"vocab_size\""]);
+    // A prompt the char-level tokenizer cannot encode.
+    says(
+        &fails(&["sample", "--ckpt", s(&run), "--prompt", "\u{20ac}5"]),
+        &["--prompt", "'\u{20ac}'", "not in the char-level"],
+    );
     // An evaluation text shorter than one block.
     std::fs::write(dir.join("short.txt"), "First Citizen").unwrap();
     let e = fails(&["eval", "--ckpt", s(&run), "--data", s(&dir.join("short.txt"))]);
