@@ -466,6 +466,14 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         if !dir.is_dir() {
             return Err(Error::Other(format!("--resume: {} is not a run directory", dir.display())));
         }
+        // A run directory that cannot be written (read-only, no permission) fails now, not after
+        // the step is compiled; nothing is created or changed here.
+        let metrics = dir.join("metrics.jsonl");
+        if let Err(e) = std::fs::OpenOptions::new().append(true).open(&metrics) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(crate::util::io_error(&metrics, &e));
+            }
+        }
         // Runs record their token shards; only a checkpoint from an older wgpt needs --data again.
         let corpus = data.as_deref().map(|d| crate::train::trainer::load_corpus(Some(d))).transpose()?;
         let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;

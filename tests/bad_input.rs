@@ -262,23 +262,20 @@ fn damaged_shards_are_refused_at_open() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `wgpt train` on `data` into `run` for `steps` steps with `--set` for each of `sets`.
+fn train(data: &Path, run: &Path, steps: &str, sets: &[&str]) -> Ran {
+    let mut args = vec!["train", "--data", s(data), "--out", s(run), "--steps", steps];
+    for kv in sets {
+        args.extend(["--set", kv]);
+    }
+    wgpt(&args)
+}
+
 /// A trained run of one step (the GPU's part of this file).
 fn trained_run(dir: &Path) -> (PathBuf, PathBuf) {
     let data = text(dir, 30_000);
     let run = dir.join("run");
-    let r = wgpt(&[
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&run),
-        "--steps",
-        "1",
-        "--set",
-        "sample_tokens=4",
-        "--set",
-        "eval_batches=1",
-    ]);
+    let r = train(&data, &run, "1", &["sample_tokens=4", "eval_batches=1"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     (run, data)
 }
@@ -481,23 +478,7 @@ fn a_full_disk_stops_training_with_the_last_checkpoint_intact() {
     // Room for the tokens and one checkpoint (~0.35 MB of weights and optimizer state), not two.
     let Some(full) = Mount::tmpfs(&dir.join("full"), "size=600k") else { return };
     let run = full.0.join("run");
-    let r = wgpt(&[
-        "train",
-        "--data",
-        s(&data),
-        "--out",
-        s(&run),
-        "--steps",
-        "3",
-        "--set",
-        "save_every=1",
-        "--set",
-        "eval_every=0",
-        "--set",
-        "eval_batches=1",
-        "--set",
-        "sample_tokens=2",
-    ]);
+    let r = train(&data, &run, "3", &["save_every=1", "eval_every=0", "eval_batches=1", "sample_tokens=2"]);
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert!(r.code == Some(1) && lines.len() == 1, "{}{}", r.stdout, r.stderr);
     says(lines[0], &["wgpt: error: ", "checkpoints/.step-00000002.tmp/", "no space left on the device", "--resume"]);
