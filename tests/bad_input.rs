@@ -491,6 +491,17 @@ fn a_full_disk_stops_training_with_the_last_checkpoint_intact() {
         std::fs::read(all[0].1.join("model.safetensors")).unwrap(),
         "the run's model.safetensors is the last complete checkpoint's"
     );
+    // The disk filled to the last byte: a tokenizer.json that cannot be written leaves no
+    // temporary file.
+    use std::io::Write;
+    let mut filler = std::fs::File::create(full.0.join("filler")).unwrap();
+    while filler.write_all(&[0u8; 4096]).is_ok() {}
+    drop(filler);
+    let tok = full.0.join("tok.json");
+    let e = fails(&["tokenizer", "train", "--data", s(&data), "--vocab", "300", "--out", s(&tok)]);
+    says(&e, &["writing", "full/tok.json", "no space left on the device"]);
+    assert!(!tok.exists());
+    no_temp_files(&full.0);
     drop(full);
     std::fs::remove_dir_all(&dir).unwrap();
 }
