@@ -535,6 +535,9 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
             }
         };
         let tokens = TokenSet::open(&shards, tokenizer.vocab_size())?;
+        // A corpus too short for the split is named here (the trainer checks it again).
+        crate::data::batches::split(crate::data::batches::Tokens::len(&tokens), cfg.val_fraction, cfg.block_size)
+            .map_err(|e| Error::Other(format!("--data {}: {e}", input.describe())))?;
         Trainer::with_tokens(&gpu, cfg.clone(), tokenizer, tokens, shards)
     };
     let trainer = match setup() {

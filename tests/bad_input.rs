@@ -139,6 +139,12 @@ fn corpus_mistakes_name_the_file_and_make_no_run_directory() {
         says(&train(&latin1), &["latin1.txt", "not UTF-8 text"]);
         assert!(!out.exists(), "a failed start leaves no run directory");
     }
+    // Shorter than one block of the tiny preset (16 tokens) in each of the train and validation parts.
+    let short = dir.join("short.txt");
+    std::fs::write(&short, "hello\n".repeat(20)).unwrap();
+    let e = fails(&["train", "--data", s(&short), "--out", s(&out)]);
+    says(&e, &["--data", "short.txt", "corpus of 120 tokens is too short", "block_size"]);
+    assert!(!out.exists(), "the half-made run directory is removed");
     let e = fails(&["tokenizer", "train", "--data", s(&png), "--vocab", "300", "--out", s(&dir.join("t.json"))]);
     says(&e, &["picture.png", "not UTF-8"]);
     assert!(!dir.join("t.json").exists());
