@@ -256,7 +256,17 @@ impl RunConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.check().map_err(|m| Error::Other(format!("config: {m}")))
+        self.check().map_err(|m| Error::Other(format!("config: {m}")))?;
+        // The model's own rules (n_embd divisible by n_head, the head size limit), checked once every
+        // setting is in (each --set alone may pass through a combination that does not fit).
+        crate::model::GptConfig {
+            vocab_size: 1,
+            block_size: self.block_size,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+        }
+        .validate()
     }
 
     /// What is wrong with the settings, if anything.
