@@ -167,6 +167,9 @@ fn flag_and_setting_mistakes_are_one_line() {
     says(&fails(&["train", "--stepz", "3"]), &["--stepz", "a similar argument exists: '--steps'"]);
     says(&fails(&["train", "--out"]), &["--out", "a value is required"]);
     says(&fails(&["trian"]), &["unrecognized subcommand 'trian'"]);
+    // Exit status 2 for command-line syntax (clap's), 1 for everything else.
+    assert_eq!(wgpt(&["train", "--steps", "-1"]).code, Some(2));
+    assert_eq!(wgpt(&["train", "--set", "lr=NaN"]).code, Some(1));
     // Settings: the key, its value and what it must be.
     says(&fails(&["train", "--set", "lr=NaN"]), &["--set lr=NaN", "finite"]);
     says(&fails(&["train", "--set", "lr=inf"]), &["--set lr=inf", "finite"]);
