@@ -45,7 +45,7 @@ pub enum Command {
         #[arg(long)]
         preset: Vec<String>,
         /// Timed steps per preset, after one warm-up step.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = positive::<usize>)]
         steps: usize,
         /// Override a setting of every benchmarked preset, e.g. --set batch_size=1 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -81,16 +81,16 @@ pub enum Command {
         #[arg(long, default_value = "")]
         prompt: String,
         /// Tokens to generate.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, allow_negative_numbers = true, value_parser = whole::<usize>)]
         tokens: usize,
         /// Softmax temperature; 0 picks the most likely token.
-        #[arg(long, default_value_t = 0.8)]
+        #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = temperature)]
         temperature: f64,
         /// Sample among the K most likely tokens only (0 = all).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<usize>)]
         top_k: usize,
         /// Seed of the sampler: the same seed and prompt give the same text.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole::<u64>)]
         seed: u64,
     },
     /// Write PNG charts of a run into its directory: loss.png (train and validation loss from
@@ -100,7 +100,7 @@ pub enum Command {
         /// The run directory (metrics.jsonl, config.json, model.safetensors, tokenizer.json).
         run_dir: PathBuf,
         /// Layers to draw (repeatable; default: all).
-        #[arg(long = "layer", value_name = "L")]
+        #[arg(long = "layer", value_name = "L", allow_negative_numbers = true, value_parser = whole::<usize>)]
         layers: Vec<usize>,
         /// Text whose attention to show (at most block_size tokens).
         #[arg(long)]
@@ -132,7 +132,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "tiny")]
     preset: String,
     /// Optimizer steps (overrides the preset).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>)]
     steps: Option<u64>,
     /// Override any setting, e.g. --set lr=1e-3 --set tokenizer=bpe (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -153,7 +153,7 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: bool,
     /// Checkpoints to keep in <out>/checkpoints (the newest; default 3). Same as --set keep=N.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = positive::<usize>)]
     keep: Option<usize>,
     /// Storage of activations and gradients: f32, or f16 with f32 master weights and dynamic loss
     /// scaling (falls back to f32 on adapters without shader-f16). Same as --set precision=...
@@ -177,6 +177,60 @@ fn no_viz() -> crate::Error {
     )
 }
 
+/// A command-line mistake as one line (clap's own message is several): its `error:` line, the
+/// possible values or tip clap adds, and where the options are listed. None for --help,
+/// --version and a missing subcommand, which clap prints as usual. `args` (the command line, without
+/// the program) names the subcommand when clap's message does not.
+pub fn usage_error(e: &clap::Error, args: &[String]) -> Option<String> {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return None;
+    }
+    let text = e.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let mut parts = vec![first.strip_prefix("error: ").unwrap_or(first).to_string()];
+    let subcommands: Vec<String> =
+        <Cli as clap::CommandFactory>::command().get_subcommands().map(|c| c.get_name().to_string()).collect();
+    let mut command = match args.iter().find(|a| subcommands.contains(a)) {
+        Some(sub) => format!("wgpt {sub}"),
+        None => "wgpt".to_string(),
+    };
+    for l in lines {
+        if let Some(usage) = l.strip_prefix("Usage: ") {
+            let words: Vec<&str> = usage.split_whitespace().take_while(|w| !w.starts_with(['[', '<', '-'])).collect();
+            command = words.join(" ");
+        } else if l.starts_with('[') || l.starts_with("tip:") {
+            parts.push(l.trim_matches(['[', ']']).to_string());
+        }
+    }
+    Some(format!("{}; `{command} --help` lists the options", parts.join("; ")))
+}
+
+/// `--flag N` for a count that may be 0.
+fn whole<T: std::str::FromStr>(s: &str) -> std::result::Result<T, String> {
+    s.trim().parse().map_err(|_| "expected a whole number >= 0".to_string())
+}
+
+/// `--flag N` for a count that must be at least 1.
+fn positive<T: std::str::FromStr + PartialOrd + Default>(s: &str) -> std::result::Result<T, String> {
+    match whole::<T>(s) {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err("expected a whole number >= 1".into()),
+    }
+}
+
+/// `--temperature T`: a finite number >= 0.
+fn temperature(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err("expected a finite number >= 0 (0 picks the most likely token)".into()),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TokenizerCommand {
     /// Train a byte-level BPE tokenizer on a text and save it as a Hugging Face tokenizer.json.
@@ -185,7 +239,7 @@ pub enum TokenizerCommand {
         #[arg(long)]
         data: PathBuf,
         /// Vocabulary size (at least 256: the byte symbols, then one merge per extra token).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>)]
         vocab: usize,
         /// Where to write the tokenizer.json.
         #[arg(long)]
@@ -381,7 +435,10 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     use crate::Error;
     let file_preset = config.map(RunConfig::toml_preset).transpose()?.flatten();
     let preset = file_preset.as_deref().unwrap_or(preset);
-    let mut cfg = RunConfig::preset(preset)?;
+    let mut cfg = RunConfig::preset(preset).map_err(|e| match (config, &file_preset) {
+        (Some(path), Some(_)) => Error::Other(format!("--config {}: {e}", path.display())),
+        _ => e,
+    })?;
     if let Some(path) = config {
         cfg.apply_toml(path)?;
     }
@@ -400,6 +457,14 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         };
         if !dir.is_dir() {
             return Err(Error::Other(format!("--resume: {} is not a run directory", dir.display())));
+        }
+        // A run directory that cannot be written (read-only, no permission) fails now, not after
+        // the step is compiled; nothing is created or changed here.
+        let metrics = dir.join("metrics.jsonl");
+        if let Err(e) = std::fs::OpenOptions::new().append(true).open(&metrics) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(crate::util::io_error(&metrics, &e));
+            }
         }
         // Runs record their token shards; only a checkpoint from an older wgpt needs --data again.
         let corpus = data.as_deref().map(|d| crate::train::trainer::load_corpus(Some(d))).transpose()?;
@@ -455,6 +520,9 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
             }
         };
         let tokens = TokenSet::open(&shards, tokenizer.vocab_size())?;
+        // A corpus too short for the split is named here (the trainer checks it again).
+        crate::data::batches::split(crate::data::batches::Tokens::len(&tokens), cfg.val_fraction, cfg.block_size)
+            .map_err(|e| Error::Other(format!("--data {}: {e}", input.describe())))?;
         Trainer::with_tokens(&gpu, cfg.clone(), tokenizer, tokens, shards)
     };
     let trainer = match setup() {
@@ -524,14 +592,14 @@ fn new_dir(dir: &Path, hint: &str) -> Result<()> {
         return Err(bad("empty path; name a new directory".into()));
     }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| bad(e.to_string()))?;
+        std::fs::create_dir_all(parent).map_err(|e| bad(crate::util::io_reason(&e)))?;
     }
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             Err(bad(format!("the directory exists; {hint} (nothing was changed)")))
         }
-        Err(e) => Err(bad(e.to_string())),
+        Err(e) => Err(bad(crate::util::io_reason(&e))),
     }
 }
 
@@ -560,8 +628,16 @@ fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
     }
 }
 
-/// A trainer holding a checkpoint's weights, with `batch` sequences per forward pass.
-fn open_checkpoint(backend: BackendChoice, ckpt: &Path, batch: usize) -> Result<crate::train::trainer::Trainer> {
+/// A trainer holding a checkpoint's weights, with `batch` sequences per forward pass, and what
+/// `prepare` makes of the model and tokenizer first: a mistake in the input (a prompt or text the
+/// tokenizer does not cover, a text too short) is reported before the weights are read and the GPU
+/// is set up.
+fn open_checkpoint<T>(
+    backend: BackendChoice,
+    ckpt: &Path,
+    batch: usize,
+    prepare: impl FnOnce(&crate::model::GptConfig, &crate::data::Tokenizer) -> Result<T>,
+) -> Result<(crate::train::trainer::Trainer, T)> {
     use crate::train::checkpoint::{load_json, load_model, model_from_config};
     use crate::train::config::RunConfig;
     use crate::train::trainer::Trainer;
@@ -569,7 +645,7 @@ fn open_checkpoint(backend: BackendChoice, ckpt: &Path, batch: usize) -> Result<
         return Err(crate::Error::Other(format!("--ckpt {}: not a run directory", ckpt.display())));
     }
     let doc = load_json(&ckpt.join("config.json"))?;
-    let model = model_from_config(&doc)?;
+    let model = model_from_config(&doc).map_err(|e| crate::Error::Other(format!("{}: {e}", ckpt.display())))?;
     let tokenizer = crate::data::Tokenizer::load(&ckpt.join("tokenizer.json"))?;
     if tokenizer.vocab_size() != model.vocab_size {
         return Err(crate::Error::Other(format!(
@@ -579,12 +655,13 @@ fn open_checkpoint(backend: BackendChoice, ckpt: &Path, batch: usize) -> Result<
             model.vocab_size
         )));
     }
+    let prepared = prepare(&model, &tokenizer)?;
     let params = load_model(&ckpt.join("model.safetensors"), &model)?;
     let mut cfg = RunConfig::preset("tiny")?;
     (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) =
         (model.n_layer, model.n_head, model.n_embd, model.block_size, batch);
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-    Trainer::for_model(&gpu, cfg, model, tokenizer, &params)
+    Ok((Trainer::for_model(&gpu, cfg, model, tokenizer, &params)?, prepared))
 }
 
 fn sample(
@@ -596,8 +673,9 @@ fn sample(
     top_k: usize,
     seed: u64,
 ) -> Result<()> {
-    let trainer = open_checkpoint(backend, ckpt, 1)?;
-    let ids = trainer.tokenizer.encode(prompt)?;
+    let (trainer, ids) = open_checkpoint(backend, ckpt, 1, |_, tok| {
+        tok.encode(prompt).map_err(|e| crate::Error::Other(format!("--prompt: {e}")))
+    })?;
     let mut rng = crate::data::batches::Rng(seed);
     let out = trainer.generate(&ids, tokens, temperature, top_k, &mut rng)?;
     println!("{}", trainer.tokenizer.decode(&out));
@@ -606,11 +684,15 @@ fn sample(
 
 fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) -> Result<()> {
     let corpus = crate::train::trainer::load_corpus(data)?;
-    let trainer = open_checkpoint(backend, ckpt, 8)?;
-    let tokens = trainer.tokenizer.encode(&corpus.text).map_err(|e| {
-        crate::Error::Other(format!("{}: {e}; evaluate on text the checkpoint's tokenizer covers", corpus.source))
+    let in_text = |e: crate::Error| crate::Error::Other(format!("{}: {e}", corpus.source));
+    let (trainer, tokens) = open_checkpoint(backend, ckpt, 8, |model, tok| {
+        let tokens = tok.encode(&corpus.text).map_err(|e| {
+            in_text(crate::Error::Other(format!("{e}; evaluate on text the checkpoint's tokenizer covers")))
+        })?;
+        crate::train::trainer::check_windows(tokens.len(), model.block_size).map_err(in_text)?;
+        Ok(tokens)
     })?;
-    let (loss, n) = trainer.eval_windows(&tokens)?;
+    let (loss, n) = trainer.eval_windows(&tokens).map_err(in_text)?;
     if json {
         println!("{}", serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": n}));
     } else {

@@ -3,7 +3,18 @@
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
     use clap::Parser;
-    let cli = wgpt::cli::Cli::parse();
+    let cli = match wgpt::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match wgpt::cli::usage_error(&e, &std::env::args().skip(1).collect::<Vec<_>>()) {
+            // A mistake on the command line: one line, exit status 2 (clap's).
+            Some(line) => {
+                eprintln!("wgpt: error: {line}");
+                return std::process::ExitCode::from(2);
+            }
+            // --help, --version, or no subcommand: clap prints them as usual.
+            None => e.exit(),
+        },
+    };
     match wgpt::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // Stopped by SIGINT/SIGTERM after saving: the shell's convention, 128 + the signal.

@@ -71,7 +71,7 @@ impl Input {
         if path.is_dir() {
             let listed = |ext: &str| -> Result<Vec<PathBuf>> {
                 let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-                    .map_err(|e| bad(e.to_string()))?
+                    .map_err(|e| bad(crate::util::io_reason(&e)))?
                     .filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
                     .collect();
@@ -131,13 +131,13 @@ impl Input {
         let mut any_text = false;
         for path in files {
             let bad = |m: String| Error::Other(format!("--data {}: {m}", path.display()));
-            let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+            let mut file = std::fs::File::open(path).map_err(|e| bad(crate::util::io_reason(&e)))?;
             let mut buf: Vec<u8> = Vec::new();
             let mut eof = false;
             while !eof {
                 let have = buf.len();
                 buf.resize(have + chunk_bytes, 0);
-                let n = read_full(&mut file, &mut buf[have..]).map_err(|e| bad(e.to_string()))?;
+                let n = read_full(&mut file, &mut buf[have..]).map_err(|e| bad(crate::util::io_reason(&e)))?;
                 buf.truncate(have + n);
                 eof = n < chunk_bytes;
                 // Only the new bytes can hold a cut point: the older ones were searched already.
@@ -211,7 +211,7 @@ impl Input {
 
     /// `tokenize` with pieces and shards of the given sizes.
     pub fn tokenize_in(&self, pieces: Pieces, tok: &Tokenizer, dir: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::util::io_error(dir, &e))?;
         let mut files = Vec::new();
         let mut writer: Option<ShardWriter> = None;
         self.for_each_chunk(pieces.chunk_bytes, |piece| {

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::util::write_error;
 
 pub const MAGIC: &[u8; 8] = b"WGPTTOK\0";
 pub const VERSION: u32 = 1;
@@ -57,7 +58,7 @@ impl ShardWriter {
             return Err(Error::Other(format!("{}: vocabulary of {vocab_size} does not fit u32 ids", path.display())));
         }
         let tmp = crate::util::temp_path(path);
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::Other(format!("writing {}: {e}", path.display())))?;
+        let file = std::fs::File::create(&tmp).map_err(|e| write_error(path, &e))?;
         let mut w = ShardWriter {
             file: Some(std::io::BufWriter::new(file)),
             tmp,
@@ -73,11 +74,7 @@ impl ShardWriter {
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
-        self.file
-            .as_mut()
-            .expect("an open shard")
-            .write_all(bytes)
-            .map_err(|e| Error::Other(format!("writing {}: {e}", self.path.display())))
+        self.file.as_mut().expect("an open shard").write_all(bytes).map_err(|e| write_error(&self.path, &e))
     }
 
     pub fn len(&self) -> u64 {
@@ -110,7 +107,7 @@ impl ShardWriter {
 
     pub fn finish(mut self) -> Result<()> {
         use std::io::{Seek, Write};
-        let io = |e: std::io::Error| Error::Other(format!("writing {}: {e}", self.path.display()));
+        let io = |e: std::io::Error| write_error(&self.path, &e);
         let mut header = Vec::with_capacity(HEADER);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
@@ -149,9 +146,9 @@ pub struct Shard {
 impl Shard {
     pub fn open(path: &Path) -> Result<Shard> {
         let bad = |m: String| Error::Other(format!("{}: {m}", path.display()));
-        let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let file = std::fs::File::open(path).map_err(|e| bad(crate::util::io_reason(&e)))?;
         // SAFETY: the map is read-only; a shard being rewritten is replaced by rename, never in place.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(e.to_string()))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(crate::util::io_reason(&e)))?;
         if map.len() < HEADER || &map[..8] != MAGIC {
             return Err(bad("not a wgpt token shard (bad magic); make shards with wgpt".into()));
         }
@@ -174,7 +171,26 @@ impl Shard {
                 len
             )));
         }
-        Ok(Shard { map, width, len, vocab_size: vocab })
+        let shard = Shard { map, width, len, vocab_size: vocab };
+        // An id outside the vocabulary would index past the embedding table on the GPU: refuse
+        // the shard here, naming the first one.
+        if let Some((i, id)) = shard.first_outside() {
+            return Err(bad(format!(
+                "token {i} is id {id}, outside the vocabulary of {vocab} tokens the header declares: corrupt shard"
+            )));
+        }
+        Ok(shard)
+    }
+
+    /// The first (position, id) whose id is not below the vocabulary size.
+    fn first_outside(&self) -> Option<(usize, u32)> {
+        let ids = &self.map[HEADER..];
+        let at = |i: usize, id: u32| ((id as usize) >= self.vocab_size).then_some((i, id));
+        if self.width == 2 {
+            ids.chunks_exact(2).enumerate().find_map(|(i, b)| at(i, u16::from_le_bytes([b[0], b[1]]) as u32))
+        } else {
+            ids.chunks_exact(4).enumerate().find_map(|(i, b)| at(i, u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        }
     }
 
     pub fn len(&self) -> usize {

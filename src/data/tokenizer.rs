@@ -174,7 +174,7 @@ impl Tokenizer {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| crate::util::io_error(path, &e))?;
         let doc: Value =
             serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not JSON: {e}", path.display())))?;
         Self::from_json(&doc).map_err(|e| Error::Other(format!("{}: {e}", path.display())))

@@ -77,28 +77,84 @@ pub fn model_bytes(cfg: &GptConfig, params: &HashMap<String, Vec<f32>>) -> Resul
     safetensors::serialize(views, Some(meta)).map_err(|e| Error::Other(e.to_string()))
 }
 
-/// Reads `model.safetensors` and checks it against the model's parameter table.
+/// Reads `model.safetensors` and checks it against the model's parameter table; errors name the
+/// file.
 pub fn load_model(path: &Path, cfg: &GptConfig) -> Result<HashMap<String, Vec<f32>>> {
-    let bad = |m: String| Error::Other(format!("{}: {m}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
-    let mut out = HashMap::new();
-    for s in param_table(cfg) {
-        let v = st
-            .tensor(&s.name)
-            .map_err(|_| bad(format!("tensor {} is missing: a checkpoint of another model?", s.name)))?;
-        if v.dtype() != Dtype::F32 || v.shape() != s.shape.as_slice() {
-            return Err(bad(format!(
-                "{} is {:?} {:?}, the config needs F32 {:?}",
-                s.name,
-                v.dtype(),
-                v.shape(),
-                s.shape
-            )));
+    let bytes = std::fs::read(path).map_err(|e| crate::util::io_error(path, &e))?;
+    load_model_bytes(&bytes, cfg).map_err(|e| in_file(path, e))
+}
+
+/// The parameters in the bytes of a `model.safetensors`, checked against the model's parameter
+/// table before any tensor is read: the number of transformer blocks, then every tensor's
+/// presence, dtype (F32) and shape, then no tensor the model lacks.
+pub fn load_model_bytes(bytes: &[u8], cfg: &GptConfig) -> Result<HashMap<String, Vec<f32>>> {
+    let header = safetensors_header(bytes)?;
+    let specs = param_table(cfg);
+    let blocks: std::collections::BTreeSet<usize> =
+        header.keys().filter_map(|k| k.strip_prefix("transformer.h.")?.split('.').next()?.parse().ok()).collect();
+    if blocks.len() != cfg.n_layer {
+        return Err(Error::Other(format!(
+            "holds {} transformer blocks but config.json says n_layer {}: the config and the checkpoint disagree",
+            blocks.len(),
+            cfg.n_layer
+        )));
+    }
+    for s in &specs {
+        let entry = header
+            .get(&s.name)
+            .ok_or_else(|| Error::Other(format!("tensor {} is missing: a checkpoint of another model?", s.name)))?;
+        let dtype = entry.get("dtype").and_then(Value::as_str).unwrap_or("(no dtype)");
+        let shape: Option<Vec<usize>> = entry.get("shape").and_then(|v| serde_json::from_value(v.clone()).ok());
+        if dtype != "F32" || shape.as_ref() != Some(&s.shape) {
+            let shape = shape.map_or("(no shape)".to_string(), |v| format!("{v:?}"));
+            return Err(Error::Other(format!("{} is {dtype} {shape}, the config needs F32 {:?}", s.name, s.shape)));
         }
+    }
+    let extra: Vec<&String> =
+        header.keys().filter(|k| *k != "__metadata__" && !specs.iter().any(|s| &s.name == *k)).collect();
+    if let Some(first) = extra.first() {
+        return Err(Error::Other(format!(
+            "holds {} tensor(s) the config does not have (first: {first}): a checkpoint of another model?",
+            extra.len()
+        )));
+    }
+    let st = deserialize(bytes)?;
+    let mut out = HashMap::new();
+    for s in specs {
+        let v = st.tensor(&s.name).map_err(|e| Error::Other(format!("tensor {}: {e}", s.name)))?;
         out.insert(s.name.clone(), bytemuck::pod_collect_to_vec(v.data()));
     }
     Ok(out)
+}
+
+/// `path: error`.
+fn in_file(path: &Path, e: Error) -> Error {
+    Error::Other(format!("{}: {e}", path.display()))
+}
+
+/// The JSON header of a safetensors file, after checking that its declared length fits the file.
+fn safetensors_header(bytes: &[u8]) -> Result<serde_json::Map<String, Value>> {
+    let not = |m: String| Error::Other(format!("not a valid safetensors file: {m}"));
+    if bytes.len() < 8 {
+        return Err(not(format!("{} bytes, too short for the 8-byte header length (truncated?)", bytes.len())));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let rest = bytes.len() - 8;
+    if n > rest as u64 {
+        return Err(not(format!("declares a {n}-byte header but only {rest} bytes follow (truncated or corrupt)")));
+    }
+    let header: Value =
+        serde_json::from_slice(&bytes[8..8 + n as usize]).map_err(|e| not(format!("the header is not JSON ({e})")))?;
+    match header {
+        Value::Object(map) => Ok(map),
+        _ => Err(not("the header is not a JSON object".into())),
+    }
+}
+
+/// The safetensors crate's parse, its error in words.
+fn deserialize(bytes: &[u8]) -> Result<SafeTensors<'_>> {
+    safetensors_header(bytes)?;
+    SafeTensors::deserialize(bytes).map_err(|e| Error::Other(format!("not a valid safetensors file ({e})")))
 }
 
 /// Named 1-D f32 tensors (the optimizer state) as safetensors bytes.
@@ -119,8 +175,8 @@ pub fn flat_bytes(tensors: &HashMap<String, Vec<f32>>) -> Result<Vec<u8>> {
 
 pub fn load_flat(path: &Path) -> Result<HashMap<String, Vec<f32>>> {
     let bad = |m: String| Error::Other(format!("{}: {m}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+    let bytes = std::fs::read(path).map_err(|e| crate::util::io_error(path, &e))?;
+    let st = deserialize(&bytes).map_err(|e| in_file(path, e))?;
     let mut out = HashMap::new();
     for (name, v) in st.tensors() {
         if v.dtype() != Dtype::F32 {
@@ -140,6 +196,6 @@ pub fn json_bytes(doc: &Value) -> Vec<u8> {
 }
 
 pub fn load_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| crate::util::io_error(path, &e))?;
     serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not valid JSON ({e})", path.display())))
 }

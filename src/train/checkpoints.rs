@@ -20,13 +20,14 @@ pub const SUMS: &str = "SHA256SUMS";
 pub const EXPORTED: [&str; 3] = ["model.safetensors", "config.json", "tokenizer.json"];
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
+    let reason = crate::util::io_reason(&e);
     if e.raw_os_error() == Some(28) {
         return Error::Other(format!(
-            "{}: no space left on the device; free some space (or lower --keep) and resume with --resume",
+            "{}: {reason}; free some space (or lower --keep) and resume with --resume",
             path.display()
         ));
     }
-    Error::Other(format!("{}: {e}", path.display()))
+    Error::Other(format!("{}: {reason}", path.display()))
 }
 
 /// The folder of the checkpoint at `step`.

@@ -182,7 +182,7 @@ impl RunConfig {
     pub fn set(&mut self, kv: &str) -> Result<()> {
         let mut next = self.clone();
         next.apply(kv)?;
-        next.validate()?;
+        next.check().map_err(|m| Error::Other(format!("--set {}: {m}", kv.trim())))?;
         *self = next;
         Ok(())
     }
@@ -263,7 +263,36 @@ impl RunConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::Other(format!("config: {m}")));
+        self.check().map_err(|m| Error::Other(format!("config: {m}")))?;
+        // The model's own rules (n_embd divisible by n_head, the head size limit), checked once every
+        // setting is in (each --set alone may pass through a combination that does not fit).
+        crate::model::GptConfig {
+            vocab_size: 1,
+            block_size: self.block_size,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+        }
+        .validate()
+    }
+
+    /// What is wrong with the settings, if anything.
+    fn check(&self) -> Result<(), String> {
+        let bad = |m: &str| Err(m.to_string());
+        let floats = [
+            ("lr", self.lr),
+            ("min_lr", self.min_lr),
+            ("weight_decay", self.weight_decay),
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("grad_clip", self.grad_clip),
+            ("temperature", self.temperature),
+            ("val_fraction", self.val_fraction),
+            ("outlier_z", self.outlier_z),
+        ];
+        if let Some((k, v)) = floats.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("{k} is {v}; it must be a finite number"));
+        }
         if self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || self.block_size == 0 || self.batch_size == 0 {
             return bad("n_layer, n_head, n_embd, block_size and batch_size must be positive");
         }
@@ -285,8 +314,11 @@ impl RunConfig {
         if self.keep == 0 || self.max_bad_steps == 0 {
             return bad("keep and max_bad_steps must be positive");
         }
-        if !(self.outlier_z >= 0.0 && self.outlier_z.is_finite()) {
+        if self.outlier_z < 0.0 {
             return bad("outlier_z must be >= 0 (0 turns the outlier guard off)");
+        }
+        if self.weight_decay < 0.0 || self.temperature < 0.0 {
+            return bad("weight_decay and temperature must be >= 0");
         }
         Ok(())
     }
@@ -295,7 +327,7 @@ impl RunConfig {
     /// taken by the caller). Unknown keys and wrong types are errors naming the file.
     pub fn apply_toml(&mut self, path: &std::path::Path) -> Result<()> {
         let bad = |m: String| Error::Other(format!("--config {}: {m}", path.display()));
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| bad(crate::util::io_reason(&e)))?;
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
         for (k, v) in &table {
             if k == "preset" {
@@ -309,13 +341,13 @@ impl RunConfig {
             };
             self.apply(&format!("{k}={v}")).map_err(|e| bad(e.to_string()))?;
         }
-        self.validate().map_err(|e| bad(e.to_string()))
+        self.check().map_err(bad)
     }
 
     /// The preset a TOML config names, if any.
     pub fn toml_preset(path: &std::path::Path) -> Result<Option<String>> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::Other(format!("--config {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Other(format!("--config {}: {}", path.display(), crate::util::io_reason(&e))))?;
         let table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| Error::Other(format!("--config {}: {}", path.display(), e.message())))?;

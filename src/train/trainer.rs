@@ -176,12 +176,7 @@ impl Trainer {
     /// final partial window dropped), and the number of tokens scored.
     pub fn eval_windows(&self, tokens: &[u32]) -> Result<(f64, usize)> {
         let t = self.cfg.block_size;
-        if tokens.len() < t + 1 {
-            return Err(Error::Other(format!(
-                "the text has {} tokens, fewer than one window of {t} + 1",
-                tokens.len()
-            )));
-        }
+        check_windows(tokens.len(), t)?;
         if let Some(&bad) = tokens.iter().find(|&&x| x as usize >= self.model.vocab_size) {
             return Err(Error::Other(format!(
                 "token {bad} is outside the model's vocabulary of {}",
@@ -404,7 +399,7 @@ impl Trainer {
     }
 
     fn steps(&mut self, dir: &Path, stop: u64, mut progress: impl Progress) -> Result<()> {
-        let io = |e: std::io::Error| Error::Other(format!("{}: {e}", dir.join("metrics.jsonl").display()));
+        let io = |e: std::io::Error| crate::util::io_error(&dir.join("metrics.jsonl"), &e);
         let mut metrics =
             std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?;
         let mut record = |v: serde_json::Value| writeln!(metrics, "{v}").map_err(io);
@@ -611,4 +606,12 @@ pub fn pick(logits: &[f32], temperature: f64, top_k: usize, rng: &mut Rng) -> u3
         }
     }
     idx[idx.len() - 1] as u32
+}
+
+/// Evaluation needs at least one window of `block_size` tokens and the next one.
+pub fn check_windows(tokens: usize, block_size: usize) -> Result<()> {
+    if tokens < block_size + 1 {
+        return Err(Error::Other(format!("the text has {tokens} tokens, fewer than one window of {block_size} + 1")));
+    }
+    Ok(())
 }

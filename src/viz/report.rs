@@ -62,7 +62,7 @@ pub fn report(gpu: &Gpu, dir: &Path, layers: &[usize], prompt: Option<&str>) -> 
 
 /// Every JSON line of metrics.jsonl (a torn last line, from a run killed mid-write, is skipped).
 pub fn read_metrics(path: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| crate::util::io_error(path, &e))?;
     Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
