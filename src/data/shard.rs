@@ -152,29 +152,8 @@ impl Shard {
         let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
         // SAFETY: the map is read-only; a shard being rewritten is replaced by rename, never in place.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(e.to_string()))?;
-        if map.len() < HEADER || &map[..8] != MAGIC {
-            return Err(bad("not a wgpt token shard (bad magic); make shards with wgpt".into()));
-        }
-        let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().unwrap());
-        let u64_at = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().unwrap());
-        let (version, width, len, vocab) = (u32_at(8), u32_at(12) as usize, u64_at(16) as usize, u64_at(24) as usize);
-        if version != VERSION {
-            return Err(bad(format!("shard version {version}, this wgpt reads version {VERSION}")));
-        }
-        if width != 2 && width != 4 {
-            return Err(bad(format!("token width {width} bytes (expected 2 or 4)")));
-        }
-        if width < id_width(vocab) {
-            return Err(bad(format!("{width}-byte ids cannot hold a vocabulary of {vocab} tokens: corrupt header")));
-        }
-        if len.checked_mul(width).and_then(|b| b.checked_add(HEADER)) != Some(map.len()) {
-            return Err(bad(format!(
-                "{} bytes, header says {} tokens of {width} bytes: truncated or corrupt",
-                map.len(),
-                len
-            )));
-        }
-        Ok(Shard { map, width, len, vocab_size: vocab })
+        let Layout { width, len, vocab_size } = Layout::parse(&map).map_err(bad)?;
+        Ok(Shard { map, width, len, vocab_size })
     }
 
     pub fn len(&self) -> usize {
@@ -186,16 +165,59 @@ impl Shard {
     }
 
     pub fn get(&self, i: usize) -> u32 {
-        let o = HEADER + i * self.width;
-        if self.width == 2 {
-            u16::from_le_bytes([self.map[o], self.map[o + 1]]) as u32
-        } else {
-            u32::from_le_bytes(self.map[o..o + 4].try_into().unwrap())
-        }
+        id_at(&self.map, self.width, i)
     }
 
     /// Tokens `start .. start + n`.
     pub fn slice(&self, start: usize, n: usize) -> Vec<u32> {
         (start..start + n).map(|i| self.get(i)).collect()
+    }
+}
+
+/// What a shard's header says, checked against the file's length; `Shard::open` reads a file
+/// through it and the fuzzer (fuzz/) feeds it arbitrary bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub width: usize,
+    pub len: usize,
+    pub vocab_size: usize,
+}
+
+impl Layout {
+    /// Parses the header of a whole shard file, `bytes`; the error says what is wrong.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Layout, String> {
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err("not a wgpt token shard (bad magic); make shards with wgpt".into());
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+        let (version, width, len, vocab) = (u32_at(8), u32_at(12) as usize, u64_at(16) as usize, u64_at(24) as usize);
+        if version != VERSION {
+            return Err(format!("shard version {version}, this wgpt reads version {VERSION}"));
+        }
+        if width != 2 && width != 4 {
+            return Err(format!("token width {width} bytes (expected 2 or 4)"));
+        }
+        if width < id_width(vocab) {
+            return Err(format!("{width}-byte ids cannot hold a vocabulary of {vocab} tokens: corrupt header"));
+        }
+        if len.checked_mul(width).and_then(|b| b.checked_add(HEADER)) != Some(bytes.len()) {
+            return Err(format!(
+                "{} bytes, header says {} tokens of {width} bytes: truncated or corrupt",
+                bytes.len(),
+                len
+            ));
+        }
+        Ok(Layout { width, len, vocab_size: vocab })
+    }
+}
+
+/// Token `i` of the shard file `bytes` whose ids are `width` bytes wide.
+pub fn id_at(bytes: &[u8], width: usize, i: usize) -> u32 {
+    let o = HEADER + i * width;
+    if width == 2 {
+        u16::from_le_bytes([bytes[o], bytes[o + 1]]) as u32
+    } else {
+        u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap())
     }
 }

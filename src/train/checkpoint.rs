@@ -81,7 +81,13 @@ pub fn model_bytes(cfg: &GptConfig, params: &HashMap<String, Vec<f32>>) -> Resul
 pub fn load_model(path: &Path, cfg: &GptConfig) -> Result<HashMap<String, Vec<f32>>> {
     let bad = |m: String| Error::Other(format!("{}: {m}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+    load_model_bytes(&bytes, cfg).map_err(|e| bad(e.to_string()))
+}
+
+/// `load_model` on the bytes of a `model.safetensors` (the fuzzer in fuzz/ feeds it arbitrary ones).
+pub fn load_model_bytes(bytes: &[u8], cfg: &GptConfig) -> Result<HashMap<String, Vec<f32>>> {
+    let bad = Error::Other;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
     let mut out = HashMap::new();
     for s in param_table(cfg) {
         let v = st
