@@ -14,7 +14,20 @@ const TEXT: &str = "First Citizen:\nBefore we proceed any further, hear me speak
 First Citizen:\nYou are all resolved rather to die than to famish? We're 100% sure, aren't we?\n\
 Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich — 東京 🦀\t  tabs  and   spaces \r\n";
 
+// Built with the fuzz targets' instrumentation (one build for `make fuzz-ci`), this binary calls
+// libFuzzer's coverage hooks, so it must link libFuzzer, which nothing here would pull in: naming
+// the crate and its driver does (nothing calls it).
+extern crate libfuzzer_sys;
+extern "C" {
+    fn LLVMFuzzerRunDriver(
+        argc: *mut i32,
+        argv: *mut *mut *mut i8,
+        test_one: extern "C" fn(*const u8, usize) -> i32,
+    ) -> i32;
+}
+
 fn main() {
+    std::hint::black_box(LLVMFuzzerRunDriver as *const ());
     let dir = std::env::args().nth(1).unwrap_or_else(|| "seeds".into());
     let dir = Path::new(&dir);
     let put = |target: &str, name: &str, bytes: &[u8]| {
