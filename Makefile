@@ -112,7 +112,7 @@ bench-viz: deps deps-viz
 #   make fuzz-ci                    CI's short pass: FUZZ_CI_SECONDS a target, built without cargo-fuzz
 FUZZ_TARGETS ?= tokenizer_json tokenizer_encode shard checkpoint
 FUZZ_SECONDS ?= 60
-FUZZ_CI_SECONDS ?= 20
+FUZZ_CI_SECONDS ?= 15
 # The coverage flags cargo-fuzz 0.13 passes, less its address sanitizer (the CI pass skips it for a shorter
 # build), and the host triple: with --target, build scripts and proc-macros are not instrumented.
 FUZZ_RUSTFLAGS = --cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
