@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz
+.PHONY: deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz fuzz-deps fuzz-seeds fuzz fuzz-ci
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -100,3 +100,59 @@ bench-viz: deps deps-viz
 		echo "                    (whole command, window start-up included: $$(( ($$(date +%s%N) - start) / 1000000 )) ms)"; \
 	done; \
 	kill $$xvfb; rm -rf $$d
+
+# Fuzzing (fuzz/, README "Fuzzing"): libFuzzer targets for the files wgpt reads — tokenizer.json
+# (tokenizer_json), text to train tokenizers on (tokenizer_encode), token shards (shard) and
+# model.safetensors/config.json (checkpoint). Each run starts from valid inputs that fuzz/src/bin/seeds.rs
+# writes with wgpt's own writers into fuzz/seeds/<target>; what a run learns stays in fuzz/corpus/<target>
+# and a crashing input is saved under fuzz/artifacts/<target>/.
+#   make fuzz                       every target for FUZZ_SECONDS with cargo-fuzz (installed if missing), under ASan
+#   make fuzz FUZZ_SECONDS=600      longer
+#   make fuzz FUZZ_TARGETS=shard    one target
+#   make fuzz-ci                    CI's short pass: FUZZ_CI_SECONDS a target, built without cargo-fuzz
+FUZZ_TARGETS ?= tokenizer_json tokenizer_encode shard checkpoint
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 15
+# The coverage flags cargo-fuzz 0.13 passes, less its address sanitizer (the CI pass skips it for a shorter
+# build), and the host triple: with --target, build scripts and proc-macros are not instrumented.
+FUZZ_RUSTFLAGS = --cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks
+FUZZ_HOST = $$(rustc +nightly -vV | sed -n 's/^host: //p')
+FUZZ_CI_DIR = $(CURDIR)/fuzz/target/ci
+
+# The nightly toolchain (cargo-fuzz's -Z flags need it) and a C++ compiler (libfuzzer-sys builds libFuzzer).
+fuzz-deps:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@if command -v c++ >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		echo "fuzz-deps: no C++ compiler, installing g++"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null; \
+	else \
+		echo "fuzz-deps: libfuzzer-sys needs a C++ compiler (c++); install g++ or clang" >&2; exit 1; \
+	fi
+
+fuzz-seeds: fuzz-deps
+	cd fuzz && cargo +nightly run --release --bin seeds -- seeds
+
+fuzz: fuzz-deps
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz build
+	cd fuzz && ./target/$(FUZZ_HOST)/release/seeds seeds
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t && cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+fuzz-ci: fuzz-deps
+	cd fuzz && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" CARGO_TARGET_DIR=$(FUZZ_CI_DIR) CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+		cargo +nightly build --release --target $(FUZZ_HOST) --bins
+	@bin=$(FUZZ_CI_DIR)/$(FUZZ_HOST)/release; $$bin/seeds $(FUZZ_CI_DIR)/seeds && \
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_CI_DIR)/corpus/$$t $(CURDIR)/fuzz/artifacts/$$t; \
+		echo "fuzz-ci: $$t for $(FUZZ_CI_SECONDS) s"; \
+		$$bin/$$t -max_total_time=$(FUZZ_CI_SECONDS) -timeout=10 -print_final_stats=1 \
+			-artifact_prefix=$(CURDIR)/fuzz/artifacts/$$t/ $(FUZZ_CI_DIR)/corpus/$$t $(FUZZ_CI_DIR)/seeds/$$t \
+			> $(FUZZ_CI_DIR)/$$t.log 2>&1 \
+			|| { tail -n 60 $(FUZZ_CI_DIR)/$$t.log; echo "fuzz-ci: $$t failed; the input is in fuzz/artifacts/$$t/" >&2; exit 1; }; \
+		grep -E '^(stat::number_of_executed_units|Done)' $(FUZZ_CI_DIR)/$$t.log; \
+	done

@@ -149,48 +149,8 @@ impl Shard {
         let file = std::fs::File::open(path).map_err(|e| bad(crate::util::io_reason(&e)))?;
         // SAFETY: the map is read-only; a shard being rewritten is replaced by rename, never in place.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(crate::util::io_reason(&e)))?;
-        if map.len() < HEADER || &map[..8] != MAGIC {
-            return Err(bad("not a wgpt token shard (bad magic); make shards with wgpt".into()));
-        }
-        let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().unwrap());
-        let u64_at = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().unwrap());
-        let (version, width, len, vocab) = (u32_at(8), u32_at(12) as usize, u64_at(16) as usize, u64_at(24) as usize);
-        if version != VERSION {
-            return Err(bad(format!("shard version {version}, this wgpt reads version {VERSION}")));
-        }
-        if width != 2 && width != 4 {
-            return Err(bad(format!("token width {width} bytes (expected 2 or 4)")));
-        }
-        if width < id_width(vocab) {
-            return Err(bad(format!("{width}-byte ids cannot hold a vocabulary of {vocab} tokens: corrupt header")));
-        }
-        if len.checked_mul(width).and_then(|b| b.checked_add(HEADER)) != Some(map.len()) {
-            return Err(bad(format!(
-                "{} bytes, header says {} tokens of {width} bytes: truncated or corrupt",
-                map.len(),
-                len
-            )));
-        }
-        let shard = Shard { map, width, len, vocab_size: vocab };
-        // An id outside the vocabulary would index past the embedding table on the GPU: refuse
-        // the shard here, naming the first one.
-        if let Some((i, id)) = shard.first_outside() {
-            return Err(bad(format!(
-                "token {i} is id {id}, outside the vocabulary of {vocab} tokens the header declares: corrupt shard"
-            )));
-        }
-        Ok(shard)
-    }
-
-    /// The first (position, id) whose id is not below the vocabulary size.
-    fn first_outside(&self) -> Option<(usize, u32)> {
-        let ids = &self.map[HEADER..];
-        let at = |i: usize, id: u32| ((id as usize) >= self.vocab_size).then_some((i, id));
-        if self.width == 2 {
-            ids.chunks_exact(2).enumerate().find_map(|(i, b)| at(i, u16::from_le_bytes([b[0], b[1]]) as u32))
-        } else {
-            ids.chunks_exact(4).enumerate().find_map(|(i, b)| at(i, u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-        }
+        let Layout { width, len, vocab_size } = Layout::parse(&map).map_err(bad)?;
+        Ok(Shard { map, width, len, vocab_size })
     }
 
     pub fn len(&self) -> usize {
@@ -202,16 +162,67 @@ impl Shard {
     }
 
     pub fn get(&self, i: usize) -> u32 {
-        let o = HEADER + i * self.width;
-        if self.width == 2 {
-            u16::from_le_bytes([self.map[o], self.map[o + 1]]) as u32
-        } else {
-            u32::from_le_bytes(self.map[o..o + 4].try_into().unwrap())
-        }
+        id_at(&self.map, self.width, i)
     }
 
     /// Tokens `start .. start + n`.
     pub fn slice(&self, start: usize, n: usize) -> Vec<u32> {
         (start..start + n).map(|i| self.get(i)).collect()
+    }
+}
+
+/// What a shard's header says, checked against the file's length; `Shard::open` reads a file
+/// through it and the fuzzer (fuzz/) feeds it arbitrary bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub width: usize,
+    pub len: usize,
+    pub vocab_size: usize,
+}
+
+impl Layout {
+    /// Parses the header of a whole shard file, `bytes`; the error says what is wrong.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Layout, String> {
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err("not a wgpt token shard (bad magic); make shards with wgpt".into());
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+        let (version, width, len, vocab) = (u32_at(8), u32_at(12) as usize, u64_at(16) as usize, u64_at(24) as usize);
+        if version != VERSION {
+            return Err(format!("shard version {version}, this wgpt reads version {VERSION}"));
+        }
+        if width != 2 && width != 4 {
+            return Err(format!("token width {width} bytes (expected 2 or 4)"));
+        }
+        if width < id_width(vocab) {
+            return Err(format!("{width}-byte ids cannot hold a vocabulary of {vocab} tokens: corrupt header"));
+        }
+        if len.checked_mul(width).and_then(|b| b.checked_add(HEADER)) != Some(bytes.len()) {
+            return Err(format!(
+                "{} bytes, header says {} tokens of {width} bytes: truncated or corrupt",
+                bytes.len(),
+                len
+            ));
+        }
+        // An id outside the vocabulary would index past the embedding table on the GPU: refuse
+        // the shard here, naming the first one.
+        if let Some(i) = (0..len).find(|&i| id_at(bytes, width, i) as usize >= vocab) {
+            let id = id_at(bytes, width, i);
+            return Err(format!(
+                "token {i} is id {id}, outside the vocabulary of {vocab} tokens the header declares: corrupt shard"
+            ));
+        }
+        Ok(Layout { width, len, vocab_size: vocab })
+    }
+}
+
+/// Token `i` of the shard file `bytes` whose ids are `width` bytes wide.
+pub fn id_at(bytes: &[u8], width: usize, i: usize) -> u32 {
+    let o = HEADER + i * width;
+    if width == 2 {
+        u16::from_le_bytes([bytes[o], bytes[o + 1]]) as u32
+    } else {
+        u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap())
     }
 }

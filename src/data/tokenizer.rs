@@ -17,6 +17,17 @@ pub enum Tokenizer {
     Bpe(Bpe),
 }
 
+/// A merge as tokenizer.json holds it: "a b", or ["a", "b"] when a symbol has a space in it (a
+/// vocabulary loaded from another tokenizer.json may), which "a b" would split at the wrong space.
+fn merge_json(b: &Bpe, x: u32, y: u32) -> Value {
+    let (a, b) = (&b.vocab[x as usize], &b.vocab[y as usize]);
+    if a.contains(' ') || b.contains(' ') {
+        json!([a, b])
+    } else {
+        json!(format!("{a} {b}"))
+    }
+}
+
 impl Tokenizer {
     pub fn char_level(text: &str) -> Self {
         let set: BTreeSet<char> = text.chars().collect();
@@ -64,13 +75,9 @@ impl Tokenizer {
 
     /// The Hugging Face `tokenizer.json` document.
     pub fn to_json(&self) -> Value {
-        let (vocab, merges, byte_level): (Vec<String>, Vec<String>, bool) = match self {
+        let (vocab, merges, byte_level): (Vec<String>, Vec<Value>, bool) = match self {
             Tokenizer::Char(chars) => (chars.iter().map(|c| c.to_string()).collect(), Vec::new(), false),
-            Tokenizer::Bpe(b) => (
-                b.vocab.clone(),
-                b.merges.iter().map(|&(x, y)| format!("{} {}", b.vocab[x as usize], b.vocab[y as usize])).collect(),
-                true,
-            ),
+            Tokenizer::Bpe(b) => (b.vocab.clone(), b.merges.iter().map(|&(x, y)| merge_json(b, x, y)).collect(), true),
         };
         let vocab: serde_json::Map<String, Value> = vocab.into_iter().enumerate().map(|(i, s)| (s, json!(i))).collect();
         let byte_level_cfg =
@@ -178,5 +185,27 @@ impl Tokenizer {
         let doc: Value =
             serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not JSON: {e}", path.display())))?;
         Self::from_json(&doc).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found with the fuzz target tokenizer_json (its save-and-load check): a merge of symbols with a space in them
+    /// was saved as "a b c", which loads as the merge ("a", "b c").
+    #[test]
+    fn merges_of_symbols_with_spaces_save_and_load() {
+        let Tokenizer::Bpe(b) = Tokenizer::bpe("", 256).unwrap() else { unreachable!() };
+        let mut vocab = b.vocab.clone();
+        vocab.extend(["a b".to_string(), "a bc".to_string()]);
+        let c = vocab.iter().position(|s| s == "c").unwrap() as u32;
+        let tok = Tokenizer::Bpe(Bpe::from_parts(vocab, vec![(256, c)]));
+        let doc = tok.to_json();
+        assert_eq!(doc["model"]["merges"], json!([["a b", "c"]]));
+        assert_eq!(Tokenizer::from_json(&doc).unwrap(), tok);
+        // Merges of symbols without spaces stay in the "a b" form Python's tokenizers reads everywhere.
+        let tok = Tokenizer::bpe("aaaa aaaa", 300).unwrap();
+        assert!(tok.to_json()["model"]["merges"].as_array().unwrap().iter().all(Value::is_string));
     }
 }
