@@ -320,6 +320,12 @@ impl RunConfig {
         if self.weight_decay < 0.0 || self.temperature < 0.0 {
             return bad("weight_decay and temperature must be >= 0");
         }
+        if self.tokenizer == "bpe" && self.vocab_size < 256 {
+            return Err(format!(
+                "vocab_size {} is too small: byte-level BPE needs its 256 byte symbols",
+                self.vocab_size
+            ));
+        }
         Ok(())
     }
 
