@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::shared;
+use common::{scratch, shared};
 
 struct Ran {
     code: Option<i32>,
@@ -55,13 +55,6 @@ fn says(line: &str, parts: &[&str]) {
     for p in parts {
         assert!(line.contains(p), "expected {p:?} in: {line}");
     }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgpt-bad-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn s(p: &Path) -> &str {

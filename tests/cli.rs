@@ -2,10 +2,10 @@
 //! what to do, exit status 1, no panic or backtrace, and nothing half-written or lost.
 
 mod common;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::shared;
+use common::{scratch, shared};
 
 fn wgpt(args: &[&str]) -> (bool, String) {
     wgpt_in(&std::env::temp_dir(), args)
@@ -27,17 +27,7 @@ fn wgpt_in(cwd: &Path, args: &[&str]) -> (bool, String) {
 fn fails(args: &[&str]) -> String {
     let (ok, text) = wgpt(args);
     assert!(!ok, "wgpt {args:?} succeeded:\n{text}");
-    assert!(!text.contains("panicked") && !text.contains("RUST_BACKTRACE"), "wgpt {args:?} panicked:\n{text}");
-    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("wgpt: error:")).collect();
-    assert_eq!(errors.len(), 1, "wgpt {args:?}: expected one error line:\n{text}");
-    errors[0].to_string()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgpt-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::error_line(&text).to_string()
 }
 
 fn s(p: &Path) -> &str {

@@ -3,11 +3,13 @@
 //! the same losses as an uninterrupted run; SIGTERM saves a checkpoint first and exits 143; a lost
 //! device and a step too big for the device stop the run with its checkpoints intact, and it resumes.
 
-use std::path::{Path, PathBuf};
+mod common;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::{error_line, scratch};
 use rand::{Rng, SeedableRng};
 use wgpt::train::checkpoint::{load_json, load_model, model_from_config};
 use wgpt::train::checkpoints;
@@ -80,13 +82,6 @@ fn check_all(run: &Path) -> Option<u64> {
         load_model(&dir.join("model.safetensors"), &model).unwrap();
     }
     all.last().map(|c| c.0)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wgpt-crash-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn finish(child: Child) -> (bool, Option<i32>, String) {
@@ -221,14 +216,6 @@ fn a_run_in_the_old_layout_resumes() {
 fn losses_so_far(run: &Path) -> usize {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .map_or(0, |t| t.lines().filter(|l| l.contains("\"loss\"")).count())
-}
-
-/// The error line of a run that failed: exactly one, and no panic.
-fn error_line(out: &str) -> &str {
-    assert!(!out.contains("panicked") && !out.contains("RUST_BACKTRACE"), "{out}");
-    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("wgpt: error:")).collect();
-    assert_eq!(errors.len(), 1, "{out}");
-    errors[0]
 }
 
 /// `WGPT_LOSE_DEVICE_AT` destroys the device before step 23, as a driver reset would: the run stops

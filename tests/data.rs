@@ -4,18 +4,11 @@
 mod common;
 use std::path::PathBuf;
 
-use common::shared;
+use common::{scratch, shared};
 
 use wgpt::data::batches::{sample, Rng, Tokens};
 use wgpt::data::dataset::{Input, Pieces, TokenSet};
 use wgpt::data::{shard, Tokenizer};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgpt-data-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn shakespeare() -> PathBuf {
     shared("data/tinyshakespeare.txt")

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{gpu, shared};
+use common::{gpu, scratch, shared};
 use serde_json::json;
 use wgpt::data::Tokenizer;
 use wgpt::train::config::RunConfig;
@@ -39,13 +39,6 @@ fn has(modules: &str) -> bool {
 
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(name)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgpt-hf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn run(mut c: Command) -> String {

@@ -31,7 +31,7 @@ impl Faults {
     fn record(&self, what: String) {
         let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            *slot = Some(first_line(&what));
+            *slot = Some(one_line(&what));
         }
     }
 
@@ -41,9 +41,8 @@ impl Faults {
 }
 
 /// wgpu's messages span lines (a cause chain); the CLI prints errors on one.
-fn first_line(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    lines.join(" ")
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// `WGPT_DEVICE_MEMORY` (bytes, or with a K/M/G suffix): the most GPU memory a step may plan.

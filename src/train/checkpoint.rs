@@ -151,9 +151,8 @@ fn safetensors_header(bytes: &[u8]) -> Result<serde_json::Map<String, Value>> {
     }
 }
 
-/// The safetensors crate's parse, its error in words.
+/// The safetensors crate's parse of bytes whose header `safetensors_header` has accepted.
 fn deserialize(bytes: &[u8]) -> Result<SafeTensors<'_>> {
-    safetensors_header(bytes)?;
     SafeTensors::deserialize(bytes).map_err(|e| Error::Other(format!("not a valid safetensors file ({e})")))
 }
 
@@ -176,7 +175,7 @@ pub fn flat_bytes(tensors: &HashMap<String, Vec<f32>>) -> Result<Vec<u8>> {
 pub fn load_flat(path: &Path) -> Result<HashMap<String, Vec<f32>>> {
     let bad = |m: String| Error::Other(format!("{}: {m}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| crate::util::io_error(path, &e))?;
-    let st = deserialize(&bytes).map_err(|e| in_file(path, e))?;
+    let st = safetensors_header(&bytes).and_then(|_| deserialize(&bytes)).map_err(|e| in_file(path, e))?;
     let mut out = HashMap::new();
     for (name, v) in st.tensors() {
         if v.dtype() != Dtype::F32 {

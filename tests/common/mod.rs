@@ -18,6 +18,24 @@ pub fn shared(rel: &str) -> std::path::PathBuf {
         .join(rel)
 }
 
+/// A fresh, empty folder for one test's files (the process id keeps test binaries apart).
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgpt-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `wgpt: error:` line of a failed run's output, after checking it is the only one and
+/// nothing panicked.
+#[track_caller]
+pub fn error_line(output: &str) -> &str {
+    assert!(!output.contains("panicked") && !output.contains("RUST_BACKTRACE"), "wgpt panicked:\n{output}");
+    let errors: Vec<&str> = output.lines().filter(|l| l.starts_with("wgpt: error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line:\n{output}");
+    errors[0]
+}
+
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| match pollster::block_on(Gpu::new(BackendChoice::Auto)) {
