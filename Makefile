@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz fuzz-deps fuzz-seeds fuzz fuzz-ci
+.PHONY: deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -76,12 +76,10 @@ deps-viz:
 check-viz:
 	cargo clippy --all-targets --features viz -- -D warnings
 
-# Xvfb on a display of its own for the test, stopped afterwards.
-XVFB_DISPLAY ?= :97
+# Xvfb on a display of its own for the test, started and stopped by tests/xvfb.sh, which waits until
+# the display takes clients (no guess of how long Xvfb takes to start).
 test-viz: deps-viz
-	Xvfb $(XVFB_DISPLAY) -screen 0 1280x800x24 -nolisten tcp >/dev/null 2>&1 & xvfb=$$!; sleep 1; \
-	DISPLAY=$(XVFB_DISPLAY) WGPT_REQUIRE_DISPLAY=1 cargo test --features viz --lib --test viz_window; rc=$$?; \
-	kill $$xvfb; exit $$rc
+	WGPT_REQUIRE_DISPLAY=1 tests/xvfb.sh cargo test --features viz --lib --test viz_window
 
 # Training tokens/s of the tiny preset (1000 steps, evaluations and checkpoints included) without
 # the window and with it open under Xvfb, alternating, ROUNDS times each: the "N steps in Ts (X tok/s)"
@@ -90,16 +88,29 @@ test-viz: deps-viz
 ROUNDS ?= 2
 bench-viz: deps deps-viz
 	cargo build --release --features viz
+	tests/xvfb.sh $(MAKE) --no-print-directory bench-viz-rounds
+
+# bench-viz's runs, on the display tests/xvfb.sh made (DISPLAY).
+bench-viz-rounds:
 	@d=$$(mktemp -d); \
-	Xvfb $(XVFB_DISPLAY) -screen 0 1280x800x24 -nolisten tcp >/dev/null 2>&1 & xvfb=$$!; sleep 1; \
 	for i in $$(seq $(ROUNDS)); do \
 		printf "without the window: "; ./target/release/wgpt train --out $$d/plain$$i | grep "steps in"; \
 		start=$$(date +%s%N); \
-		printf "with the window:    "; DISPLAY=$(XVFB_DISPLAY) ./target/release/wgpt train --viz \
+		printf "with the window:    "; ./target/release/wgpt train --viz \
 			--screenshot $$d/window$$i.png --out $$d/viz$$i | grep "steps in"; \
 		echo "                    (whole command, window start-up included: $$(( ($$(date +%s%N) - start) / 1000000 )) ms)"; \
 	done; \
-	kill $$xvfb; rm -rf $$d
+	rm -rf $$d
+
+# The timing-sensitive tests (tests/crash.rs, tests/bad_input.rs, tests/viz_window.rs), run
+# STRESS_ROUNDS times on an idle machine and as many times with every core kept busy by stress-ng,
+# alternating; the counts of passes at the end (tests/stress.sh; README "Tests without timing races").
+STRESS_ROUNDS ?= 10
+test-stress: deps deps-viz
+	@command -v stress-ng >/dev/null || ! command -v apt-get >/dev/null || { \
+		echo "test-stress: installing stress-ng"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stress-ng >/dev/null; }
+	STRESS_ROUNDS=$(STRESS_ROUNDS) tests/stress.sh
 
 # Fuzzing (fuzz/, README "Fuzzing"): libFuzzer targets for the files wgpt reads — tokenizer.json
 # (tokenizer_json), text to train tokenizers on (tokenizer_encode), token shards (shard) and

@@ -112,7 +112,8 @@ pub enum Command {
     Viz {
         /// The run directory (metrics.jsonl, config.json, model.safetensors, tokenizer.json).
         dir: PathBuf,
-        /// Save a PNG of the window once the metrics and maps are shown, then close it.
+        /// Save a PNG of the window once the metrics and maps are shown (or after 10 minutes,
+        /// saying what was missing), then close it.
         #[arg(long, value_name = "PATH")]
         screenshot: Option<PathBuf>,
     },
@@ -163,8 +164,8 @@ pub struct TrainArgs {
     /// training runs (needs the cargo feature `viz`).
     #[arg(long, hide = cfg!(not(feature = "viz")))]
     viz: bool,
-    /// With --viz: save a PNG of the window when training ends, then close it (for benchmarks and
-    /// screenshots without anyone to close the window).
+    /// With --viz: save a PNG of the window when training ends (or after 10 minutes, saying what
+    /// was missing), then close it (for benchmarks and screenshots without anyone to close the window).
     #[arg(long, value_name = "PATH", requires = "viz", hide = cfg!(not(feature = "viz")))]
     screenshot: Option<PathBuf>,
 }
@@ -321,7 +322,8 @@ fn viz(backend: BackendChoice, dir: &Path, screenshot: Option<PathBuf>) -> Resul
         path,
         min_steps: 1,
         at_end: false,
-        timeout: std::time::Duration::from_secs(60),
+        // Generous: on a busy software adapter the maps' probe alone can take a minute to compile.
+        timeout: std::time::Duration::from_secs(600),
     });
     window::open(&dir.display().to_string(), ends, prompt, shot)
 }

@@ -1,14 +1,17 @@
 //! Crash safety of `wgpt train`, end to end: SIGKILL at random moments (a power cut) never leaves
 //! a checkpoint that fails to load, and each resume continues from the newest complete one with
-//! the same losses as an uninterrupted run; SIGTERM saves a checkpoint first and exits 143; a lost
-//! device and a step too big for the device stop the run with its checkpoints intact, and it resumes.
+//! the same losses as an uninterrupted run; SIGTERM saves a checkpoint first and exits 143, and a
+//! second signal during that save exits at once; a lost device and a step too big for the device
+//! stop the run with its checkpoints intact, and it resumes. Every moment here is an event the
+//! process shows (a line it printed, a file it wrote: `common::process`), never a length of time.
 
 mod common;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::process::{step_lines, wait_for_file, Watched};
 use common::{error_line, scratch};
 use rand::{Rng, SeedableRng};
 use wgpt::train::checkpoint::{load_json, load_model, model_from_config};
@@ -48,18 +51,8 @@ fn reference() -> &'static Vec<(u64, u32)> {
     })
 }
 
-fn spawn(args: &[String]) -> Child {
-    spawn_with(args, &[])
-}
-
-fn spawn_with(args: &[String], env: &[(&str, &str)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_wgpt"))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wgpt starts")
+fn spawn(args: &[String]) -> Watched {
+    Watched::spawn(args, &[])
 }
 
 /// (step, loss bits) of every logged training step.
@@ -84,10 +77,11 @@ fn check_all(run: &Path) -> Option<u64> {
     all.last().map(|c| c.0)
 }
 
-fn finish(child: Child) -> (bool, Option<i32>, String) {
-    let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), out.status.code(), text)
+/// Waits for the process to end: (exited 0, exit code, all it printed).
+#[track_caller]
+fn finish(p: Watched) -> (bool, Option<i32>, String) {
+    let (code, out) = p.finish();
+    (code == Some(0), code, out)
 }
 
 #[test]
@@ -102,25 +96,25 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
             // Killed before its first checkpoint: nothing to resume, start over.
             let _ = std::fs::remove_dir_all(&run);
         }
-        let mut child = spawn(&train_args(&run, newest.is_some()));
-        // Each kill lands a random number of steps (0 to 29) past where the run resumed, a random
-        // few ms into that step: moments measured in steps, not time, hold on a busy machine.
-        let at = losses_so_far(&run) + rng.random_range(0..30);
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while losses_so_far(&run) < at && child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "no progress within 300 s");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let wait = rng.random_range(0..40);
+        let mut p = spawn(&train_args(&run, newest.is_some()));
+        // Each kill lands a random number of this process's steps (0 to 29) after its start line
+        // (`resuming … at step N`, or `run directory:`), a random few ms after that step's log
+        // line: moments counted in the process's own output, not in time, hold on a busy machine.
+        let (k, wait) = (rng.random_range(0..30), rng.random_range(0..40));
+        let start = if newest.is_some() { "resuming" } else { "run directory:" };
+        let reached =
+            p.wait_until(&format!("{start} and {k} steps"), |out| out.contains(start) && step_lines(out) >= k);
         std::thread::sleep(Duration::from_millis(wait));
-        let _ = child.kill();
-        let (_, _, out) = finish(child);
-        // A resume that got going started from the newest checkpoint there was.
-        if let (Some(step), Some(line)) = (newest, out.lines().find(|l| l.contains("resuming"))) {
+        p.kill();
+        let (_, _, out) = finish(p);
+        // A resume started from the newest checkpoint there was.
+        if let Some(step) = newest {
+            let line = out.lines().find(|l| l.contains("resuming")).unwrap_or_else(|| panic!("no resume:\n{out}"));
             assert!(line.ends_with(&format!(" at step {step}")), "{line}: expected step {step}");
             resumes += 1;
         }
-        eprintln!("trial {trial}: killed {wait} ms after step {at}; checkpoints then: {:?}", check_all(&run));
+        let at = if reached { format!("{wait} ms after its step {k}") } else { "after it ended".into() };
+        eprintln!("trial {trial}: killed {at}; checkpoints then: {:?}", check_all(&run));
     }
     assert!(resumes >= 2, "only {resumes} of the kills came after a checkpoint; the test proves little");
     let (ok, _, out) = finish(spawn(&train_args(&run, checkpoints::list(&run).last().is_some())));
@@ -133,19 +127,30 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
     std::fs::remove_dir_all(&base).unwrap();
 }
 
-/// Starts a run and sends it `signals` once it has logged a few steps; returns its exit code and output.
-fn signal_run(run: &Path, signals: &[&str]) -> (Option<i32>, String) {
-    let child = spawn(&train_args(run, false));
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while losses_so_far(run) < 3 {
-        assert!(Instant::now() < deadline, "no training steps within 300 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for sig in signals {
-        assert!(Command::new("kill").args([*sig, &child.id().to_string()]).status().unwrap().success());
-    }
-    let (_, code, out) = finish(child);
-    (code, out)
+/// Starts a run far too long to end by itself and waits until it has logged `steps` steps. The
+/// signal tests send their signals then: the run is training, with its handlers installed, and
+/// every checkpoint up to step `steps - 1` is complete (each is written before the next step).
+fn signal_run(run: &Path, steps: usize, env: &[(&str, &str)]) -> Watched {
+    let mut p = Watched::spawn(&train_args_for("1000000", run, false), env);
+    let trained = p.wait_until(&format!("{steps} training steps"), |out| step_lines(out) >= steps);
+    assert!(trained, "wgpt ended before its step {steps}:\n{}", p.output());
+    p
+}
+
+/// A resume of `run` to 4 steps past the checkpoint at `step`.
+fn resume_from(run: &Path, step: u64) -> String {
+    let (ok, _, out) = finish(spawn(&train_args_for(&(step + 4).to_string(), run, true)));
+    assert!(ok && out.contains(&format!("at step {step}")), "expected a resume at step {step}:\n{out}");
+    assert_eq!(losses(run).last().unwrap().0, step + 4, "{out}");
+    out
+}
+
+/// The step and the half-written folder of the save that `WGPT_TEST_PAUSE_SAVE` paused.
+fn paused_save(file: &Path) -> (u64, PathBuf) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut lines = text.lines();
+    let step = lines.next().and_then(|l| l.strip_prefix("step ")).and_then(|n| n.parse().ok());
+    (step.unwrap_or_else(|| panic!("{text}")), PathBuf::from(lines.next().unwrap()))
 }
 
 /// The step of a `stopped by SIG… at step N; …` line, after checking it says how to resume.
@@ -155,16 +160,24 @@ fn stopped_step(out: &str, signal: &str) -> u64 {
     line.split(" at step ").nth(1).unwrap().split(';').next().unwrap().parse().unwrap()
 }
 
+/// SIGTERM: the run finishes its step, saves it and exits 143 saying how to resume. The save is
+/// held halfway (`WGPT_TEST_PAUSE_SAVE`) and let go, which shows the hook changes nothing but time.
 #[test]
 fn sigterm_saves_a_checkpoint_and_the_run_resumes() {
     let base = scratch("term");
-    let run = base.join("run");
-    let (code, out) = signal_run(&run, &["-TERM"]);
+    let (run, pause) = (base.join("run"), base.join("paused"));
+    let mut p = signal_run(&run, 3, &[("WGPT_TEST_PAUSE_SAVE", pause.to_str().unwrap())]);
+    p.signal("-TERM");
+    wait_for_file(&mut p, &pause, "the save after SIGTERM to start");
+    let (paused, half) = paused_save(&pause);
+    std::fs::remove_file(&pause).unwrap();
+    let (_, code, out) = finish(p);
     assert_eq!(code, Some(143), "{out}");
     let step = stopped_step(&out, "SIGTERM");
+    assert_eq!(step, paused, "the paused save was the one SIGTERM asked for");
+    assert!(!half.exists(), "{} was renamed into place", half.display());
     assert_eq!(check_all(&run), Some(step), "the checkpoint of the stopped step is the newest");
-    let (ok, _, out) = finish(spawn(&train_args(&run, true)));
-    assert!(ok && out.contains(&format!("at step {step}")), "{out}");
+    resume_from(&run, step);
     std::fs::remove_dir_all(&base).unwrap();
 }
 
@@ -172,25 +185,37 @@ fn sigterm_saves_a_checkpoint_and_the_run_resumes() {
 fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let base = scratch("int");
     let run = base.join("run");
-    let (code, out) = signal_run(&run, &["-INT"]);
+    let mut p = signal_run(&run, 3, &[]);
+    p.signal("-INT");
+    let (_, code, out) = finish(p);
     assert_eq!(code, Some(130), "{out}");
     assert_eq!(check_all(&run), Some(stopped_step(&out, "SIGINT")));
     std::fs::remove_dir_all(&base).unwrap();
 }
 
-/// A second signal (an impatient Ctrl-C) ends the process at once, before any checkpoint of the
-/// first is written; whatever is on disk still verifies and resumes.
+/// A second signal (an impatient Ctrl-C) ends the process at once, in the middle of the save the
+/// first one asked for: the test holds that save halfway (`WGPT_TEST_PAUSE_SAVE`), so the second
+/// signal provably lands during it. The half-written folder is never taken for a checkpoint; the
+/// older ones verify and the run resumes from the newest.
 #[test]
 fn a_second_signal_exits_at_once_and_the_checkpoints_stay_whole() {
     let base = scratch("twice");
-    let run = base.join("run");
-    let (code, out) = signal_run(&run, &["-TERM", "-TERM"]);
+    let (run, pause) = (base.join("run"), base.join("paused"));
+    // Step 5 logged: the checkpoint of step 4 is complete.
+    let mut p = signal_run(&run, 5, &[("WGPT_TEST_PAUSE_SAVE", pause.to_str().unwrap())]);
+    p.signal("-TERM");
+    wait_for_file(&mut p, &pause, "the save after the first SIGTERM to start");
+    let (paused, half) = paused_save(&pause);
+    p.signal("-TERM");
+    let (_, code, out) = finish(p);
     assert_eq!(code, Some(143), "{out}");
-    assert!(!out.contains("stopped by"), "the second signal should not wait for a save: {out}");
-    if check_all(&run).is_some() {
-        let (ok, _, out) = finish(spawn(&train_args(&run, true)));
-        assert!(ok, "{out}");
-    }
+    assert!(!out.contains("stopped by"), "the second signal should not wait for the save: {out}");
+    assert!(half.join("model.safetensors").is_file(), "the save was cut off halfway in {}", half.display());
+    assert!(!half.join(checkpoints::SUMS).exists(), "{}: the manifest comes last", half.display());
+    let newest = check_all(&run).expect("the checkpoint of step 4 or later");
+    assert!((4..paused).contains(&newest), "newest complete checkpoint {newest}, save cut off at {paused}");
+    resume_from(&run, newest);
+    assert!(!half.exists(), "the resumed run removed the half-written {}", half.display());
     std::fs::remove_dir_all(&base).unwrap();
 }
 
@@ -213,18 +238,13 @@ fn a_run_in_the_old_layout_resumes() {
     std::fs::remove_dir_all(&base).unwrap();
 }
 
-fn losses_so_far(run: &Path) -> usize {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .map_or(0, |t| t.lines().filter(|l| l.contains("\"loss\"")).count())
-}
-
 /// `WGPT_LOSE_DEVICE_AT` destroys the device before step 23, as a driver reset would: the run stops
 /// with a clear error, writes nothing more, and resumes from step 20 to the uninterrupted losses.
 #[test]
 fn a_lost_device_stops_the_run_with_its_checkpoints_intact_and_it_resumes() {
     let base = scratch("lost");
     let run = base.join("run");
-    let (ok, code, out) = finish(spawn_with(&train_args(&run, false), &[("WGPT_LOSE_DEVICE_AT", "23")]));
+    let (ok, code, out) = finish(Watched::spawn(&train_args(&run, false), &[("WGPT_LOSE_DEVICE_AT", "23")]));
     assert!(!ok && code == Some(1), "{out}");
     let line = error_line(&out);
     assert!(line.contains("GPU device lost at step 23"), "{line}");
@@ -272,7 +292,7 @@ fn a_step_too_big_for_the_device_says_what_to_change_and_resumes_with_it() {
     assert!(small < big, "{small} vs {big}");
     let cap = ((big + small) / 2).to_string();
     let env = [("WGPT_DEVICE_MEMORY", cap.as_str())];
-    let (ok, _, out) = finish(spawn_with(&train_args(&run, true), &env));
+    let (ok, _, out) = finish(Watched::spawn(&train_args(&run, true), &env));
     assert!(!ok, "{out}");
     let line = error_line(&out);
     assert!(line.contains("out of GPU memory") && line.contains("memory plan") && line.contains("WGPT_DEVICE_MEMORY"));
@@ -282,7 +302,7 @@ fn a_step_too_big_for_the_device_says_what_to_change_and_resumes_with_it() {
 
     let mut args = train_args(&run, true);
     args.extend(["--set", "batch_size=4", "--set", "grad_accum=2"].map(String::from));
-    let (ok, _, out) = finish(spawn_with(&args, &env));
+    let (ok, _, out) = finish(Watched::spawn(&args, &env));
     assert!(ok && out.contains("at step 20"), "{out}");
     let (a, b) = (reference(), losses(&run));
     assert_eq!(a.len(), b.len());

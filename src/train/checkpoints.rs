@@ -62,9 +62,12 @@ pub fn save(run: &Path, step: u64, files: &[(&str, Vec<u8>)], keep: usize) -> Re
     std::fs::create_dir(&tmp).map_err(|e| io_err(&tmp, e))?;
     let written = (|| {
         let mut sums = String::new();
-        for (name, bytes) in files {
+        for (i, (name, bytes)) in files.iter().enumerate() {
             write_synced(&tmp.join(name), bytes)?;
             sums += &format!("{}  {name}\n", hex(&Sha256::digest(bytes)));
+            if i == 0 {
+                super::interrupt::pause_in_save(step, &tmp);
+            }
         }
         write_synced(&tmp.join(SUMS), sums.as_bytes())?;
         sync_dir(&tmp)

@@ -3,6 +3,8 @@
 //! first mismatches and the max abs/rel error.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};

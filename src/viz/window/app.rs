@@ -19,7 +19,8 @@ use crate::viz::maps::AttentionMaps;
 pub struct Screenshot {
     pub path: PathBuf,
     /// Saved once this many steps are shown and the maps (or their error) arrived, and with
-    /// `at_end` once the run reports it finished; or after `timeout`, whichever comes first.
+    /// `at_end` once the run reports it finished; or after `timeout`, whichever comes first (the
+    /// `screenshot:` line then says what was missing).
     pub min_steps: usize,
     pub at_end: bool,
     pub timeout: Duration,
@@ -71,7 +72,8 @@ struct App {
     shot: Option<Screenshot>,
     started: Instant,
     shot_taken: Arc<Mutex<Option<std::result::Result<(), String>>>>,
-    shot_asked: bool,
+    /// Asked for, with what was missing when the timeout forced it ("" when it was ready).
+    shot_asked: Option<String>,
     /// The plot and heat-map rectangles of the last frame (points), saved beside a screenshot.
     areas: (Rect, Rect),
     /// How often the window redraws without input (new data shows within this time).
@@ -98,7 +100,7 @@ impl App {
             shot,
             started: Instant::now(),
             shot_taken: Arc::new(Mutex::new(None)),
-            shot_asked: false,
+            shot_asked: None,
             areas: (Rect::NOTHING, Rect::NOTHING),
             repaint: Duration::from_secs(1),
             frames: 0,
@@ -406,17 +408,29 @@ impl App {
         let Some(shot) = &self.shot else { return };
         if let Some(done) = self.shot_taken.lock().expect("screenshot slot").take() {
             match done {
-                Ok(()) => println!("screenshot: {}", shot.path.display()),
+                Ok(()) => println!("screenshot: {}{}", shot.path.display(), self.shot_asked.as_deref().unwrap_or("")),
                 Err(e) => eprintln!("wgpt: error: screenshot: {e}"),
             }
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             return;
         }
         let ready = self.steps.len() >= shot.min_steps && self.maps.is_some() && (self.done || !shot.at_end);
-        if self.shot_asked || !(ready || self.started.elapsed() > shot.timeout) {
+        if self.shot_asked.is_some() || !(ready || self.started.elapsed() > shot.timeout) {
             return;
         }
-        self.shot_asked = true;
+        // Taken anyway, so a run without maps still gets its picture, but it says what is missing.
+        self.shot_asked = Some(if ready {
+            String::new()
+        } else {
+            format!(
+                " (taken at the {} s limit before the window was ready: {} of {} steps, maps {}, run {})",
+                shot.timeout.as_secs(),
+                self.steps.len(),
+                shot.min_steps,
+                if self.maps.is_some() { "shown" } else { "not yet made" },
+                if self.done { "finished" } else { "not finished" }
+            )
+        });
         let ppp = ctx.pixels_per_point();
         let area = |r: Rect| [r.min.x * ppp, r.min.y * ppp, r.max.x * ppp, r.max.y * ppp].map(|v| v.round() as i64);
         let areas = serde_json::json!({"plot": area(self.areas.0), "map": area(self.areas.1)});
