@@ -12,26 +12,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::process::{run, Ended};
 use common::{scratch, shared};
 
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn wgpt(args: &[&str]) -> Ran {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgpt"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
-    Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
+/// Runs wgpt to its end. RUST_BACKTRACE=0: a panic prints its hint to set it, which the checks look for.
+fn wgpt(args: &[&str]) -> Ended {
+    run(common::process::wgpt().args(args).env("RUST_BACKTRACE", "0"))
 }
 
 /// Runs a command that must fail with one error line on stderr; returns that line.
@@ -268,7 +254,7 @@ fn damaged_shards_are_refused_at_open() {
 }
 
 /// `wgpt train` on `data` into `run` for `steps` steps with `--set` for each of `sets`.
-fn train(data: &Path, run: &Path, steps: &str, sets: &[&str]) -> Ran {
+fn train(data: &Path, run: &Path, steps: &str, sets: &[&str]) -> Ended {
     let mut args = vec!["train", "--data", s(data), "--out", s(run), "--steps", steps];
     for kv in sets {
         args.extend(["--set", kv]);

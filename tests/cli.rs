@@ -3,7 +3,6 @@
 
 mod common;
 use std::path::Path;
-use std::process::Command;
 
 use common::{scratch, shared};
 
@@ -13,14 +12,8 @@ fn wgpt(args: &[&str]) -> (bool, String) {
 
 /// Runs wgpt with `cwd` as the working directory.
 fn wgpt_in(cwd: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgpt"))
-        .current_dir(cwd)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let ended = common::process::run(common::process::wgpt().current_dir(cwd).args(args));
+    (ended.ok(), ended.stdout + &ended.stderr)
 }
 
 /// Runs a command that must fail; returns its error line after checking its form.

@@ -42,10 +42,9 @@ fn script(name: &str) -> PathBuf {
 }
 
 fn run(mut c: Command) -> String {
-    let out = c.output().expect("python runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    text
+    let ended = common::process::run(&mut c);
+    assert!(ended.ok(), "{}", ended.all);
+    ended.stdout + &ended.stderr
 }
 
 #[test]

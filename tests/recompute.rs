@@ -243,12 +243,8 @@ fn recompute_setting_round_trips_through_the_checkpoint_config_and_rejects_bad_v
 #[test]
 fn bench_reports_its_recompute_policy() {
     let wgpt = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgpt"))
-            .args(args)
-            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+        let ended = common::process::run(common::process::wgpt().args(args));
+        (ended.ok(), ended.stdout + &ended.stderr)
     };
     let (ok, out) = wgpt(&["bench", "--preset", "tiny", "--plan-only", "--json", "--recompute", "block"]);
     assert!(ok, "{out}");

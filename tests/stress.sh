@@ -19,13 +19,13 @@ for t in $tests; do args+=(--test "$t"); done
 names="$tests"
 [ "$viz" = 1 ] && names="$names viz_window"
 # Built first: no run's time includes a build.
-cargo test --no-run "${args[@]}" || exit 1
+cargo test --no-run ${args[@]+"${args[@]}"} || exit 1
 if [ "$viz" = 1 ]; then cargo test --no-run --features viz --test viz_window || exit 1; fi
 
 # One run of every binary; its status. CI=1 as in CI: a test that cannot do its check fails
 # instead of skipping. Each cargo call also puts its own build of the wgpt binary in place.
 run_once() {
-    CI=1 cargo test "${args[@]}" &&
+    CI=1 cargo test ${args[@]+"${args[@]}"} &&
         if [ "$viz" = 1 ]; then WGPT_REQUIRE_DISPLAY=1 tests/xvfb.sh cargo test --features viz --test viz_window; fi
 }
 
@@ -42,8 +42,8 @@ load_start() {
     fi
 }
 load_stop() {
-    for p in "${loaders[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${loaders[@]}"; do wait "$p" 2>/dev/null; done
+    for p in ${loaders[@]+"${loaders[@]}"}; do kill "$p" 2>/dev/null; done
+    for p in ${loaders[@]+"${loaders[@]}"}; do wait "$p" 2>/dev/null; done
     loaders=()
 }
 trap load_stop EXIT

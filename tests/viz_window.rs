@@ -7,18 +7,31 @@
 #![cfg(feature = "viz")]
 
 mod common;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::DEADLINE;
+use common::process::{run, Watched, DEADLINE};
 use common::scratch;
 
 /// Runs wgpt to its end; its stdout.
 fn wgpt(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgpt")).args(args).output().expect("wgpt runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "wgpt {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
+    let ended = run(common::process::wgpt().args(args));
+    assert!(ended.ok(), "wgpt {args:?} failed:\n{}", ended.all);
+    ended.stdout
+}
+
+/// Captures the display once a second until `done` holds for the share of `shot`'s pixels it
+/// shows (see `overlap`), up to the tests' deadline; the last share.
+fn watch_display(shot: &Rgb, mut done: impl FnMut(f64) -> bool, mut alive: impl FnMut() -> bool) -> f64 {
+    let started = Instant::now();
+    loop {
+        let share = overlap(shot, &grab_screen().unwrap());
+        if done(share) || started.elapsed() >= DEADLINE {
+            return share;
+        }
+        assert!(alive(), "wgpt viz exited before its window was shown");
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn required() -> bool {
@@ -109,40 +122,29 @@ fn window_shows_plots_and_attention_on_the_display() {
     }
 
     // The display itself: before the window it does not look like the capture, then it does.
-    let Some(before) = grab_screen() else {
+    // Both are awaited (the X server removes the screenshot's closed window when it gets to it;
+    // start-up and the maps take seconds to minutes on a busy software adapter), up to the
+    // tests' deadline.
+    if grab_screen().is_none() {
         assert!(!required(), "xwd is needed to capture the display (apt-get install x11-apps)");
         eprintln!("display capture skipped: no xwd (apt-get install x11-apps)");
         let _ = std::fs::remove_dir_all(&dir);
         return;
-    };
-    let base = overlap(&shot, &before);
-    assert!(base < 0.5, "the display matches the window before it is open ({base:.2})");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wgpt"))
-        .args(["viz", run])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("wgpt viz starts");
-    // The display is looked at once a second until it shows the window's picture (start-up and
-    // the maps take seconds to minutes on a busy software adapter), up to the tests' deadline.
-    let started = Instant::now();
-    let mut best = base;
-    while best < 0.9 && started.elapsed() < DEADLINE {
-        std::thread::sleep(Duration::from_secs(1));
-        assert!(child.try_wait().unwrap().is_none(), "wgpt viz exited before its window was shown");
-        best = best.max(overlap(&shot, &grab_screen().unwrap()));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    let base = watch_display(&shot, |share| share < 0.5, || true);
+    assert!(base < 0.5, "the display still matches the closed window after {} s ({base:.2})", DEADLINE.as_secs());
+    let mut child = Watched::start(common::process::wgpt().args(["viz", run]));
+    let shown = watch_display(&shot, |share| share >= 0.9, || child.running());
+    drop(child);
     assert!(
-        best >= 0.9,
-        "the display did not show the window within {} s: at best {:.0}% of its pixels",
+        shown >= 0.9,
+        "the display did not show the window within {} s: {:.0}% of its pixels",
         DEADLINE.as_secs(),
-        best * 100.0
+        shown * 100.0
     );
     eprintln!(
         "the display showed {:.1}% of the window's pixels (before it opened: {:.1}%)",
-        best * 100.0,
+        shown * 100.0,
         base * 100.0
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -32,15 +32,25 @@ pub fn pending() -> Option<i32> {
     (sig != 0).then_some(sig as i32)
 }
 
-/// The test hook `WGPT_TEST_PAUSE_SAVE=FILE`: the first checkpoint written after a signal stops
-/// halfway (its first file written, its manifest not) and writes FILE (`step N` and the
-/// half-written folder); it goes on once FILE is removed. A test can then send a second signal
-/// that provably lands during the save, however busy the machine. Without the variable, or
-/// without a pending signal, nothing happens.
+/// Set while the trainer writes the checkpoint a signal asked for.
+static SAVING_FOR_SIGNAL: AtomicBool = AtomicBool::new(false);
+
+/// Runs `save`, the checkpoint the pending signal asked for (what `pause_in_save` holds).
+pub fn save_for_signal<T>(save: impl FnOnce() -> T) -> T {
+    SAVING_FOR_SIGNAL.store(true, Ordering::Relaxed);
+    let r = save();
+    SAVING_FOR_SIGNAL.store(false, Ordering::Relaxed);
+    r
+}
+
+/// The test hook `WGPT_TEST_PAUSE_SAVE=FILE`: the checkpoint a signal asked for stops halfway (its
+/// first file written, its manifest not) and writes FILE (`step N` and the half-written folder);
+/// it goes on once FILE is removed. A test can then send a second signal that provably lands
+/// during that save, however busy the machine. Without the variable nothing happens, and other
+/// saves (every `save_every` steps) never pause.
 pub fn pause_in_save(step: u64, half_written: &std::path::Path) {
-    static PAUSED: AtomicBool = AtomicBool::new(false);
     let Some(file) = std::env::var_os("WGPT_TEST_PAUSE_SAVE").map(std::path::PathBuf::from) else { return };
-    if pending().is_none() || PAUSED.swap(true, Ordering::Relaxed) {
+    if !SAVING_FOR_SIGNAL.load(Ordering::Relaxed) {
         return;
     }
     // Written whole, then renamed: the test never reads half of it.

@@ -414,7 +414,7 @@ impl Trainer {
         let lose_device_at = lose_device_at();
         while self.step < self.cfg.steps.min(stop) {
             if let Some(signal) = interrupt::pending() {
-                let ck = self.save(dir)?;
+                let ck = interrupt::save_for_signal(|| self.save(dir))?;
                 return Err(Error::Interrupted { signal, step: self.step, checkpoint: ck.display().to_string() });
             }
             let lr = sched.lr(self.step);

@@ -1,7 +1,8 @@
-//! A wgpt process a test watches while it runs: its stdout and stderr are collected as they come,
-//! so the test waits on what the process printed or wrote (a line, a file, a checkpoint folder),
-//! never on a guess of how long something takes. Every wait has a generous deadline and fails
-//! saying what did not happen, with the output so far.
+//! Processes the tests start (wgpt, mostly), watched while they run: their stdout and stderr are
+//! collected as they come, so a test waits on what the process printed or wrote (a line, a file,
+//! a checkpoint folder), never on a guess of how long something takes. Every wait, the wait for
+//! the process to end included, has a generous deadline and fails saying what did not happen,
+//! with the output so far.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -13,8 +14,46 @@ use std::time::{Duration, Instant};
 /// 2-core machine, so reaching it means the awaited event is not coming.
 pub const DEADLINE: Duration = Duration::from_secs(600);
 
-/// The interleaved output so far, and a signal for each new piece.
-type Output = Arc<(Mutex<String>, Condvar)>;
+/// What the process printed so far (both streams interleaved line by line, and each alone), and a
+/// signal for each new line.
+type Output = Arc<(Mutex<Printed>, Condvar)>;
+
+#[derive(Default)]
+struct Printed {
+    all: String,
+    stdout: String,
+    stderr: String,
+}
+
+/// The wgpt binary of this build, as a command to add arguments to. `XDG_RUNTIME_DIR` quiets the
+/// GL backend's EGL probing where the environment has none.
+pub fn wgpt() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wgpt"));
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+/// Runs `cmd` to its end (at most `DEADLINE`).
+#[track_caller]
+pub fn run(cmd: &mut Command) -> Ended {
+    Watched::start(cmd).finish()
+}
+
+/// A process that ended.
+pub struct Ended {
+    /// The exit code; None when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Both, interleaved line by line.
+    pub all: String,
+}
+
+impl Ended {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
 
 pub struct Watched {
     child: Child,
@@ -23,24 +62,23 @@ pub struct Watched {
 }
 
 impl Watched {
-    /// Starts the wgpt binary with `args` and the extra environment `env`.
-    pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Watched {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wgpt"))
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("wgpt starts");
+    /// Starts `cmd` (`wgpt().args(…)`, or any program) with its stdout and stderr read as they come.
+    pub fn start(cmd: &mut Command) -> Watched {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the test's command starts");
         let output: Output = Arc::default();
         let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-        let readers = vec![read_into(out, output.clone()), read_into(err, output.clone())];
+        let readers = vec![read_into(out, false, output.clone()), read_into(err, true, output.clone())];
         Watched { child, output, readers }
+    }
+
+    /// Starts the wgpt binary with `args` and the extra environment `env`.
+    pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Watched {
+        Watched::start(wgpt().args(args).envs(env.iter().copied()))
     }
 
     /// Everything printed so far, stdout and stderr interleaved line by line.
     pub fn output(&self) -> String {
-        self.output.0.lock().unwrap().clone()
+        lock(&self.output).all.clone()
     }
 
     /// Waits until `ready` (given the output so far; it may also look at files) holds: true, or
@@ -54,19 +92,23 @@ impl Watched {
                 self.drain();
                 return ready(&self.output());
             }
-            let (lock, more) = &*self.output;
-            let out = lock.lock().unwrap();
-            if ready(&out) {
+            let printed = lock(&self.output);
+            if ready(&printed.all) {
                 return true;
             }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "waited {} s for {what}, which did not happen; wgpt printed:\n{out}",
-                DEADLINE.as_secs()
-            );
+            if started.elapsed() >= DEADLINE {
+                let all = printed.all.clone();
+                drop(printed);
+                panic!("waited {} s for {what}, which did not happen; wgpt printed:\n{all}", DEADLINE.as_secs());
+            }
             // New output wakes it at once; files are looked at again every 10 ms.
-            drop(more.wait_timeout(out, Duration::from_millis(10)).unwrap());
+            drop(self.output.1.wait_timeout(printed, Duration::from_millis(10)).unwrap_or_else(|e| e.into_inner()));
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Sends `signal` (as `kill` names it: -TERM, -INT) to the process, which must not have ended.
@@ -86,10 +128,9 @@ impl Watched {
         let _ = self.child.kill();
     }
 
-    /// Waits for the process to end: its exit code (None when a signal ended it) and all it printed.
+    /// Waits for the process to end (at most `DEADLINE`, then the test fails): what it printed.
     #[track_caller]
-    pub fn finish(mut self) -> (Option<i32>, String) {
-        let (lock, _) = &*self.output.clone();
+    pub fn finish(mut self) -> Ended {
         let started = Instant::now();
         let status = loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -97,12 +138,13 @@ impl Watched {
             }
             if started.elapsed() > DEADLINE {
                 let _ = self.child.kill();
-                panic!("wgpt did not end within {} s; it printed:\n{}", DEADLINE.as_secs(), lock.lock().unwrap());
+                panic!("the process did not end within {} s; it printed:\n{}", DEADLINE.as_secs(), self.output());
             }
             std::thread::sleep(Duration::from_millis(10));
         };
         self.drain();
-        (status.code(), self.output())
+        let p = std::mem::take(&mut *lock(&self.output));
+        Ended { code: status.code(), stdout: p.stdout, stderr: p.stderr, all: p.all }
     }
 
     /// Waits for the readers to reach the end of both pipes (the process has ended).
@@ -123,15 +165,23 @@ impl Drop for Watched {
     }
 }
 
-fn read_into(pipe: impl std::io::Read + Send + 'static, output: Output) -> JoinHandle<()> {
+/// The lock of `output`, also after a failed assertion elsewhere poisoned it.
+fn lock(output: &Output) -> std::sync::MutexGuard<'_, Printed> {
+    output.0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read_into(pipe: impl std::io::Read + Send + 'static, stderr: bool, output: Output) -> JoinHandle<()> {
     use std::io::BufRead;
     std::thread::spawn(move || {
         let mut lines = std::io::BufReader::new(pipe);
         let mut line = Vec::new();
         while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            let (lock, more) = &*output;
-            lock.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
-            more.notify_all();
+            let text = String::from_utf8_lossy(&line);
+            let mut p = lock(&output);
+            p.all.push_str(&text);
+            if stderr { &mut p.stderr } else { &mut p.stdout }.push_str(&text);
+            drop(p);
+            output.1.notify_all();
             line.clear();
         }
     })
