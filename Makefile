@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
+.PHONY: deps-web web serve-web test-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -29,7 +29,8 @@ test: deps
 check:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	cargo check --target wasm32-unknown-unknown --lib
+	# The library for the browser, with its bindings (web/): lints both for wasm32.
+	cargo clippy --target wasm32-unknown-unknown -p wgpt-web -- -D warnings
 
 # The training benchmark of the README: tokens/s of the presets on this adapter, a few GPT-2 (124M)
 # steps, then nanoGPT's shakespeare-char configuration for 2000 steps on tinyshakespeare (final val
@@ -168,3 +169,31 @@ fuzz-ci: fuzz-deps
 			|| { tail -n 60 $(FUZZ_CI_DIR)/$$t.log; echo "fuzz-ci: $$t failed; the input is in fuzz/artifacts/$$t/" >&2; exit 1; }; \
 		grep -E '^(stat::number_of_executed_units|Done)' $(FUZZ_CI_DIR)/$$t.log; \
 	done
+
+# The browser build (web/, README "In the browser"): the engine compiled to wasm32 and bound with
+# wasm-bindgen-cli at exactly the version of Cargo.lock (installed by cargo when missing; wasm-pack
+# and trunk download binaries and fail on machines without the internet), then a static site of
+# relative paths in target/web/site/ that any static host serves. The tinyshakespeare corpus of
+# SHARED is served with it when present (the shakespeare-char preset reads it).
+WASM_BINDGEN_VERSION = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' Cargo.lock)
+WEB_SITE = target/web/site
+WEB_PORT ?= 8765
+
+deps-web:
+	@rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $(WASM_BINDGEN_VERSION)" || { \
+		echo "deps-web: installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (the version of Cargo.lock)"; \
+		cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); }
+
+web: deps-web
+	cargo build --release --target wasm32-unknown-unknown -p wgpt-web
+	rm -rf $(WEB_SITE) && mkdir -p $(WEB_SITE)
+	wasm-bindgen target/wasm32-unknown-unknown/release/wgpt_web.wasm --target web --no-typescript --out-dir $(WEB_SITE)/pkg
+	cp web/site/* $(WEB_SITE)/
+	@if [ -f $(SHARED)/data/tinyshakespeare.txt ]; then cp $(SHARED)/data/tinyshakespeare.txt $(WEB_SITE)/; \
+	else echo "web: no $(SHARED)/data/tinyshakespeare.txt; shakespeare-char will ask for a text file"; fi
+	@du -sh $(WEB_SITE) | sed 's/\t.*/ in all/; s/^/web: $(subst /,\/,$(WEB_SITE)): /'
+
+serve-web: web
+	@echo "wgpt: open http://127.0.0.1:$(WEB_PORT)/ (Ctrl-C stops the server)"
+	python3 -m http.server $(WEB_PORT) --bind 127.0.0.1 --directory $(WEB_SITE)

@@ -649,14 +649,8 @@ fn open_checkpoint<T>(
     let doc = load_json(&ckpt.join("config.json"))?;
     let model = model_from_config(&doc).map_err(|e| crate::Error::Other(format!("{}: {e}", ckpt.display())))?;
     let tokenizer = crate::data::Tokenizer::load(&ckpt.join("tokenizer.json"))?;
-    if tokenizer.vocab_size() != model.vocab_size {
-        return Err(crate::Error::Other(format!(
-            "{}: tokenizer.json has {} tokens but config.json says vocab_size {}",
-            ckpt.display(),
-            tokenizer.vocab_size(),
-            model.vocab_size
-        )));
-    }
+    crate::train::checkpoint::check_tokenizer(&model, &tokenizer)
+        .map_err(|e| crate::Error::Other(format!("{}: {e}", ckpt.display())))?;
     let prepared = prepare(&model, &tokenizer)?;
     let params = load_model(&ckpt.join("model.safetensors"), &model)?;
     let mut cfg = RunConfig::preset("tiny")?;

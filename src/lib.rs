@@ -11,7 +11,6 @@ pub mod model;
 pub mod ops;
 pub mod train;
 pub mod util;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod viz;
 
 pub use error::{Error, Result};

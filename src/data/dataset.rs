@@ -31,6 +31,18 @@ impl Default for Pieces {
     }
 }
 
+/// Why a corpus without text is refused.
+pub const EMPTY: &str = "the corpus is empty; pass a file with text";
+
+/// The text in `bytes`, or why they are not text (binary data: not UTF-8, or NUL bytes).
+pub fn as_text(bytes: &[u8]) -> std::result::Result<&str, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text (binary?); pass a text file".to_string())?;
+    if text.contains('\0') {
+        return Err("contains NUL bytes: binary data, not text".into());
+    }
+    Ok(text)
+}
+
 /// What `--data` names.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -151,11 +163,7 @@ impl Input {
                 if cut == 0 {
                     continue; // no safe cut yet: read more before cutting
                 }
-                let piece = std::str::from_utf8(&buf[..cut])
-                    .map_err(|_| bad("not UTF-8 text (binary?); pass a text file".into()))?;
-                if piece.contains('\0') {
-                    return Err(bad("contains NUL bytes: binary data, not text".into()));
-                }
+                let piece = as_text(&buf[..cut]).map_err(bad)?;
                 any_text |= !piece.trim().is_empty();
                 if !f(piece)? {
                     return Ok(());
@@ -168,7 +176,7 @@ impl Input {
                 [one] => one.display().to_string(),
                 _ => "every .txt file".into(),
             };
-            return Err(Error::Other(format!("--data {what}: the corpus is empty; pass a file with text")));
+            return Err(Error::Other(format!("--data {what}: {EMPTY}")));
         }
         Ok(())
     }

@@ -186,6 +186,42 @@ pub fn load_flat(path: &Path) -> Result<HashMap<String, Vec<f32>>> {
     Ok(out)
 }
 
+/// The tokenizer must have the model's vocabulary: a tokenizer.json from another run would pass
+/// every other check and produce nonsense.
+pub fn check_tokenizer(model: &GptConfig, tokenizer: &crate::data::Tokenizer) -> Result<()> {
+    if tokenizer.vocab_size() != model.vocab_size {
+        return Err(Error::Other(format!(
+            "tokenizer.json has {} tokens but config.json says vocab_size {}",
+            tokenizer.vocab_size(),
+            model.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+/// A checkpoint handed over as the bytes of its three files (the browser page gets them dropped
+/// or picked): its config.json, model and tokenizer, and its weights, with the checks `wgpt
+/// sample` makes on a run directory. Each error starts with the file it is about.
+pub struct Opened {
+    pub config: Value,
+    pub model: GptConfig,
+    pub tokenizer: crate::data::Tokenizer,
+    pub params: HashMap<String, Vec<f32>>,
+}
+
+pub fn open_bytes(config: &[u8], model: &[u8], tokenizer: &[u8]) -> Result<Opened> {
+    let json = |name: &str, bytes: &[u8]| {
+        serde_json::from_slice::<Value>(bytes).map_err(|e| Error::Other(format!("{name}: not valid JSON ({e})")))
+    };
+    let doc = json("config.json", config)?;
+    let gpt = model_from_config(&doc)?;
+    let tok = crate::data::Tokenizer::from_json(&json("tokenizer.json", tokenizer)?)
+        .map_err(|e| Error::Other(format!("tokenizer.json: {e}")))?;
+    check_tokenizer(&gpt, &tok)?;
+    let params = load_model_bytes(model, &gpt).map_err(|e| Error::Other(format!("model.safetensors: {e}")))?;
+    Ok(Opened { config: doc, model: gpt, tokenizer: tok, params })
+}
+
 pub fn save_json(path: &Path, doc: &Value) -> Result<()> {
     write_atomic(path, &json_bytes(doc))
 }

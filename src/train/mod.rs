@@ -12,9 +12,10 @@ pub mod interrupt;
 pub mod llmc;
 pub mod optimizer;
 pub mod precision;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod run;
 pub mod schedule;
 pub mod step;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod trainer;
 
 pub use precision::{LossScale, Precision};

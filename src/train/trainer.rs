@@ -1,22 +1,19 @@
-//! The training loop: corpus → tokenizer → train/val split → compiled step → AdamW steps on a
-//! warmup + cosine schedule, with evaluation (mean loss, perplexity), samples, a log line per
-//! `log_every` steps, `metrics.jsonl`, and a checkpoint in the run directory.
+//! The trainer's core, the same natively and in the browser: a model, its compiled step, its tokens
+//! and sampler; one optimizer step, evaluation and generation are async (a browser cannot block on
+//! a GPU read-back). Native runs drive them through `run.rs` (the run loop, `metrics.jsonl`,
+//! checkpoints, resume, signals), which also gives each call a blocking form.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-use serde_json::json;
+use std::path::PathBuf;
 
 use super::checkpoint;
-use super::checkpoints;
 use super::config::RunConfig;
 use super::guard::Guard;
-use super::interrupt;
+#[cfg(not(target_arch = "wasm32"))]
+pub use super::run::{Progress, CHECKPOINT_FILES};
 use super::schedule::Schedule;
-use super::step::{StepConfig, TrainStep};
+use super::step::{StepConfig, StepStats, TrainStep};
 use crate::data::batches::{sample, sequential, split, Rng, Tokens};
 use crate::data::dataset::TokenSet;
 pub use crate::data::dataset::{load_corpus, Corpus};
@@ -49,34 +46,43 @@ pub struct Trainer {
     pub model: GptConfig,
     pub tokenizer: Tokenizer,
     pub ts: TrainStep,
-    tokens: TokenSet,
+    pub(super) tokens: TokenSet,
     /// The shard files `tokens` come from (recorded in the checkpoint for --resume); empty when
     /// the tokens are in memory.
-    shards: Vec<PathBuf>,
+    pub shards: Vec<PathBuf>,
     pub train: Range<usize>,
     pub val: Range<usize>,
-    rng: Rng,
+    pub(super) rng: Rng,
     pub step: u64,
     /// A one-line notice for the user (f16 asked for on an adapter without it).
     pub notice: Option<String>,
     /// The recent good steps the outlier guard measures against (not saved: after a resume it
     /// waits for `guard::WARMUP` steps again).
-    guard: Guard,
+    pub(super) guard: Guard,
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy)]
+pub struct Stepped {
+    pub stats: StepStats,
+    /// The learning rate it ran at.
+    pub lr: f64,
 }
 
 impl Trainer {
-    pub fn new(gpu: &Gpu, cfg: RunConfig, corpus: &Corpus) -> Result<Trainer> {
-        cfg.validate()?;
+    /// The tokenizer the settings ask for, trained on `text`, and `text` in its tokens.
+    pub fn tokenize(cfg: &RunConfig, text: &str) -> Result<(Tokenizer, TokenSet)> {
         let tokenizer = match cfg.tokenizer.as_str() {
-            "bpe" => Tokenizer::bpe(&corpus.text, cfg.vocab_size)?,
-            _ => Tokenizer::char_level(&corpus.text),
+            "bpe" => Tokenizer::bpe(text, cfg.vocab_size)?,
+            _ => Tokenizer::char_level(text),
         };
-        let tokens = TokenSet::Memory(tokenizer.encode(&corpus.text)?);
-        Self::with_tokens(gpu, cfg, tokenizer, tokens, Vec::new())
+        let tokens = TokenSet::Memory(tokenizer.encode(text)?);
+        Ok((tokenizer, tokens))
     }
 
-    /// A trainer on `tokens` (made by `tokenizer`); `shards` are their files, if any.
-    pub fn with_tokens(
+    /// A trainer on `tokens` (made by `tokenizer`) from freshly initialised weights; `shards` are
+    /// the tokens' files, if any.
+    pub async fn build(
         gpu: &Gpu,
         cfg: RunConfig,
         tokenizer: Tokenizer,
@@ -96,8 +102,7 @@ impl Trainer {
         let (precision, notice) = TrainStep::supported_precision(gpu, cfg.precision);
         // The checkpoint records what ran.
         cfg.precision = precision;
-        let ts =
-            pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::for_run(model, &cfg)))?;
+        let ts = TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::for_run(model, &cfg)).await?;
         let params = init_params(&model, cfg.seed);
         ts.load_params(|name, _| Ok(params[name].clone()))?;
         Ok(Trainer {
@@ -118,18 +123,14 @@ impl Trainer {
 
     /// A trainer around given weights (for sampling and evaluation from a checkpoint); it holds no
     /// corpus.
-    pub fn for_model(
+    pub async fn build_for_model(
         gpu: &Gpu,
         cfg: RunConfig,
         model: GptConfig,
         tokenizer: Tokenizer,
         params: &HashMap<String, Vec<f32>>,
     ) -> Result<Trainer> {
-        let ts = pollster::block_on(TrainStep::build(
-            gpu,
-            &mut PipelineCache::new(),
-            StepConfig::new(model, cfg.batch_size),
-        ))?;
+        let ts = TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::new(model, cfg.batch_size)).await?;
         ts.load_params(|name, _| Ok(params[name].clone()))?;
         Ok(Trainer {
             rng: Rng(cfg.seed),
@@ -156,9 +157,27 @@ impl Trainer {
         }
     }
 
+    /// One optimizer step: `grad_accum` micro-batches drawn from the training split, the lr of
+    /// this step, the outlier guard's ceilings (a step the GPU skips leaves the weights as they
+    /// were). Counts the step and feeds the guard with it when it was good.
+    pub async fn train_step(&mut self) -> Result<Stepped> {
+        let lr = self.schedule().lr(self.step);
+        let (b, t) = (self.cfg.batch_size, self.cfg.block_size);
+        let batches: Vec<(Vec<u32>, Vec<u32>)> =
+            (0..self.cfg.grad_accum).map(|_| sample(&self.tokens, &self.train, b, t, &mut self.rng)).collect();
+        let micro: Vec<(&[u32], &[u32])> = batches.iter().map(|(i, t)| (&i[..], &t[..])).collect();
+        self.ts.ceilings = self.guard.ceilings();
+        let stats = self.ts.train_micro(&micro, lr).await?;
+        self.step += 1;
+        if !stats.skipped && stats.loss.is_finite() {
+            self.guard.push(stats.grad_norm, stats.loss);
+        }
+        Ok(Stepped { stats, lr })
+    }
+
     /// Mean loss over `eval_batches` fixed batches of the validation split (the training split
     /// when there is none).
-    pub fn eval(&self) -> Result<f64> {
+    pub async fn evaluate(&self) -> Result<f64> {
         let range = if self.val.is_empty() { &self.train } else { &self.val };
         // The same batches for every run and seed, so evaluations compare.
         let mut rng = Rng(0xe7a1_5eed);
@@ -167,14 +186,14 @@ impl Trainer {
             let (ids, targets) = sample(&self.tokens, range, self.cfg.batch_size, self.cfg.block_size, &mut rng);
             self.ts.set_batch(&ids, &targets)?;
             self.ts.run_forward();
-            total += pollster::block_on(self.ts.stats())?.loss as f64;
+            total += self.ts.stats().await?.loss as f64;
         }
         Ok(total / self.cfg.eval_batches as f64)
     }
 
     /// Mean loss over the non-overlapping `block_size` windows of `tokens` from the start (a
     /// final partial window dropped), and the number of tokens scored.
-    pub fn eval_windows(&self, tokens: &[u32]) -> Result<(f64, usize)> {
+    pub async fn score_windows(&self, tokens: &[u32]) -> Result<(f64, usize)> {
         let t = self.cfg.block_size;
         check_windows(tokens.len(), t)?;
         if let Some(&bad) = tokens.iter().find(|&&x| x as usize >= self.model.vocab_size) {
@@ -190,7 +209,7 @@ impl Trainer {
             self.ts.run_forward();
             // The loss is the mean over the batch; padded rows repeat the first window, so
             // read per-row losses to count only the real ones.
-            let rows = pollster::block_on(self.ts.row_losses())?;
+            let rows = self.ts.row_losses().await?;
             total += rows[..real * t].iter().map(|&x| x as f64).sum::<f64>();
             windows += real;
         }
@@ -198,7 +217,7 @@ impl Trainer {
     }
 
     /// Continues `prompt` by `n` tokens (temperature 0 = greedy; top_k 0 = all tokens).
-    pub fn generate(
+    pub async fn continue_text(
         &self,
         prompt: &[u32],
         n: usize,
@@ -217,360 +236,38 @@ impl Trainer {
             ids[..ctx.len()].copy_from_slice(&ctx);
             self.ts.set_batch(&ids, &vec![0; b * t])?;
             self.ts.run_forward();
-            let logits = pollster::block_on(self.ts.step.read_f32(self.ts.sec.logits))?;
+            let logits = self.ts.step.read_f32(self.ts.sec.logits).await?;
             let row = &logits[(ctx.len() - 1) * v..ctx.len() * v];
             out.push(pick(row, temperature, top_k, rng));
         }
         Ok(out)
     }
 
-    /// The first `n` tokens of the validation split (of the training split when there is none).
-    pub fn val_tokens(&self, n: usize) -> Vec<u32> {
-        crate::data::batches::held_out_head(&self.tokens, &self.train, &self.val, n)
-    }
-
-    fn sample_text(&mut self) -> Result<String> {
+    /// The periodic sample: `sample_tokens` tokens after the first token of the validation split,
+    /// seeded by the step.
+    pub async fn sample_text(&self) -> Result<String> {
         let prompt = vec![self.tokens.get(self.val.start.min(self.tokens.len() - 1))];
         let mut rng = Rng(self.cfg.seed ^ self.step);
-        let ids = self.generate(&prompt, self.cfg.sample_tokens, self.cfg.temperature, self.cfg.top_k, &mut rng)?;
+        let ids =
+            self.continue_text(&prompt, self.cfg.sample_tokens, self.cfg.temperature, self.cfg.top_k, &mut rng).await?;
         Ok(self.tokenizer.decode(&ids))
     }
 
-    /// Saves a checkpoint of this step into `dir/checkpoints/step-N/` (see `checkpoints`):
-    /// config.json, model.safetensors, tokenizer.json, optimizer.safetensors (AdamW moments) and
-    /// trainer_state.json (step, AdamW t, sampler and loss-scale state, token shards).
-    pub fn save(&self, dir: &Path) -> Result<PathBuf> {
-        let params = pollster::block_on(self.ts.read_params())?;
-        let moments = pollster::block_on(self.ts.read_moments())?;
-        // Weights read from a lost device are not weights: keep the last checkpoint instead.
-        self.check_device(dir, self.step)?;
-        let extra = json!({"train": self.cfg.to_json(), "step": self.step});
-        // Shards inside the run directory are recorded relative to it, so the run can be moved;
-        // others absolute, so a resume from another working directory finds them.
-        let shards: Vec<String> = self
-            .shards
-            .iter()
-            .map(|p| match p.strip_prefix(dir) {
-                Ok(inside) => inside.display().to_string(),
-                Err(_) => std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string(),
-            })
-            .collect();
-        let ls = &self.ts.loss_scale;
-        let state = json!({
-            "step": self.step, "adamw_t": self.ts.t, "rng": self.rng.0.to_string(), "shards": shards,
-            "loss_scale": ls.scale, "loss_scale_clean": ls.clean, "skipped_steps": ls.skipped,
-        });
-        let files = [
+    /// The model as `transformers` and `wgpt sample` open it: `model.safetensors`, `tokenizer.json`
+    /// and `config.json` (with the run's settings and step under "wgpt"), the weights read back now.
+    pub async fn model_files(&self) -> Result<[(&'static str, Vec<u8>); 3]> {
+        let params = self.ts.read_params().await?;
+        let extra = serde_json::json!({"train": self.cfg.to_json(), "step": self.step});
+        Ok([
             ("model.safetensors", checkpoint::model_bytes(&self.model, &params)?),
-            ("optimizer.safetensors", checkpoint::flat_bytes(&moments)?),
             ("tokenizer.json", checkpoint::json_bytes(&self.tokenizer.to_json())),
             ("config.json", checkpoint::json_bytes(&checkpoint::hf_config(&self.model, extra))),
-            ("trainer_state.json", checkpoint::json_bytes(&state)),
-        ];
-        checkpoints::save(dir, self.step, &files, self.cfg.keep)
+        ])
     }
 
-    /// Restores a run saved by `save` in `dir` from its newest checkpoint that verifies: weights,
-    /// moments, step and sampler, so the continued run draws the same batches and computes the same
-    /// losses as an uninterrupted one. The tokens are the shards the checkpoint records; a run
-    /// trained from memory (no shards) needs its `corpus` again. `changes` are `key=value` settings
-    /// applied over the saved ones, each one of `RunConfig::RESUMABLE`. `notes` gets a line for every
-    /// damaged checkpoint passed over.
-    pub fn resume(
-        gpu: &Gpu,
-        dir: &Path,
-        corpus: Option<&Corpus>,
-        changes: &[String],
-        notes: &mut Vec<String>,
-    ) -> Result<Trainer> {
-        let ck = Self::checkpoint_to_resume(dir, notes)?;
-        let state = checkpoint::load_json(&ck.join("trainer_state.json"))?;
-        let doc = checkpoint::load_json(&ck.join("config.json"))?;
-        let mut cfg = RunConfig::from_json(&doc["wgpt"]["train"])?;
-        let saved_precision = cfg.precision;
-        for kv in changes {
-            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k.trim());
-            if !RunConfig::RESUMABLE.contains(&key) {
-                return Err(Error::Other(format!(
-                    "--set {key}: the checkpoint fixes it on --resume; keys that may change: {}",
-                    RunConfig::RESUMABLE.join(", ")
-                )));
-            }
-            cfg.set(kv)?;
-        }
-        let tokenizer = Tokenizer::load(&ck.join("tokenizer.json"))?;
-        let saved = checkpoint::model_from_config(&doc)?;
-        let shards: Vec<PathBuf> = state["shards"]
-            .as_array()
-            .map(|v| v.iter().filter_map(|s| s.as_str()).map(|s| dir.join(s)).collect())
-            .unwrap_or_default();
-        let tokens = match (shards.is_empty(), corpus) {
-            (false, None) => {
-                if let Some(gone) = shards.iter().find(|p| !p.is_file()) {
-                    return Err(Error::Other(format!(
-                        "{}: the checkpoint trains on token shard {}, which is gone; put it back to resume",
-                        dir.display(),
-                        gone.display()
-                    )));
-                }
-                TokenSet::open(&shards, tokenizer.vocab_size())?
-            }
-            (false, Some(_)) => {
-                return Err(Error::Other(format!(
-                    "{}: the run continues on the token shards its checkpoint records; drop --data",
-                    dir.display()
-                )))
-            }
-            (true, Some(c)) => TokenSet::Memory(tokenizer.encode(&c.text)?),
-            (true, None) => {
-                return Err(Error::Other(format!(
-                    "{}: the checkpoint records no token shards (an older wgpt made it); pass its --data again",
-                    dir.display()
-                )))
-            }
-        };
-        let mut t = Trainer::with_tokens(gpu, cfg, tokenizer, tokens, shards)?;
-        if saved != t.model {
-            return Err(Error::Other(format!(
-                "{}: the checkpoint's model {saved:?} differs from the run's {:?}",
-                dir.display(),
-                t.model
-            )));
-        }
-        let bad = || Error::Other(format!("{}: trainer_state.json is incomplete", ck.display()));
-        let params = checkpoint::load_model(&ck.join("model.safetensors"), &t.model)?;
-        t.ts.load_params(|name, _| Ok(params[name].clone()))?;
-        let moments = checkpoint::load_flat(&ck.join("optimizer.safetensors"))?;
-        t.ts.load_moments(&moments, state["adamw_t"].as_u64().ok_or_else(bad)?)?;
-        t.step = state["step"].as_u64().ok_or_else(bad)?;
-        t.rng = Rng(state["rng"].as_str().and_then(|s| s.parse().ok()).ok_or_else(bad)?);
-        // Absent from checkpoints made before loss scaling: the run starts afresh from the default.
-        let ls = &mut t.ts.loss_scale;
-        // A run that switches to f16 on resume starts from f16's initial scale, not f32's 1.
-        let scaled = ls.dynamic && saved_precision == t.cfg.precision;
-        if let Some(s) = state["loss_scale"].as_f64().filter(|s| *s > 0.0 && scaled) {
-            ls.scale = s as f32;
-        }
-        ls.clean = state["loss_scale_clean"].as_u64().unwrap_or(0);
-        ls.skipped = state["skipped_steps"].as_u64().unwrap_or(0);
-        truncate_metrics(&dir.join("metrics.jsonl"), t.step)?;
-        Ok(t)
-    }
-
-    /// The checkpoint folder a resume of `dir` starts from: the newest that verifies, or the run
-    /// directory itself for runs saved before checkpoint folders existed.
-    fn checkpoint_to_resume(dir: &Path, notes: &mut Vec<String>) -> Result<PathBuf> {
-        let (found, passed) = checkpoints::latest(dir, &CHECKPOINT_FILES);
-        let damaged = !passed.is_empty();
-        notes.extend(passed);
-        if let Some((_, ck)) = found {
-            return Ok(ck);
-        }
-        if checkpoints::list(dir).is_empty() && dir.join("trainer_state.json").is_file() {
-            return Ok(dir.to_path_buf());
-        }
-        Err(Error::Other(format!(
-            "--resume: {} holds no complete checkpoint{}; delete it or pick another --out to start over",
-            dir.display(),
-            if damaged { " (every one failed its checksum)" } else { "" }
-        )))
-    }
-
-    /// Runs `cfg.steps` steps, reporting through `progress` and into `dir/metrics.jsonl`; saves at
-    /// each evaluation and at the end.
-    pub fn run(&mut self, dir: &Path, progress: impl Progress) -> Result<()> {
-        self.run_until(dir, self.cfg.steps, progress)
-    }
-
-    /// Like `run`, but stops after step `stop` (saving a checkpoint there) as an interrupted run would.
-    /// A device fault ends it with `Error::DeviceLost`, whatever error the fault caused on the way.
-    pub fn run_until(&mut self, dir: &Path, stop: u64, progress: impl Progress) -> Result<()> {
-        let run = self.steps(dir, stop, progress);
-        self.check_device(dir, self.step + 1)?;
-        run
-    }
-
-    /// `Error::DeviceLost` if the device reported a fault (`step`: the step it was met in).
-    fn check_device(&self, dir: &Path, step: u64) -> Result<()> {
-        match self.ts.fault() {
-            Some(reason) => Err(Error::DeviceLost { step, reason, checkpoint: last_checkpoint(dir) }),
-            None => Ok(()),
-        }
-    }
-
-    fn steps(&mut self, dir: &Path, stop: u64, mut progress: impl Progress) -> Result<()> {
-        let io = |e: std::io::Error| crate::util::io_error(&dir.join("metrics.jsonl"), &e);
-        let mut metrics =
-            std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?;
-        let mut record = |v: serde_json::Value| writeln!(metrics, "{v}").map_err(io);
-        let sched = self.schedule();
-        let tokens_per_step = (self.cfg.batch_size * self.cfg.block_size * self.cfg.grad_accum) as f64;
-        let (started, first) = (Instant::now(), self.step);
-        let mut window = (Instant::now(), 0u64);
-        // Steps in a row whose loss or gradients were not finite, or that were outliers (each
-        // skipped on the GPU).
-        let mut bad_run = 0u64;
-        self.guard.z = self.cfg.outlier_z;
-        let lose_device_at = lose_device_at();
-        while self.step < self.cfg.steps.min(stop) {
-            if let Some(signal) = interrupt::pending() {
-                let ck = interrupt::save_for_signal(|| self.save(dir))?;
-                return Err(Error::Interrupted { signal, step: self.step, checkpoint: ck.display().to_string() });
-            }
-            let lr = sched.lr(self.step);
-            let (b, t) = (self.cfg.batch_size, self.cfg.block_size);
-            let batches: Vec<(Vec<u32>, Vec<u32>)> =
-                (0..self.cfg.grad_accum).map(|_| sample(&self.tokens, &self.train, b, t, &mut self.rng)).collect();
-            let micro: Vec<(&[u32], &[u32])> = batches.iter().map(|(i, t)| (&i[..], &t[..])).collect();
-            self.ts.ceilings = self.guard.ceilings();
-            if lose_device_at == Some(self.step + 1) {
-                self.ts.lose_device();
-            }
-            let s = pollster::block_on(self.ts.train_micro(&micro, lr))?;
-            self.check_device(dir, self.step + 1)?;
-            self.step += 1;
-            if s.skipped || !s.loss.is_finite() {
-                bad_run += 1;
-                let ls = &self.ts.loss_scale;
-                let [norm_max, loss_max] = self.ts.ceilings;
-                let why = if s.outlier {
-                    format!(
-                        "outlier (loss {:.4}, grad norm {:.3}; ceilings {loss_max:.4} and {norm_max:.3}, the mean + \
-                         {} sd of the last good steps)",
-                        s.loss, s.grad_norm, self.cfg.outlier_z
-                    )
-                } else if s.loss.is_finite() && self.ts.loss_scale.dynamic {
-                    format!("gradients overflowed at loss scale {}; scale now {}", s.loss_scale, ls.scale)
-                } else {
-                    format!("loss {} and gradient norm {} are not both finite", s.loss, s.grad_norm)
-                };
-                progress.line(&format!("step {:>6}: {why}; step skipped ({bad_run} in a row)", self.step));
-                let finite = |x: f32| if x.is_finite() { json!(x) } else { json!(x.to_string()) };
-                record(json!({
-                    "step": self.step, "skipped": true, "outlier": s.outlier, "loss": finite(s.loss),
-                    "grad_norm": finite(s.grad_norm), "loss_scale": ls.scale, "skipped_steps": ls.skipped,
-                }))?;
-                if bad_run >= self.cfg.max_bad_steps {
-                    return Err(Error::Other(format!(
-                        "steps {}..{}: {bad_run} steps in a row were skipped for a non-finite loss or gradients \
-                         or as outliers (max_bad_steps); stopped without saving. {}; resume it with --resume \
-                         and a lower lr (--set lr=...), or a higher outlier_z if the guard skipped them",
-                        self.step + 1 - bad_run,
-                        self.step,
-                        last_checkpoint(dir)
-                    )));
-                }
-            } else {
-                bad_run = 0;
-                self.guard.push(s.grad_norm, s.loss);
-            }
-            window.1 += 1;
-            let tps = tokens_per_step * window.1 as f64 / window.0.elapsed().as_secs_f64();
-            let grad_norm = s.grad_norm;
-            progress.step(&StepReport {
-                step: self.step,
-                steps: self.cfg.steps,
-                loss: s.loss,
-                lr,
-                grad_norm,
-                tokens_per_s: tps,
-            });
-            if progress.wants_params(self.step) {
-                progress.params(self.step, &pollster::block_on(self.ts.read_params())?);
-            }
-            if (self.step.is_multiple_of(self.cfg.log_every) || self.step == self.cfg.steps) && bad_run == 0 {
-                let eta = (self.cfg.steps - self.step) as f64 * tokens_per_step / tps;
-                progress.line(&format!(
-                    "step {:>6}/{}  loss {:.4}  lr {:.2e}  grad norm {:.3}  {:.0} tok/s  ETA {:.0}s",
-                    self.step, self.cfg.steps, s.loss, lr, s.grad_norm, tps, eta
-                ));
-                let ls = &self.ts.loss_scale;
-                record(json!({
-                    "step": self.step, "loss": s.loss, "lr": lr, "grad_norm": s.grad_norm, "tokens_per_s": tps,
-                    "loss_scale": ls.scale, "skipped_steps": ls.skipped,
-                }))?;
-                window = (Instant::now(), 0);
-            }
-            let last = self.step == self.cfg.steps;
-            let evaluate = (self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every)) || last;
-            if evaluate {
-                let val = self.eval()?;
-                progress.line(&format!("step {:>6}  val loss {val:.4}  perplexity {:.2}", self.step, val.exp()));
-                progress.eval(self.step, val);
-                record(json!({"step": self.step, "val_loss": val, "val_perplexity": val.exp()}))?;
-            }
-            if evaluate || (self.cfg.save_every > 0 && self.step.is_multiple_of(self.cfg.save_every)) {
-                self.save(dir)?;
-            }
-            if (self.cfg.sample_every > 0 && self.step.is_multiple_of(self.cfg.sample_every)) || last {
-                let text = self.sample_text()?;
-                progress.line(&format!("sample at step {}:\n{text}\n", self.step));
-                record(json!({"step": self.step, "sample": text}))?;
-            }
-        }
-        if self.step < self.cfg.steps {
-            self.save(dir)?;
-            progress.line(&format!("stopped at step {}; checkpoint saved", self.step));
-        }
-        // Over the whole run, evaluations and checkpoints included (the benchmarks' figure).
-        let secs = started.elapsed().as_secs_f64();
-        let tps = (self.step - first) as f64 * tokens_per_step / secs;
-        progress.line(&format!("{} steps in {secs:.1}s ({tps:.0} tok/s)", self.step));
-        Ok(())
-    }
-}
-
-/// Which checkpoint a run that stops on an error leaves to resume from.
-fn last_checkpoint(dir: &Path) -> String {
-    match checkpoints::list(dir).pop() {
-        Some((_, d)) => format!("The last checkpoint, {}, is intact", d.display()),
-        None => "No checkpoint was written yet".into(),
-    }
-}
-
-/// `WGPT_LOSE_DEVICE_AT=N` destroys the device just before step N: the fault tests' stand-in for a
-/// driver reset or a GPU that falls off the bus.
-fn lose_device_at() -> Option<u64> {
-    std::env::var("WGPT_LOSE_DEVICE_AT").ok()?.parse().ok()
-}
-
-/// The files of a checkpoint; a resume needs them all.
-pub const CHECKPOINT_FILES: [&str; 5] =
-    ["model.safetensors", "optimizer.safetensors", "tokenizer.json", "config.json", "trainer_state.json"];
-
-/// Drops the records of `metrics.jsonl` after `step` (work lost with the process that logged
-/// it) and any line a crash cut short, so that the resumed run's log reads as one run.
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let keep = |l: &&str| {
-        serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step)
-    };
-    let kept: Vec<&str> = text.lines().filter(keep).collect();
-    if kept.len() == text.lines().count() && text.ends_with('\n') {
-        return Ok(());
-    }
-    crate::util::write_atomic(path, kept.iter().map(|l| format!("{l}\n")).collect::<String>().as_bytes())
-}
-
-/// Where the training loop reports: whole lines (log lines, evaluations, samples) and, after
-/// every step, the figures a progress bar shows. A closure taking lines is a `Progress` too.
-pub trait Progress {
-    fn line(&mut self, text: &str);
-    fn step(&mut self, _report: &StepReport) {}
-    /// The validation loss of an evaluation after step `step` (also reported as a line).
-    fn eval(&mut self, _step: u64, _val_loss: f64) {}
-    /// Whether `params` should be handed the weights after step `step` (a GPU read-back, so a
-    /// display asks only every so many steps).
-    fn wants_params(&mut self, _step: u64) -> bool {
-        false
-    }
-    /// The weights after step `step` (Hugging Face names), when `wants_params` asked for them.
-    fn params(&mut self, _step: u64, _params: &HashMap<String, Vec<f32>>) {}
-}
-
-impl<F: FnMut(&str)> Progress for F {
-    fn line(&mut self, text: &str) {
-        self(text)
+    /// The first `n` tokens of the validation split (of the training split when there is none).
+    pub fn val_tokens(&self, n: usize) -> Vec<u32> {
+        crate::data::batches::held_out_head(&self.tokens, &self.train, &self.val, n)
     }
 }
 

@@ -53,7 +53,18 @@ pub struct AttentionProbe {
 }
 
 impl AttentionProbe {
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(gpu: &Gpu, model: GptConfig, t: usize) -> Result<Self> {
+        pollster::block_on(Self::build(gpu, model, t))
+    }
+
+    /// The maps of `tokens` (see `maps_async`), blocking.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn maps(&self, params: &HashMap<String, Vec<f32>>, tokens: &[u32]) -> Result<AttentionMaps> {
+        pollster::block_on(self.maps_async(params, tokens))
+    }
+
+    pub async fn build(gpu: &Gpu, model: GptConfig, t: usize) -> Result<Self> {
         model.validate()?;
         if t == 0 || t > model.block_size {
             return Err(Error::Other(format!("attention maps: T = {t} must be in 1..={}", model.block_size)));
@@ -90,7 +101,7 @@ impl AttentionProbe {
             }
         }
         let program = Program { tensors: g.t, dispatches, storage: StorageType::F32, max_binding: None };
-        let step = pollster::block_on(Step::compile(gpu, &mut PipelineCache::new(), program))?;
+        let step = Step::compile(gpu, &mut PipelineCache::new(), program).await?;
         Ok(AttentionProbe { model, t, step, layout, ids, buckets, embedding, probs })
     }
 
@@ -99,7 +110,7 @@ impl AttentionProbe {
     /// Fewer than T tokens are padded with token 0 up to T; attention is causal, so the padding
     /// changes nothing at the given positions, and the maps returned are cropped to the given
     /// length (`maps.t() == tokens.len()`).
-    pub fn maps(&self, params: &HashMap<String, Vec<f32>>, tokens: &[u32]) -> Result<AttentionMaps> {
+    pub async fn maps_async(&self, params: &HashMap<String, Vec<f32>>, tokens: &[u32]) -> Result<AttentionMaps> {
         let (t, n) = (self.t, tokens.len());
         if n == 0 || n > t {
             return Err(Error::Other(format!("attention maps: {n} tokens given, the probe takes 1..={t}")));
@@ -123,7 +134,7 @@ impl AttentionProbe {
         let nh = self.model.n_head;
         let mut out = Vec::with_capacity(self.model.n_layer * nh * n * n);
         for &id in &self.probs {
-            let full = pollster::block_on(self.step.read_f32(id))?;
+            let full = self.step.read_f32(id).await?;
             for row in full.chunks_exact(t).enumerate().filter(|(i, _)| i % t < n) {
                 out.extend_from_slice(&row.1[..n]);
             }
