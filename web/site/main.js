@@ -10,6 +10,8 @@ const state = (window.__wgpt = {
   status: 'starting', gpu: null, run: null, steps: [], evals: [], maps: null, samples: [], errors: [],
   files: null, scored: null, timings: {},
 });
+// The browser test scores a text with the current model (the loss `wgpt eval --data` gives).
+window.__wgptScore = (t) => { state.scored = null; send('score', { text: t }); };
 const PRESET_STEPS = { tiny: 1000, 'shakespeare-char': 2000 };
 let text = null; // the dropped or picked text (ArrayBuffer), or null for the preset's own
 let training = false;

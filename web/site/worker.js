@@ -119,7 +119,7 @@ onmessage = (e) => {
       break;
     case 'export':
       serial('download', async () => {
-        const files = await wgpt.export();
+        const files = await wgpt.export_model();
         post('files', { step: run.step, files }, Object.values(files).map((a) => a.buffer));
       });
       break;

@@ -208,7 +208,7 @@ pub async fn attention(prompt: String) -> Result<JsValue, JsValue> {
 /// plus `eval.txt`, the start of the held-out text, and `eval.json`, the loss the page scores on
 /// it (what `wgpt eval --data eval.txt` should give): an object of Uint8Arrays by file name.
 #[wasm_bindgen]
-pub async fn export() -> Result<JsValue, JsValue> {
+pub async fn export_model() -> Result<JsValue, JsValue> {
     let st = state();
     let s = st.try_borrow().map_err(busy)?;
     let t = s.trainer.as_ref().ok_or_else(|| fail("no model to download: train one or open one first"))?;
