@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: deps-web web serve-web test-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
+.PHONY: deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -197,3 +197,42 @@ web: deps-web
 serve-web: web
 	@echo "wgpt: open http://127.0.0.1:$(WEB_PORT)/ (Ctrl-C stops the server)"
 	python3 -m http.server $(WEB_PORT) --bind 127.0.0.1 --directory $(WEB_SITE)
+
+# make test-web (README "In the browser"; .ci/run calls it): Debian's Chromium and ChromeDriver, and
+# the test's two npm packages (playwright-core drives that Chromium, no browser download; pngjs
+# reads the screenshot), each installed only when missing. Then, in headless Chromium on
+# SwiftShader's WebGPU: the kernel tests (every WGSL entry point against its f64 reference, the
+# tiny GPT against PyTorch: the same test files as natively, through wasm-bindgen-test), and the
+# page end to end (web/test/page.mjs) with a run the native binary trains first.
+WEB_KERNEL_TESTS = ops_matmul ops_layernorm ops_attention ops_attention_flash ops_elementwise ops_embedding ops_xent_adamw gpt_reference
+WEB_RUNNER_ENV = CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=$$(command -v chromedriver) \
+	WASM_BINDGEN_TEST_WEBDRIVER_JSON=$(CURDIR)/web/webdriver.json WASM_BINDGEN_TEST_TIMEOUT=600 WASM_BINDGEN_TEST_DRIVER_TIMEOUT=120
+
+deps-web-test: deps-web
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		echo "deps-web-test: installing Debian's chromium and chromium-driver"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "deps-web-test: install Chromium and ChromeDriver (chromium, chromium-driver)" >&2; exit 1; fi
+	@[ -d web/test/node_modules/playwright-core ] && [ -d web/test/node_modules/pngjs ] || (cd web/test && npm ci --no-audit --no-fund)
+
+test-web: web deps-web-test
+	$(WEB_RUNNER_ENV) cargo test --target wasm32-unknown-unknown $(WEB_KERNEL_TESTS:%=--test %)
+	cargo build
+	rm -rf target/web/native-run target/web/out
+	./target/debug/wgpt train --steps 40 --out target/web/native-run --set eval_every=20 --set sample_every=0 >/dev/null
+	cd web/test && node page.mjs ../../$(WEB_SITE) ../../target/debug/wgpt ../../target/web/native-run ../../target/web/out
+
+# The page's training speed and start-up next to the native binary's on this machine's adapters
+# (SwiftShader in Chromium, lavapipe natively), alternating, BENCH_ROUNDS times: WEB_BENCH_STEPS
+# steps of tiny and of shakespeare-char each.
+BENCH_ROUNDS ?= 2
+WEB_BENCH_STEPS ?= 100
+bench-web: web deps-web-test
+	cargo build --release
+	@for i in $$(seq $(BENCH_ROUNDS)); do \
+		echo "round $$i, native (lavapipe):"; \
+		./target/release/wgpt bench --preset tiny --preset shakespeare-char --steps $(WEB_BENCH_STEPS); \
+		echo "round $$i, page (Chromium, SwiftShader):"; \
+		(cd web/test && node page.mjs --bench ../../$(WEB_SITE) $(WEB_BENCH_STEPS)); \
+	done

@@ -17,11 +17,25 @@ struct Fixture {
     i32s: HashMap<String, Vec<i32>>,
 }
 
+/// The fixture's bytes: read at run time natively (WGPT_SHARED may point elsewhere), built into
+/// the test in a browser, which has no files.
+fn fixture_bytes() -> Vec<u8> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let path = shared("fixtures/gpt2_tiny_reference.safetensors");
+        std::fs::read(&path).unwrap_or_else(|e| {
+            panic!("reference fixture {} unreadable: {e} (set WGPT_SHARED to the shared/ folder)", path.display())
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/gpt2_tiny_reference.safetensors"))
+            .to_vec()
+    }
+}
+
 fn load() -> Fixture {
-    let path = shared("fixtures/gpt2_tiny_reference.safetensors");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("reference fixture {} unreadable: {e} (set WGPT_SHARED to the shared/ folder)", path.display())
-    });
+    let bytes = fixture_bytes();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut fx = Fixture { f32s: HashMap::new(), i32s: HashMap::new() };
     for (name, view) in st.tensors() {
@@ -42,9 +56,9 @@ fn max_abs(x: &[f64]) -> f64 {
     x.iter().fold(0.0, |m, v| m.max(v.abs()))
 }
 
-fn build(fx: &Fixture) -> TrainStep {
+async fn build(fx: &Fixture) -> TrainStep {
     let mut cache = PipelineCache::new();
-    let ts = pollster::block_on(TrainStep::build(gpu(), &mut cache, StepConfig::new(GptConfig::tiny(), 2))).unwrap();
+    let ts = TrainStep::build(open_gpu().await, &mut cache, StepConfig::new(GptConfig::tiny(), 2)).await.unwrap();
     ts.load_params(|name, _| Ok(fx.f32s[&format!("param.{name}")].clone())).unwrap();
     let ids: Vec<u32> = fx.i32s["input_ids"].iter().map(|&x| x as u32).collect();
     let targets: Vec<u32> = fx.i32s["targets"].iter().map(|&x| x as u32).collect();
@@ -52,20 +66,20 @@ fn build(fx: &Fixture) -> TrainStep {
     ts
 }
 
-#[test]
-fn tiny_gpt_matches_pytorch_reference() {
+#[gpu_test]
+async fn tiny_gpt_matches_pytorch_reference() {
     let fx = load();
-    let mut ts = build(&fx);
+    let mut ts = build(&fx).await;
 
     ts.run_forward();
-    let logits = to64(&pollster::block_on(ts.step.read_f32(ts.sec.logits)).unwrap());
+    let logits = to64(&ts.step.read_f32(ts.sec.logits).await.unwrap());
     // Logits are O(1) sums of 32-term f32 dot products through 2 blocks; PyTorch sums in another order.
     assert_close("logits", &logits, &to64(&fx.f32s["logits"]), 2e-5, 1e-4);
-    let loss = pollster::block_on(ts.stats()).unwrap().loss as f64;
+    let loss = ts.stats().await.unwrap().loss as f64;
     assert_close("loss", &[loss], &[fx.f32s["loss"][0] as f64], 1e-5, 1e-5);
 
     ts.run_backward();
-    let grads = pollster::block_on(ts.read_grads()).unwrap();
+    let grads = ts.read_grads().await.unwrap();
     assert_eq!(grads.len(), 2 + 12 * 2 + 2, "every parameter has a gradient");
     for (name, got) in &grads {
         let want = to64(&fx.f32s[&format!("grad.{name}")]);
@@ -79,13 +93,13 @@ fn tiny_gpt_matches_pytorch_reference() {
             ts.run_forward();
             ts.run_backward();
         }
-        let s = pollster::block_on(ts.stats()).unwrap();
+        let s = ts.stats().await.unwrap();
         assert_close(&format!("loss before AdamW step {i}"), &[s.loss as f64], &[losses[i] as f64], 1e-5, 1e-5);
-        let s = pollster::block_on(ts.run_optimizer(1e-3)).unwrap();
+        let s = ts.run_optimizer(1e-3).await.unwrap();
         assert!(!s.skipped, "step {i} skipped");
         assert_close(&format!("grad norm at step {i}"), &[s.grad_norm as f64], &[norms[i] as f64], 1e-5, 1e-4);
     }
-    let params = pollster::block_on(ts.read_params()).unwrap();
+    let params = ts.read_params().await.unwrap();
     for (name, got) in &params {
         let want = to64(&fx.f32s[&format!("after3.{name}")]);
         // Each step moves a weight by about lr = 1e-3; 1e-5 absolute is 1% of one step.
@@ -93,17 +107,17 @@ fn tiny_gpt_matches_pytorch_reference() {
     }
 }
 
-#[test]
-fn identical_steps_are_bit_identical() {
+#[gpu_test]
+async fn identical_steps_are_bit_identical() {
     let fx = load();
-    let ts = build(&fx);
+    let ts = build(&fx).await;
     let mut runs = Vec::new();
     for _ in 0..2 {
         ts.run_zero_grads();
         ts.run_forward();
         ts.run_backward();
-        let s = pollster::block_on(ts.stats()).unwrap();
-        let g = pollster::block_on(ts.read_grads()).unwrap();
+        let s = ts.stats().await.unwrap();
+        let g = ts.read_grads().await.unwrap();
         runs.push((
             s.loss.to_bits(),
             g.into_iter()
@@ -119,8 +133,8 @@ fn identical_steps_are_bit_identical() {
 
 /// A vocabulary whose token table and logits exceed one storage binding (forced small here) runs
 /// as shards of wte and chunks of logits; loss and gradients equal the unsplit model's.
-#[test]
-fn split_token_table_and_logits_match_unsplit() {
+#[gpu_test]
+async fn split_token_table_and_logits_match_unsplit() {
     let model = GptConfig { vocab_size: 1200, block_size: 16, n_layer: 1, n_head: 2, n_embd: 128 };
     let batch = 8;
     let mut r = rng(5);
@@ -138,22 +152,22 @@ fn split_token_table_and_logits_match_unsplit() {
         .collect();
     let ids: Vec<u32> = (0..batch * 16).map(|i| ((i * 37 + 11) % 1200) as u32).collect();
     let targets: Vec<u32> = (0..batch * 16).map(|i| ((i * 91 + 5) % 1200) as u32).collect();
-    let run = |max_binding: Option<u64>| {
+    let run = async |max_binding: Option<u64>| {
         let mut cfg = StepConfig::new(model, batch);
         cfg.max_binding = max_binding;
-        let ts = pollster::block_on(TrainStep::build(gpu(), &mut PipelineCache::new(), cfg)).unwrap();
+        let ts = TrainStep::build(open_gpu().await, &mut PipelineCache::new(), cfg).await.unwrap();
         let heads = ts.step.dispatches.iter().filter(|d| d.entry == "matmul_forward_nobias").count();
         ts.load_params(|name, _| Ok(init[name].clone())).unwrap();
         ts.set_batch(&ids, &targets).unwrap();
         ts.run_forward();
         ts.run_backward();
-        let loss = pollster::block_on(ts.stats()).unwrap().loss;
-        (heads, loss, pollster::block_on(ts.read_grads()).unwrap())
+        let loss = ts.stats().await.unwrap().loss;
+        (heads, loss, ts.read_grads().await.unwrap())
     };
-    let (heads1, loss1, g1) = run(None);
+    let (heads1, loss1, g1) = run(None).await;
     // A 400 kB binding limit (enforced by the executor too): wte (614 kB) splits into shards of
     // 781 and 419 rows, logits (128 x 1200, 614 kB) into two chunks of 64 rows.
-    let (heads2, loss2, g2) = run(Some(400_000));
+    let (heads2, loss2, g2) = run(Some(400_000)).await;
     assert_eq!(heads1, 1, "unsplit lm_head is one product");
     assert_eq!(heads2, 4, "the split run must make 2 row chunks x 2 shards of the lm_head");
     // Per-row losses are identical; only dx sums shard contributions in another order.
@@ -166,12 +180,12 @@ fn split_token_table_and_logits_match_unsplit() {
 
 /// Gradient accumulation: the reference batch as two micro-batches of one sequence each gives the
 /// reference gradients (each micro-batch's loss is scaled by 1/2, so the sum is the full mean).
-#[test]
-fn two_micro_batches_accumulate_to_the_reference_gradients() {
+#[gpu_test]
+async fn two_micro_batches_accumulate_to_the_reference_gradients() {
     let fx = load();
     let mut cfg = StepConfig::new(GptConfig::tiny(), 1);
     cfg.grad_accum = 2;
-    let ts = pollster::block_on(TrainStep::build(gpu(), &mut PipelineCache::new(), cfg)).unwrap();
+    let ts = TrainStep::build(open_gpu().await, &mut PipelineCache::new(), cfg).await.unwrap();
     ts.load_params(|name, _| Ok(fx.f32s[&format!("param.{name}")].clone())).unwrap();
     let ids: Vec<u32> = fx.i32s["input_ids"].iter().map(|&x| x as u32).collect();
     let targets: Vec<u32> = fx.i32s["targets"].iter().map(|&x| x as u32).collect();
@@ -180,10 +194,10 @@ fn two_micro_batches_accumulate_to_the_reference_gradients() {
         ts.set_batch(&ids[row * 16..(row + 1) * 16], &targets[row * 16..(row + 1) * 16]).unwrap();
         ts.run_forward();
         ts.run_backward();
-        loss += pollster::block_on(ts.stats()).unwrap().loss as f64 / 2.0;
+        loss += ts.stats().await.unwrap().loss as f64 / 2.0;
     }
     assert_close("mean loss over micro-batches", &[loss], &[fx.f32s["loss"][0] as f64], 1e-5, 1e-5);
-    for (name, got) in pollster::block_on(ts.read_grads()).unwrap() {
+    for (name, got) in ts.read_grads().await.unwrap() {
         let want = to64(&fx.f32s[&format!("grad.{name}")]);
         assert_close(&format!("accumulated grad {name}"), &to64(&got), &want, 2e-4 * max_abs(&want), 1e-3);
     }

@@ -80,8 +80,8 @@ fn randn32(r: &mut rand::rngs::StdRng, n: usize, scale: f64) -> Vec<f64> {
 // qkv ~ N(0, 9): scores of tens, the online max is rescaled often and the score's absolute f32
 // error (~|score| * 6e-8) becomes a relative error of p; values are ~10x larger too (observed out
 // 6.1e-6, dqkv 1.5e-5), so its tolerances are scaled by 10.
-#[test]
-fn attention_kernels_match_reference() {
+#[gpu_test]
+async fn attention_kernels_match_reference() {
     let shapes = [
         (att(1, 1, 1, 1), 1.0),
         (att(2, 5, 3, 7), 1.0),
@@ -106,18 +106,18 @@ fn attention_kernels_match_reference() {
         let dqkv = k.output("dqkv", n3);
         k.push(a.backward(dqkv_acc, true, scratch, douti, qkvi, out, lse));
         k.push(a.backward(dqkv, false, scratch, douti, qkvi, out, lse));
-        let ran = k.run();
+        let ran = k.run().await;
 
         let what = |name: &str| format!("{name} B={} T={} NH={} HS={} scale={scale}", a.b, a.t, a.nh, a.hs);
         let (want_out, want_lse) = a.cpu_forward(&qkv);
-        assert_close(&what("attention_forward out"), &ran.get(out), &want_out, 5e-6 * tol, 1e-5 * tol);
-        assert_close(&what("attention_forward lse"), &ran.get(lse), &want_lse, 5e-6 * tol, 1e-5 * tol);
+        assert_close(&what("attention_forward out"), &ran.get(out).await, &want_out, 5e-6 * tol, 1e-5 * tol);
+        assert_close(&what("attention_forward lse"), &ran.get(lse).await, &want_lse, 5e-6 * tol, 1e-5 * tol);
         let want = a.cpu_backward(&dout, &qkv);
-        assert_close(&what("attention_backward dqkv"), &ran.get(dqkv), &want, 2e-5 * tol, 1e-4 * tol);
+        assert_close(&what("attention_backward dqkv"), &ran.get(dqkv).await, &want, 2e-5 * tol, 1e-4 * tol);
         let want_acc: Vec<f64> = want.iter().zip(&prior).map(|(x, y)| x + y).collect();
         assert_close(
             &what("attention_backward dqkv (accumulate)"),
-            &ran.get(dqkv_acc),
+            &ran.get(dqkv_acc).await,
             &want_acc,
             2e-5 * tol,
             1e-4 * tol,
@@ -125,8 +125,8 @@ fn attention_kernels_match_reference() {
     }
 }
 
-#[test]
-fn attention_is_causal() {
+#[gpu_test]
+async fn attention_is_causal() {
     // Changing k and v of position t0 must leave every earlier row of out, lse and dq
     // bit-identical (those rows never read position t0, even when they share a 4-row block with
     // later rows; exact equality, since the same instructions run on the same data), and change
@@ -155,10 +155,10 @@ fn attention_is_causal() {
     };
     let (out1, lse1, dqkv1) = run(&mut k, &qkv);
     let (out2, lse2, dqkv2) = run(&mut k, &qkv2);
-    let ran = k.run();
-    let (o1, o2) = (ran.get_bits(out1), ran.get_bits(out2));
-    let (l1, l2) = (ran.get_bits(lse1), ran.get_bits(lse2));
-    let (g1, g2) = (ran.get_bits(dqkv1), ran.get_bits(dqkv2));
+    let ran = k.run().await;
+    let (o1, o2) = (ran.get_bits(out1).await, ran.get_bits(out2).await);
+    let (l1, l2) = (ran.get_bits(lse1).await, ran.get_bits(lse2).await);
+    let (g1, g2) = (ran.get_bits(dqkv1).await, ran.get_bits(dqkv2).await);
     for b in 0..a.b {
         for t in 0..a.t {
             let row = (b * a.t + t) * c..(b * a.t + t + 1) * c;
@@ -177,8 +177,8 @@ fn attention_is_causal() {
     }
 }
 
-#[test]
-fn attention_is_deterministic() {
+#[gpu_test]
+async fn attention_is_deterministic() {
     // No atomics and fixed-order sums: rerunning the same dispatches gives identical bits.
     let a = att(2, 70, 2, 16);
     let mut r = rng(400);
@@ -190,10 +190,10 @@ fn attention_is_deterministic() {
     let scratch = k.scratch("D", a.scratch_len());
     let dqkv = k.output("dqkv", qkv.len());
     k.push(a.backward(dqkv, false, scratch, douti, qkvi, out, lse));
-    let ran = k.run();
-    let first: Vec<Vec<u32>> = [out, lse, dqkv].iter().map(|&t| ran.get_bits(t)).collect();
+    let ran = k.run().await;
+    let first: Vec<Vec<u32>> = ran.bits_of(&[out, lse, dqkv]).await;
     ran.step.run();
-    let second: Vec<Vec<u32>> = [out, lse, dqkv].iter().map(|&t| ran.get_bits(t)).collect();
+    let second: Vec<Vec<u32>> = ran.bits_of(&[out, lse, dqkv]).await;
     assert!(first[2].iter().all(|b| !f32::from_bits(*b).is_nan()));
     assert_eq!(first, second, "attention results differ between two identical runs");
 }

@@ -48,7 +48,7 @@ struct Results {
 }
 
 /// Runs the flash and the unfused kernels on the same qkv, dout and prior dqkv in one program.
-fn run_both(a: &Attention, qkv: &[f64], dout: &[f64], prior: &[f64]) -> (Results, Results) {
+async fn run_both(a: &Attention, qkv: &[f64], dout: &[f64], prior: &[f64]) -> (Results, Results) {
     let n3 = qkv.len();
     let mut k = Kit::new();
     let qkvi = k.input("qkv", qkv);
@@ -73,14 +73,14 @@ fn run_both(a: &Attention, qkv: &[f64], dout: &[f64], prior: &[f64]) -> (Results
     k.push(a.unfused_backward(udqkv_acc, true, dprobs, douti, qkvi, probs));
     k.push(a.unfused_backward(udqkv, false, dprobs, douti, qkvi, probs));
 
-    let ran = k.run();
-    let get = |o: TensorId, l: TensorId, g: TensorId, ga: TensorId| Results {
-        out: ran.get(o),
-        lse: ran.get(l),
-        dqkv: ran.get(g),
-        dqkv_acc: ran.get(ga),
+    let ran = k.run().await;
+    let get = async |o: TensorId, l: TensorId, g: TensorId, ga: TensorId| Results {
+        out: ran.get(o).await,
+        lse: ran.get(l).await,
+        dqkv: ran.get(g).await,
+        dqkv_acc: ran.get(ga).await,
     };
-    (get(out, lse, dqkv, dqkv_acc), get(uout, ulse, udqkv, udqkv_acc))
+    (get(out, lse, dqkv, dqkv_acc).await, get(uout, ulse, udqkv, udqkv_acc).await)
 }
 
 fn inputs(a: &Attention, seed: u64, scale: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
@@ -116,8 +116,8 @@ fn tol(tol: (f64, f64), scale: f64) -> (f64, f64) {
 }
 
 // The unfused kernels in f32 against the f64 CPU reference: this anchors the WGSL reference.
-#[test]
-fn unfused_kernels_match_cpu_reference() {
+#[gpu_test]
+async fn unfused_kernels_match_cpu_reference() {
     let shapes = [
         (att(1, 1, 1, 1), 1.0),
         (att(2, 5, 3, 7), 1.0),
@@ -128,7 +128,7 @@ fn unfused_kernels_match_cpu_reference() {
     ];
     for (s, (a, scale)) in shapes.iter().enumerate() {
         let (qkv, dout, prior) = inputs(a, 500 + s as u64, *scale);
-        let (_, unfused) = run_both(a, &qkv, &dout, &prior);
+        let (_, unfused) = run_both(a, &qkv, &dout, &prior).await;
         let what = |name: &str| format!("unfused {name} vs CPU f64, {}", label(a, *scale));
         let (want_out, want_lse) = a.cpu_forward(&qkv);
         let want = a.cpu_backward(&dout, &qkv);
@@ -143,8 +143,8 @@ fn unfused_kernels_match_cpu_reference() {
 
 // Flash against unfused on the GPU: T in {1, 5, 7, 16, 33} (1, 5, 7, 33 not multiples of the
 // flash kernels' 4-row block), 1 to 4 heads, head sizes off powers of two, B up to 3.
-#[test]
-fn flash_kernels_match_unfused() {
+#[gpu_test]
+async fn flash_kernels_match_unfused() {
     let shapes = [
         (att(1, 1, 1, 1), 1.0),
         (att(2, 5, 3, 7), 1.0),
@@ -156,7 +156,7 @@ fn flash_kernels_match_unfused() {
     ];
     for (s, (a, scale)) in shapes.iter().enumerate() {
         let (qkv, dout, prior) = inputs(a, 600 + s as u64, *scale);
-        let (flash, unfused) = run_both(a, &qkv, &dout, &prior);
+        let (flash, unfused) = run_both(a, &qkv, &dout, &prior).await;
         let what = |name: &str| format!("flash {name} vs unfused, {}", label(a, *scale));
         let ((ao, ro), (ad, rd)) = (tol(OUT_TOL, *scale), tol(DQKV_TOL, *scale));
         check(&what("out"), &flash.out, &unfused.out, ao, ro);
@@ -167,8 +167,8 @@ fn flash_kernels_match_unfused() {
     }
 }
 
-#[test]
-fn unfused_is_deterministic() {
+#[gpu_test]
+async fn unfused_is_deterministic() {
     // Fixed-order sums and no atomics: two runs of the same dispatches give identical bits.
     let a = att(2, 33, 3, 12);
     let (qkv, dout, _) = inputs(&a, 700, 1.0);
@@ -182,10 +182,10 @@ fn unfused_is_deterministic() {
     let dqkv = k.output("dqkv", qkv.len());
     k.push(a.unfused_forward(out, lse, probs, qkvi));
     k.push(a.unfused_backward(dqkv, false, dprobs, douti, qkvi, probs));
-    let ran = k.run();
-    let first: Vec<Vec<u32>> = [out, lse, dqkv].iter().map(|&t| ran.get_bits(t)).collect();
+    let ran = k.run().await;
+    let first: Vec<Vec<u32>> = ran.bits_of(&[out, lse, dqkv]).await;
     ran.step.run();
-    let second: Vec<Vec<u32>> = [out, lse, dqkv].iter().map(|&t| ran.get_bits(t)).collect();
+    let second: Vec<Vec<u32>> = ran.bits_of(&[out, lse, dqkv]).await;
     assert!(first.iter().flatten().all(|b| !f32::from_bits(*b).is_nan()));
     assert_eq!(first, second, "unfused attention differs between two identical runs");
 }

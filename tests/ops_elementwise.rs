@@ -28,8 +28,8 @@ fn residual_cpu_backward_matches_finite_differences() {
 
 // f32 kernels against f64 references: 1e-6 relative covers the rounding of a few f32 operations
 // (tanh included); atol 1e-6 covers values near zero.
-#[test]
-fn gelu_kernels_match_reference() {
+#[gpu_test]
+async fn gelu_kernels_match_reference() {
     for (s, &n) in SIZES.iter().enumerate() {
         let mut r = rng(10 + s as u64);
         let x = randn(&mut r, n, 3.0);
@@ -45,17 +45,17 @@ fn gelu_kernels_match_reference() {
             gelu::backward(dx, true, dyi, xi, n),
             gelu::backward(dx2, false, dyi, xi, n),
         ]);
-        let ran = k.run();
-        assert_close("gelu_forward", &ran.get(out), &gelu::cpu_forward(&x), 1e-6, 1e-5);
+        let ran = k.run().await;
+        assert_close("gelu_forward", &ran.get(out).await, &gelu::cpu_forward(&x), 1e-6, 1e-5);
         let want = gelu::cpu_backward(&dy, &x);
-        assert_close("gelu_backward", &ran.get(dx2), &want, 1e-6, 1e-5);
+        assert_close("gelu_backward", &ran.get(dx2).await, &want, 1e-6, 1e-5);
         let acc: Vec<f64> = want.iter().zip(&prior).map(|(a, b)| a + b).collect();
-        assert_close("gelu_backward accumulate", &ran.get(dx), &acc, 1e-6, 1e-5);
+        assert_close("gelu_backward accumulate", &ran.get(dx).await, &acc, 1e-6, 1e-5);
     }
 }
 
-#[test]
-fn residual_kernels_match_reference() {
+#[gpu_test]
+async fn residual_kernels_match_reference() {
     for (s, &n) in SIZES.iter().enumerate() {
         let mut r = rng(20 + s as u64);
         let (a, b, dy, prior) =
@@ -66,18 +66,18 @@ fn residual_kernels_match_reference() {
         let da = k.input("da", &prior);
         let db = k.output("db", n);
         k.push([residual::forward(out, ai, bi, n), residual::backward(da, true, db, false, dyi, n)]);
-        let ran = k.run();
-        assert_close("residual_forward", &ran.get(out), &residual::cpu_forward(&a, &b), 1e-6, 1e-6);
+        let ran = k.run().await;
+        assert_close("residual_forward", &ran.get(out).await, &residual::cpu_forward(&a, &b), 1e-6, 1e-6);
         let (wa, wb) = residual::cpu_backward(&dy);
         let wa: Vec<f64> = wa.iter().zip(&prior).map(|(x, y)| x + y).collect();
-        assert_close("residual_backward da (accumulate)", &ran.get(da), &wa, 1e-6, 1e-6);
+        assert_close("residual_backward da (accumulate)", &ran.get(da).await, &wa, 1e-6, 1e-6);
         // A copy: exact once the reference is rounded to f32.
-        assert_close("residual_backward db", &ran.get(db), &to64(&to32(&wb)), 0.0, 0.0);
+        assert_close("residual_backward db", &ran.get(db).await, &to64(&to32(&wb)), 0.0, 0.0);
     }
 }
 
-#[test]
-fn colsum_and_norm_kernels_match_reference() {
+#[gpu_test]
+async fn colsum_and_norm_kernels_match_reference() {
     for (s, &(rows, cols)) in [(1, 1), (65, 3), (200, 70)].iter().enumerate() {
         let mut r = rng(30 + s as u64);
         let x = randn(&mut r, rows * cols, 1.0);
@@ -87,9 +87,9 @@ fn colsum_and_norm_kernels_match_reference() {
         let dst = k.input("dst", &prior);
         let part = k.scratch("partial", reduce::colsum_scratch(rows, cols));
         k.push(reduce::colsum(dst, true, xi, part, rows, cols));
-        let ran = k.run();
+        let ran = k.run().await;
         let want: Vec<f64> = reduce::cpu_colsum(&x, rows, cols).iter().zip(&prior).map(|(a, b)| a + b).collect();
-        assert_close("colsum", &ran.get(dst), &want, 1e-5, 1e-5);
+        assert_close("colsum", &ran.get(dst).await, &want, 1e-5, 1e-5);
     }
     for (s, &n) in [1usize, 2047, 2049, 10_000].iter().enumerate() {
         let mut r = rng(40 + s as u64);
@@ -104,8 +104,8 @@ fn colsum_and_norm_kernels_match_reference() {
             reduce::norm_final(out, 0, part, slots, 1.0),
             reduce::sum_final(out, 2, part, slots, 0.5),
         ]);
-        let ran = k.run();
-        let got = ran.get(out);
+        let ran = k.run().await;
+        let got = ran.get(out).await;
         let (norm, clip) = reduce::cpu_norm(&x, 1.0);
         let ss: f64 = x.iter().map(|v| v * v).sum();
         assert_close("norm, clip, half sum of squares", &got, &[norm, clip, 0.5 * ss], 1e-6, 1e-5);

@@ -74,8 +74,8 @@ fn embedding_cpu_backward_matches_finite_differences() {
 // N(0, 1) terms per entry (the last shape has a single token everywhere), dwpe up to B = 4, in
 // f32 in order: rounding of partial sums up to ~sqrt(160) ~ 13 over 160 adds gives a few 1e-6
 // (observed max 1.5e-6), so atol 1e-5 + rtol 1e-5; a missed or doubled position is O(1) off.
-#[test]
-fn embedding_kernels_match_reference() {
+#[gpu_test]
+async fn embedding_kernels_match_reference() {
     let shapes = [
         emb(1, 1, 1, 1, 1),
         emb(2, 5, 3, 70, 8),
@@ -106,37 +106,37 @@ fn embedding_kernels_match_reference() {
         k.push([e.forward(out, idsi, wtei, wpei)]);
         k.push(e.backward(dwte_acc, true, Some((dwpe_acc, true)), douti, bk));
         k.push(e.backward(dwte, false, Some((dwpe, false)), douti, bk));
-        let ran = k.run();
+        let ran = k.run().await;
 
         let what = |name: &str| format!("{name} B={} T={} C={} V={} block={}", e.b, e.t, e.c, e.v, e.block);
         assert_close(
             &what("embedding_forward"),
-            &ran.get(out),
+            &ran.get(out).await,
             &e.cpu_forward(&ids, &wte, &wpe),
             0.0,
             f32::EPSILON as f64,
         );
         let (want_wte, want_wpe) = e.cpu_backward(&dout, &ids);
-        assert_close(&what("embedding_backward_wte"), &ran.get(dwte), &want_wte, 1e-5, 1e-5);
-        assert_close(&what("embedding_backward_wpe"), &ran.get(dwpe), &want_wpe, 1e-5, 1e-5);
+        assert_close(&what("embedding_backward_wte"), &ran.get(dwte).await, &want_wte, 1e-5, 1e-5);
+        assert_close(&what("embedding_backward_wpe"), &ran.get(dwpe).await, &want_wpe, 1e-5, 1e-5);
         let add = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x + y).collect() };
         assert_close(
             &what("embedding_backward_wte (accumulate)"),
-            &ran.get(dwte_acc),
+            &ran.get(dwte_acc).await,
             &add(&want_wte, &prior_wte),
             1e-5,
             1e-5,
         );
         assert_close(
             &what("embedding_backward_wpe (accumulate)"),
-            &ran.get(dwpe_acc),
+            &ran.get(dwpe_acc).await,
             &add(&want_wpe, &prior_wpe),
             1e-5,
             1e-5,
         );
         // Rows of tokens absent from the batch, and wpe rows t >= T, keep the prior value
         // bit for bit when accumulating (never rewritten, or + 0.0).
-        let got_wte = ran.get(dwte_acc);
+        let got_wte = ran.get(dwte_acc).await;
         let prior32 = to64(&to32(&prior_wte));
         for tok in 0..e.v {
             if !ids.contains(&(tok as u32)) {
@@ -144,14 +144,14 @@ fn embedding_kernels_match_reference() {
                 assert_eq!(got_wte[row.clone()], prior32[row], "dwte row {tok} changed");
             }
         }
-        let got_wpe = ran.get(dwpe_acc);
+        let got_wpe = ran.get(dwpe_acc).await;
         let prior32 = to64(&to32(&prior_wpe));
         assert_eq!(got_wpe[e.t * e.c..], prior32[e.t * e.c..], "dwpe rows >= T changed");
     }
 }
 
-#[test]
-fn embedding_is_deterministic() {
+#[gpu_test]
+async fn embedding_is_deterministic() {
     // No atomics and fixed-order sums: rerunning the same dispatches gives identical bits.
     let e = emb(3, 50, 65, 100, 64);
     let mut r = rng(40);
@@ -168,17 +168,17 @@ fn embedding_is_deterministic() {
     let dwpe = k.output("dwpe", e.block * e.c);
     k.push([e.forward(out, idsi, wtei, wpei)]);
     k.push(e.backward(dwte, false, Some((dwpe, false)), douti, bk));
-    let ran = k.run();
-    let first: Vec<Vec<u32>> = [out, dwte, dwpe].iter().map(|&t| ran.get_bits(t)).collect();
+    let ran = k.run().await;
+    let first: Vec<Vec<u32>> = ran.bits_of(&[out, dwte, dwpe]).await;
     ran.step.run();
-    let second: Vec<Vec<u32>> = [out, dwte, dwpe].iter().map(|&t| ran.get_bits(t)).collect();
+    let second: Vec<Vec<u32>> = ran.bits_of(&[out, dwte, dwpe]).await;
     assert_eq!(first, second, "embedding results differ between two identical runs");
 }
 
 /// A token table bound in two shards (as for a wte larger than one binding) gives the same
 /// forward and gradients as the whole table: each position is written by exactly one shard.
-#[test]
-fn sharded_token_table_matches_whole() {
+#[gpu_test]
+async fn sharded_token_table_matches_whole() {
     let mut r = rng(77);
     let (b, t, c, v) = (2, 9, 5, 150);
     let whole = emb(b, t, c, v, t);
@@ -202,11 +202,11 @@ fn sharded_token_table_matches_whole() {
         k.push([e.forward(out, idsi, w, wpei)]);
         k.push(e.backward(dw, false, (i == 0).then_some((dwpe, false)), douti, bk));
     }
-    let ran = k.run();
+    let ran = k.run().await;
     // One f32 add per element: exact against the reference rounded to f32.
-    assert_close("sharded forward", &ran.get(out), &to64(&to32(&whole.cpu_forward(&ids, &wte, &wpe))), 0.0, 0.0);
+    assert_close("sharded forward", &ran.get(out).await, &to64(&to32(&whole.cpu_forward(&ids, &wte, &wpe))), 0.0, 0.0);
     let (gw, gp) = whole.cpu_backward(&dout, &ids);
     // Sums of at most B*T f32 values of size ~1.
-    assert_close("sharded dwte", &ran.get(dwte), &gw, 1e-5, 1e-5);
-    assert_close("sharded dwpe", &ran.get(dwpe), &gp, 1e-5, 1e-5);
+    assert_close("sharded dwte", &ran.get(dwte).await, &gw, 1e-5, 1e-5);
+    assert_close("sharded dwpe", &ran.get(dwpe).await, &gp, 1e-5, 1e-5);
 }

@@ -97,7 +97,7 @@ fn add_case(kit: &mut Kit, rows: usize, c: usize, offset: f64, seed: u64) -> Cas
 }
 
 impl Case {
-    fn check(&self, ran: &Ran) {
+    async fn check(&self, ran: &Ran) {
         let (rows, c) = (self.op.rows, self.op.c);
         let what = |e: &str| format!("{e} rows={rows} C={c}");
         let (x, w, b, dy) = (&self.x, &self.w, &self.b, &self.dy);
@@ -116,9 +116,9 @@ impl Case {
 
         // mean: C roundings at the scale of max|x|; rstd: relative (C + 4) u.
         let mean_tol: Vec<f64> = (0..rows).map(|r| 2.0 * e * kappa[r] / rstd[r]).collect();
-        assert_within(&what("layernorm_forward mean"), &ran.get(self.mean), &mean, &mean_tol);
+        assert_within(&what("layernorm_forward mean"), &ran.get(self.mean).await, &mean, &mean_tol);
         let rstd_tol: Vec<f64> = rstd.iter().map(|s| 2.0 * e * s).collect();
-        assert_within(&what("layernorm_forward rstd"), &ran.get(self.rstd), &rstd, &rstd_tol);
+        assert_within(&what("layernorm_forward rstd"), &ran.get(self.rstd).await, &rstd, &rstd_tol);
         // out = xh w + b: the xh error times |w|, plus the roundings of the last multiply-adds.
         let out_tol: Vec<f64> = (0..rows * c)
             .map(|j| {
@@ -126,7 +126,7 @@ impl Case {
                 2.0 * (dxh(j) * w[i].abs() + 4.0 * U * ((xh[j] * w[i]).abs() + b[i].abs()))
             })
             .collect();
-        assert_within(&what("layernorm_forward out"), &ran.get(self.out), &out, &out_tol);
+        assert_within(&what("layernorm_forward out"), &ran.get(self.out).await, &out, &out_tol);
 
         // dx = rstd (g - mean(g) - xh mean(g xh)), g = dout w. The two row means are C-term
         // sums (error e times the row mean of |g|, of |g xh|), mean(g xh) also carries the xh
@@ -146,31 +146,31 @@ impl Case {
                 2.0 * (rstd[r] * inner + e * want_dx[j].abs())
             })
             .collect();
-        assert_within(&what("layernorm_backward_dx"), &ran.get(self.dx), &want_dx, &dx_tol);
+        assert_within(&what("layernorm_backward_dx"), &ran.get(self.dx).await, &want_dx, &dx_tol);
         // Accumulating adds one rounding at the scale of the prior and of the sum.
         let acc_dx = add(&want_dx, &self.prior_dx);
         let acc_tol: Vec<f64> =
             (0..rows * c).map(|j| dx_tol[j] + 2.0 * U * (self.prior_dx[j].abs() + acc_dx[j].abs())).collect();
-        assert_within(&what("layernorm_backward_dx acc"), &ran.get(self.dx2), &acc_dx, &acc_tol);
+        assert_within(&what("layernorm_backward_dx acc"), &ran.get(self.dx2).await, &acc_dx, &acc_tol);
 
         // dw = sum over rows of dout xh, db = sum of dout: row sums in chunks (at most rows
         // roundings at the scale of the sum of |terms|), plus the xh error of every term.
         let col = |i: usize, f: &dyn Fn(usize) -> f64| (0..rows).map(|r| f(r * c + i)).sum::<f64>();
         let dw_tol: Vec<f64> =
             (0..c).map(|i| 2.0 * col(i, &|j| dy[j].abs() * ((rows + 4) as f64 * U * xh[j].abs() + dxh(j)))).collect();
-        assert_within(&what("layernorm_backward dw"), &ran.get(self.dw), &want_dw, &dw_tol);
-        assert_within(&what("layernorm_backward dw (2nd)"), &ran.get(self.dw2), &want_dw, &dw_tol);
+        assert_within(&what("layernorm_backward dw"), &ran.get(self.dw).await, &want_dw, &dw_tol);
+        assert_within(&what("layernorm_backward dw (2nd)"), &ran.get(self.dw2).await, &want_dw, &dw_tol);
         let db_tol: Vec<f64> = (0..c).map(|i| 2.0 * (rows + 2) as f64 * U * col(i, &|j| dy[j].abs())).collect();
-        assert_within(&what("layernorm_backward db"), &ran.get(self.db), &want_db, &db_tol);
+        assert_within(&what("layernorm_backward db"), &ran.get(self.db).await, &want_db, &db_tol);
         let acc_db = add(&want_db, &self.prior_db);
         let acc_tol: Vec<f64> =
             (0..c).map(|i| db_tol[i] + 2.0 * U * (self.prior_db[i].abs() + acc_db[i].abs())).collect();
-        assert_within(&what("layernorm_backward db acc"), &ran.get(self.db2), &acc_db, &acc_tol);
+        assert_within(&what("layernorm_backward db acc"), &ran.get(self.db2).await, &acc_db, &acc_tol);
     }
 }
 
-#[test]
-fn kernels_match_reference() {
+#[gpu_test]
+async fn kernels_match_reference() {
     // One program for every shape: the pipelines compile once.
     let mut kit = Kit::new();
     let cases: Vec<Case> = SHAPES
@@ -178,31 +178,29 @@ fn kernels_match_reference() {
         .enumerate()
         .map(|(s, &(rows, c, offset))| add_case(&mut kit, rows, c, offset, 600 + s as u64))
         .collect();
-    let ran = kit.run();
+    let ran = kit.run().await;
     for case in &cases {
-        case.check(&ran);
+        case.check(&ran).await;
     }
 }
 
-fn run_all_bits() -> Vec<Vec<u32>> {
+async fn run_all_bits() -> Vec<Vec<u32>> {
     let mut kit = Kit::new();
     let cases: Vec<Case> = [(130, 100, 3.0), (129, 768, -2.0)]
         .iter()
         .enumerate()
         .map(|(s, &(rows, c, offset))| add_case(&mut kit, rows, c, offset, 700 + s as u64))
         .collect();
-    let ran = kit.run();
-    cases
-        .iter()
-        .flat_map(|k| [k.out, k.mean, k.rstd, k.dx, k.dw, k.db, k.dx2, k.dw2, k.db2])
-        .map(|t| ran.get_bits(t))
-        .collect()
+    let ran = kit.run().await;
+    let ids: Vec<TensorId> =
+        cases.iter().flat_map(|k| [k.out, k.mean, k.rstd, k.dx, k.dw, k.db, k.dx2, k.dw2, k.db2]).collect();
+    ran.bits_of(&ids).await
 }
 
-#[test]
-fn kernels_are_deterministic() {
-    let a = run_all_bits();
-    let b = run_all_bits();
+#[gpu_test]
+async fn kernels_are_deterministic() {
+    let a = run_all_bits().await;
+    let b = run_all_bits().await;
     // Fixed-order sums, no atomics: two runs must agree bit for bit, not just within rounding.
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!(x == y, "output {i} differs between runs");

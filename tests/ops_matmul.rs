@@ -42,8 +42,8 @@ fn cpu_backward_matches_finite_differences() {
 const SHAPES: [(usize, usize, usize); 8] =
     [(1, 1, 1), (1, 5, 3), (9, 1, 300), (300, 2, 1), (7, 13, 5), (33, 70, 65), (17, 3, 257), (128, 96, 200)];
 
-#[test]
-fn kernels_match_reference() {
+#[gpu_test]
+async fn kernels_match_reference() {
     // One program for every shape and layout: the pipelines compile once.
     let mut kit = Kit::new();
     let mut checks = Vec::new();
@@ -53,9 +53,9 @@ fn kernels_match_reference() {
             checks.push(add_shape(&mut kit, op, 200 + 2 * s as u64 + trans_w as u64));
         }
     }
-    let ran = kit.run();
+    let ran = kit.run().await;
     for c in &checks {
-        c.check(&ran);
+        c.check(&ran).await;
     }
 }
 
@@ -113,7 +113,7 @@ fn add_shape(kit: &mut Kit, op: Matmul, seed: u64) -> ShapeCheck {
 }
 
 impl ShapeCheck {
-    fn check(&self, ran: &Ran) {
+    async fn check(&self, ran: &Ran) {
         let op = self.op;
         let (m, k, n) = (op.m, op.k, op.n);
         let (x, w, bias, dy) = (&self.x, &self.w, &self.bias, &self.dy);
@@ -122,23 +122,23 @@ impl ShapeCheck {
         // N for dx, M for dW), plus one rounding for the bias or accumulate add; see `bound`.
         let fwd = op.cpu_forward(x, w, Some(bias));
         let fwd_abs = op.cpu_forward(&abs(x), &abs(w), Some(&abs(bias)));
-        assert_within(&what("matmul_forward"), &ran.get(self.out), &fwd, &bound(&fwd_abs, k, 1));
+        assert_within(&what("matmul_forward"), &ran.get(self.out).await, &fwd, &bound(&fwd_abs, k, 1));
         let fwd = op.cpu_forward(x, w, None);
         let fwd_abs = op.cpu_forward(&abs(x), &abs(w), None);
-        assert_within(&what("matmul_forward_nobias"), &ran.get(self.out_nb), &fwd, &bound(&fwd_abs, k, 0));
+        assert_within(&what("matmul_forward_nobias"), &ran.get(self.out_nb).await, &fwd, &bound(&fwd_abs, k, 0));
         let (want_dx, want_dw, _) = op.cpu_backward(dy, x, w);
         let (abs_dx, abs_dw, _) = op.cpu_backward(&abs(dy), &abs(x), &abs(w));
-        assert_within(&what("matmul_backward_dx"), &ran.get(self.dx), &want_dx, &bound(&abs_dx, n, 0));
+        assert_within(&what("matmul_backward_dx"), &ran.get(self.dx).await, &want_dx, &bound(&abs_dx, n, 0));
         assert_within(
             &what("matmul_backward_dx acc"),
-            &ran.get(self.dx_acc),
+            &ran.get(self.dx_acc).await,
             &add(&want_dx, &self.prior_dx),
             &bound(&add(&abs_dx, &abs(&self.prior_dx)), n, 1),
         );
-        assert_within(&what("matmul_backward_dw"), &ran.get(self.dw), &want_dw, &bound(&abs_dw, m, 0));
+        assert_within(&what("matmul_backward_dw"), &ran.get(self.dw).await, &want_dw, &bound(&abs_dw, m, 0));
         assert_within(
             &what("matmul_backward_dw acc"),
-            &ran.get(self.dw_acc),
+            &ran.get(self.dw_acc).await,
             &add(&want_dw, &self.prior_dw),
             &bound(&add(&abs_dw, &abs(&self.prior_dw)), m, 1),
         );
@@ -148,8 +148,8 @@ impl ShapeCheck {
 /// Past 65535 workgroups `grid` folds a dispatch into 2-D (the lm_head of a large batch gets
 /// there). The kernels recover the flat group index and skip the groups past the last tile; the
 /// same kind of fold is forced here on small shapes, with spare groups at the end.
-#[test]
-fn kernels_accept_a_folded_grid() {
+#[gpu_test]
+async fn kernels_accept_a_folded_grid() {
     // Rows enough to fold whatever the tile: at most 1024 rows per workgroup.
     let big = Matmul::new(65536 * 1024, 768, 100, true);
     let d = big.forward(TensorId(0), TensorId(0), TensorId(0), None);
@@ -164,28 +164,28 @@ fn kernels_accept_a_folded_grid() {
         let n = d.groups[0] * d.groups[1];
         d.groups = [n.div_ceil(3) + 1, 3, 1];
     }
-    let ran = kit.run();
+    let ran = kit.run().await;
     for c in &checks {
-        c.check(&ran);
+        c.check(&ran).await;
     }
 }
 
 /// Runs every entry point on both layouts and returns the bits of every output.
-fn run_all_bits() -> Vec<Vec<u32>> {
+async fn run_all_bits() -> Vec<Vec<u32>> {
     let mut kit = Kit::new();
     let mut outs = Vec::new();
     for (s, trans_w) in [false, true].into_iter().enumerate() {
         let c = add_shape(&mut kit, Matmul::new(130, 97, 203, trans_w), 400 + s as u64);
         outs.extend([c.out, c.out_nb, c.dx, c.dx_acc, c.dw, c.dw_acc]);
     }
-    let ran = kit.run();
-    outs.iter().map(|&t| ran.get_bits(t)).collect()
+    let ran = kit.run().await;
+    ran.bits_of(&outs).await
 }
 
-#[test]
-fn kernels_are_deterministic() {
-    let a = run_all_bits();
-    let b = run_all_bits();
+#[gpu_test]
+async fn kernels_are_deterministic() {
+    let a = run_all_bits().await;
+    let b = run_all_bits().await;
     // Fixed-order sums: two runs must agree bit for bit, not just within rounding.
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!(x == y, "output {i} differs between runs");
@@ -195,8 +195,8 @@ fn kernels_are_deterministic() {
 /// The tied lm_head with a weight too large for one binding runs as shards of N rows, each writing
 /// its columns of the wider output (`out_stride`, `out_col`): out, dx (accumulated over shards) and
 /// each shard's dW equal the whole product.
-#[test]
-fn sharded_transposed_weight_matches_whole() {
+#[gpu_test]
+async fn sharded_transposed_weight_matches_whole() {
     let (m, k, n) = (37, 9, 150);
     let whole = Matmul::new(m, k, n, true);
     let mut r = rng(91);
@@ -219,7 +219,7 @@ fn sharded_transposed_weight_matches_whole() {
             op.backward_dw(dwv, false, di, xi),
         ]);
     }
-    let ran = kit.run();
+    let ran = kit.run().await;
     let (gdx, gdw, _) = whole.cpu_backward(&dout, &x, &w);
     let wout = whole.cpu_forward(&x, &w, None);
     let bx = abs(&x);
@@ -228,17 +228,17 @@ fn sharded_transposed_weight_matches_whole() {
     // Bounds as in kernels_match_reference, from the products of absolute values.
     let out_b = bound(&whole.cpu_forward(&bx, &bw, None), k, 0);
     let (dx_b, dw_b, _) = whole.cpu_backward(&bd, &bx, &bw);
-    assert_within("sharded out", &ran.get(out), &wout, &out_b);
+    assert_within("sharded out", &ran.get(out).await, &wout, &out_b);
     // dx sums the shards' partial products: one more rounding per extra shard.
-    assert_within("sharded dx", &ran.get(dx), &gdx, &bound(&dx_b, n, 1));
-    assert_within("sharded dw", &ran.get(dw), &gdw, &bound(&dw_b, m, 0));
+    assert_within("sharded dx", &ran.get(dx).await, &gdx, &bound(&dx_b, n, 1));
+    assert_within("sharded dw", &ran.get(dw).await, &gdw, &bound(&dw_b, m, 0));
 }
 
 /// The tile shape is picked per product (fewer row lanes for fewer rows, column lanes fitted to
 /// N), but each element is the same f32 sum in k order: a product split into row chunks, as the
 /// trainer splits large batches, gives the whole product's bits.
-#[test]
-fn row_chunks_match_whole_bit_for_bit() {
+#[gpu_test]
+async fn row_chunks_match_whole_bit_for_bit() {
     let (m, k, n) = (100, 16, 65);
     let mut r = rng(92);
     let x = f32_rounded(randn(&mut r, m * k, 1.0));
@@ -259,7 +259,7 @@ fn row_chunks_match_whole_bit_for_bit() {
         let (ov, dxv) = (kit.t.view(out_c, m0 * n, mm * n), kit.t.view(dx_c, m0 * k, mm * k));
         kit.push([op.forward(ov, xv, wi, Some(bi)), op.backward_dx(dxv, false, dv, wi)]);
     }
-    let ran = kit.run();
-    assert!(ran.get_bits(out) == ran.get_bits(out_c), "forward: row chunks differ from the whole product");
-    assert!(ran.get_bits(dx) == ran.get_bits(dx_c), "dx: row chunks differ from the whole product");
+    let ran = kit.run().await;
+    assert!(ran.get_bits(out).await == ran.get_bits(out_c).await, "forward: row chunks differ from the whole product");
+    assert!(ran.get_bits(dx).await == ran.get_bits(dx_c).await, "dx: row chunks differ from the whole product");
 }

@@ -19,8 +19,8 @@ fn xent_cpu_backward_matches_finite_differences() {
     assert_close("xent dlogits", &op.cpu_backward(&logits, &targets, scale), &num, 1e-8, 1e-6);
 }
 
-#[test]
-fn xent_kernels_match_reference() {
+#[gpu_test]
+async fn xent_kernels_match_reference() {
     for (s, &(rows, v)) in [(1, 1), (5, 65), (70, 300)].iter().enumerate() {
         let mut r = rng(50 + s as u64);
         let op = CrossEntropy { rows, v };
@@ -38,20 +38,20 @@ fn xent_kernels_match_reference() {
             reduce::sum_final(mean, 0, losses, rows, scale),
             op.backward(li, lse, ti, scale, None),
         ]);
-        let ran = k.run();
+        let ran = k.run().await;
         let (wl, wlse) = op.cpu_forward(&logits, &targets);
         // Losses are differences of O(10) numbers in f32: 1e-5 absolute.
-        assert_close("xent losses", &ran.get(losses), &wl, 1e-5, 1e-5);
-        assert_close("xent lse", &ran.get(lse), &wlse, 1e-5, 1e-6);
-        assert_close("mean loss", &ran.get(mean), &[wl.iter().sum::<f64>() / rows as f64], 1e-5, 1e-6);
+        assert_close("xent losses", &ran.get(losses).await, &wl, 1e-5, 1e-5);
+        assert_close("xent lse", &ran.get(lse).await, &wlse, 1e-5, 1e-6);
+        assert_close("mean loss", &ran.get(mean).await, &[wl.iter().sum::<f64>() / rows as f64], 1e-5, 1e-6);
         // Probabilities in [0, 1] times scale: f32 exp rounding, 1e-6 absolute.
         let want = op.cpu_backward(&logits, &targets, scale as f64);
-        assert_close("xent dlogits (in place)", &ran.get(li), &want, 1e-6, 1e-4);
+        assert_close("xent dlogits (in place)", &ran.get(li).await, &want, 1e-6, 1e-4);
     }
 }
 
-#[test]
-fn adamw_kernel_matches_reference_over_three_steps() {
+#[gpu_test]
+async fn adamw_kernel_matches_reference_over_three_steps() {
     let opt = AdamW::default();
     // 4 and 1000 take the vec4 entry point.
     for (s, &n) in [1usize, 63, 1001, 4, 1000].iter().enumerate() {
@@ -77,15 +77,15 @@ fn adamw_kernel_matches_reference_over_three_steps() {
         for t in 0..3 {
             k.push([opt.update(pi, mi, vi, gis[t], None, his[t], norm, 1, decay, n)]);
         }
-        let ran = k.run();
+        let ran = k.run().await;
         for (t, g) in grads.iter().enumerate() {
             let lr = 1e-2 * (t + 1) as f64;
             let clip32 = clip as f32 as f64;
             (p, m, v) = opt.cpu_update(&p, &m, &v, g, clip32, lr, t as u64 + 1, decay);
         }
         // Three f32 steps of size ~lr: errors of a few ulp of the parameter.
-        assert_close("adamw param", &ran.get(pi), &p, 1e-6, 1e-5);
-        assert_close("adamw m", &ran.get(mi), &m, 1e-7, 1e-5);
-        assert_close("adamw v", &ran.get(vi), &v, 1e-8, 1e-5);
+        assert_close("adamw param", &ran.get(pi).await, &p, 1e-6, 1e-5);
+        assert_close("adamw m", &ran.get(mi).await, &m, 1e-7, 1e-5);
+        assert_close("adamw v", &ran.get(vi).await, &v, 1e-8, 1e-5);
     }
 }

@@ -50,8 +50,8 @@ fn every_family_validates_with_f16_storage() {
     }
 }
 
-#[test]
-fn f16_matmul_matches_reference() {
+#[gpu_test]
+async fn f16_matmul_matches_reference() {
     // Off the 16 x 16 tiles, both weight layouts.
     for (s, &(m, k, n, trans_w)) in [(33, 70, 65, false), (17, 40, 96, true), (5, 3, 7, false)].iter().enumerate() {
         let mut r = rng(900 + s as u64);
@@ -71,18 +71,18 @@ fn f16_matmul_matches_reference() {
             op.backward_dx(dx, false, di, wi),
             op.backward_dw(dw, false, di, xi),
         ]);
-        let ran = kit.run();
+        let ran = kit.run().await;
         let (wdx, wdw, _) = op.cpu_backward(&dout, &x, &w);
         // f32 sums of at most 70 products of magnitude ~1: gamma_70 * 70 * 3 < 1e-3 worst case;
         // 1e-4 is ample in practice and still far below the f16 rounding of O(1) results.
-        check16("f16 matmul out", &ran.get(out), &op.cpu_forward(&x, &w, Some(&bias)), 1e-4);
-        check16("f16 matmul dx", &ran.get(dx), &wdx, 1e-4);
-        check16("f16 matmul dw", &ran.get(dw), &wdw, 1e-4);
+        check16("f16 matmul out", &ran.get(out).await, &op.cpu_forward(&x, &w, Some(&bias)), 1e-4);
+        check16("f16 matmul dx", &ran.get(dx).await, &wdx, 1e-4);
+        check16("f16 matmul dw", &ran.get(dw).await, &wdw, 1e-4);
     }
 }
 
-#[test]
-fn f16_layernorm_matches_reference() {
+#[gpu_test]
+async fn f16_layernorm_matches_reference() {
     let (rows, c) = (65, 48);
     let mut r = rng(910);
     let op = LayerNorm { rows, c, eps: 1e-5 };
@@ -97,21 +97,21 @@ fn f16_layernorm_matches_reference() {
     let s = kit.scratch("s", op.scratch_len());
     kit.push([op.forward(out, mean, rstd, xi, wi, bi)]);
     kit.push(op.backward(dx, false, dw, false, db, false, s, dyi, xi, wi, mean, rstd));
-    let ran = kit.run();
+    let ran = kit.run().await;
     let (wout, wmean, wrstd) = op.cpu_forward(&x, &w, &b);
     let (wdx, wdw, wdb) = op.cpu_backward(&dy, &x, &w);
     // Statistics stay f32: f32-level agreement.
-    assert_close("f16 layernorm mean (f32)", &ran.get(mean), &wmean, 1e-6, 1e-5);
-    assert_close("f16 layernorm rstd (f32)", &ran.get(rstd), &wrstd, 1e-6, 1e-5);
-    check16("f16 layernorm out", &ran.get(out), &wout, 1e-5);
-    check16("f16 layernorm dx", &ran.get(dx), &wdx, 1e-5);
+    assert_close("f16 layernorm mean (f32)", &ran.get(mean).await, &wmean, 1e-6, 1e-5);
+    assert_close("f16 layernorm rstd (f32)", &ran.get(rstd).await, &wrstd, 1e-6, 1e-5);
+    check16("f16 layernorm out", &ran.get(out).await, &wout, 1e-5);
+    check16("f16 layernorm dx", &ran.get(dx).await, &wdx, 1e-5);
     // Sums over 65 rows.
-    check16("f16 layernorm dw", &ran.get(dw), &wdw, 1e-4);
-    check16("f16 layernorm db", &ran.get(db), &wdb, 1e-4);
+    check16("f16 layernorm dw", &ran.get(dw).await, &wdw, 1e-4);
+    check16("f16 layernorm db", &ran.get(db).await, &wdb, 1e-4);
 }
 
-#[test]
-fn f16_attention_matches_reference() {
+#[gpu_test]
+async fn f16_attention_matches_reference() {
     // T = 13 is not a multiple of the 4-row blocks.
     let op = Attention { b: 2, t: 13, nh: 3, hs: 8 };
     let c = op.c();
@@ -126,17 +126,17 @@ fn f16_attention_matches_reference() {
     kit.push([op.forward(out, lse, qi)]);
     // The backward reads `out` as the forward stored it (f16), like the reference below.
     kit.push(op.backward(dqkv, false, s, di, qi, out, lse));
-    let ran = kit.run();
+    let ran = kit.run().await;
     let (wout, wlse) = op.cpu_forward(&qkv);
-    check16("f16 attention out", &ran.get(out), &wout, 1e-5);
-    assert_close("f16 attention lse (f32)", &ran.get(lse), &wlse, 1e-5, 1e-5);
+    check16("f16 attention out", &ran.get(out).await, &wout, 1e-5);
+    assert_close("f16 attention lse (f32)", &ran.get(lse).await, &wlse, 1e-5, 1e-5);
     // The backward's D = rowsum(dout * out) uses the f16-rounded out: an O(2^-11) relative change
     // of a sum over HS = 8 terms, which then scales the gradients; 2e-3 absolute covers it.
-    assert_close("f16 attention dqkv", &ran.get(dqkv), &op.cpu_backward(&dout, &qkv), 2e-3, 2.0 * H);
+    assert_close("f16 attention dqkv", &ran.get(dqkv).await, &op.cpu_backward(&dout, &qkv), 2e-3, 2.0 * H);
 }
 
-#[test]
-fn f16_elementwise_and_xent_match_reference() {
+#[gpu_test]
+async fn f16_elementwise_and_xent_match_reference() {
     let mut r = rng(930);
     for n in [1001usize, 1000] {
         // 1000 takes the vec4 entry points.
@@ -148,12 +148,12 @@ fn f16_elementwise_and_xent_match_reference() {
         let (da, db) = (kit.output("da", n), kit.input("db", &prior));
         kit.push([gelu::forward(ge, xi, n), gelu::backward(gd, true, gi, xi, n)]);
         kit.push([residual::forward(re, xi, yi, n), residual::backward(da, false, db, true, gi, n)]);
-        let ran = kit.run();
-        check16("f16 gelu", &ran.get(ge), &gelu::cpu_forward(&x), 1e-6);
-        check16("f16 gelu backward (accumulated)", &ran.get(gd), &add(&prior, &gelu::cpu_backward(&g, &x)), 1e-6);
-        check16("f16 residual", &ran.get(re), &residual::cpu_forward(&x, &y), 0.0);
-        check16("f16 residual da", &ran.get(da), &g, 0.0);
-        check16("f16 residual db (accumulated)", &ran.get(db), &add(&prior, &g), 0.0);
+        let ran = kit.run().await;
+        check16("f16 gelu", &ran.get(ge).await, &gelu::cpu_forward(&x), 1e-6);
+        check16("f16 gelu backward (accumulated)", &ran.get(gd).await, &add(&prior, &gelu::cpu_backward(&g, &x)), 1e-6);
+        check16("f16 residual", &ran.get(re).await, &residual::cpu_forward(&x, &y), 0.0);
+        check16("f16 residual da", &ran.get(da).await, &g, 0.0);
+        check16("f16 residual db (accumulated)", &ran.get(db).await, &add(&prior, &g), 0.0);
     }
     // Cross-entropy: logits f16, losses and log-sum-exp f32, dlogits written over the logits.
     let op = CrossEntropy { rows: 20, v: 65 };
@@ -164,15 +164,15 @@ fn f16_elementwise_and_xent_match_reference() {
     let (losses, lse) = (kit.output32("losses", op.rows), kit.output32("lse", op.rows));
     let scale = 1.0 / op.rows as f32;
     kit.push([op.forward(losses, lse, li, ti), op.backward(li, lse, ti, scale, None)]);
-    let ran = kit.run();
+    let ran = kit.run().await;
     let (wl, wlse) = op.cpu_forward(&logits, &targets);
-    assert_close("f16 xent losses (f32)", &ran.get(losses), &wl, 1e-5, 1e-5);
-    assert_close("f16 xent lse (f32)", &ran.get(lse), &wlse, 1e-5, 1e-6);
-    check16("f16 dlogits", &ran.get(li), &op.cpu_backward(&logits, &targets, scale as f64), 1e-7);
+    assert_close("f16 xent losses (f32)", &ran.get(losses).await, &wl, 1e-5, 1e-5);
+    assert_close("f16 xent lse (f32)", &ran.get(lse).await, &wlse, 1e-5, 1e-6);
+    check16("f16 dlogits", &ran.get(li).await, &op.cpu_backward(&logits, &targets, scale as f64), 1e-7);
 }
 
-#[test]
-fn f16_embedding_and_adamw_copy_match_reference() {
+#[gpu_test]
+async fn f16_embedding_and_adamw_copy_match_reference() {
     let mut r = rng(940);
     let op = Embedding { b: 2, t: 5, c: 12, v: 9, block: 8, v0: 0 };
     let ids: Vec<u32> = (0..10).map(|_| r.random_range(0..9)).collect();
@@ -202,21 +202,21 @@ fn f16_embedding_and_adamw_copy_match_reference() {
         kit.push([opt.update(pi, mi, vi, gi, Some(copy), hi, ni, 1, true, n)]);
         adam.push((p, g, pi, copy));
     }
-    let ran = kit.run();
-    check16("f16 embedding out", &ran.get(out), &op.cpu_forward(&ids, &wte, &wpe), 0.0);
+    let ran = kit.run().await;
+    check16("f16 embedding out", &ran.get(out).await, &op.cpu_forward(&ids, &wte, &wpe), 0.0);
     let (wdwte, wdwpe) = op.cpu_backward(&dout, &ids);
-    check16("f16 dwte", &ran.get(dwte), &wdwte, 1e-6);
-    check16("f16 dwpe", &ran.get(dwpe), &wdwpe, 1e-6);
+    check16("f16 dwte", &ran.get(dwte).await, &wdwte, 1e-6);
+    check16("f16 dwpe", &ran.get(dwpe).await, &wdwpe, 1e-6);
     for (p, g, pi, copy) in adam {
         let n = p.len();
         let (want, _, _) = opt.cpu_update(&p, &vec![0.0; n], &vec![0.0; n], &g, 0.5 / 8.0, 1e-2, 1, true);
-        assert_close("adamw master (f32)", &ran.get(pi), &want, 1e-6, 1e-5);
-        check16("adamw f16 copy", &ran.get(copy), &want, 1e-6);
+        assert_close("adamw master (f32)", &ran.get(pi).await, &want, 1e-6, 1e-5);
+        check16("adamw f16 copy", &ran.get(copy).await, &want, 1e-6);
     }
 }
 
-#[test]
-fn norm_flags_overflow_and_unscales() {
+#[gpu_test]
+async fn norm_flags_overflow_and_unscales() {
     let slots = 3;
     for (partial, skip) in
         [(vec![4.0, 9.0, 3.0], 0.0), (vec![4.0, f64::INFINITY, 3.0], 1.0), (vec![f64::NAN, 1.0, 1.0], 1.0)]
@@ -226,7 +226,7 @@ fn norm_flags_overflow_and_unscales() {
         let hi = kit.input32("hyper", &[0.0, 0.0, 0.0, 2.0, f32::MAX as f64, f32::MAX as f64]);
         let out = kit.output32("out", 4);
         kit.push([reduce::norm_final_scaled(out, 1, 0, pi, slots, 1.0, hi)]);
-        let got = kit.run().get(out);
+        let got = kit.run().await.get(out).await;
         assert_eq!(got[3], skip, "skip flag for partial sums {partial:?}");
         if skip == 0.0 {
             // sqrt(16) / loss scale 2 = 2: the clip factor is 1 / (2 + 1e-6).
@@ -239,8 +239,8 @@ fn norm_flags_overflow_and_unscales() {
 
 /// The outlier guard's ceilings: flag 2 when the norm (2 here) or the loss (0.5, in slot 0) is
 /// above its ceiling; inf/NaN still flag 1 whatever the ceilings.
-#[test]
-fn norm_flags_outliers_above_the_ceilings() {
+#[gpu_test]
+async fn norm_flags_outliers_above_the_ceilings() {
     let max = f32::MAX as f64;
     for (partial, norm_ceiling, loss_ceiling, flag) in [
         (vec![4.0, 9.0, 3.0], 2.5, max, 0.0),
@@ -255,7 +255,7 @@ fn norm_flags_outliers_above_the_ceilings() {
         // The loss is already in slot 0 when the norm is taken.
         let out = kit.input32("out", &[0.5, f64::NAN, f64::NAN, f64::NAN]);
         kit.push([reduce::norm_final_scaled(out, 1, 0, pi, 3, 1.0, hi)]);
-        let got = kit.run().get(out);
+        let got = kit.run().await.get(out).await;
         assert_eq!(got[3], flag, "ceilings ({norm_ceiling}, {loss_ceiling}) for partial sums {partial:?}");
     }
 }

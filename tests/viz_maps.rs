@@ -26,8 +26,8 @@ fn check_rows(what: &str, probs: &[f64], t: usize) {
     }
 }
 
-#[test]
-fn probs_kernel_matches_cpu_softmax() {
+#[gpu_test]
+async fn probs_kernel_matches_cpu_softmax() {
     // T not a multiple of 4 (partial row blocks), several heads, batch 2.
     for (t, nh, hs) in [(7, 3, 5), (13, 2, 8), (1, 2, 4)] {
         let a = Attention { b: 2, t, nh, hs };
@@ -39,7 +39,7 @@ fn probs_kernel_matches_cpu_softmax() {
         let lse = k.output32("lse", a.b * nh * t);
         let probs = k.output32("probs", a.probs_len());
         k.push([a.forward(out, lse, qkvi), a.probs(probs, lse, qkvi)]);
-        let got = k.run().get(probs);
+        let got = k.run().await.get(probs).await;
         let want = a.cpu_probs_all(&qkv);
         let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
         println!("attention_probs T={t} NH={nh} HS={hs}: max abs err {err:.2e}");

@@ -1,11 +1,21 @@
 //! Shared test helpers: the GPU (a clear failure when there is none, never a silent skip), random
 //! data, a one-shot kernel runner over the real executor, and tolerant comparisons that print the
-//! first mismatches and the max abs/rel error.
+//! first mismatches and the max abs/rel error. The GPU calls are async and `#[gpu_test]` runs an
+//! async test natively (pollster) and in a browser (wasm-bindgen-test, `make test-web`), so the
+//! kernel tests run unchanged on both.
 #![allow(dead_code)]
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod process;
 
-use std::sync::OnceLock;
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(unused_imports)]
+pub use pollster::test as gpu_test;
+#[cfg(target_arch = "wasm32")]
+#[allow(unused_imports)]
+pub use wasm_bindgen_test::wasm_bindgen_test as gpu_test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use rand::{Rng, SeedableRng};
 use wgpt::gpu::{BackendChoice, Gpu, PipelineCache, Program, Step, StorageType};
@@ -38,14 +48,43 @@ pub fn error_line(output: &str) -> &str {
     errors[0]
 }
 
-pub fn gpu() -> &'static Gpu {
-    static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| match pollster::block_on(Gpu::new(BackendChoice::Auto)) {
+/// The adapter every test shares, opened once.
+pub async fn open_gpu() -> &'static Gpu {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static GPU: std::sync::OnceLock<Gpu> = std::sync::OnceLock::new();
+        if let Some(g) = GPU.get() {
+            return g;
+        }
+        // Two tests may open one each at first; one is kept.
+        let _ = GPU.set(new_gpu().await);
+        GPU.get().expect("set above")
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        // wgpu's types are not Sync in a browser: one per (the only) thread.
+        thread_local!(static GPU: std::cell::OnceCell<&'static Gpu> = const { std::cell::OnceCell::new() });
+        if let Some(g) = GPU.with(|g| g.get().copied()) {
+            return g;
+        }
+        let g: &'static Gpu = Box::leak(Box::new(new_gpu().await));
+        GPU.with(|c| *c.get_or_init(|| g))
+    }
+}
+
+async fn new_gpu() -> Gpu {
+    match Gpu::new(BackendChoice::Auto).await {
         Ok(g) => g,
         Err(e) => {
             panic!("GPU test needs a wgpu adapter and found none (CI={}): {e}", std::env::var("CI").unwrap_or_default())
         }
-    })
+    }
+}
+
+/// `open_gpu` for the native-only tests, which block.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn gpu() -> &'static Gpu {
+    pollster::block_on(open_gpu())
 }
 
 pub fn rng(seed: u64) -> rand::rngs::StdRng {
@@ -157,14 +196,15 @@ impl Kit {
     pub fn push(&mut self, d: impl IntoIterator<Item = Dispatch>) {
         self.d.extend(d);
     }
-    pub fn run(self) -> Ran {
-        let g = gpu();
+    pub async fn run(self) -> Ran {
+        let g = open_gpu().await;
         let mut cache = PipelineCache::new();
-        let step = pollster::block_on(Step::compile(
+        let step = Step::compile(
             g,
             &mut cache,
             Program { tensors: self.t, dispatches: self.d, storage: self.storage, ..Default::default() },
-        ))
+        )
+        .await
         .unwrap_or_else(|e| panic!("compile failed: {e}"));
         for (id, init) in &self.inputs {
             match init {
@@ -182,11 +222,19 @@ pub struct Ran {
 }
 
 impl Ran {
-    pub fn get(&self, id: TensorId) -> Vec<f64> {
-        to64(&pollster::block_on(self.step.read_f32(id)).unwrap())
+    pub async fn get(&self, id: TensorId) -> Vec<f64> {
+        to64(&self.step.read_f32(id).await.unwrap())
     }
-    pub fn get_bits(&self, id: TensorId) -> Vec<u32> {
-        pollster::block_on(self.step.read_u32(id)).unwrap()
+    pub async fn get_bits(&self, id: TensorId) -> Vec<u32> {
+        self.step.read_u32(id).await.unwrap()
+    }
+    /// The bits of each of `ids`.
+    pub async fn bits_of(&self, ids: &[TensorId]) -> Vec<Vec<u32>> {
+        let mut out = Vec::new();
+        for &id in ids {
+            out.push(self.get_bits(id).await);
+        }
+        out
     }
 }
 

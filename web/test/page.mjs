@@ -11,6 +11,7 @@ import { chromium } from 'playwright-core';
 import { PNG } from 'pngjs';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import http from 'node:http';
 import path from 'node:path';
 
@@ -20,6 +21,8 @@ const WEBGPU = ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-
 const QUIET = ['--no-sandbox', '--headless=new', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync'];
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// The native binary's GL backend probes EGL, which complains without a runtime directory.
+const NATIVE = { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || os.tmpdir() } };
 
 function check(ok, what) {
   if (!ok) throw new Error(`check failed: ${what}`);
@@ -175,10 +178,10 @@ async function main() {
   for (const d of downloads) await d.saveAs(path.join(pageRun, d.suggestedFilename()));
   check(want.every((f) => fs.existsSync(path.join(pageRun, f))), `the page downloaded ${want.join(', ')} (got ${downloads.map((d) => d.suggestedFilename()).join(', ')})`);
   const pageLoss = JSON.parse(fs.readFileSync(path.join(pageRun, 'eval.json'), 'utf8')).loss;
-  const native = JSON.parse(execFileSync(wgpt, ['eval', '--ckpt', pageRun, '--data', path.join(pageRun, 'eval.txt'), '--json'], { encoding: 'utf8' }).trim().split('\n').pop());
+  const native = JSON.parse(execFileSync(wgpt, ['eval', '--ckpt', pageRun, '--data', path.join(pageRun, 'eval.txt'), '--json'], NATIVE).trim().split('\n').pop());
   const rel = Math.abs(native.loss - pageLoss) / Math.abs(native.loss);
   check(rel <= 1e-4, `wgpt eval on the page's model and text gives the page's loss: ${native.loss} vs ${pageLoss} (relative ${rel.toExponential(2)})`);
-  const text = execFileSync(wgpt, ['sample', '--ckpt', pageRun, '--tokens', '20', '--prompt', 'The'], { encoding: 'utf8' });
+  const text = execFileSync(wgpt, ['sample', '--ckpt', pageRun, '--tokens', '20', '--prompt', 'The'], NATIVE);
   check(text.startsWith('The') && text.length > 20, `wgpt sample opens the page's model: "${text.trim().slice(0, 40)}"`);
 
   // 5. A damaged model is refused in one line and the page keeps working; a native run opens.
@@ -206,7 +209,7 @@ async function main() {
   await page.evaluate((t) => window.__wgptScore(t), evalText);
   await until(page, 'the page scoring the native run', () => window.__wgpt.scored !== null);
   const inPage = (await wgptState(page)).scored.loss;
-  const natively = JSON.parse(execFileSync(wgpt, ['eval', '--ckpt', nativeRun, '--data', path.join(pageRun, 'eval.txt'), '--json'], { encoding: 'utf8' }).trim().split('\n').pop()).loss;
+  const natively = JSON.parse(execFileSync(wgpt, ['eval', '--ckpt', nativeRun, '--data', path.join(pageRun, 'eval.txt'), '--json'], NATIVE).trim().split('\n').pop()).loss;
   const rel2 = Math.abs(natively - inPage) / Math.abs(natively);
   check(rel2 <= 1e-4, `the native run scores the same in the page and natively: ${inPage} vs ${natively} (relative ${rel2.toExponential(2)})`);
 
