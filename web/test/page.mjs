@@ -85,6 +85,13 @@ async function train(page, preset, steps, { clickWhileTraining = false } = {}) {
     check(await page.isChecked('#log') && at < steps, `a click during training (at step ${at}) is taken at once`);
     await until(page, 'training to go on after the click', (n) => window.__wgpt.steps.length > n + 2, at);
     await page.click('#log');
+    // Pause, then resume: the worker stops between steps and goes on from where it stopped.
+    await page.click('#pause');
+    await until(page, 'the pause', () => window.__wgpt.status === 'paused');
+    const paused = (await wgptState(page)).steps.length;
+    check((await page.textContent('#pause')) === 'Resume', `paused at step ${paused}`);
+    await page.click('#pause');
+    await until(page, 'training to resume', (n) => window.__wgpt.status === 'training' && window.__wgpt.steps.length > n, paused);
   }
   await until(page, `${steps} ${preset} steps in the page`, (n) => window.__wgpt.status === 'done' && window.__wgpt.steps.length >= n && window.__wgpt.evals.length > 0, steps);
   return wgptState(page);
