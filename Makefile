@@ -181,9 +181,11 @@ WEB_PORT ?= 8765
 
 deps-web:
 	@rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@# --debug: built in about a minute instead of several on two cores; it binds wgpt's wasm in
+	@# 1.4 s instead of 0.4 s, to the same bytes (compared).
 	@wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $(WASM_BINDGEN_VERSION)" || { \
 		echo "deps-web: installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (the version of Cargo.lock)"; \
-		cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); }
+		cargo install --debug wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); }
 
 web: deps-web
 	cargo build --release --target wasm32-unknown-unknown -p wgpt-web
