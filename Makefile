@@ -206,7 +206,7 @@ serve-web: web
 # SwiftShader's WebGPU: the kernel tests (every WGSL entry point against its f64 reference, the
 # tiny GPT against PyTorch: the same test files as natively, through wasm-bindgen-test), and the
 # page end to end (web/test/page.mjs) with a run the native binary trains first.
-WEB_KERNEL_TESTS = ops_matmul ops_layernorm ops_attention ops_attention_flash ops_elementwise ops_embedding ops_xent_adamw gpt_reference
+WEB_KERNEL_TESTS = ops_matmul ops_layernorm ops_attention ops_attention_flash ops_elementwise ops_embedding ops_xent_adamw viz_maps gpt_reference
 WEB_RUNNER_ENV = CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=$$(command -v chromedriver) \
 	WASM_BINDGEN_TEST_WEBDRIVER_JSON=$(CURDIR)/web/webdriver.json WASM_BINDGEN_TEST_TIMEOUT=600 WASM_BINDGEN_TEST_DRIVER_TIMEOUT=120
 
@@ -216,9 +216,12 @@ deps-web-test: deps-web
 		echo "deps-web-test: installing Debian's chromium and chromium-driver"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "deps-web-test: install Chromium and ChromeDriver (chromium, chromium-driver)" >&2; exit 1; fi
+	@command -v npm >/dev/null || ! command -v apt-get >/dev/null || { \
+		echo "deps-web-test: installing Node.js and npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	@[ -d web/test/node_modules/playwright-core ] && [ -d web/test/node_modules/pngjs ] || (cd web/test && npm ci --no-audit --no-fund)
 
-test-web: web deps-web-test
+test-web: deps web deps-web-test
 	$(WEB_RUNNER_ENV) cargo test --target wasm32-unknown-unknown $(WEB_KERNEL_TESTS:%=--test %)
 	cargo build
 	rm -rf target/web/native-run target/web/out

@@ -98,14 +98,14 @@ fn cpu_maps(cfg: &GptConfig, p: &HashMap<String, Vec<f32>>, ids: &[u32]) -> Vec<
     maps
 }
 
-#[test]
-fn probe_matches_cpu_forward() {
+#[gpu_test]
+async fn probe_matches_cpu_forward() {
     let cfg = model();
     let params = random_params(&cfg);
-    let probe = AttentionProbe::new(gpu(), cfg, 9).unwrap();
+    let probe = AttentionProbe::build(open_gpu().await, cfg, 9).await.unwrap();
     // Exactly T tokens, and fewer (padded on the GPU, cropped in the result).
     for ids in [vec![3u32, 1, 4, 1, 5, 9, 2, 6, 36], vec![7u32, 0, 30, 30, 12]] {
-        let maps = probe.maps(&params, &ids).unwrap();
+        let maps = probe.maps_async(&params, &ids).await.unwrap();
         assert_eq!((maps.n_layer, maps.n_head, maps.t()), (2, 3, ids.len()));
         let got = to64(&maps.probs);
         let want = cpu_maps(&cfg, &params, &ids);
@@ -116,7 +116,7 @@ fn probe_matches_cpu_forward() {
         check_rows("probe maps", &got, ids.len());
         assert_eq!(maps.head(1, 2).len(), ids.len() * ids.len());
     }
-    assert!(probe.maps(&params, &[]).is_err());
-    assert!(probe.maps(&params, &[1; 10]).is_err(), "more than T tokens");
-    assert!(probe.maps(&params, &[37]).is_err(), "token outside the vocabulary");
+    assert!(probe.maps_async(&params, &[]).await.is_err());
+    assert!(probe.maps_async(&params, &[1; 10]).await.is_err(), "more than T tokens");
+    assert!(probe.maps_async(&params, &[37]).await.is_err(), "token outside the vocabulary");
 }

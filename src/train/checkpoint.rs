@@ -201,7 +201,8 @@ pub fn check_tokenizer(model: &GptConfig, tokenizer: &crate::data::Tokenizer) ->
 
 /// A checkpoint handed over as the bytes of its three files (the browser page gets them dropped
 /// or picked): its config.json, model and tokenizer, and its weights, with the checks `wgpt
-/// sample` makes on a run directory. Each error starts with the file it is about.
+/// sample` makes on a run directory. Each error names the file it is about (a config.json that
+/// describes an impossible model says "model config").
 pub struct Opened {
     pub config: Value,
     pub model: GptConfig,

@@ -221,6 +221,9 @@ impl Trainer {
     /// A device fault ends it with `Error::DeviceLost`, whatever error the fault caused on the way.
     pub fn run_until(&mut self, dir: &Path, stop: u64, progress: impl Progress) -> Result<()> {
         let run = self.steps(dir, stop, progress);
+        if matches!(run, Err(Error::DeviceLost { .. })) {
+            return run; // it names the step it was met in
+        }
         self.check_device(dir, self.step + 1)?;
         run
     }

@@ -15,6 +15,10 @@ window.__wgptScore = (t) => { state.scored = null; send('score', { text: t }); }
 const PRESET_STEPS = { tiny: 1000, 'shakespeare-char': 2000 };
 let text = null; // the dropped or picked text (ArrayBuffer), or null for the preset's own
 let training = false;
+// The run the page shows: each start, open and reset is a new one, and what the worker reports
+// about an older one (a step that was in flight) is dropped.
+let gen = 0;
+const ABOUT_A_RUN = new Set(['run', 'opened', 'state', 'step', 'eval', 'maps', 'sample', 'done', 'files', 'scored']);
 const pageStart = performance.now();
 
 function showError(what, message) {
@@ -39,6 +43,7 @@ function enableModel(on) {
 
 worker.onmessage = (e) => {
   const m = e.data;
+  if (ABOUT_A_RUN.has(m.type) && m.gen !== gen) return;
   switch (m.type) {
     case 'nogpu': {
       state.status = 'no-webgpu';
@@ -70,22 +75,24 @@ worker.onmessage = (e) => {
       break;
     case 'opened':
       clearError();
-      state.run = m.info;
-      state.status = 'opened';
+      Object.assign(state, { steps: [], evals: [], run: m.info, status: 'opened' });
+      drawLoss();
+      for (const id of ['loss', 'val', 'lr', 'tps']) $(id).textContent = '–';
       showRun(m.info);
       enableModel(true);
       setTraining(false);
       $('pause').disabled = true;
       break;
     case 'state':
+      if (!state.run) break; // reset, or a run still being built
       setTraining(m.training);
       state.status = m.training ? 'training' : 'paused';
       break;
     case 'step':
       if (state.timings.first_step_ms == null) state.timings.first_step_ms = performance.now() - pageStart;
       state.steps.push([m.step, m.loss]);
-      state.run.step = m.step;
-      $('step').textContent = `${m.step} / ${state.run.steps}`;
+      if (state.run) state.run.step = m.step;
+      $('step').textContent = `${m.step} / ${state.run ? state.run.steps : '?'}`;
       $('loss').textContent = fmt(m.loss) + (m.skipped ? ' (skipped)' : '');
       $('lr').textContent = m.lr.toExponential(2);
       $('tps').textContent = Math.round(m.tokens_per_s).toString();
@@ -111,10 +118,13 @@ worker.onmessage = (e) => {
       state.status = 'done';
       $('pause').disabled = true;
       break;
-    case 'files':
+    case 'files': {
       state.files = m.files;
-      for (const [name, bytes] of Object.entries(m.files)) download(name, bytes);
+      // Saved at once; the links stay for a browser that asks before saving several files.
+      const links = Object.entries(m.files).map(([name, bytes]) => download(name, bytes));
+      $('links').replaceChildren(`step ${m.step}: `, ...links.flatMap((a, i) => (i ? [', ', a] : [a])));
       break;
+    }
     case 'scored':
       state.scored = m;
       break;
@@ -136,10 +146,9 @@ function download(name, bytes) {
   const a = document.createElement('a');
   a.href = URL.createObjectURL(new Blob([bytes]));
   a.download = name;
-  document.body.append(a);
+  a.textContent = name;
   a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+  return a;
 }
 
 // ---- controls ---------------------------------------------------------------------------------
@@ -163,17 +172,17 @@ $('start').onclick = async () => {
     showError('the text', err.message);
     return;
   }
-  Object.assign(state, { steps: [], evals: [], maps: null, status: 'compiling' });
+  Object.assign(state, { steps: [], evals: [], maps: null, run: null, status: 'compiling' });
   state.timings.start_clicked_ms = performance.now() - pageStart;
   drawLoss();
   const settings = [`steps=${steps}`, 'precision=f16'].join('\n');
   const copy = body ? body.slice(0) : null;
   send('settings', { settings: currentSettings() });
-  send('start', { preset, text: copy, settings, prompt: promptText() }, copy ? [copy] : []);
+  send('start', { gen: ++gen, preset, text: copy, settings, prompt: promptText() }, copy ? [copy] : []);
 };
 $('pause').onclick = () => send(training ? 'pause' : 'resume');
 $('reset').onclick = () => {
-  send('pause');
+  send('reset', { gen: ++gen });
   Object.assign(state, { steps: [], evals: [], maps: null, run: null, status: 'ready' });
   for (const id of ['step', 'loss', 'val', 'lr', 'tps', 'model']) $(id).textContent = '–';
   setTraining(false);
@@ -219,7 +228,7 @@ async function takeModel(files) {
     return;
   }
   const [config, model, tokenizer] = await Promise.all(MODEL_FILES.map((n) => byName[n].arrayBuffer()));
-  send('open', { config, model, tokenizer, names: MODEL_FILES }, [config, model, tokenizer]);
+  send('open', { gen: ++gen, config, model, tokenizer, names: MODEL_FILES }, [config, model, tokenizer]);
 }
 $('model-files').onchange = (e) => takeModel(e.target.files);
 for (const [id, take] of [['drop-text', (fs) => takeText(fs[0])], ['drop-model', takeModel]]) {

@@ -73,28 +73,36 @@ async function until(page, what, fn, arg, { errorsExpected = false } = {}) {
 }
 const wgptState = (page) => page.evaluate(() => window.__wgpt);
 
-async function train(page, preset, steps, { clickWhileTraining = false } = {}) {
+async function train(page, preset, steps) {
   await page.selectOption('#preset', preset);
   await page.fill('#steps', String(steps));
   await page.click('#start');
-  if (clickWhileTraining) {
-    // The page takes clicks while the worker trains: a click redraws the chart, and the steps go on.
-    await until(page, 'training to start', () => window.__wgpt.status === 'training' && window.__wgpt.steps.length >= 3);
-    await page.click('#log');
-    const at = (await wgptState(page)).steps.length;
-    check(await page.isChecked('#log') && at < steps, `a click during training (at step ${at}) is taken at once`);
-    await until(page, 'training to go on after the click', (n) => window.__wgpt.steps.length > n + 2, at);
-    await page.click('#log');
-    // Pause, then resume: the worker stops between steps and goes on from where it stopped.
-    await page.click('#pause');
-    await until(page, 'the pause', () => window.__wgpt.status === 'paused');
-    const paused = (await wgptState(page)).steps.length;
-    check((await page.textContent('#pause')) === 'Resume', `paused at step ${paused}`);
-    await page.click('#pause');
-    await until(page, 'training to resume', (n) => window.__wgpt.status === 'training' && window.__wgpt.steps.length > n, paused);
-  }
   await until(page, `${steps} ${preset} steps in the page`, (n) => window.__wgpt.status === 'done' && window.__wgpt.steps.length >= n && window.__wgpt.evals.length > 0, steps);
   return wgptState(page);
+}
+
+// The page takes clicks while the worker trains, pauses, resumes and resets, on a run too long to
+// end on its own while this happens.
+async function interact(page) {
+  await page.selectOption('#preset', 'tiny');
+  await page.fill('#steps', '100000');
+  await page.click('#start');
+  await until(page, 'training to start', () => window.__wgpt.status === 'training' && window.__wgpt.steps.length >= 3);
+  await page.click('#log');
+  const at = (await wgptState(page)).steps.length;
+  check(await page.isChecked('#log'), `a click during training (at step ${at}) is taken`);
+  await until(page, 'training to go on after the click', (n) => window.__wgpt.steps.length > n + 2, at);
+  await page.click('#log');
+  await page.click('#pause');
+  await until(page, 'the pause', () => window.__wgpt.status === 'paused');
+  const paused = (await wgptState(page)).steps.length;
+  check((await page.textContent('#pause')) === 'Resume', `paused at step ${paused}`);
+  await page.click('#pause');
+  await until(page, 'training to resume', (n) => window.__wgpt.status === 'training' && window.__wgpt.steps.length > n, paused);
+  // Reset while a step is in flight: what that step reports is dropped, not drawn or thrown on.
+  await page.click('#reset');
+  await until(page, 'the reset', () => window.__wgpt.status === 'ready' && window.__wgpt.run === null);
+  check((await wgptState(page)).steps.length === 0, 'reset cleared the run');
 }
 
 // The pixels of the screenshot inside an element's box.
@@ -149,7 +157,8 @@ async function main() {
 
   // 2. Train tiny; the loss falls; the f32 fallback is announced where there is no f16.
   const steps = Number(process.env.WEB_STEPS || 60);
-  const s = await train(page, 'tiny', steps, { clickWhileTraining: true });
+  await interact(page);
+  const s = await train(page, 'tiny', steps);
   const mean = (a) => a.reduce((x, y) => x + y, 0) / a.length;
   const first = mean(s.steps.slice(0, 5).map((p) => p[1])), last = mean(s.steps.slice(-5).map((p) => p[1]));
   check(s.steps.length >= 50 && last < first - 0.3, `training ${s.steps.length} tiny steps in the page lowered the loss: ${first.toFixed(3)} -> ${last.toFixed(3)}`);
