@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
+.PHONY: deps-gl test-gl deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -241,3 +241,18 @@ bench-web: web deps-web-test
 		echo "round $$i, page (Chromium, SwiftShader):"; \
 		(cd web/test && node page.mjs --bench ../../$(WEB_SITE) $(WEB_BENCH_STEPS)); \
 	done
+
+# The kernel tests through a second WGSL compiler path: wgpu's GL backend on Mesa's llvmpipe (naga
+# -> GLSL), besides make test's Vulkan on lavapipe (naga -> SPIR-V) and test-web's Dawn/Tint. One
+# test thread: the GL backend serialises on one context, and parallel tests time out waiting for it.
+GL_KERNEL_TESTS = ops_matmul ops_layernorm ops_attention ops_attention_flash ops_elementwise ops_embedding ops_xent_adamw gpt_reference
+deps-gl:
+	@if ldconfig -p | grep -q libEGL_mesa; then echo "deps-gl: Mesa's EGL and GL drivers are installed"; \
+	elif command -v apt-get >/dev/null; then \
+		echo "deps-gl: installing Mesa's EGL and GL drivers (libegl1, libegl-mesa0, libgl1-mesa-dri)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
+	else echo "deps-gl: install Mesa's EGL and GL drivers (llvmpipe)" >&2; exit 1; fi
+
+test-gl: deps-gl
+	WGPU_BACKEND=gl WGPT_REQUIRE_BACKEND=gl cargo test $(GL_KERNEL_TESTS:%=--test %) -- --test-threads=1
+

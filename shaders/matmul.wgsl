@@ -195,3 +195,104 @@ fn matmul_backward_dw(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups
     if (!tile_in_range(wid, nwg)) { return; }
     store(tile_product(wid, nwg, lid), mat4x4f());
 }
+
+// ---- Variant `tiled` (GPUs): a 64 x 64 tile of C per workgroup of 256 invocations, staged through
+// workgroup memory in k steps of 16, each invocation accumulating a 4 x 4 block in registers.
+// A and B are read from global memory once per workgroup tile instead of once per invocation
+// tile, and side-by-side invocations load neighbouring addresses of whichever stride is 1.
+// 8 KiB of workgroup memory and 256 invocations: within WebGPU's default limits. Each output is
+// still one f32 sum in k order (the zeros padding k past `inner` add exactly nothing), so the
+// variant is deterministic; it may round differently from `register` (fused multiply-adds).
+const TB: u32 = 64u;   // rows and columns of C per workgroup
+const TK: u32 = 16u;   // k per stage
+// Stage s holds A[row0 + i, k0 + kk] at sa[kk * 16 + i / 4][i % 4] (and B likewise by column),
+// so the inner loop reads one vec4 of each per k.
+var<workgroup> sa: array<vec4f, 256>;
+var<workgroup> sb: array<vec4f, 256>;
+
+struct Block {
+    row0: u32,  // first of the invocation's 4 rows
+    col0: u32,  // first of its 4 columns
+    c: mat4x4f, // c[r] = row row0 + r, columns col0 .. col0 + 3
+}
+
+fn tiled_in_range(wid: vec3u, nwg: vec3u) -> bool {
+    return wid.y * nwg.x + wid.x < p.col_groups * ((p.rows + TB - 1u) / TB);
+}
+
+fn a_at(i: u32, k: u32) -> f32 {
+    if (i >= p.rows || k >= p.inner) { return 0.0; }
+    return f32(a[p.a_off + i * p.a_rs + k * p.a_cs]);
+}
+
+fn b_at(k: u32, j: u32) -> f32 {
+    if (k >= p.inner || j >= p.cols) { return 0.0; }
+    return f32(b[k * p.b_rs + j * p.b_cs]);
+}
+
+fn tiled_product(wid: vec3u, nwg: vec3u, lid: u32) -> Block {
+    let g = wid.y * nwg.x + wid.x;
+    let tile_r = (g / p.col_groups) * TB;
+    let tile_c = (g % p.col_groups) * TB;
+    var blk: Block;
+    blk.row0 = tile_r + (lid / 16u) * 4u;
+    blk.col0 = tile_c + (lid % 16u) * 4u;
+    // Which of the 1024 staged elements this invocation loads (4 of A, 4 of B): along k where k is
+    // the contiguous stride (a_cs == 1), else along the rows (and the same for B's columns).
+    let a_along_k = p.a_cs == 1u;
+    let b_along_k = p.b_rs == 1u;
+    for (var k0 = 0u; k0 < p.inner; k0 += TK) {
+        for (var s = 0u; s < 4u; s++) {
+            let e = lid + s * 256u;
+            var i = e % TB;
+            var kk = e / TB;
+            if (a_along_k) { i = e / TK; kk = e % TK; }
+            sa[kk * 16u + i / 4u][i % 4u] = a_at(tile_r + i, k0 + kk);
+            var j = e % TB;
+            var kb = e / TB;
+            if (b_along_k) { j = e / TK; kb = e % TK; }
+            sb[kb * 16u + j / 4u][j % 4u] = b_at(k0 + kb, tile_c + j);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let av = sa[kk * 16u + lid / 16u];
+            let bv = sb[kk * 16u + lid % 16u];
+            blk.c += outer(av, bv);
+        }
+        workgroupBarrier();
+    }
+    return blk;
+}
+
+fn store_tiled(blk: Block, bias: vec4f) {
+    let cols = vec4u(blk.col0) + vec4u(0u, 1u, 2u, 3u);
+    store_row(blk.row0, cols, blk.c[0] + bias);
+    store_row(blk.row0 + 1u, cols, blk.c[1] + bias);
+    store_row(blk.row0 + 2u, cols, blk.c[2] + bias);
+    store_row(blk.row0 + 3u, cols, blk.c[3] + bias);
+}
+
+@compute @workgroup_size(256)
+fn matmul_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (!tiled_in_range(wid, nwg)) { return; }
+    let blk = tiled_product(wid, nwg, lid);
+    store_tiled(blk, bias_at(min(vec4u(blk.col0) + vec4u(0u, 1u, 2u, 3u), vec4u(p.cols - 1u))));
+}
+
+@compute @workgroup_size(256)
+fn matmul_forward_nobias_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (!tiled_in_range(wid, nwg)) { return; }
+    store_tiled(tiled_product(wid, nwg, lid), vec4f());
+}
+
+@compute @workgroup_size(256)
+fn matmul_backward_dx_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (!tiled_in_range(wid, nwg)) { return; }
+    store_tiled(tiled_product(wid, nwg, lid), vec4f());
+}
+
+@compute @workgroup_size(256)
+fn matmul_backward_dw_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (!tiled_in_range(wid, nwg)) { return; }
+    store_tiled(tiled_product(wid, nwg, lid), vec4f());
+}

@@ -753,12 +753,13 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             _ => "(plan only)".into(),
         };
         println!(
-            "{:<18} B={:<3} T={:<5} {} recompute={:<5} {:5} dispatches  {timing}",
+            "{:<18} B={:<3} T={:<5} {} recompute={:<5} matmul={:<8} {:5} dispatches  {timing}",
             r.preset,
             r.batch,
             r.seq,
             r.precision.name(),
             r.recompute.name(),
+            r.matmul.map_or("auto", |v| v.name()),
             r.dispatches
         );
         println!("    {}", r.plan.summary());

@@ -1,11 +1,12 @@
 //! Matmul (Conv1D layout and the tied lm_head layout): the CPU reference backward against finite
-//! differences, every WGSL entry point against the reference on shapes off the tile sizes, and
-//! bit-identical results across runs.
+//! differences, every WGSL entry point of every variant the adapter runs against the reference on
+//! shapes off the tile sizes, and bit-identical results across runs.
 
 mod common;
 use common::*;
 use wgpt::graph::TensorId;
-use wgpt::ops::matmul::Matmul;
+use wgpt::ops::matmul::{Matmul, Variant};
+use wgpt::ops::Tunable;
 
 /// The worst-case bound on an f32 sum of `terms` products plus `extra` roundings (the bias add,
 /// the accumulate add), given the sums of absolute values: (terms + extra) * u * sum|.|
@@ -38,24 +39,58 @@ fn cpu_backward_matches_finite_differences() {
 }
 
 /// (M, K, N): single elements, K = 1, N = 1, and sizes that are not multiples of the 16 x 16
-/// invocation tile or of the workgroup tiles (N = 65 and 300 get 5 and 19 column lanes).
-const SHAPES: [(usize, usize, usize); 8] =
-    [(1, 1, 1), (1, 5, 3), (9, 1, 300), (300, 2, 1), (7, 13, 5), (33, 70, 65), (17, 3, 257), (128, 96, 200)];
+/// invocation tile, of the register variant's workgroup tiles (N = 65 and 300 get 5 and 19 column
+/// lanes) or of the tiled variant's 64 x 64 tiles and k steps of 16.
+const SHAPES: [(usize, usize, usize); 9] = [
+    (1, 1, 1),
+    (1, 5, 3),
+    (9, 1, 300),
+    (300, 2, 1),
+    (7, 13, 5),
+    (33, 70, 65),
+    (17, 3, 257),
+    (128, 96, 200),
+    (65, 17, 129),
+];
+
+/// The step compiled every matmul on `v`.
+fn assert_ran_on(ran: &Ran, v: Variant) {
+    assert!(ran.step.choices.iter().all(|c| c.variant == v), "{:?}", ran.step.choices);
+    for d in &ran.step.dispatches {
+        if let Some(Tunable::Matmul(t)) = d.tunable {
+            assert_eq!(t.variant, v, "{} runs on {:?}", d.entry, t.variant);
+        }
+    }
+}
 
 #[gpu_test]
 async fn kernels_match_reference() {
-    // One program for every shape and layout: the pipelines compile once.
-    let mut kit = Kit::new();
-    let mut checks = Vec::new();
-    for (s, &(m, k, n)) in SHAPES.iter().enumerate() {
-        for trans_w in [false, true] {
-            let op = Matmul::new(m, k, n, trans_w);
-            checks.push(add_shape(&mut kit, op, 200 + 2 * s as u64 + trans_w as u64));
+    for v in matmul_variants().await {
+        // One program for every shape and layout: the pipelines compile once per variant.
+        let mut kit = Kit::new().on(v);
+        let mut checks = Vec::new();
+        for (s, &(m, k, n)) in SHAPES.iter().enumerate() {
+            for trans_w in [false, true] {
+                let op = Matmul::new(m, k, n, trans_w);
+                checks.push(add_shape(&mut kit, op, 200 + 2 * s as u64 + trans_w as u64));
+            }
+        }
+        let ran = kit.run().await;
+        assert_ran_on(&ran, v);
+        for c in &checks {
+            c.check(&ran).await;
         }
     }
-    let ran = kit.run().await;
-    for c in &checks {
-        c.check(&ran).await;
+}
+
+/// Moves the kit's matmuls to `v` before compiling (to change their grids by hand).
+fn move_to(kit: &mut Kit, v: Variant) {
+    for d in &mut kit.d {
+        if let Some(Tunable::Matmul(t)) = d.tunable {
+            let args = std::mem::take(&mut d.args);
+            *d = t.dispatch(v);
+            d.args = args;
+        }
     }
 }
 
@@ -155,24 +190,28 @@ async fn kernels_accept_a_folded_grid() {
     let d = big.forward(TensorId(0), TensorId(0), TensorId(0), None);
     assert!(d.groups[1] > 1, "expected a 2-D grid, got {:?}", d.groups);
 
-    let mut kit = Kit::new();
-    let checks = [
-        add_shape(&mut kit, Matmul::new(100, 7, 600, false), 310),
-        add_shape(&mut kit, Matmul::new(130, 300, 5, true), 311),
-    ];
-    for d in &mut kit.d {
-        let n = d.groups[0] * d.groups[1];
-        d.groups = [n.div_ceil(3) + 1, 3, 1];
-    }
-    let ran = kit.run().await;
-    for c in &checks {
-        c.check(&ran).await;
+    for v in matmul_variants().await {
+        let mut kit = Kit::new().on(v);
+        let checks = [
+            add_shape(&mut kit, Matmul::new(100, 7, 600, false), 310),
+            add_shape(&mut kit, Matmul::new(130, 300, 5, true), 311),
+        ];
+        move_to(&mut kit, v);
+        for d in &mut kit.d {
+            let n = d.groups[0] * d.groups[1];
+            d.groups = [n.div_ceil(3) + 1, 3, 1];
+        }
+        let ran = kit.run().await;
+        assert_ran_on(&ran, v);
+        for c in &checks {
+            c.check(&ran).await;
+        }
     }
 }
 
-/// Runs every entry point on both layouts and returns the bits of every output.
-async fn run_all_bits() -> Vec<Vec<u32>> {
-    let mut kit = Kit::new();
+/// Runs every entry point of `v` on both layouts and returns the bits of every output.
+async fn run_all_bits(v: Variant) -> Vec<Vec<u32>> {
+    let mut kit = Kit::new().on(v);
     let mut outs = Vec::new();
     for (s, trans_w) in [false, true].into_iter().enumerate() {
         let c = add_shape(&mut kit, Matmul::new(130, 97, 203, trans_w), 400 + s as u64);
@@ -184,11 +223,13 @@ async fn run_all_bits() -> Vec<Vec<u32>> {
 
 #[gpu_test]
 async fn kernels_are_deterministic() {
-    let a = run_all_bits().await;
-    let b = run_all_bits().await;
-    // Fixed-order sums: two runs must agree bit for bit, not just within rounding.
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!(x == y, "output {i} differs between runs");
+    for v in matmul_variants().await {
+        let a = run_all_bits(v).await;
+        let b = run_all_bits(v).await;
+        // Fixed-order sums: two runs must agree bit for bit, not just within rounding.
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(x == y, "{v:?}: output {i} differs between runs");
+        }
     }
 }
 

@@ -52,32 +52,35 @@ fn every_family_validates_with_f16_storage() {
 
 #[gpu_test]
 async fn f16_matmul_matches_reference() {
-    // Off the 16 x 16 tiles, both weight layouts.
-    for (s, &(m, k, n, trans_w)) in [(33, 70, 65, false), (17, 40, 96, true), (5, 3, 7, false)].iter().enumerate() {
-        let mut r = rng(900 + s as u64);
-        let op = Matmul::new(m, k, n, trans_w);
-        let (x, w, bias, dout) = (
-            randn16(&mut r, m * k, 1.0),
-            randn16(&mut r, k * n, 1.0),
-            randn16(&mut r, n, 1.0),
-            randn16(&mut r, m * n, 1.0),
-        );
-        let mut kit = Kit::f16();
-        let (xi, wi, bi, di) =
-            (kit.input("x", &x), kit.input("w", &w), kit.input("bias", &bias), kit.input("dout", &dout));
-        let (out, dx, dw) = (kit.output("out", m * n), kit.output("dx", m * k), kit.output("dw", k * n));
-        kit.push([
-            op.forward(out, xi, wi, Some(bi)),
-            op.backward_dx(dx, false, di, wi),
-            op.backward_dw(dw, false, di, xi),
-        ]);
-        let ran = kit.run().await;
-        let (wdx, wdw, _) = op.cpu_backward(&dout, &x, &w);
-        // f32 sums of at most 70 products of magnitude ~1: gamma_70 * 70 * 3 < 1e-3 worst case;
-        // 1e-4 is ample in practice and still far below the f16 rounding of O(1) results.
-        check16("f16 matmul out", &ran.get(out).await, &op.cpu_forward(&x, &w, Some(&bias)), 1e-4);
-        check16("f16 matmul dx", &ran.get(dx).await, &wdx, 1e-4);
-        check16("f16 matmul dw", &ran.get(dw).await, &wdw, 1e-4);
+    // Off the 16 x 16 and 64 x 64 tiles, both weight layouts, every variant the adapter runs.
+    let shapes = [(33, 70, 65, false), (17, 40, 96, true), (5, 3, 7, false), (70, 21, 66, true)];
+    for (s, &(m, k, n, trans_w)) in shapes.iter().enumerate() {
+        for v in matmul_variants().await {
+            let mut r = rng(900 + s as u64);
+            let op = Matmul::new(m, k, n, trans_w);
+            let (x, w, bias, dout) = (
+                randn16(&mut r, m * k, 1.0),
+                randn16(&mut r, k * n, 1.0),
+                randn16(&mut r, n, 1.0),
+                randn16(&mut r, m * n, 1.0),
+            );
+            let mut kit = Kit::f16().on(v);
+            let (xi, wi, bi, di) =
+                (kit.input("x", &x), kit.input("w", &w), kit.input("bias", &bias), kit.input("dout", &dout));
+            let (out, dx, dw) = (kit.output("out", m * n), kit.output("dx", m * k), kit.output("dw", k * n));
+            kit.push([
+                op.forward(out, xi, wi, Some(bi)),
+                op.backward_dx(dx, false, di, wi),
+                op.backward_dw(dw, false, di, xi),
+            ]);
+            let ran = kit.run().await;
+            let (wdx, wdw, _) = op.cpu_backward(&dout, &x, &w);
+            // f32 sums of at most 70 products of magnitude ~1: gamma_70 * 70 * 3 < 1e-3 worst case;
+            // 1e-4 is ample in practice and still far below the f16 rounding of O(1) results.
+            check16(&format!("f16 {v:?} matmul out"), &ran.get(out).await, &op.cpu_forward(&x, &w, Some(&bias)), 1e-4);
+            check16(&format!("f16 {v:?} matmul dx"), &ran.get(dx).await, &wdx, 1e-4);
+            check16(&format!("f16 {v:?} matmul dw"), &ran.get(dw).await, &wdw, 1e-4);
+        }
     }
 }
 

@@ -141,6 +141,32 @@ fn stop_and_resume_equals_uninterrupted() {
     std::fs::remove_dir_all(&base).unwrap();
 }
 
+/// A run records the kernel variant of every product in its checkpoints, and a resumed run
+/// computes with those again, whatever the adapter would pick now: a choice made once (by timing,
+/// which is noisy) never changes a run's bits.
+#[test]
+fn a_run_records_its_kernels_and_resume_keeps_them() {
+    use wgpt::ops::matmul::Variant;
+    let corpus = load_corpus(Some(&shakespeare())).unwrap();
+    let auto = Trainer::new(gpu(), config(2), &corpus).unwrap();
+    let picked = wgpt::gpu::tuning::heuristic(gpu());
+    assert!(!auto.cfg.kernels.is_empty(), "every product's variant is recorded");
+    assert!(auto.cfg.kernels.values().all(|&v| v == picked), "{:?}", auto.cfg.kernels);
+    // A run whose recorded kernels are not what this adapter picks, as if made on another one.
+    let other = if picked == Variant::Register { Variant::Tiled } else { Variant::Register };
+    let mut cfg = config(4);
+    cfg.matmul = Some(other);
+    let dir = std::env::temp_dir().join(format!("wgpt-kernels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    Trainer::new(gpu(), cfg, &corpus).unwrap().run_until(&dir, 2, |_: &str| {}).unwrap();
+    let sets = ["matmul=auto".to_string()];
+    let resumed = Trainer::resume(gpu(), &dir, Some(&corpus), &sets, &mut Vec::new()).unwrap();
+    assert_eq!(resumed.cfg.matmul, None);
+    assert_eq!(resumed.cfg.kernels, auto.cfg.kernels.keys().map(|k| (k.clone(), other)).collect());
+    assert!(resumed.ts.step.choices.iter().all(|c| c.variant == other), "{:?}", resumed.ts.step.choices);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Weights poisoned with NaN make every step's loss and gradients non-finite: each step is skipped
 /// on the GPU and reported, and after max_bad_steps in a row the run stops with a message, having
 /// written nothing: the checkpoint on disk is the one from before, byte for byte.

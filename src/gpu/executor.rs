@@ -10,6 +10,7 @@ use super::context::Gpu;
 use super::faults::Faults;
 use super::pipeline::{Kernel, PipelineCache};
 use super::shader::{BindingKind, StorageType};
+use super::tuning::{self, Choice, KernelPolicy};
 use crate::error::{Bytes, Error, Result};
 use crate::graph::memplan::{plan, MemoryPlan};
 use crate::graph::{Class, DType, TensorId, Tensors};
@@ -23,6 +24,8 @@ pub struct Program {
     pub storage: StorageType,
     /// Caps the bytes of one binding below the adapter's limit (None: the adapter's limit).
     pub max_binding: Option<u64>,
+    /// Which kernel variants to run (default: chosen per adapter).
+    pub kernels: KernelPolicy,
 }
 
 struct Compiled {
@@ -37,6 +40,8 @@ pub struct Step {
     pub tensors: Tensors,
     pub dispatches: Vec<Dispatch>,
     pub plan: MemoryPlan,
+    /// The kernel variant of each distinct product (gpu/tuning.rs).
+    pub choices: Vec<Choice>,
     buffers: Vec<Option<wgpu::Buffer>>,
     compiled: Vec<Compiled>,
     /// Mappable copy of the outputs arena (loss, gradient norm), made once so that reading a
@@ -55,7 +60,8 @@ pub(crate) fn debug_enabled() -> bool {
 
 impl Step {
     pub async fn compile(gpu: &Gpu, cache: &mut PipelineCache, program: Program) -> Result<Step> {
-        let Program { tensors, dispatches, storage, max_binding } = program;
+        let Program { tensors, mut dispatches, storage, max_binding, kernels } = program;
+        let choices = tuning::choose(gpu, cache, &kernels, storage, &mut dispatches).await?;
         let max_binding = max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
         let plan = plan(&tensors, &dispatches, gpu.align());
 
@@ -217,6 +223,7 @@ impl Step {
             tensors,
             dispatches,
             plan,
+            choices,
             buffers,
             compiled,
             outputs,
@@ -225,6 +232,9 @@ impl Step {
         if debug_enabled() {
             eprintln!("{}", step.schedule_report());
             eprintln!("{}", step.plan.report(&step.tensors));
+            for c in &step.choices {
+                eprintln!("{}", c.describe());
+            }
         }
         Ok(step)
     }

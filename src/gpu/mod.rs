@@ -6,6 +6,8 @@ pub mod executor;
 pub mod faults;
 pub mod pipeline;
 pub mod shader;
+pub mod tuning;
+pub mod tuning_cache;
 
 pub use context::{BackendChoice, Gpu};
 pub use executor::{Program, Step};

@@ -1,7 +1,8 @@
 //! Matrix products of linear layers in the Hugging Face Conv1D layout (W is (K, N)) and of the tied
-//! lm_head (W = wte is (N, K)). Shader: `shaders/matmul.wgsl` (one strided, register-tiled kernel).
+//! lm_head (W = wte is (N, K)). Shader: `shaders/matmul.wgsl`: one strided product C = A B in two
+//! variants (`Variant`), which the compiled step picks per adapter (`gpu/tuning.rs`).
 
-use super::{grid, Dispatch, Family, Uniform, WG};
+use super::{grid, Dispatch, Family, Tunable, Uniform, WG};
 use crate::graph::TensorId;
 
 /// Rows and columns of C one invocation computes (a 16 x 16 register tile in the shader).
@@ -32,17 +33,89 @@ pub struct Matmul {
     pub out_col: usize,
 }
 
+/// The kernels of `shaders/matmul.wgsl`. Adding one: its four entry points in the shader, a row in
+/// `entry` and `needs`, and its grid in `Product::dispatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// A 16 x 16 register tile per invocation, no workgroup memory: the fastest on CPU adapters.
+    Register,
+    /// 64 x 64 workgroup tiles staged through workgroup memory, 4 x 4 per invocation: for GPUs.
+    Tiled,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 2] = [Variant::Register, Variant::Tiled];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Register => "register",
+            Variant::Tiled => "tiled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// The adapter limits it needs: (invocations per workgroup, bytes of workgroup memory).
+    pub fn needs(self) -> (u32, u32) {
+        match self {
+            Variant::Register => (WG, 0),
+            Variant::Tiled => (256, 2 * 256 * 16),
+        }
+    }
+
+    fn entry(self, pass: Pass) -> &'static str {
+        match (self, pass) {
+            (Variant::Register, Pass::Forward { bias: true }) => "matmul_forward",
+            (Variant::Register, Pass::Forward { bias: false }) => "matmul_forward_nobias",
+            (Variant::Register, Pass::Dx) => "matmul_backward_dx",
+            (Variant::Register, Pass::Dw) => "matmul_backward_dw",
+            (Variant::Tiled, Pass::Forward { bias: true }) => "matmul_forward_tiled",
+            (Variant::Tiled, Pass::Forward { bias: false }) => "matmul_forward_nobias_tiled",
+            (Variant::Tiled, Pass::Dx) => "matmul_backward_dx_tiled",
+            (Variant::Tiled, Pass::Dw) => "matmul_backward_dw_tiled",
+        }
+    }
+}
+
+/// Which product of a linear layer a dispatch computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pass {
+    Forward { bias: bool },
+    Dx,
+    Dw,
+}
+
+/// A product with everything but its variant: what choosing a variant for a dispatch needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tuned {
+    pub product: Product,
+    pub pass: Pass,
+    pub acc: bool,
+    /// The variant the dispatch is on now.
+    pub variant: Variant,
+}
+
+impl Tuned {
+    /// The dispatch of this product on `variant`, without its tensors.
+    pub fn dispatch(&self, variant: Variant) -> Dispatch {
+        self.product.dispatch(variant, self.pass, self.acc)
+    }
+}
+
 /// C (rows, cols) = A (rows, inner) B (inner, cols) with A[i, k] = a[a_off + i * a_rs + k * a_cs],
 /// B[k, j] = b[k * b_rs + j * b_cs] and C[i, j] = c[c_off + i * c_rs + j].
-struct Product {
-    rows: usize,
-    cols: usize,
-    inner: usize,
-    a: (usize, usize),
-    b: (usize, usize),
-    a_off: usize,
-    c_rs: usize,
-    c_off: usize,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Product {
+    pub rows: usize,
+    pub cols: usize,
+    pub inner: usize,
+    pub a: (usize, usize),
+    pub b: (usize, usize),
+    pub a_off: usize,
+    pub c_rs: usize,
+    pub c_off: usize,
 }
 
 impl Product {
@@ -56,8 +129,18 @@ impl Product {
 
     /// The tile shape only changes which invocation computes an element, never its arithmetic
     /// (one f32 sum in k order), so results do not depend on it.
-    fn dispatch(&self, entry: &'static str, acc: bool) -> Dispatch {
+    fn dispatch(&self, variant: Variant, pass: Pass, acc: bool) -> Dispatch {
+        let entry = variant.entry(pass);
         assert!(self.rows > 0 && self.cols > 0 && self.inner > 0, "{entry}: empty product");
+        let tuned = Tunable::Matmul(Tuned { product: *self, pass, acc, variant });
+        if variant == Variant::Tiled {
+            let col_groups = self.cols.div_ceil(64);
+            let groups = col_groups as u64 * self.rows.div_ceil(64) as u64;
+            return Dispatch::new(Family::Matmul, entry)
+                .uniform(self.uniform(col_groups, acc))
+                .groups(grid(groups))
+                .tunable(tuned);
+        }
         let lc = self.col_lanes();
         let col_groups = self.cols.div_ceil(TILE * lc);
         // Row lanes: up to MAX_WG invocations, no more than the rows need, and fewer while that
@@ -71,22 +154,25 @@ impl Product {
         Dispatch::new(Family::Matmul, entry)
             .constant("WG", (lc * lr) as f64)
             .constant("LANES_C", lc as f64)
-            .uniform(
-                Uniform::new()
-                    .u(self.rows)
-                    .u(self.cols)
-                    .u(self.inner)
-                    .u(self.a.0)
-                    .u(self.a.1)
-                    .u(self.b.0)
-                    .u(self.b.1)
-                    .u(col_groups)
-                    .u(acc as u32)
-                    .u(self.a_off)
-                    .u(self.c_rs)
-                    .u(self.c_off),
-            )
+            .uniform(self.uniform(col_groups, acc))
             .groups(grid(groups))
+            .tunable(tuned)
+    }
+
+    fn uniform(&self, col_groups: usize, acc: bool) -> Uniform {
+        Uniform::new()
+            .u(self.rows)
+            .u(self.cols)
+            .u(self.inner)
+            .u(self.a.0)
+            .u(self.a.1)
+            .u(self.b.0)
+            .u(self.b.1)
+            .u(col_groups)
+            .u(acc as u32)
+            .u(self.a_off)
+            .u(self.c_rs)
+            .u(self.c_off)
     }
 }
 
@@ -106,7 +192,8 @@ impl Matmul {
     }
 
     /// out (M, N) = x (M, K) @ W + bias. Entry `matmul_forward` with a bias, `matmul_forward_nobias`
-    /// without one (an unused binding would change the bind group layout).
+    /// without one (an unused binding would change the bind group layout). Every product is built
+    /// on the `register` variant; the compiled step moves it to the one the adapter runs best.
     pub fn forward(&self, out: TensorId, x: TensorId, w: TensorId, bias: Option<TensorId>) -> Dispatch {
         let prod = Product {
             rows: self.m,
@@ -119,8 +206,8 @@ impl Matmul {
             c_off: self.out_col,
         };
         let d = match bias {
-            Some(b) => prod.dispatch("matmul_forward", false).arg(4, b),
-            None => prod.dispatch("matmul_forward_nobias", false),
+            Some(b) => prod.dispatch(Variant::Register, Pass::Forward { bias: true }, false).arg(4, b),
+            None => prod.dispatch(Variant::Register, Pass::Forward { bias: false }, false),
         };
         d.arg(1, out).arg(2, x).arg(3, w)
     }
@@ -138,7 +225,7 @@ impl Matmul {
             c_rs: self.k,
             c_off: 0,
         }
-        .dispatch("matmul_backward_dx", acc)
+        .dispatch(Variant::Register, Pass::Dx, acc)
         .arg(1, dx)
         .arg(2, dout)
         .arg(3, w)
@@ -172,7 +259,7 @@ impl Matmul {
             assert_eq!(self.out_col, 0, "only (N, K) weights are sharded");
             (p, x, dout)
         };
-        prod.dispatch("matmul_backward_dw", acc).arg(1, dw).arg(2, a).arg(3, b)
+        prod.dispatch(Variant::Register, Pass::Dw, acc).arg(1, dw).arg(2, a).arg(3, b)
     }
 
     /// W[k, j] of the forward product, from either layout.

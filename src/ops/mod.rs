@@ -27,11 +27,32 @@ pub struct Dispatch {
     pub uniform: Vec<u32>,
     pub args: Vec<(u32, TensorId)>,
     pub groups: [u32; 3],
+    /// Set when the kernel comes in variants: what choosing another one needs.
+    pub tunable: Option<Tunable>,
+}
+
+/// A dispatch whose family has kernel variants, with the shape that choosing one depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tunable {
+    Matmul(matmul::Tuned),
 }
 
 impl Dispatch {
     pub fn new(family: Family, entry: &'static str) -> Self {
-        Dispatch { family, entry, constants: Vec::new(), uniform: Vec::new(), args: Vec::new(), groups: [1, 1, 1] }
+        Dispatch {
+            family,
+            entry,
+            constants: Vec::new(),
+            uniform: Vec::new(),
+            args: Vec::new(),
+            groups: [1, 1, 1],
+            tunable: None,
+        }
+    }
+
+    pub fn tunable(mut self, t: Tunable) -> Self {
+        self.tunable = Some(t);
+        self
     }
 
     pub fn arg(mut self, binding: u32, t: TensorId) -> Self {

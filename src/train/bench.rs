@@ -11,10 +11,12 @@ use super::step::{StepConfig, TrainStep};
 use super::trainer::init_params;
 use crate::data::batches::Rng;
 use crate::error::Result;
+use crate::gpu::tuning::Choice;
 use crate::gpu::{Gpu, PipelineCache};
 use crate::graph::memplan::{plan, MemoryPlan};
 use crate::graph::{Class, Recompute};
 use crate::model::GptConfig;
+use crate::ops::matmul::Variant;
 
 #[derive(Debug, Clone)]
 pub struct BenchResult {
@@ -24,6 +26,9 @@ pub struct BenchResult {
     pub model: GptConfig,
     pub precision: Precision,
     pub recompute: Recompute,
+    /// The matmul variant asked for (None: chosen per product) and, when run, what each got.
+    pub matmul: Option<Variant>,
+    pub choices: Vec<Choice>,
     pub dispatches: usize,
     pub plan: MemoryPlan,
     /// None with `plan_only`: nothing was run.
@@ -65,6 +70,8 @@ pub fn plan_only(cfg: &RunConfig, max_binding: u64, align: u64) -> Result<BenchR
         model: model(cfg),
         precision: cfg.precision,
         recompute: cfg.recompute,
+        matmul: cfg.matmul,
+        choices: Vec::new(),
         dispatches: program.dispatches.len(),
         plan: plan(&program.tensors, &program.dispatches, align),
         ms_per_step: None,
@@ -84,6 +91,8 @@ impl BenchResult {
             "block_size": self.seq,
             "precision": self.precision.name(),
             "recompute": self.recompute.name(),
+            "matmul": self.matmul.map_or("auto", Variant::name),
+            "kernels": self.choices.iter().map(|c| (c.key.clone(), c.variant.name().into())).collect::<serde_json::Map<String, serde_json::Value>>(),
             "dispatches": self.dispatches,
             "peak_bytes": p.total(),
             "param_bytes": p.class_bytes(Class::Param),
@@ -150,6 +159,8 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<
         model,
         precision: cfg.precision,
         recompute: cfg.recompute,
+        matmul: cfg.matmul,
+        choices: ts.step.choices.clone(),
         dispatches: ts.step.len(),
         plan: ts.step.plan.clone(),
         ms_per_step: Some(secs * 1e3),

@@ -1,10 +1,14 @@
 //! Run configuration: named presets and `key=value` overrides (an unknown key is an error).
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use super::precision::Precision;
 use crate::error::{Error, Result};
+use crate::gpu::tuning::Autotune;
 use crate::graph::Recompute;
+use crate::ops::matmul::Variant;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
@@ -52,6 +56,15 @@ pub struct RunConfig {
     /// The outlier guard: skip a step whose loss or gradient norm is more than this many standard
     /// deviations above the mean of the last good steps (0: off).
     pub outlier_z: f64,
+    /// One matmul kernel variant for every product (None: chosen per product when the step is
+    /// compiled, by `autotune`).
+    pub matmul: Option<Variant>,
+    /// When kernel variants are timed on the device (auto: on GPUs).
+    pub autotune: Autotune,
+    /// The variant each product of the run's step got, by product key: recorded in config.json
+    /// beside the settings (under "wgpt"."kernels", not a `--set` key), reused on `--resume` so a
+    /// resumed run computes with the same kernels whatever a new timing would say.
+    pub kernels: BTreeMap<String, Variant>,
 }
 
 pub const PRESETS: [&str; 5] = ["tiny", "shakespeare-char", "shakespeare", "gpt2", "gpt2-medium"];
@@ -61,7 +74,7 @@ impl RunConfig {
     /// and what makes a step fit in less memory (storage precision, recomputation, the micro-batch:
     /// `batch_size` x `grad_accum` sequences are drawn in the same order whatever the split). The
     /// rest fixes the model, the data or the optimizer.
-    pub const RESUMABLE: [&'static str; 20] = [
+    pub const RESUMABLE: [&'static str; 22] = [
         "steps",
         "lr",
         "min_lr",
@@ -82,6 +95,8 @@ impl RunConfig {
         "batch_size",
         "grad_accum",
         "batch_tokens",
+        "matmul",
+        "autotune",
     ];
 
     pub fn preset(name: &str) -> Result<Self> {
@@ -119,6 +134,9 @@ impl RunConfig {
             // Loss scaling halves the scale on each overflow: 20 in a row take 65536 below 0.1.
             max_bad_steps: 20,
             outlier_z: 0.0,
+            matmul: None,
+            autotune: Autotune::Auto,
+            kernels: BTreeMap::new(),
         };
         Ok(match name {
             // Learns visibly within a couple of minutes on a CPU adapter.
@@ -235,6 +253,16 @@ impl RunConfig {
                 self.grad_accum = tokens / micro;
             }
             "precision" => self.precision = Precision::parse(v).map_err(|_| bad("f32 or f16"))?,
+            "autotune" => {
+                self.autotune = Autotune::parse(v).ok_or_else(|| bad(&Autotune::NAMES.join(", ")))?;
+            }
+            "matmul" => {
+                let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+                self.matmul = match v {
+                    "auto" => None,
+                    _ => Some(Variant::parse(v).ok_or_else(|| bad(&format!("auto, {}", names.join(", "))))?),
+                }
+            }
             "recompute" => {
                 self.recompute =
                     Recompute::parse(v).map_err(|_| bad(&format!("one of {}", Recompute::NAMES.join(", "))))?
@@ -388,7 +416,7 @@ impl RunConfig {
             "tokenizer": self.tokenizer, "vocab_size": self.vocab_size, "log_every": self.log_every,
             "grad_accum": self.grad_accum, "precision": self.precision.name(), "recompute": self.recompute.name(),
             "save_every": self.save_every, "keep": self.keep, "max_bad_steps": self.max_bad_steps,
-            "outlier_z": self.outlier_z,
+            "outlier_z": self.outlier_z, "matmul": self.matmul.map_or("auto", Variant::name), "autotune": self.autotune.name(),
         })
     }
 }
@@ -432,5 +460,11 @@ mod tests {
         cfg.set("lr=1e-4").unwrap();
         cfg.set("min_lr=1e-5").unwrap();
         assert_eq!(RunConfig::from_json(&cfg.to_json()).unwrap(), cfg);
+        cfg.set("matmul=tiled").unwrap();
+        assert_eq!(RunConfig::from_json(&cfg.to_json()).unwrap(), cfg);
+        cfg.set("matmul=auto").unwrap();
+        assert_eq!(cfg.matmul, None);
+        let err = cfg.set("matmul=fast").unwrap_err().to_string();
+        assert!(err.contains("auto, register, tiled"), "{err}");
     }
 }

@@ -21,6 +21,7 @@ use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::GptConfig;
+use crate::ops::matmul::Variant;
 
 /// Blocking forms of the async calls, for the command line and the tests.
 impl Trainer {
@@ -122,6 +123,19 @@ impl Trainer {
         let state = checkpoint::load_json(&ck.join("trainer_state.json"))?;
         let doc = checkpoint::load_json(&ck.join("config.json"))?;
         let mut cfg = RunConfig::from_json(&doc["wgpt"]["train"])?;
+        // The kernels it ran: a resumed run computes with the same ones.
+        if let Some(kernels) = doc["wgpt"]["kernels"].as_object() {
+            for (key, v) in kernels {
+                let v = v.as_str().and_then(Variant::parse).ok_or_else(|| {
+                    Error::Other(format!(
+                        "{}: \"wgpt\".\"kernels\".\"{key}\": expected one of {}",
+                        ck.join("config.json").display(),
+                        Variant::ALL.map(Variant::name).join(", ")
+                    ))
+                })?;
+                cfg.kernels.insert(key.clone(), v);
+            }
+        }
         let saved_precision = cfg.precision;
         for kv in changes {
             let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k.trim());

@@ -2,10 +2,11 @@
 //! optimizer appended, compiled once. Each step uploads the batch, replays the dispatch list and
 //! reads the loss back; forward, backward and optimizer sections can also run one at a time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use crate::error::{Error, Result};
+use crate::gpu::tuning::{Autotune, KernelPolicy};
 use crate::gpu::{Gpu, PipelineCache, Program, Step};
 use crate::graph::autodiff::Autodiff;
 use crate::graph::flat::FlatLayout;
@@ -13,6 +14,7 @@ use crate::graph::{Class, Graph, Recompute, TensorId};
 use crate::model::{gpt, param_table, GptConfig};
 use crate::ops::adamw::AdamW;
 use crate::ops::embedding::Embedding;
+use crate::ops::matmul::Variant;
 use crate::ops::Dispatch;
 
 use super::config::RunConfig;
@@ -36,6 +38,10 @@ pub struct StepConfig {
     pub precision: Precision,
     /// Activations the backward pass recomputes instead of keeping (gradients are unchanged).
     pub recompute: Recompute,
+    /// One matmul variant for every product (None: chosen per product; `step.choices` says which).
+    pub matmul: Option<Variant>,
+    /// When the products' variants are timed (gpu/tuning.rs).
+    pub autotune: Autotune,
 }
 
 impl StepConfig {
@@ -53,6 +59,8 @@ impl StepConfig {
             grad_accum: cfg.grad_accum,
             precision: cfg.precision,
             recompute: cfg.recompute,
+            matmul: cfg.matmul,
+            autotune: cfg.autotune,
             ..StepConfig::new(model, cfg.batch_size)
         }
     }
@@ -68,6 +76,8 @@ impl StepConfig {
             grad_accum: 1,
             precision: Precision::F32,
             recompute: Recompute::None,
+            matmul: None,
+            autotune: Autotune::Auto,
         }
     }
 }
@@ -167,7 +177,13 @@ impl TrainStep {
 
         let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
         let dispatches = forward.into_iter().chain(backward).chain(opt).collect();
-        let program = Program { tensors: g.t, dispatches, storage: cfg.precision.storage(), ..Default::default() };
+        let program = Program {
+            tensors: g.t,
+            dispatches,
+            storage: cfg.precision.storage(),
+            kernels: KernelPolicy { matmul: cfg.matmul, autotune: cfg.autotune, ..Default::default() },
+            ..Default::default()
+        };
         let sections = Sections {
             layout,
             ids,
@@ -189,6 +205,16 @@ impl TrainStep {
     /// Compiles the step. fp16 storage needs the adapter's `SHADER_F16`: `supported_precision`
     /// says what to fall back to; asking for f16 here without it is an error.
     pub async fn build(gpu: &Gpu, cache: &mut PipelineCache, cfg: StepConfig) -> Result<TrainStep> {
+        Self::build_recorded(gpu, cache, cfg, &BTreeMap::new()).await
+    }
+
+    /// `build`, with the kernel variants a run recorded for its products (`RunConfig::kernels`).
+    pub async fn build_recorded(
+        gpu: &Gpu,
+        cache: &mut PipelineCache,
+        cfg: StepConfig,
+        recorded: &BTreeMap<String, Variant>,
+    ) -> Result<TrainStep> {
         if cfg.precision == Precision::F16 && !gpu.features.contains(wgpu::Features::SHADER_F16) {
             return Err(Error::Other(format!(
                 "precision f16: the adapter ({}) has no shader-f16 feature; use --precision f32",
@@ -198,6 +224,7 @@ impl TrainStep {
         let limit = cfg.max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
         let (mut program, s) = Self::program(cfg, limit)?;
         program.max_binding = Some(limit);
+        program.kernels.recorded = recorded.clone();
         if cfg.recompute != Recompute::None && crate::gpu::executor::debug_enabled() {
             let (base, _) = Self::program(StepConfig { recompute: Recompute::None, ..cfg }, limit)?;
             let (with, without) = ((&program.tensors, &program.dispatches[..]), (&base.tensors, &base.dispatches[..]));

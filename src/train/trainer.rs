@@ -102,7 +102,9 @@ impl Trainer {
         let (precision, notice) = TrainStep::supported_precision(gpu, cfg.precision);
         // The checkpoint records what ran.
         cfg.precision = precision;
-        let ts = TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::for_run(model, &cfg)).await?;
+        let step_cfg = StepConfig::for_run(model, &cfg);
+        let ts = TrainStep::build_recorded(gpu, &mut PipelineCache::new(), step_cfg, &cfg.kernels).await?;
+        cfg.kernels = ts.step.choices.iter().map(|c| (c.key.clone(), c.variant)).collect();
         let params = init_params(&model, cfg.seed);
         ts.load_params(|name, _| Ok(params[name].clone()))?;
         Ok(Trainer {
@@ -257,7 +259,9 @@ impl Trainer {
     /// and `config.json` (with the run's settings and step under "wgpt"), the weights read back now.
     pub async fn model_files(&self) -> Result<[(&'static str, Vec<u8>); 3]> {
         let params = self.ts.read_params().await?;
-        let extra = serde_json::json!({"train": self.cfg.to_json(), "step": self.step});
+        let kernels: serde_json::Map<String, serde_json::Value> =
+            self.cfg.kernels.iter().map(|(k, v)| (k.clone(), v.name().into())).collect();
+        let extra = serde_json::json!({"train": self.cfg.to_json(), "step": self.step, "kernels": kernels});
         Ok([
             ("model.safetensors", checkpoint::model_bytes(&self.model, &params)?),
             ("tokenizer.json", checkpoint::json_bytes(&self.tokenizer.to_json())),

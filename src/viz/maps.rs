@@ -100,7 +100,7 @@ impl AttentionProbe {
                 }
             }
         }
-        let program = Program { tensors: g.t, dispatches, storage: StorageType::F32, max_binding: None };
+        let program = Program { tensors: g.t, dispatches, storage: StorageType::F32, ..Default::default() };
         let step = Step::compile(gpu, &mut PipelineCache::new(), program).await?;
         Ok(AttentionProbe { model, t, step, layout, ids, buckets, embedding, probs })
     }

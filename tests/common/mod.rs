@@ -18,9 +18,10 @@ pub use wasm_bindgen_test::wasm_bindgen_test as gpu_test;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use rand::{Rng, SeedableRng};
+use wgpt::gpu::tuning::KernelPolicy;
 use wgpt::gpu::{BackendChoice, Gpu, PipelineCache, Program, Step, StorageType};
 use wgpt::graph::{Class, DType, TensorId, Tensors};
-use wgpt::ops::Dispatch;
+use wgpt::ops::{matmul, Dispatch};
 
 /// A file of the shared folder (WGPT_SHARED, which `.ci/run` sets; default ../shared).
 pub fn shared(rel: &str) -> std::path::PathBuf {
@@ -73,12 +74,19 @@ pub async fn open_gpu() -> &'static Gpu {
 }
 
 async fn new_gpu() -> Gpu {
-    match Gpu::new(BackendChoice::Auto).await {
+    let g = match Gpu::new(BackendChoice::Auto).await {
         Ok(g) => g,
         Err(e) => {
             panic!("GPU test needs a wgpu adapter and found none (CI={}): {e}", std::env::var("CI").unwrap_or_default())
         }
+    };
+    // `make test-gl` runs the kernel tests through the GL backend: fail rather than pass on another.
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Ok(want) = std::env::var("WGPT_REQUIRE_BACKEND") {
+        let got = format!("{:?}", g.info.backend);
+        assert!(got.eq_ignore_ascii_case(&want), "WGPT_REQUIRE_BACKEND={want} but the tests got {}", g.describe());
     }
+    g
 }
 
 /// `open_gpu` for the native-only tests, which block.
@@ -146,6 +154,8 @@ pub struct Kit {
     pub d: Vec<Dispatch>,
     inputs: Vec<(TensorId, Init)>,
     storage: StorageType,
+    /// How the matmuls' variants are chosen when the kit compiles.
+    pub kernels: KernelPolicy,
 }
 
 enum Init {
@@ -159,6 +169,10 @@ impl Kit {
     }
     pub fn f16() -> Self {
         Kit { storage: StorageType::F16, ..Self::default() }
+    }
+    /// Compiles the matmuls on `v` (default: the variant the adapter gets).
+    pub fn on(self, v: matmul::Variant) -> Self {
+        Kit { kernels: KernelPolicy { matmul: Some(v), ..KernelPolicy::default() }, ..self }
     }
     fn st(&self) -> DType {
         match self.storage {
@@ -202,7 +216,13 @@ impl Kit {
         let step = Step::compile(
             g,
             &mut cache,
-            Program { tensors: self.t, dispatches: self.d, storage: self.storage, ..Default::default() },
+            Program {
+                tensors: self.t,
+                dispatches: self.d,
+                storage: self.storage,
+                kernels: self.kernels,
+                ..Default::default()
+            },
         )
         .await
         .unwrap_or_else(|e| panic!("compile failed: {e}"));
@@ -219,6 +239,12 @@ impl Kit {
 
 pub struct Ran {
     pub step: Step,
+}
+
+/// The matmul variants this adapter can run (every one is tested on it).
+pub async fn matmul_variants() -> Vec<matmul::Variant> {
+    let g = open_gpu().await;
+    matmul::Variant::ALL.into_iter().filter(|&v| wgpt::gpu::tuning::runs_on(g, v)).collect()
 }
 
 impl Ran {

@@ -1,0 +1,292 @@
+//! Which variant of each kernel family a compiled step runs on this adapter. Per distinct product:
+//! the variant a setting names, else the one the run recorded, else the fastest of the variants
+//! the adapter's limits allow, timed on the device (cached on disk, `tuning_cache.rs`), else a
+//! heuristic by adapter type. The step keeps every choice, so a run records what it ran.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::context::Gpu;
+use super::pipeline::PipelineCache;
+use super::shader::StorageType;
+use super::tuning_cache::DiskCache;
+use crate::error::{Error, Result};
+use crate::ops::matmul::{Pass, Tuned, Variant};
+use crate::ops::{Dispatch, Tunable};
+
+/// When products are timed (`--set autotune=…`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Autotune {
+    /// On GPUs, for products large enough to matter; CPU adapters take the heuristic.
+    #[default]
+    Auto,
+    /// Every product on every adapter.
+    On,
+    /// Never: the heuristic.
+    Off,
+    /// Every product, timed again whatever the cache holds.
+    Refresh,
+}
+
+impl Autotune {
+    pub const NAMES: [&'static str; 4] = ["auto", "on", "off", "refresh"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Autotune::Auto => "auto",
+            Autotune::On => "on",
+            Autotune::Off => "off",
+            Autotune::Refresh => "refresh",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Autotune> {
+        [Autotune::Auto, Autotune::On, Autotune::Off, Autotune::Refresh].into_iter().find(|a| a.name() == s)
+    }
+}
+
+/// How a step's kernel variants are picked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelPolicy {
+    /// One matmul variant for every product (`--set matmul=…`); None: per product.
+    pub matmul: Option<Variant>,
+    pub autotune: Autotune,
+    /// The choices a run recorded (config.json "wgpt"."kernels"), by product key: reused as they are.
+    pub recorded: BTreeMap<String, Variant>,
+    /// The timing cache's folder (None: `WGPT_CACHE_DIR`, else the user's cache directory).
+    pub cache_dir: Option<PathBuf>,
+    /// Leave every dispatch on the variant it was built with (the timing programs themselves).
+    pub as_built: bool,
+}
+
+/// Where a choice came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    Asked,
+    Recorded,
+    Heuristic,
+    Cached,
+    Timed,
+}
+
+/// One distinct product of the step and the variant it runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub key: String,
+    pub variant: Variant,
+    pub how: How,
+    /// Milliseconds per run of each candidate, when timed now or earlier (cache).
+    pub timings: Vec<(Variant, f64)>,
+}
+
+impl Choice {
+    pub fn describe(&self) -> String {
+        let times: Vec<String> = self.timings.iter().map(|(v, ms)| format!("{} {ms:.3} ms", v.name())).collect();
+        let times = if times.is_empty() { String::new() } else { format!(" ({})", times.join(", ")) };
+        format!("kernel: {} on {} [{:?}]{times}", self.key, self.variant.name(), self.how)
+    }
+}
+
+/// Products below this many multiply-adds are not worth timing under `autotune=auto`.
+const WORTH_TIMING: usize = 1 << 22;
+
+/// Whether the adapter's limits allow the variant.
+pub fn runs_on(gpu: &Gpu, v: Variant) -> bool {
+    let (invocations, workgroup_bytes) = v.needs();
+    let l = &gpu.limits;
+    invocations <= l.max_compute_invocations_per_workgroup
+        && invocations <= l.max_compute_workgroup_size_x
+        && workgroup_bytes <= l.max_compute_workgroup_storage_size
+}
+
+/// Without a measurement: CPU adapters (lavapipe, SwiftShader) run the register tile, which is
+/// shaped for their per-lane loads; GPUs the workgroup tiles, where their limits allow them.
+pub fn heuristic(gpu: &Gpu) -> Variant {
+    if gpu.info.device_type != wgpu::DeviceType::Cpu && runs_on(gpu, Variant::Tiled) {
+        Variant::Tiled
+    } else {
+        Variant::Register
+    }
+}
+
+/// The product's identity for choices and the cache: pass, shape, operand layout, storage type.
+pub fn key(t: &Tuned, storage: StorageType) -> String {
+    let pass = match t.pass {
+        Pass::Forward { bias: true } => "forward",
+        Pass::Forward { bias: false } => "forward_nobias",
+        Pass::Dx => "dx",
+        Pass::Dw => "dw",
+    };
+    let p = &t.product;
+    let st = match storage {
+        StorageType::F32 => "f32",
+        StorageType::F16 => "f16",
+    };
+    format!("matmul {pass} {}x{}x{} a{}:{} b{}:{} {st}", p.rows, p.inner, p.cols, p.a.0, p.a.1, p.b.0, p.b.1)
+}
+
+fn cannot_run(gpu: &Gpu, v: Variant, why: &str) -> Error {
+    let (inv, bytes) = v.needs();
+    Error::Other(format!(
+        "matmul variant '{}' ({why}) needs {inv} invocations per workgroup and {bytes} bytes of workgroup memory, \
+         more than {} allows; use --set matmul=auto (or a variant it runs)",
+        v.name(),
+        gpu.info.name
+    ))
+}
+
+/// Moves every tunable dispatch to its chosen variant (keeping its tensors); the distinct products
+/// with their choices, in dispatch order.
+pub async fn choose(
+    gpu: &Gpu,
+    cache: &mut PipelineCache,
+    policy: &KernelPolicy,
+    storage: StorageType,
+    dispatches: &mut [Dispatch],
+) -> Result<Vec<Choice>> {
+    if policy.as_built {
+        return Ok(Vec::new());
+    }
+    if let Some(v) = policy.matmul.filter(|&v| !runs_on(gpu, v)) {
+        return Err(cannot_run(gpu, v, "--set matmul"));
+    }
+    let candidates: Vec<Variant> = Variant::ALL.into_iter().filter(|&v| runs_on(gpu, v)).collect();
+    // Timing needs a blocking wait and a clock: native only (the page takes the heuristic).
+    let may_time = !cfg!(target_arch = "wasm32") && candidates.len() > 1;
+    let timing = may_time
+        && match policy.autotune {
+            Autotune::Auto => gpu.info.device_type != wgpu::DeviceType::Cpu,
+            Autotune::On | Autotune::Refresh => true,
+            Autotune::Off => false,
+        };
+    let mut disk =
+        if timing && policy.matmul.is_none() { Some(DiskCache::open(gpu, policy.cache_dir.clone())) } else { None };
+    let mut choices: Vec<Choice> = Vec::new();
+    for d in dispatches.iter_mut() {
+        let Some(Tunable::Matmul(t)) = d.tunable else { continue };
+        let key = key(&t, storage);
+        let variant = match choices.iter().find(|c| c.key == key) {
+            Some(c) => c.variant,
+            None => {
+                let c = pick(gpu, cache, policy, storage, &t, key, &candidates, disk.as_mut()).await?;
+                let v = c.variant;
+                choices.push(c);
+                v
+            }
+        };
+        if t.variant != variant {
+            let args = std::mem::take(&mut d.args);
+            *d = t.dispatch(variant);
+            d.args = args;
+        }
+    }
+    if let Some(disk) = disk {
+        disk.save();
+    }
+    Ok(choices)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pick(
+    gpu: &Gpu,
+    cache: &mut PipelineCache,
+    policy: &KernelPolicy,
+    storage: StorageType,
+    t: &Tuned,
+    key: String,
+    candidates: &[Variant],
+    disk: Option<&mut DiskCache>,
+) -> Result<Choice> {
+    let choice = |variant, how, timings| Choice { key: key.clone(), variant, how, timings };
+    if let Some(v) = policy.matmul {
+        return Ok(choice(v, How::Asked, Vec::new()));
+    }
+    if let Some(&v) = policy.recorded.get(&key) {
+        if !runs_on(gpu, v) {
+            return Err(cannot_run(gpu, v, &format!("which the run recorded for {key}")));
+        }
+        return Ok(choice(v, How::Recorded, Vec::new()));
+    }
+    let p = &t.product;
+    let small = policy.autotune == Autotune::Auto && p.rows * p.inner * p.cols < WORTH_TIMING;
+    let Some(disk) = disk.filter(|_| !small) else {
+        return Ok(choice(heuristic(gpu), How::Heuristic, Vec::new()));
+    };
+    if policy.autotune != Autotune::Refresh {
+        if let Some((v, timings)) = disk.get(&key).filter(|(v, _)| candidates.contains(v)) {
+            return Ok(choice(v, How::Cached, timings));
+        }
+    }
+    match time(gpu, cache, storage, t, candidates).await {
+        Ok(timings) => {
+            let best = timings.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|b| b.0).unwrap_or(heuristic(gpu));
+            disk.put(&key, best, &timings);
+            Ok(choice(best, How::Timed, timings))
+        }
+        // A product whose timing program does not fit next to nothing else still runs: untimed.
+        Err(_) => Ok(choice(heuristic(gpu), How::Heuristic, Vec::new())),
+    }
+}
+
+/// Milliseconds per run of the product on each candidate: operands of its size (zeros: the
+/// arithmetic costs the same), each variant warmed up once, then runs alternating between the
+/// variants, each fenced by a wait, the fastest run of each kept.
+#[cfg(not(target_arch = "wasm32"))]
+async fn time(
+    gpu: &Gpu,
+    cache: &mut PipelineCache,
+    storage: StorageType,
+    t: &Tuned,
+    candidates: &[Variant],
+) -> Result<Vec<(Variant, f64)>> {
+    use super::executor::{Program, Step};
+    use crate::graph::{Class, DType, Tensors};
+    let p = &t.product;
+    let st = match storage {
+        StorageType::F32 => DType::F32,
+        StorageType::F16 => DType::F16,
+    };
+    let mut tensors = Tensors::default();
+    let a_len = p.a_off + (p.rows - 1) * p.a.0 + (p.inner - 1) * p.a.1 + 1;
+    let b_len = (p.inner - 1) * p.b.0 + (p.cols - 1) * p.b.1 + 1;
+    let c_len = p.c_off + (p.rows - 1) * p.c_rs + p.cols;
+    let c = tensors.add("tune c", &[c_len], st, Class::Scratch);
+    let a = tensors.add("tune a", &[a_len], st, Class::Scratch);
+    let b = tensors.add("tune b", &[b_len], st, Class::Scratch);
+    let bias = tensors.add("tune bias", &[p.cols], st, Class::Scratch);
+    let dispatches: Vec<Dispatch> = candidates
+        .iter()
+        .map(|&v| {
+            let d = t.dispatch(v).arg(1, c).arg(2, a).arg(3, b);
+            if t.pass == (Pass::Forward { bias: true }) {
+                d.arg(4, bias)
+            } else {
+                d
+            }
+        })
+        .collect();
+    let kernels = KernelPolicy { as_built: true, ..KernelPolicy::default() };
+    let program = Program { tensors, dispatches, storage, kernels, ..Default::default() };
+    let step = Box::pin(Step::compile(gpu, cache, program)).await?;
+    let fenced = |i: usize| -> Result<f64> {
+        let t0 = std::time::Instant::now();
+        step.run_range(i..i + 1);
+        step.wait()?;
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
+    };
+    let mut best = vec![f64::INFINITY; candidates.len()];
+    for i in 0..candidates.len() {
+        fenced(i)?;
+    }
+    for _ in 0..5 {
+        for (i, b) in best.iter_mut().enumerate() {
+            *b = b.min(fenced(i)?);
+        }
+    }
+    Ok(candidates.iter().copied().zip(best).collect())
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn time(_: &Gpu, _: &mut PipelineCache, _: StorageType, _: &Tuned, _: &[Variant]) -> Result<Vec<(Variant, f64)>> {
+    Err(Error::Other("timing kernels needs a blocking wait".into()))
+}
