@@ -200,15 +200,18 @@ fn matmul_backward_dw(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups
 // workgroup memory in k steps of 16, each invocation accumulating a 4 x 4 block in registers.
 // A and B are read from global memory once per workgroup tile instead of once per invocation
 // tile, and side-by-side invocations load neighbouring addresses of whichever stride is 1.
-// 8 KiB of workgroup memory and 256 invocations: within WebGPU's default limits. Each output is
+// 8.5 KiB of workgroup memory and 256 invocations: within WebGPU's default limits. Each output is
 // still one f32 sum in k order (the zeros padding k past `inner` add exactly nothing), so the
 // variant is deterministic; it may round differently from `register` (fused multiply-adds).
 const TB: u32 = 64u;   // rows and columns of C per workgroup
 const TK: u32 = 16u;   // k per stage
-// Stage s holds A[row0 + i, k0 + kk] at sa[kk * 16 + i / 4][i % 4] (and B likewise by column),
-// so the inner loop reads one vec4 of each per k.
-var<workgroup> sa: array<vec4f, 256>;
-var<workgroup> sb: array<vec4f, 256>;
+// A stage holds A[tile_r + 4 q + r, k0 + kk] at sa[kk * SP + q][r] (B likewise by column), so the
+// inner loop reads one vec4 of each per k. Every invocation stores whole vec4s (one of A, one of
+// B): invocations writing parts of one vec4 would race in WGSL's memory model. Rows are padded to
+// SP = 17 vec4s so that stores with k as the fastest lane index spread over the memory banks.
+const SP: u32 = 17u;
+var<workgroup> sa: array<vec4f, 272>;
+var<workgroup> sb: array<vec4f, 272>;
 
 struct Block {
     row0: u32,  // first of the invocation's 4 rows
@@ -237,26 +240,26 @@ fn tiled_product(wid: vec3u, nwg: vec3u, lid: u32) -> Block {
     var blk: Block;
     blk.row0 = tile_r + (lid / 16u) * 4u;
     blk.col0 = tile_c + (lid % 16u) * 4u;
-    // Which of the 1024 staged elements this invocation loads (4 of A, 4 of B): along k where k is
-    // the contiguous stride (a_cs == 1), else along the rows (and the same for B's columns).
-    let a_along_k = p.a_cs == 1u;
-    let b_along_k = p.b_rs == 1u;
+    // Which vec4 of the stage this invocation loads: along k where k is the contiguous stride
+    // (a_cs == 1: side-by-side invocations read neighbouring addresses), else along the rows (and
+    // the same for B's columns).
+    var qa = lid % 16u;
+    var ka = lid / 16u;
+    if (p.a_cs == 1u) { qa = lid / 16u; ka = lid % 16u; }
+    var qb = lid % 16u;
+    var kb = lid / 16u;
+    if (p.b_rs == 1u) { qb = lid / 16u; kb = lid % 16u; }
+    let i = tile_r + 4u * qa;
+    let j = tile_c + 4u * qb;
     for (var k0 = 0u; k0 < p.inner; k0 += TK) {
-        for (var s = 0u; s < 4u; s++) {
-            let e = lid + s * 256u;
-            var i = e % TB;
-            var kk = e / TB;
-            if (a_along_k) { i = e / TK; kk = e % TK; }
-            sa[kk * 16u + i / 4u][i % 4u] = a_at(tile_r + i, k0 + kk);
-            var j = e % TB;
-            var kb = e / TB;
-            if (b_along_k) { j = e / TK; kb = e % TK; }
-            sb[kb * 16u + j / 4u][j % 4u] = b_at(k0 + kb, tile_c + j);
-        }
+        let k = k0 + ka;
+        sa[ka * SP + qa] = vec4f(a_at(i, k), a_at(i + 1u, k), a_at(i + 2u, k), a_at(i + 3u, k));
+        let kj = k0 + kb;
+        sb[kb * SP + qb] = vec4f(b_at(kj, j), b_at(kj, j + 1u), b_at(kj, j + 2u), b_at(kj, j + 3u));
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let av = sa[kk * 16u + lid / 16u];
-            let bv = sb[kk * 16u + lid % 16u];
+            let av = sa[kk * SP + lid / 16u];
+            let bv = sb[kk * SP + lid % 16u];
             blk.c += outer(av, bv);
         }
         workgroupBarrier();

@@ -238,13 +238,19 @@ async fn kernels_are_deterministic() {
 /// each shard's dW equal the whole product.
 #[gpu_test]
 async fn sharded_transposed_weight_matches_whole() {
+    for v in matmul_variants().await {
+        sharded_on(v).await;
+    }
+}
+
+async fn sharded_on(v: Variant) {
     let (m, k, n) = (37, 9, 150);
     let whole = Matmul::new(m, k, n, true);
     let mut r = rng(91);
     let x = f32_rounded(randn(&mut r, m * k, 1.0));
     let w = f32_rounded(randn(&mut r, n * k, 1.0));
     let dout = f32_rounded(randn(&mut r, m * n, 1.0));
-    let mut kit = Kit::new();
+    let mut kit = Kit::new().on(v);
     let (xi, wi, di) = (kit.input("x", &x), kit.input("w", &w), kit.input("dout", &dout));
     let out = kit.output("out", m * n);
     let dx = kit.output("dx", m * k);
@@ -269,10 +275,10 @@ async fn sharded_transposed_weight_matches_whole() {
     // Bounds as in kernels_match_reference, from the products of absolute values.
     let out_b = bound(&whole.cpu_forward(&bx, &bw, None), k, 0);
     let (dx_b, dw_b, _) = whole.cpu_backward(&bd, &bx, &bw);
-    assert_within("sharded out", &ran.get(out).await, &wout, &out_b);
+    assert_within(&format!("{v:?} sharded out"), &ran.get(out).await, &wout, &out_b);
     // dx sums the shards' partial products: one more rounding per extra shard.
-    assert_within("sharded dx", &ran.get(dx).await, &gdx, &bound(&dx_b, n, 1));
-    assert_within("sharded dw", &ran.get(dw).await, &gdw, &bound(&dw_b, m, 0));
+    assert_within(&format!("{v:?} sharded dx"), &ran.get(dx).await, &gdx, &bound(&dx_b, n, 1));
+    assert_within(&format!("{v:?} sharded dw"), &ran.get(dw).await, &gdw, &bound(&dw_b, m, 0));
 }
 
 /// The tile shape is picked per product (fewer row lanes for fewer rows, column lanes fitted to
@@ -280,13 +286,19 @@ async fn sharded_transposed_weight_matches_whole() {
 /// trainer splits large batches, gives the whole product's bits.
 #[gpu_test]
 async fn row_chunks_match_whole_bit_for_bit() {
+    for v in matmul_variants().await {
+        row_chunks_on(v).await;
+    }
+}
+
+async fn row_chunks_on(v: Variant) {
     let (m, k, n) = (100, 16, 65);
     let mut r = rng(92);
     let x = f32_rounded(randn(&mut r, m * k, 1.0));
     let w = f32_rounded(randn(&mut r, k * n, 1.0));
     let bias = f32_rounded(randn(&mut r, n, 1.0));
     let dout = f32_rounded(randn(&mut r, m * n, 1.0));
-    let mut kit = Kit::new();
+    let mut kit = Kit::new().on(v);
     let (xi, wi, bi, di) = (kit.input("x", &x), kit.input("w", &w), kit.input("bias", &bias), kit.input("dout", &dout));
     let (out, dx) = (kit.output("out", m * n), kit.output("dx", m * k));
     let (out_c, dx_c) = (kit.output("out_chunks", m * n), kit.output("dx_chunks", m * k));
@@ -301,6 +313,9 @@ async fn row_chunks_match_whole_bit_for_bit() {
         kit.push([op.forward(ov, xv, wi, Some(bi)), op.backward_dx(dxv, false, dv, wi)]);
     }
     let ran = kit.run().await;
-    assert!(ran.get_bits(out).await == ran.get_bits(out_c).await, "forward: row chunks differ from the whole product");
-    assert!(ran.get_bits(dx).await == ran.get_bits(dx_c).await, "dx: row chunks differ from the whole product");
+    assert!(
+        ran.get_bits(out).await == ran.get_bits(out_c).await,
+        "{v:?} forward: row chunks differ from the whole product"
+    );
+    assert!(ran.get_bits(dx).await == ran.get_bits(dx_c).await, "{v:?} dx: row chunks differ from the whole product");
 }

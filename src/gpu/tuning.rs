@@ -125,14 +125,20 @@ pub fn key(t: &Tuned, storage: StorageType) -> String {
     format!("matmul {pass} {}x{}x{} a{}:{} b{}:{} {st}", p.rows, p.inner, p.cols, p.a.0, p.a.1, p.b.0, p.b.1)
 }
 
-fn cannot_run(gpu: &Gpu, v: Variant, why: &str) -> Error {
+fn cannot_run(gpu: &Gpu, v: Variant, why: &str, advice: &str) -> Error {
     let (inv, bytes) = v.needs();
     Error::Other(format!(
         "matmul variant '{}' ({why}) needs {inv} invocations per workgroup and {bytes} bytes of workgroup memory, \
-         more than {} allows; use --set matmul=auto (or a variant it runs)",
+         more than {} allows; {advice}",
         v.name(),
         gpu.info.name
     ))
+}
+
+/// `--set matmul=…` with each variant this adapter runs.
+fn runnable_advice(gpu: &Gpu) -> String {
+    let names: Vec<&str> = Variant::ALL.into_iter().filter(|&v| runs_on(gpu, v)).map(Variant::name).collect();
+    format!("use --set matmul={} (it computes with other kernels than the run's so far)", names.join(" or "))
 }
 
 /// Moves every tunable dispatch to its chosen variant (keeping its tensors); the distinct products
@@ -148,7 +154,7 @@ pub async fn choose(
         return Ok(Vec::new());
     }
     if let Some(v) = policy.matmul.filter(|&v| !runs_on(gpu, v)) {
-        return Err(cannot_run(gpu, v, "--set matmul"));
+        return Err(cannot_run(gpu, v, "--set matmul", "use --set matmul=auto"));
     }
     let candidates: Vec<Variant> = Variant::ALL.into_iter().filter(|&v| runs_on(gpu, v)).collect();
     // Timing needs a blocking wait and a clock: native only (the page takes the heuristic).
@@ -203,7 +209,7 @@ async fn pick(
     }
     if let Some(&v) = policy.recorded.get(&key) {
         if !runs_on(gpu, v) {
-            return Err(cannot_run(gpu, v, &format!("which the run recorded for {key}")));
+            return Err(cannot_run(gpu, v, &format!("which the run recorded for {key}"), &runnable_advice(gpu)));
         }
         return Ok(choice(v, How::Recorded, Vec::new()));
     }
@@ -223,8 +229,18 @@ async fn pick(
             disk.put(&key, best, &timings);
             Ok(choice(best, How::Timed, timings))
         }
-        // A product whose timing program does not fit next to nothing else still runs: untimed.
-        Err(_) => Ok(choice(heuristic(gpu), How::Heuristic, Vec::new())),
+        // A fault of the device is the run's end, not the timing's.
+        Err(e) if gpu.faults.get().is_some() => Err(e),
+        // The timing program did not fit or a variant did not compile: the base variant, which
+        // every adapter runs, and no cache entry (the next run tries again).
+        Err(e) => {
+            let e = e.to_string();
+            eprintln!(
+                "notice: timing the matmul variants of {key} failed ({}); using register",
+                e.lines().next().unwrap_or("")
+            );
+            Ok(choice(Variant::Register, How::Heuristic, Vec::new()))
+        }
     }
 }
 

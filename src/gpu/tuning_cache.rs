@@ -87,17 +87,23 @@ impl DiskCache {
         self.dirty = true;
     }
 
-    /// Writes the file if anything changed (whole or not at all: written aside, then renamed).
+    /// Writes the file if anything changed: merged with what another process wrote since it was
+    /// read, whole or not at all (written aside under a name of this process's own, then renamed).
     pub fn save(self) {
         let Some(path) = self.path.filter(|_| self.dirty) else { return };
-        let doc = json!({"version": 1, "entries": self.entries});
-        let written =
-            path.parent().map_or(Ok(()), std::fs::create_dir_all).map_err(|e| crate::util::io_reason(&e)).and_then(
-                |_| {
-                    crate::util::write_atomic(&path, serde_json::to_string_pretty(&doc).unwrap().as_bytes())
-                        .map_err(|e| e.to_string())
-                },
-            );
+        let mut entries = std::fs::read(&path).ok().and_then(|b| parse(&b).ok()).unwrap_or_default();
+        entries.extend(self.entries);
+        let doc = json!({"version": 1, "entries": entries});
+        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&tmp, serde_json::to_string_pretty(&doc).unwrap()))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                crate::util::io_reason(&e)
+            });
         if let Err(why) = written {
             eprintln!(
                 "notice: could not write the autotune cache {} ({why}); the next run times again",

@@ -39,7 +39,8 @@ pub struct Matmul {
 pub enum Variant {
     /// A 16 x 16 register tile per invocation, no workgroup memory: the fastest on CPU adapters.
     Register,
-    /// 64 x 64 workgroup tiles staged through workgroup memory, 4 x 4 per invocation: for GPUs.
+    /// 64 x 64 workgroup tiles staged through workgroup memory (8.5 KiB), 4 x 4 per invocation:
+    /// for GPUs.
     Tiled,
 }
 
@@ -61,7 +62,7 @@ impl Variant {
     pub fn needs(self) -> (u32, u32) {
         match self {
             Variant::Register => (WG, 0),
-            Variant::Tiled => (256, 2 * 256 * 16),
+            Variant::Tiled => (256, 2 * 272 * 16),
         }
     }
 

@@ -123,7 +123,11 @@ impl Trainer {
         let state = checkpoint::load_json(&ck.join("trainer_state.json"))?;
         let doc = checkpoint::load_json(&ck.join("config.json"))?;
         let mut cfg = RunConfig::from_json(&doc["wgpt"]["train"])?;
-        // The kernels it ran: a resumed run computes with the same ones.
+        // The kernels it ran: a resumed run computes with the same ones. A checkpoint from before
+        // there were variants ran every product on `register`.
+        if doc["wgpt"].get("kernels").is_none() {
+            cfg.matmul = Some(Variant::Register);
+        }
         if let Some(kernels) = doc["wgpt"]["kernels"].as_object() {
             for (key, v) in kernels {
                 let v = v.as_str().and_then(Variant::parse).ok_or_else(|| {

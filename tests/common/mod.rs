@@ -82,7 +82,7 @@ async fn new_gpu() -> Gpu {
     };
     // `make test-gl` runs the kernel tests through the GL backend: fail rather than pass on another.
     #[cfg(not(target_arch = "wasm32"))]
-    if let Ok(want) = std::env::var("WGPT_REQUIRE_BACKEND") {
+    if let Some(want) = std::env::var("WGPT_REQUIRE_BACKEND").ok().filter(|w| !w.is_empty()) {
         let got = format!("{:?}", g.info.backend);
         assert!(got.eq_ignore_ascii_case(&want), "WGPT_REQUIRE_BACKEND={want} but the tests got {}", g.describe());
     }
