@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: deps-gl test-gl deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
+.PHONY: bench-gpu-prepare bench-gpu deps-gl test-gl deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -256,3 +256,13 @@ deps-gl:
 test-gl: deps-gl
 	WGPU_BACKEND=gl WGPT_REQUIRE_BACKEND=gl cargo test $(GL_KERNEL_TESTS:%=--test %) -- --test-threads=1
 
+
+# A GPU benchmark for a lent NVIDIA machine with no network and no Rust (README "On a GPU"):
+# bench-gpu-prepare, here, packs the release binary, the kernel test binaries, the fixture and the
+# Vulkan loader into .gpu/; bench-gpu, there, probes, checks every kernel variant's parity on that
+# GPU, then times GPT-2 124M in wgpt and in PyTorch and prints the ratios and MFU.
+bench-gpu-prepare:
+	SHARED=$(SHARED) scripts/bench-gpu-prepare.sh
+
+bench-gpu:
+	bash scripts/bench-gpu.sh
