@@ -167,6 +167,43 @@ fn a_run_records_its_kernels_and_resume_keeps_them() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A checkpoint written before kernel variants existed (no "kernels" in its config.json) ran every
+/// product on `register`: it resumes on `register`, whatever this adapter would pick.
+#[test]
+fn a_checkpoint_from_before_variants_resumes_on_register() {
+    use sha2::{Digest, Sha256};
+    use wgpt::gpu::tuning::How;
+    use wgpt::ops::matmul::Variant;
+    use wgpt::train::checkpoints;
+    let corpus = load_corpus(Some(&shakespeare())).unwrap();
+    let dir = std::env::temp_dir().join(format!("wgpt-old-kernels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    Trainer::new(gpu(), config(4), &corpus).unwrap().run_until(&dir, 2, |_: &str| {}).unwrap();
+    let (_, ck) = checkpoints::list(&dir).into_iter().max_by_key(|c| c.0).unwrap();
+    let config_path = ck.join("config.json");
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    doc["wgpt"].as_object_mut().unwrap().remove("kernels").expect("a run records its kernels");
+    let bytes = serde_json::to_vec_pretty(&doc).unwrap();
+    std::fs::write(&config_path, &bytes).unwrap();
+    // Signed again, as the version before variants wrote it.
+    let sums_path = ck.join(checkpoints::SUMS);
+    let sums: String = std::fs::read_to_string(&sums_path)
+        .unwrap()
+        .lines()
+        .map(|l| match l.split_once("  ") {
+            Some((_, "config.json")) => format!("{:x}  config.json\n", Sha256::digest(&bytes)),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&sums_path, sums).unwrap();
+    let resumed = Trainer::resume(gpu(), &dir, Some(&corpus), &[], &mut Vec::new()).unwrap();
+    assert_eq!(resumed.step, 2, "the re-signed checkpoint is the one resumed");
+    assert_eq!(resumed.cfg.matmul, Some(Variant::Register));
+    let choices = &resumed.ts.step.choices;
+    assert!(!choices.is_empty() && choices.iter().all(|c| c.variant == Variant::Register && c.how == How::Asked));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Weights poisoned with NaN make every step's loss and gradients non-finite: each step is skipped
 /// on the GPU and reported, and after max_bad_steps in a row the run stops with a message, having
 /// written nothing: the checkpoint on disk is the one from before, byte for byte.
