@@ -156,8 +156,7 @@ fn a_run_records_its_kernels_and_resume_keeps_them() {
     let other = if picked == Variant::Register { Variant::Tiled } else { Variant::Register };
     let mut cfg = config(4);
     cfg.matmul = Some(other);
-    let dir = std::env::temp_dir().join(format!("wgpt-kernels-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("kernels");
     Trainer::new(gpu(), cfg, &corpus).unwrap().run_until(&dir, 2, |_: &str| {}).unwrap();
     let sets = ["matmul=auto".to_string()];
     let resumed = Trainer::resume(gpu(), &dir, Some(&corpus), &sets, &mut Vec::new()).unwrap();
@@ -176,8 +175,7 @@ fn a_checkpoint_from_before_variants_resumes_on_register() {
     use wgpt::ops::matmul::Variant;
     use wgpt::train::checkpoints;
     let corpus = load_corpus(Some(&shakespeare())).unwrap();
-    let dir = std::env::temp_dir().join(format!("wgpt-old-kernels-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("old-kernels");
     Trainer::new(gpu(), config(4), &corpus).unwrap().run_until(&dir, 2, |_: &str| {}).unwrap();
     let (_, ck) = checkpoints::list(&dir).into_iter().max_by_key(|c| c.0).unwrap();
     let config_path = ck.join("config.json");
