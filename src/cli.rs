@@ -50,9 +50,13 @@ pub enum Command {
         /// Override a setting of every benchmarked preset, e.g. --set batch_size=1 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// Also time every dispatch alone and print the total per entry point, slowest first.
+        /// Also time every kernel (GPU timestamps where the adapter has them) and print, per entry
+        /// point, its time, share, FLOPs, GFLOP/s and GB/s, and the step's MFU.
         #[arg(long)]
         profile: bool,
+        /// The adapter's peak in TFLOP/s for MFU (default: a table of known GPUs' fp32 peaks).
+        #[arg(long, value_name = "TFLOPS", requires = "profile", value_parser = tflops)]
+        peak_tflops: Option<f64>,
         /// Print one JSON object per preset (peak_bytes, bytes by class, step_ms, tokens_per_s).
         #[arg(long)]
         json: bool,
@@ -224,6 +228,14 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(s: &str) -> std::result
     }
 }
 
+/// `--peak-tflops X`: a finite number > 0.
+fn tflops(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t > 0.0 => Ok(t),
+        _ => Err("expected the adapter's peak in TFLOP/s, a number > 0 (e.g. 66.9)".into()),
+    }
+}
+
 /// `--temperature T`: a finite number >= 0.
 fn temperature(s: &str) -> std::result::Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -267,13 +279,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info => info(backend),
         Command::Train(args) => train(backend, args),
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
-        Command::Bench { preset, steps, set, profile, json, plan_only, precision, recompute } => {
+        Command::Bench { preset, steps, set, profile, peak_tflops, json, plan_only, precision, recompute } => {
             let set: Vec<String> = precision
                 .iter()
                 .map(|p| format!("precision={p}"))
                 .chain(recompute.iter().map(|r| format!("recompute={r}")))
                 .chain(set)
                 .collect();
+            let profile = profile.then_some(crate::train::bench::ProfileAsk { peak_tflops });
             bench(backend, &preset, steps, &set, BenchMode { profile, json, plan_only })
         }
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
@@ -699,7 +712,7 @@ fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) ->
 
 /// How `wgpt bench` runs and prints.
 struct BenchMode {
-    profile: bool,
+    profile: Option<crate::train::bench::ProfileAsk>,
     json: bool,
     plan_only: bool,
 }
@@ -763,8 +776,8 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             r.dispatches
         );
         println!("    {}", r.plan.summary());
-        for (entry, n, ms) in &r.profile {
-            println!("    {entry:<36} {n:4} x  {ms:9.2} ms");
+        if let (Some(p), Some(ms)) = (&r.profile, r.ms_per_step) {
+            print!("{}", p.to_text(ms));
         }
     }
     Ok(())

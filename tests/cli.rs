@@ -156,10 +156,38 @@ fn bench_prints_json_and_plans_gpt2_without_running_it() {
     assert!(v["step_ms"].is_null() && v["tokens_per_s"].is_null(), "{line}");
     assert_eq!((v["batch_size"].as_u64(), v["block_size"].as_u64()), (Some(4), Some(1024)));
 
+    // The counted FLOPs (the causal half of attention, elementwise ops included) are close to
+    // the model FLOPs nanoGPT's MFU uses (full attention): a product left uncounted would not be.
+    let ratio = v["flops_per_step"].as_f64().unwrap() / v["model_flops_per_step"].as_f64().unwrap();
+    assert!((0.85..1.05).contains(&ratio), "counted / model FLOPs = {ratio}");
+
     let (ok, out) = wgpt(&["bench", "--preset", "tiny", "--steps", "1", "--json"]);
     assert!(ok, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert!(v["step_ms"].as_f64().unwrap() > 0.0 && v["tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["profile"].is_null(), "{v}");
+}
+
+/// `wgpt bench --profile`: every dispatch is timed once per step and counted in one row; the
+/// rows' FLOPs add up to the step's, and MFU is the model FLOPs over the step time and the peak.
+#[test]
+fn bench_profile_accounts_for_every_dispatch() {
+    let (ok, out) = wgpt(&["bench", "--preset", "tiny", "--steps", "1", "--json", "--profile", "--peak-tflops", "0.5"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let p = &v["profile"];
+    let kernels = p["kernels"].as_array().unwrap_or_else(|| panic!("{v}"));
+    let sum = |k: &str| kernels.iter().map(|r| r[k].as_f64().unwrap()).sum::<f64>();
+    assert_eq!(sum("calls") as u64, v["dispatches"].as_u64().unwrap());
+    assert_eq!(sum("flops") as u64, v["flops_per_step"].as_u64().unwrap());
+    assert!(sum("ms") > 0.0 && (sum("ms") - p["kernel_ms"].as_f64().unwrap()).abs() < 1e-6, "{p}");
+    let matmul = kernels.iter().find(|r| r["name"] == "Matmul::matmul_forward").expect("a forward matmul row");
+    assert!(matmul["flops"].as_u64().unwrap() > 0 && matmul["bytes"].as_u64().unwrap() > 0, "{matmul}");
+    let mfu = v["model_flops_per_step"].as_f64().unwrap() / (v["step_ms"].as_f64().unwrap() * 1e-3) / 0.5e12;
+    assert!((p["mfu"].as_f64().unwrap() / mfu - 1.0).abs() < 1e-9, "{p}");
+
+    let e = fails(&["bench", "--preset", "tiny", "--profile", "--peak-tflops", "0"]);
+    assert!(e.contains("--peak-tflops") && e.contains("> 0"), "{e}");
 }
 
 #[test]

@@ -28,22 +28,25 @@ pub struct Program {
     pub kernels: KernelPolicy,
 }
 
-struct Compiled {
-    kernel: Arc<Kernel>,
-    bind_group: wgpu::BindGroup,
-    groups: [u32; 3],
+pub(super) struct Compiled {
+    pub(super) kernel: Arc<Kernel>,
+    pub(super) bind_group: wgpu::BindGroup,
+    pub(super) groups: [u32; 3],
 }
 
 pub struct Step {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
+    pub(super) device: wgpu::Device,
+    pub(super) queue: wgpu::Queue,
     pub tensors: Tensors,
     pub dispatches: Vec<Dispatch>,
     pub plan: MemoryPlan,
     /// The kernel variant of each distinct product (gpu/tuning.rs).
     pub choices: Vec<Choice>,
     buffers: Vec<Option<wgpu::Buffer>>,
-    compiled: Vec<Compiled>,
+    pub(super) compiled: Vec<Compiled>,
+    /// Nanoseconds per timestamp tick where the device has timestamp queries (`gpu/profile.rs`).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(super) timestamp_period: Option<f32>,
     /// Mappable copy of the outputs arena (loss, gradient norm), made once so that reading a
     /// step's results allocates nothing.
     outputs: Option<(usize, wgpu::Buffer)>,
@@ -226,6 +229,10 @@ impl Step {
             choices,
             buffers,
             compiled,
+            timestamp_period: gpu
+                .features
+                .contains(wgpu::Features::TIMESTAMP_QUERY)
+                .then(|| gpu.queue.get_timestamp_period()),
             outputs,
             faults: gpu.faults.clone(),
         };

@@ -5,6 +5,7 @@ pub mod context;
 pub mod executor;
 pub mod faults;
 pub mod pipeline;
+pub mod profile;
 pub mod shader;
 pub mod tuning;
 pub mod tuning_cache;

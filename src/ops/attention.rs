@@ -32,6 +32,11 @@ impl Attention {
         self.b * self.nh * self.t.div_ceil(4)
     }
 
+    /// (query, key) pairs the causal mask keeps: B * NH * T (T + 1) / 2.
+    fn pairs(&self) -> usize {
+        self.b * self.nh * self.t * (self.t + 1) / 2
+    }
+
     fn scale(&self) -> f64 {
         1.0 / (self.hs as f64).sqrt()
     }
@@ -48,6 +53,7 @@ impl Attention {
             .arg(1, out)
             .arg(2, lse)
             .arg(3, qkv)
+            .flops(self.pairs() * (4 * self.hs + 4))
             .threads(self.blocks() as u64, WG)
     }
 
@@ -59,6 +65,7 @@ impl Attention {
             .arg(2, lse)
             .arg(3, qkv)
             .arg(7, probs)
+            .flops(self.pairs() * (2 * self.hs + 2))
             .threads(self.blocks() as u64, WG)
     }
 
@@ -110,6 +117,7 @@ impl Attention {
                 .arg(4, dqkv)
                 .arg(5, scratch)
                 .arg(6, dout)
+                .flops(self.pairs() * (6 * self.hs + 4))
                 .threads(self.blocks() as u64, WG),
             Dispatch::new(Family::Attention, "attention_backward_dkv")
                 .uniform(u)
@@ -118,6 +126,7 @@ impl Attention {
                 .arg(4, dqkv)
                 .arg(5, scratch)
                 .arg(6, dout)
+                .flops(self.pairs() * (8 * self.hs + 4))
                 .threads(self.blocks() as u64, WG),
         ]
     }

@@ -133,6 +133,7 @@ impl Product {
     fn dispatch(&self, variant: Variant, pass: Pass, acc: bool) -> Dispatch {
         let entry = variant.entry(pass);
         assert!(self.rows > 0 && self.cols > 0 && self.inner > 0, "{entry}: empty product");
+        let flops = 2 * self.rows * self.cols * self.inner + if acc { self.rows * self.cols } else { 0 };
         let tuned = Tunable::Matmul(Tuned { product: *self, pass, acc, variant });
         if variant == Variant::Tiled {
             let col_groups = self.cols.div_ceil(64);
@@ -140,6 +141,7 @@ impl Product {
             return Dispatch::new(Family::Matmul, entry)
                 .uniform(self.uniform(col_groups, acc))
                 .groups(grid(groups))
+                .flops(flops)
                 .tunable(tuned);
         }
         let lc = self.col_lanes();
@@ -157,6 +159,7 @@ impl Product {
             .constant("LANES_C", lc as f64)
             .uniform(self.uniform(col_groups, acc))
             .groups(grid(groups))
+            .flops(flops)
             .tunable(tuned)
     }
 

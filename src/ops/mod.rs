@@ -29,6 +29,10 @@ pub struct Dispatch {
     pub groups: [u32; 3],
     /// Set when the kernel comes in variants: what choosing another one needs.
     pub tunable: Option<Tunable>,
+    /// Arithmetic operations it performs, from the op's shape (a multiply-add counts 2; exp, rsqrt
+    /// and tanh count 1): what `bench --profile` divides by its time. Bytes come from the bound
+    /// tensors (`graph::cost`).
+    pub flops: u64,
 }
 
 /// A dispatch whose family has kernel variants, with the shape that choosing one depends on.
@@ -47,11 +51,17 @@ impl Dispatch {
             args: Vec::new(),
             groups: [1, 1, 1],
             tunable: None,
+            flops: 0,
         }
     }
 
     pub fn tunable(mut self, t: Tunable) -> Self {
         self.tunable = Some(t);
+        self
+    }
+
+    pub fn flops(mut self, n: usize) -> Self {
+        self.flops = n as u64;
         self
     }
 

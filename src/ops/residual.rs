@@ -17,6 +17,7 @@ pub fn forward(out: TensorId, a: TensorId, b: TensorId, n: usize) -> Dispatch {
             .arg(7, out)
             .arg(8, a)
             .arg(9, b)
+            .flops(n)
             .threads(threads4(n), WG);
     }
     Dispatch::new(Family::Residual, "residual_forward")
@@ -24,17 +25,20 @@ pub fn forward(out: TensorId, a: TensorId, b: TensorId, n: usize) -> Dispatch {
         .arg(1, out)
         .arg(2, a)
         .arg(3, b)
+        .flops(n)
         .threads(n as u64, WG)
 }
 
 /// da (+)= dout, db (+)= dout
 pub fn backward(da: TensorId, acc_a: bool, db: TensorId, acc_b: bool, dout: TensorId, n: usize) -> Dispatch {
+    let flops = (acc_a as usize + acc_b as usize) * n;
     if n.is_multiple_of(4) {
         return Dispatch::new(Family::Residual, "residual_backward4")
             .uniform(Uniform::new().u(n / 4).u(acc_a as u32).u(acc_b as u32))
             .arg(10, da)
             .arg(11, db)
             .arg(12, dout)
+            .flops(flops)
             .threads(threads4(n), WG);
     }
     Dispatch::new(Family::Residual, "residual_backward")
@@ -42,6 +46,7 @@ pub fn backward(da: TensorId, acc_a: bool, db: TensorId, acc_b: bool, dout: Tens
         .arg(4, da)
         .arg(5, db)
         .arg(6, dout)
+        .flops(flops)
         .threads(n as u64, WG)
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::config::RunConfig;
 use super::llmc;
 use super::precision::Precision;
+use super::profile::{self, Cost, Profile};
 use super::step::{StepConfig, TrainStep};
 use super::trainer::init_params;
 use crate::data::batches::Rng;
@@ -34,9 +35,16 @@ pub struct BenchResult {
     /// None with `plan_only`: nothing was run.
     pub ms_per_step: Option<f64>,
     pub tokens_per_s: Option<f64>,
-    /// With `profile`: (entry point, dispatches, total ms when each is run and waited on alone),
-    /// slowest first. Sums exceed ms_per_step by the per-submit overhead.
-    pub profile: Vec<(String, usize, f64)>,
+    /// FLOPs and bytes of one step, from the dispatch list.
+    pub cost: Cost,
+    /// With `--profile`: each kernel's time, FLOPs and bytes.
+    pub profile: Option<Profile>,
+}
+
+/// `--profile`, with the peak to compute MFU against (`--peak-tflops`; else the known GPUs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProfileAsk {
+    pub peak_tflops: Option<f64>,
 }
 
 /// Vocabulary the preset trains with: the 65 characters of tinyshakespeare, or GPT-2's BPE.
@@ -63,6 +71,7 @@ fn model(cfg: &RunConfig) -> GptConfig {
 /// models too large to step on this adapter). `max_binding` and `align` are the adapter's limits.
 pub fn plan_only(cfg: &RunConfig, max_binding: u64, align: u64) -> Result<BenchResult> {
     let (program, _) = TrainStep::program(StepConfig::for_run(model(cfg), cfg), max_binding)?;
+    let planned = plan(&program.tensors, &program.dispatches, align);
     Ok(BenchResult {
         preset: cfg.preset.clone(),
         batch: cfg.batch_size,
@@ -73,10 +82,11 @@ pub fn plan_only(cfg: &RunConfig, max_binding: u64, align: u64) -> Result<BenchR
         matmul: cfg.matmul,
         choices: Vec::new(),
         dispatches: program.dispatches.len(),
-        plan: plan(&program.tensors, &program.dispatches, align),
+        cost: Cost::sum(&program.dispatches, &planned),
+        plan: planned,
         ms_per_step: None,
         tokens_per_s: None,
-        profile: Vec::new(),
+        profile: None,
     })
 }
 
@@ -94,6 +104,10 @@ impl BenchResult {
             "matmul": self.matmul.map_or("auto", Variant::name),
             "kernels": self.choices.iter().map(|c| (c.key.clone(), c.variant.name().into())).collect::<serde_json::Map<String, serde_json::Value>>(),
             "dispatches": self.dispatches,
+            "flops_per_step": self.cost.flops,
+            "bytes_bound_per_step": self.cost.bytes,
+            "model_flops_per_step": profile::model_flops(&self.model, self.batch * self.seq),
+            "profile": self.profile.as_ref().zip(self.ms_per_step).map(|(p, ms)| p.to_json(ms)),
             "peak_bytes": p.total(),
             "param_bytes": p.class_bytes(Class::Param),
             "grad_bytes": p.class_bytes(Class::Grad),
@@ -113,8 +127,8 @@ impl BenchResult {
     }
 }
 
-/// Times `steps` training steps after one warm-up step.
-pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<BenchResult> {
+/// Times `steps` training steps after one warm-up step; with `ask`, then profiles one more.
+pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, ask: Option<ProfileAsk>) -> Result<BenchResult> {
     let model = model(cfg);
     let mut ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::for_run(model, cfg)))?;
     let params = init_params(&model, cfg.seed);
@@ -133,25 +147,16 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<
         pollster::block_on(ts.train_step(&ids, &targets, cfg.lr))?;
     }
     let secs = started.elapsed().as_secs_f64() / steps.max(1) as f64;
-    let mut by_entry: Vec<(String, usize, f64)> = Vec::new();
-    if profile {
-        ts.step.wait()?;
-        for (i, d) in ts.step.dispatches.iter().enumerate() {
-            let t0 = Instant::now();
-            ts.step.run_range(i..i + 1);
-            ts.step.wait()?;
-            let ms = t0.elapsed().as_secs_f64() * 1e3;
-            let name = format!("{:?}::{}", d.family, d.entry);
-            match by_entry.iter_mut().find(|e| e.0 == name) {
-                Some(e) => {
-                    e.1 += 1;
-                    e.2 += ms;
-                }
-                None => by_entry.push((name, 1, ms)),
-            }
+    let profile = match ask {
+        Some(ask) => {
+            let peak = match ask.peak_tflops {
+                Some(tf) => Some((tf, "--peak-tflops")),
+                None => profile::known_peak(&gpu.info.name).map(|tf| (tf, "data sheet")),
+            };
+            Some(profile::profile(&ts.step, &model, n, 3, peak)?)
         }
-        by_entry.sort_by(|a, b| b.2.total_cmp(&a.2));
-    }
+        None => None,
+    };
     Ok(BenchResult {
         preset: cfg.preset.clone(),
         batch: cfg.batch_size,
@@ -162,9 +167,10 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, profile: bool) -> Result<
         matmul: cfg.matmul,
         choices: ts.step.choices.clone(),
         dispatches: ts.step.len(),
+        cost: Cost::sum(&ts.step.dispatches, &ts.step.plan),
         plan: ts.step.plan.clone(),
         ms_per_step: Some(secs * 1e3),
         tokens_per_s: Some(n as f64 / secs),
-        profile: by_entry,
+        profile,
     })
 }

@@ -12,6 +12,7 @@ pub mod interrupt;
 pub mod llmc;
 pub mod optimizer;
 pub mod precision;
+pub mod profile;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run;
 pub mod schedule;
