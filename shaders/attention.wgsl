@@ -2,13 +2,20 @@
 // O(T) per head and the T x T matrix never exists; the backward recomputes p = exp(q.k * scale -
 // lse) from the log-sum-exp saved by the forward.
 //
-// Each invocation handles 4 consecutive rows (queries, or keys in attention_backward_dkv) of one
-// (b, h) as the 4 lanes of vec4 values: every k, v (or q, dout) element loaded from memory then
-// serves 4 rows, which on software rasterizers (lavapipe, where a storage load costs far more
-// than arithmetic) is most of the run time. Row blocks are indexed (b, h, t / 4), t fastest.
+// Each invocation handles 8 consecutive rows (queries, or keys in attention_backward_dkv) of one
+// (b, h) as two vec4 groups, a (rows t0 .. t0 + 3) and b (t0 + 4 .. t0 + 7): every k, v (or q,
+// dout) element loaded from memory then serves 8 rows. On software rasterizers (lavapipe, where
+// every storage load is a per-lane scalar loop) the loads per multiply-add set the speed; 8 rows
+// halve them against 4. Row blocks are numbered with (b, h) fastest, so the invocations that run
+// side by side as SIMD lanes share t0 and loop over the same number of keys (with t fastest, the
+// causal mask left about 30% of the lanes idle), and the longest blocks come first, so the last
+// workgroups to run are short ones.
 
 // Largest head size HS: rows of q, k, v, dout and the accumulators live in private arrays.
 const MAX_HS: u32 = 128u;
+
+// Rows per invocation.
+const R: u32 = 8u;
 
 struct Params {
     b: u32,      // B
@@ -24,20 +31,24 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> lse: array<f32>;  // (B, NH, T) log-sum-exp per row
 @group(0) @binding(3) var<storage, read_write> qkv: array<st>;   // (B, T, 3C) q | k | v
 
-// The row block of invocation i: bh = b * NH + h, first row t0, and the 4 rows t0 .. t0 + 3
-// clamped to T - 1 (rows past T compute a copy of row T - 1 and store nothing).
-struct Block { bh: u32, t0: u32, rows: vec4u, clamped: vec4u, last: u32 }
+// The row block of invocation i: bh = b * NH + h, first row t0, the rows of groups a and b, the
+// same clamped to T - 1 (rows past T compute a copy of row T - 1 and store nothing), and the last
+// row. `late_first`: blocks of the last rows first (their loops over keys 0 ..= t are the longest).
+struct Block { bh: u32, t0: u32, ra: vec4u, rb: vec4u, ca: vec4u, cb: vec4u, last: u32 }
 
-fn block(i: u32) -> Block {
-    let nblk = (p.t + 3u) / 4u;
-    let t0 = (i % nblk) * 4u;
-    let rows = vec4u(t0) + vec4u(0u, 1u, 2u, 3u);
-    let last = min(t0 + 3u, p.t - 1u);
-    return Block(i / nblk, t0, rows, min(rows, vec4u(last)), last);
+fn block(i: u32, late_first: bool) -> Block {
+    let nbh = p.b * p.nh;
+    let nblk = (p.t + R - 1u) / R;
+    let k = i / nbh;
+    let t0 = select(k, nblk - 1u - k, late_first) * R;
+    let ra = vec4u(t0) + vec4u(0u, 1u, 2u, 3u);
+    let rb = ra + 4u;
+    let last = min(t0 + R - 1u, p.t - 1u);
+    return Block(i % nbh, t0, ra, rb, min(ra, vec4u(last)), min(rb, vec4u(last)), last);
 }
 
 fn num_blocks() -> u32 {
-    return p.b * p.nh * ((p.t + 3u) / 4u);
+    return p.b * p.nh * ((p.t + R - 1u) / R);
 }
 
 // Element of q for (b, t = 0, h) in qkv; k and v follow at + C and + 2C.
@@ -50,101 +61,154 @@ fn out_base(bh: u32) -> u32 {
     return (bh / p.nh) * p.t * p.nh * p.hs + (bh % p.nh) * p.hs;
 }
 
-// One invocation per block of 4 query rows: online softmax over keys 0 ..= last row.
+fn qkv4(o: vec4u) -> vec4f {
+    return vec4f(f32(qkv[o.x]), f32(qkv[o.y]), f32(qkv[o.z]), f32(qkv[o.w]));
+}
+
+fn lse4(o: vec4u) -> vec4f {
+    return vec4f(lse[o.x], lse[o.y], lse[o.z], lse[o.w]);
+}
+
+// One invocation per block of 8 query rows: online softmax over keys 0 ..= last row.
 @compute @workgroup_size(WG)
 fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     let i = flat_index(wid, nwg, lid);
     if (i >= num_blocks()) { return; }
-    let blk = block(i);
+    let blk = block(i, true);
     let base = qkv_base(blk.bh);
     let c = p.nh * p.hs;
     let stride = 3u * c;  // qkv elements per position
 
-    var q: array<vec4f, MAX_HS>;  // q[d][r]: channel d of row r
-    var o: array<vec4f, MAX_HS>;
-    let qo = vec4u(base) + blk.clamped * stride;
+    var qa: array<vec4f, MAX_HS>;  // qa[d][r]: channel d of row t0 + r
+    var qb: array<vec4f, MAX_HS>;  // qb[d][r]: channel d of row t0 + 4 + r
+    var oa: array<vec4f, MAX_HS>;
+    var ob: array<vec4f, MAX_HS>;
+    let qoa = vec4u(base) + blk.ca * stride;
+    let qob = vec4u(base) + blk.cb * stride;
     for (var d = 0u; d < p.hs; d++) {
-        q[d] = vec4f(f32(qkv[qo.x + d]), f32(qkv[qo.y + d]), f32(qkv[qo.z + d]), f32(qkv[qo.w + d]));
+        qa[d] = qkv4(qoa + d);
+        qb[d] = qkv4(qob + d);
     }
     // Key 0 (seen by every row) starts the running max m, the running sum l = sum exp(x - m)
     // and o = sum exp(x - m) v.
-    var x0 = vec4f(0.0);
+    var xa = vec4f(0.0);
+    var xb = vec4f(0.0);
     for (var d = 0u; d < p.hs; d++) {
-        x0 += q[d] * f32(qkv[base + c + d]);
+        let kd = f32(qkv[base + c + d]);
+        xa += qa[d] * kd;
+        xb += qb[d] * kd;
     }
-    var m = x0 * p.scale;
-    var l = vec4f(1.0);
+    var ma = xa * p.scale;
+    var mb = xb * p.scale;
+    var la = vec4f(1.0);
+    var lb = vec4f(1.0);
     for (var d = 0u; d < p.hs; d++) {
-        o[d] = vec4f(f32(qkv[base + 2u * c + d]));
+        let vd = f32(qkv[base + 2u * c + d]);
+        oa[d] = vec4f(vd);
+        ob[d] = vec4f(vd);
     }
     for (var s = 1u; s <= blk.last; s++) {
         let ko = base + s * stride + c;
-        var x = vec4f(0.0);
+        xa = vec4f(0.0);
+        xb = vec4f(0.0);
         for (var d = 0u; d < p.hs; d++) {
-            x += q[d] * f32(qkv[ko + d]);
+            let kd = f32(qkv[ko + d]);
+            xa += qa[d] * kd;
+            xb += qb[d] * kd;
         }
-        x *= p.scale;
+        xa *= p.scale;
+        xb *= p.scale;
         // Causal mask: rows t < s keep m, l and o (factor 1, weight 0).
-        let live = vec4u(s) <= blk.rows;
-        let mn = select(m, max(m, x), live);
-        let r = exp(m - mn);
-        let e = select(vec4f(0.0), exp(x - mn), live);
-        m = mn;
-        l = l * r + e;
+        let liva = vec4u(s) <= blk.ra;
+        let livb = vec4u(s) <= blk.rb;
+        let mna = select(ma, max(ma, xa), liva);
+        let mnb = select(mb, max(mb, xb), livb);
+        let fa = exp(ma - mna);
+        let fb = exp(mb - mnb);
+        let ea = select(vec4f(0.0), exp(xa - mna), liva);
+        let eb = select(vec4f(0.0), exp(xb - mnb), livb);
+        ma = mna;
+        mb = mnb;
+        la = la * fa + ea;
+        lb = lb * fb + eb;
         let vo = ko + c;
         for (var d = 0u; d < p.hs; d++) {
-            o[d] = o[d] * r + e * f32(qkv[vo + d]);
+            let vd = f32(qkv[vo + d]);
+            oa[d] = oa[d] * fa + ea * vd;
+            ob[d] = ob[d] * fb + eb * vd;
         }
     }
-    let inv = 1.0 / l;
-    let ls = m + log(l);
-    let ob = out_base(blk.bh);
+    let inva = 1.0 / la;
+    let invb = 1.0 / lb;
+    let lsa = ma + log(la);
+    let lsb = mb + log(lb);
+    let obase = out_base(blk.bh);
     for (var r = 0u; r < 4u; r++) {
-        let t = blk.t0 + r;
-        if (t < p.t) {
-            let oo = ob + t * c;
+        let ta = blk.t0 + r;
+        if (ta < p.t) {
+            let oo = obase + ta * c;
             for (var d = 0u; d < p.hs; d++) {
-                out[oo + d] = st(o[d][r] * inv[r]);
+                out[oo + d] = st(oa[d][r] * inva[r]);
             }
-            lse[blk.bh * p.t + t] = ls[r];
+            lse[blk.bh * p.t + ta] = lsa[r];
+        }
+        let tb = ta + 4u;
+        if (tb < p.t) {
+            let oo = obase + tb * c;
+            for (var d = 0u; d < p.hs; d++) {
+                out[oo + d] = st(ob[d][r] * invb[r]);
+            }
+            lse[blk.bh * p.t + tb] = lsb[r];
         }
     }
 }
 
 @group(0) @binding(7) var<storage, read_write> probs: array<f32>;  // (B, NH, T, T) attention_probs
 
-// For display: the probabilities p_ts = exp(q_t . k_s * scale - lse_t) of 4 query rows, recomputed
+// For display: the probabilities p_ts = exp(q_t . k_s * scale - lse_t) of 8 query rows, recomputed
 // from the saved log-sum-exp as the backward does (so they sum to 1 whatever kernel made lse),
 // written for every key s: 0 above the diagonal (s > t).
 @compute @workgroup_size(WG)
 fn attention_probs(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     let i = flat_index(wid, nwg, lid);
     if (i >= num_blocks()) { return; }
-    let blk = block(i);
+    let blk = block(i, false);
     let base = qkv_base(blk.bh);
     let c = p.nh * p.hs;
     let stride = 3u * c;
 
-    var q: array<vec4f, MAX_HS>;
-    let qo = vec4u(base) + blk.clamped * stride;
+    var qa: array<vec4f, MAX_HS>;
+    var qb: array<vec4f, MAX_HS>;
+    let qoa = vec4u(base) + blk.ca * stride;
+    let qob = vec4u(base) + blk.cb * stride;
     for (var d = 0u; d < p.hs; d++) {
-        q[d] = vec4f(f32(qkv[qo.x + d]), f32(qkv[qo.y + d]), f32(qkv[qo.z + d]), f32(qkv[qo.w + d]));
+        qa[d] = qkv4(qoa + d);
+        qb[d] = qkv4(qob + d);
     }
     let row0 = blk.bh * p.t;  // (b, h, t = 0) in lse and the rows of probs
-    let m = vec4f(lse[row0 + blk.clamped.x], lse[row0 + blk.clamped.y], lse[row0 + blk.clamped.z], lse[row0 + blk.clamped.w]);
+    let ma = lse4(vec4u(row0) + blk.ca);
+    let mb = lse4(vec4u(row0) + blk.cb);
     for (var s = 0u; s < p.t; s++) {
-        var x = vec4f(0.0);
+        var xa = vec4f(0.0);
+        var xb = vec4f(0.0);
         if (s <= blk.last) {
             let ko = base + s * stride + c;
             for (var d = 0u; d < p.hs; d++) {
-                x += q[d] * f32(qkv[ko + d]);
+                let kd = f32(qkv[ko + d]);
+                xa += qa[d] * kd;
+                xb += qb[d] * kd;
             }
         }
-        let e = select(vec4f(0.0), exp(x * p.scale - m), vec4u(s) <= blk.rows);
+        let ea = select(vec4f(0.0), exp(xa * p.scale - ma), vec4u(s) <= blk.ra);
+        let eb = select(vec4f(0.0), exp(xb * p.scale - mb), vec4u(s) <= blk.rb);
         for (var r = 0u; r < 4u; r++) {
-            let t = blk.t0 + r;
-            if (t < p.t) {
-                probs[(row0 + t) * p.t + s] = e[r];
+            let ta = blk.t0 + r;
+            if (ta < p.t) {
+                probs[(row0 + ta) * p.t + s] = ea[r];
+            }
+            let tb = ta + 4u;
+            if (tb < p.t) {
+                probs[(row0 + tb) * p.t + s] = eb[r];
             }
         }
     }
@@ -154,112 +218,181 @@ fn attention_probs(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
 @group(0) @binding(5) var<storage, read_write> dsum: array<f32>;  // (B, NH, T) D = rowsum(dout * out)
 @group(0) @binding(6) var<storage, read_write> dout: array<st>;   // (B, T, C)
 
-// One invocation per block of 4 query rows t: D_t = dout_t . out_t (saved for
+fn dout4(o: vec4u) -> vec4f {
+    return vec4f(f32(dout[o.x]), f32(dout[o.y]), f32(dout[o.z]), f32(dout[o.w]));
+}
+
+fn out4(o: vec4u) -> vec4f {
+    return vec4f(f32(out[o.x]), f32(out[o.y]), f32(out[o.z]), f32(out[o.w]));
+}
+
+// dqkv[o] (+)= v.
+fn store_grad(o: u32, v: f32) {
+    dqkv[o] = st(accumulate(f32(dqkv[o]), v, p.acc));
+}
+
+// One invocation per block of 8 query rows t: D_t = dout_t . out_t (saved for
 // attention_backward_dkv), then dq_t = scale * sum over s <= t of p_ts (dout_t . v_s - D_t) k_s
 // into the q third of dqkv.
 @compute @workgroup_size(WG)
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     let i = flat_index(wid, nwg, lid);
     if (i >= num_blocks()) { return; }
-    let blk = block(i);
+    let blk = block(i, true);
     let base = qkv_base(blk.bh);
     let c = p.nh * p.hs;
     let stride = 3u * c;
 
-    var q: array<vec4f, MAX_HS>;
-    var g: array<vec4f, MAX_HS>;  // dout
-    var dq: array<vec4f, MAX_HS>;
-    let qo = vec4u(base) + blk.clamped * stride;
-    let oo = vec4u(out_base(blk.bh)) + blk.clamped * c;
-    var dd = vec4f(0.0);
+    var qa: array<vec4f, MAX_HS>;
+    var qb: array<vec4f, MAX_HS>;
+    var ga: array<vec4f, MAX_HS>;  // dout
+    var gb: array<vec4f, MAX_HS>;
+    var dqa: array<vec4f, MAX_HS>;
+    var dqb: array<vec4f, MAX_HS>;
+    let qoa = vec4u(base) + blk.ca * stride;
+    let qob = vec4u(base) + blk.cb * stride;
+    let ooa = vec4u(out_base(blk.bh)) + blk.ca * c;
+    let oob = vec4u(out_base(blk.bh)) + blk.cb * c;
+    var dda = vec4f(0.0);
+    var ddb = vec4f(0.0);
     for (var d = 0u; d < p.hs; d++) {
-        q[d] = vec4f(f32(qkv[qo.x + d]), f32(qkv[qo.y + d]), f32(qkv[qo.z + d]), f32(qkv[qo.w + d]));
-        g[d] = vec4f(f32(dout[oo.x + d]), f32(dout[oo.y + d]), f32(dout[oo.z + d]), f32(dout[oo.w + d]));
-        dd += g[d] * vec4f(f32(out[oo.x + d]), f32(out[oo.y + d]), f32(out[oo.z + d]), f32(out[oo.w + d]));
-        dq[d] = vec4f(0.0);
+        qa[d] = qkv4(qoa + d);
+        qb[d] = qkv4(qob + d);
+        ga[d] = dout4(ooa + d);
+        gb[d] = dout4(oob + d);
+        dda += ga[d] * out4(ooa + d);
+        ddb += gb[d] * out4(oob + d);
+        dqa[d] = vec4f(0.0);
+        dqb[d] = vec4f(0.0);
     }
     let row0 = blk.bh * p.t;  // (b, h, t = 0) in lse and dsum
-    let m = vec4f(lse[row0 + blk.clamped.x], lse[row0 + blk.clamped.y], lse[row0 + blk.clamped.z], lse[row0 + blk.clamped.w]);
+    let ma = lse4(vec4u(row0) + blk.ca);
+    let mb = lse4(vec4u(row0) + blk.cb);
     for (var s = 0u; s <= blk.last; s++) {
         let ko = base + s * stride + c;
         let vo = ko + c;
-        var x = vec4f(0.0);
-        var dp = vec4f(0.0);
+        var xa = vec4f(0.0);
+        var xb = vec4f(0.0);
+        var dpa = vec4f(0.0);
+        var dpb = vec4f(0.0);
         for (var d = 0u; d < p.hs; d++) {
-            x += q[d] * f32(qkv[ko + d]);
-            dp += g[d] * f32(qkv[vo + d]);
+            let kd = f32(qkv[ko + d]);
+            let vd = f32(qkv[vo + d]);
+            xa += qa[d] * kd;
+            xb += qb[d] * kd;
+            dpa += ga[d] * vd;
+            dpb += gb[d] * vd;
         }
         // Causal mask: rows t < s get nothing from key s.
-        let ds = select(vec4f(0.0), exp(x * p.scale - m) * (dp - dd), vec4u(s) <= blk.rows);
+        let dsa = select(vec4f(0.0), exp(xa * p.scale - ma) * (dpa - dda), vec4u(s) <= blk.ra);
+        let dsb = select(vec4f(0.0), exp(xb * p.scale - mb) * (dpb - ddb), vec4u(s) <= blk.rb);
         for (var d = 0u; d < p.hs; d++) {
-            dq[d] += ds * f32(qkv[ko + d]);
+            let kd = f32(qkv[ko + d]);
+            dqa[d] += dsa * kd;
+            dqb[d] += dsb * kd;
         }
     }
     for (var r = 0u; r < 4u; r++) {
-        let t = blk.t0 + r;
-        if (t < p.t) {
-            dsum[row0 + t] = dd[r];
-            let o = base + t * stride;
+        let ta = blk.t0 + r;
+        if (ta < p.t) {
+            dsum[row0 + ta] = dda[r];
+            let o = base + ta * stride;
             for (var d = 0u; d < p.hs; d++) {
-                dqkv[o + d] = st(accumulate(f32(dqkv[o + d]), dq[d][r] * p.scale, p.acc));
+                store_grad(o + d, dqa[d][r] * p.scale);
+            }
+        }
+        let tb = ta + 4u;
+        if (tb < p.t) {
+            dsum[row0 + tb] = ddb[r];
+            let o = base + tb * stride;
+            for (var d = 0u; d < p.hs; d++) {
+                store_grad(o + d, dqb[d][r] * p.scale);
             }
         }
     }
 }
 
-// One invocation per block of 4 key rows s, after attention_backward_dq wrote D: over queries
+// One invocation per block of 8 key rows s, after attention_backward_dq wrote D: over queries
 // t >= s, dv_s = sum p_ts dout_t and dk_s = scale * sum p_ts (dout_t . v_s - D_t) q_t, into the
 // k and v thirds of dqkv.
 @compute @workgroup_size(WG)
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     let i = flat_index(wid, nwg, lid);
     if (i >= num_blocks()) { return; }
-    let blk = block(i);
+    let blk = block(i, false);
     let base = qkv_base(blk.bh);
-    let ob = out_base(blk.bh);
+    let obase = out_base(blk.bh);
     let c = p.nh * p.hs;
     let stride = 3u * c;
     let row0 = blk.bh * p.t;
 
-    var k: array<vec4f, MAX_HS>;
-    var v: array<vec4f, MAX_HS>;
-    var dk: array<vec4f, MAX_HS>;
-    var dv: array<vec4f, MAX_HS>;
-    let ko = vec4u(base + c) + blk.clamped * stride;
-    let vo = ko + c;
+    var ka: array<vec4f, MAX_HS>;
+    var kb: array<vec4f, MAX_HS>;
+    var va: array<vec4f, MAX_HS>;
+    var vb: array<vec4f, MAX_HS>;
+    var dka: array<vec4f, MAX_HS>;
+    var dkb: array<vec4f, MAX_HS>;
+    var dva: array<vec4f, MAX_HS>;
+    var dvb: array<vec4f, MAX_HS>;
+    let koa = vec4u(base + c) + blk.ca * stride;
+    let kob = vec4u(base + c) + blk.cb * stride;
     for (var d = 0u; d < p.hs; d++) {
-        k[d] = vec4f(f32(qkv[ko.x + d]), f32(qkv[ko.y + d]), f32(qkv[ko.z + d]), f32(qkv[ko.w + d]));
-        v[d] = vec4f(f32(qkv[vo.x + d]), f32(qkv[vo.y + d]), f32(qkv[vo.z + d]), f32(qkv[vo.w + d]));
-        dk[d] = vec4f(0.0);
-        dv[d] = vec4f(0.0);
+        ka[d] = qkv4(koa + d);
+        kb[d] = qkv4(kob + d);
+        va[d] = qkv4(koa + c + d);
+        vb[d] = qkv4(kob + c + d);
+        dka[d] = vec4f(0.0);
+        dkb[d] = vec4f(0.0);
+        dva[d] = vec4f(0.0);
+        dvb[d] = vec4f(0.0);
     }
     for (var t = blk.t0; t < p.t; t++) {
         let qo = base + t * stride;
-        let go = ob + t * c;
-        var x = vec4f(0.0);
+        let go = obase + t * c;
+        var xa = vec4f(0.0);
+        var xb = vec4f(0.0);
         for (var d = 0u; d < p.hs; d++) {
-            x += k[d] * f32(qkv[qo + d]);
+            let qd = f32(qkv[qo + d]);
+            xa += ka[d] * qd;
+            xb += kb[d] * qd;
         }
         // Causal mask: query t sees only keys s <= t.
-        let pr = select(vec4f(0.0), exp(x * p.scale - lse[row0 + t]), vec4u(t) >= blk.rows);
-        var dp = vec4f(0.0);
+        let m = lse[row0 + t];
+        let pa = select(vec4f(0.0), exp(xa * p.scale - m), vec4u(t) >= blk.ra);
+        let pb = select(vec4f(0.0), exp(xb * p.scale - m), vec4u(t) >= blk.rb);
+        var dpa = vec4f(0.0);
+        var dpb = vec4f(0.0);
         for (var d = 0u; d < p.hs; d++) {
             let gd = f32(dout[go + d]);
-            dp += v[d] * gd;
-            dv[d] += pr * gd;
+            dpa += va[d] * gd;
+            dpb += vb[d] * gd;
+            dva[d] += pa * gd;
+            dvb[d] += pb * gd;
         }
-        let ds = pr * (dp - dsum[row0 + t]);
+        let dt = dsum[row0 + t];
+        let dsa = pa * (dpa - dt);
+        let dsb = pb * (dpb - dt);
         for (var d = 0u; d < p.hs; d++) {
-            dk[d] += ds * f32(qkv[qo + d]);
+            let qd = f32(qkv[qo + d]);
+            dka[d] += dsa * qd;
+            dkb[d] += dsb * qd;
         }
     }
     for (var r = 0u; r < 4u; r++) {
-        let s = blk.t0 + r;
-        if (s < p.t) {
-            let o = base + s * stride + c;
+        let sa = blk.t0 + r;
+        if (sa < p.t) {
+            let o = base + sa * stride + c;
             for (var d = 0u; d < p.hs; d++) {
-                dqkv[o + d] = st(accumulate(f32(dqkv[o + d]), dk[d][r] * p.scale, p.acc));
-                dqkv[o + c + d] = st(accumulate(f32(dqkv[o + c + d]), dv[d][r], p.acc));
+                store_grad(o + d, dka[d][r] * p.scale);
+                store_grad(o + c + d, dva[d][r]);
+            }
+        }
+        let sb = sa + 4u;
+        if (sb < p.t) {
+            let o = base + sb * stride + c;
+            for (var d = 0u; d < p.hs; d++) {
+                store_grad(o + d, dkb[d][r] * p.scale);
+                store_grad(o + c + d, dvb[d][r]);
             }
         }
     }

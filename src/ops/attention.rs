@@ -27,9 +27,9 @@ impl Attention {
         self.b * self.nh * self.t
     }
 
-    /// Invocations: one per block of 4 consecutive rows of one (b, h).
+    /// Invocations: one per block of 8 consecutive rows of one (b, h) (`R` in the shader).
     fn blocks(&self) -> usize {
-        self.b * self.nh * self.t.div_ceil(4)
+        self.b * self.nh * self.t.div_ceil(8)
     }
 
     /// (query, key) pairs the causal mask keeps: B * NH * T (T + 1) / 2.
