@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: bench-gpu-prepare bench-gpu deps-gl test-gl deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
+.PHONY: bench-peer bench-gpu-prepare bench-gpu deps-gl test-gl deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -266,3 +266,8 @@ bench-gpu-prepare:
 
 bench-gpu:
 	bash scripts/bench-gpu.sh
+
+# wgpt's training step against the Burn peer (../shared/peers/burn-gpt) on this adapter, alternating,
+# with the ratio per shape (scripts/bench-peer.sh; the peer is built once into target/peer).
+bench-peer: deps
+	SHARED=$(SHARED) scripts/bench-peer.sh

@@ -11,7 +11,9 @@
 // causal mask left about 30% of the lanes idle), and the longest blocks come first, so the last
 // workgroups to run are short ones.
 
-// Largest head size HS: rows of q, k, v, dout and the accumulators live in private arrays.
+// Largest head size HS: rows of q, k, v, dout and the accumulators live in private arrays. The
+// Rust side rewrites this to the model's head size (`Dispatch::size`): LLVM's compile time grows
+// with the arrays' length.
 const MAX_HS: u32 = 128u;
 
 // Rows per invocation.

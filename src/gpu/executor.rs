@@ -149,9 +149,10 @@ impl Step {
         });
         gpu.queue.write_buffer(&ubuf, 0, &udata);
 
+        cache.prepare(gpu, &dispatches, storage).await?;
         let mut compiled = Vec::with_capacity(dispatches.len());
         for (di, d) in dispatches.iter().enumerate() {
-            let kernel = cache.get(gpu, d.family, d.entry, &d.constants, storage).await?;
+            let kernel = cache.get(gpu, d, storage).await?;
             let bind_err = |reason: String| Error::Binding { entry: d.entry.to_string(), reason };
             let mut entries = Vec::new();
             for &(binding, kind) in &kernel.bindings {

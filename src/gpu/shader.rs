@@ -104,7 +104,24 @@ fn numbered(source: &str) -> String {
 /// Parses and validates a family with naga. `entry` only names what was being compiled
 /// when an error is reported.
 pub fn reflect(family: Family, st: StorageType, entry: &str) -> Result<Reflected> {
-    let source = format!("{}{}", prelude(st), family.source());
+    reflect_sized(family, st, &[], entry)
+}
+
+/// `reflect` with the `const NAME: u32 = ...;` declarations of `sizes` set to their values.
+pub fn reflect_sized(family: Family, st: StorageType, sizes: &[(&str, u32)], entry: &str) -> Result<Reflected> {
+    let mut body = family.source().to_string();
+    for &(name, v) in sizes {
+        let decl = format!("const {name}: u32 = ");
+        let at = body.find(&decl).ok_or_else(|| Error::Shader {
+            file: family.file().to_string(),
+            entry: entry.to_string(),
+            message: format!("no `{decl}...;` to size"),
+            numbered_source: String::new(),
+        })?;
+        let end = at + body[at..].find(';').unwrap_or(decl.len());
+        body.replace_range(at..end, &format!("{decl}{v}u"));
+    }
+    let source = format!("{}{body}", prelude(st));
     reflect_source(family.file(), &source, entry)
 }
 
@@ -147,4 +164,18 @@ pub fn reflect_source(file: &str, source: &str, entry: &str) -> Result<Reflected
         return Err(fail(format!("no entry point named '{entry}'")));
     }
     Ok(Reflected { source: source.to_string(), entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_rewrite_their_declaration_and_an_unknown_one_is_an_error() {
+        let r = reflect_sized(Family::Attention, StorageType::F32, &[("MAX_HS", 40)], "attention_forward").unwrap();
+        assert!(r.source.contains("const MAX_HS: u32 = 40u;") && !r.source.contains("const MAX_HS: u32 = 128u;"));
+        assert!(r.entries.contains_key("attention_backward_dkv"));
+        let e = reflect_sized(Family::Attention, StorageType::F32, &[("NO_SUCH", 1)], "attention_forward");
+        assert!(e.is_err_and(|e| e.to_string().contains("NO_SUCH")));
+    }
 }

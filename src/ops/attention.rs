@@ -46,9 +46,15 @@ impl Attention {
         Uniform::new().u(self.b).u(self.t).u(self.nh).u(self.hs).f(self.scale() as f32).u(acc as u32)
     }
 
+    /// A dispatch of `entry` whose private row arrays hold this head size (rounded up to a
+    /// multiple of 8, so nearby sizes share a module), not the largest one the kernels allow.
+    fn kernel(&self, entry: &'static str) -> Dispatch {
+        Dispatch::new(Family::Attention, entry).size("MAX_HS", self.hs.next_multiple_of(8).min(MAX_HS))
+    }
+
     /// out (B, T, C) = softmax(q k^T * scale, causal) v per head; lse (B, NH, T) f32.
     pub fn forward(&self, out: TensorId, lse: TensorId, qkv: TensorId) -> Dispatch {
-        Dispatch::new(Family::Attention, "attention_forward")
+        self.kernel("attention_forward")
             .uniform(self.params(false))
             .arg(1, out)
             .arg(2, lse)
@@ -60,7 +66,7 @@ impl Attention {
     /// probs (B, NH, T, T) f32 = exp(q k^T * scale - lse) per head, 0 above the diagonal: the
     /// softmax probabilities recomputed from the forward's saved lse (B, NH, T), for display.
     pub fn probs(&self, probs: TensorId, lse: TensorId, qkv: TensorId) -> Dispatch {
-        Dispatch::new(Family::Attention, "attention_probs")
+        self.kernel("attention_probs")
             .uniform(self.params(false))
             .arg(2, lse)
             .arg(3, qkv)
@@ -109,7 +115,7 @@ impl Attention {
     ) -> Vec<Dispatch> {
         let u = self.params(acc);
         vec![
-            Dispatch::new(Family::Attention, "attention_backward_dq")
+            self.kernel("attention_backward_dq")
                 .uniform(u.clone())
                 .arg(1, out)
                 .arg(2, lse)
@@ -119,7 +125,7 @@ impl Attention {
                 .arg(6, dout)
                 .flops(self.pairs() * (6 * self.hs + 4))
                 .threads(self.blocks() as u64, WG),
-            Dispatch::new(Family::Attention, "attention_backward_dkv")
+            self.kernel("attention_backward_dkv")
                 .uniform(u)
                 .arg(2, lse)
                 .arg(3, qkv)

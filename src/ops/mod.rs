@@ -33,6 +33,10 @@ pub struct Dispatch {
     /// and tanh count 1): what `bench --profile` divides by its time. Bytes come from the bound
     /// tensors (`graph::cost`).
     pub flops: u64,
+    /// Array lengths baked into the module's text (`const NAME: u32 = ...;` in the shader): WGSL
+    /// cannot size a private array by an override constant, and arrays sized for the largest
+    /// case cost compile time in proportion (lavapipe took 66 s for attention at 128 channels).
+    pub sizes: Vec<(&'static str, u32)>,
 }
 
 /// A dispatch whose family has kernel variants, with the shape that choosing one depends on.
@@ -52,6 +56,7 @@ impl Dispatch {
             groups: [1, 1, 1],
             tunable: None,
             flops: 0,
+            sizes: Vec::new(),
         }
     }
 
@@ -62,6 +67,11 @@ impl Dispatch {
 
     pub fn flops(mut self, n: usize) -> Self {
         self.flops = n as u64;
+        self
+    }
+
+    pub fn size(mut self, name: &'static str, v: usize) -> Self {
+        self.sizes.push((name, v as u32));
         self
     }
 
