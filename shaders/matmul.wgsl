@@ -15,6 +15,7 @@ struct Params {
     a_off: u32,       // first element of A in a
     c_rs: u32,        // C[i, j] = c[c_off + i * c_rs + j]: C may be columns of a wider matrix
     c_off: u32,
+    lanes_r: u32,     // register variant: row lanes of a workgroup; LANES_C * lanes_r <= WG
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -28,10 +29,13 @@ struct Params {
 
 // Each invocation computes a 16 x 16 register tile of C: rows row0 .. row0 + 15 and columns
 // col0 + LANES_C t (t < 16), as 4 x 4 blocks of mat4x4f (column r of block (i, j) = row 4 i + r,
-// columns cols_j). A workgroup is WG / LANES_C row lanes by LANES_C column lanes, so the
-// invocations that run side by side read neighbouring columns of B. WG and LANES_C are set per
-// product by the Rust side, so narrow C (N = 65, 128) does not compute mostly padding (a fixed
-// 256-column tile computed 4x the lm_head's 65 columns).
+// columns cols_j). A workgroup is lanes_r row lanes by LANES_C column lanes (invocations past
+// them return at once), so the invocations that run side by side read neighbouring columns of B.
+// The lanes are set per product by the Rust side, so narrow C (N = 128) does not compute mostly
+// padding. LANES_C is 8 or 16 (as a uniform the products ran 1.5x slower on lavapipe) and lanes_r
+// a uniform, and every pass without a bias is one entry point (`matmul_product`), so a step needs
+// at most four matmul pipelines, where per-product workgroup shapes made ten; lavapipe spends
+// about 3.5 s compiling each.
 //
 // Why this shape: on lavapipe (Mesa 22.3 llvmpipe) every storage load, even one whose address is
 // the same for all lanes (only workgroup_id and uniforms), runs as a per-lane scalar loop, so the
@@ -47,16 +51,18 @@ const TN: u32 = 16u;
 override LANES_C: u32 = 16u;
 
 fn tile_rows() -> u32 {
-    return (WG / LANES_C) * TM;
+    return p.lanes_r * TM;
 }
 
 fn tile_cols() -> u32 {
     return LANES_C * TN;
 }
 
-// False for the workgroups of a folded 2-D grid that lie past the last tile.
-fn tile_in_range(wid: vec3u, nwg: vec3u) -> bool {
-    return wid.y * nwg.x + wid.x < p.col_groups * ((p.rows + tile_rows() - 1u) / tile_rows());
+// False for the workgroups of a folded 2-D grid that lie past the last tile, and for the
+// invocations past the workgroup's lanes.
+fn tile_in_range(wid: vec3u, nwg: vec3u, lid: vec3u) -> bool {
+    return wid.y * nwg.x + wid.x < p.col_groups * ((p.rows + tile_rows() - 1u) / tile_rows())
+        && lid.x < LANES_C * p.lanes_r;
 }
 
 struct Tile {
@@ -164,7 +170,7 @@ fn store(t: Tile, bias: mat4x4f) {
 // out (M, N) = x (M, K) W + bias (N). W is (K, N) or (N, K) (the strides say which).
 @compute @workgroup_size(WG)
 fn matmul_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    if (!tile_in_range(wid, nwg)) { return; }
+    if (!tile_in_range(wid, nwg, lid)) { return; }
     let t = tile_product(wid, nwg, lid);
     let last = vec4u(p.cols - 1u);
     store(t, mat4x4f(bias_at(min(t.cols0, last)), bias_at(min(t.cols1, last)), bias_at(min(t.cols2, last)), bias_at(min(t.cols3, last))));
@@ -174,25 +180,12 @@ fn bias_at(j: vec4u) -> vec4f {
     return vec4f(f32(bias[j.x]), f32(bias[j.y]), f32(bias[j.z]), f32(bias[j.w]));
 }
 
-// out (M, N) = x (M, K) W: the same product without a bias (a bias binding would change the bind
-// group layout, so the bias-free layer gets its own entry point).
+// C (+)= A B with no bias: the bias-free forward (out = x W), dx (dout W^T with W (K, N), or
+// dout W with W (N, K)) and dW (x^T dout; with W (N, K), dout^T x). A bias binding would change
+// the bind group layout, so the product with a bias has its own entry point.
 @compute @workgroup_size(WG)
-fn matmul_forward_nobias(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    if (!tile_in_range(wid, nwg)) { return; }
-    store(tile_product(wid, nwg, lid), mat4x4f());
-}
-
-// dx (M, K) (+)= dout (M, N) W^T with W (K, N); or dout W with W (N, K).
-@compute @workgroup_size(WG)
-fn matmul_backward_dx(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    if (!tile_in_range(wid, nwg)) { return; }
-    store(tile_product(wid, nwg, lid), mat4x4f());
-}
-
-// dW (K, N) (+)= x^T (K, M) dout (M, N); or with W (N, K): dW (N, K) (+)= dout^T x.
-@compute @workgroup_size(WG)
-fn matmul_backward_dw(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    if (!tile_in_range(wid, nwg)) { return; }
+fn matmul_product(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    if (!tile_in_range(wid, nwg, lid)) { return; }
     store(tile_product(wid, nwg, lid), mat4x4f());
 }
 
@@ -283,19 +276,7 @@ fn matmul_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgrou
 }
 
 @compute @workgroup_size(256)
-fn matmul_forward_nobias_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-    if (!tiled_in_range(wid, nwg)) { return; }
-    store_tiled(tiled_product(wid, nwg, lid), vec4f());
-}
-
-@compute @workgroup_size(256)
-fn matmul_backward_dx_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-    if (!tiled_in_range(wid, nwg)) { return; }
-    store_tiled(tiled_product(wid, nwg, lid), vec4f());
-}
-
-@compute @workgroup_size(256)
-fn matmul_backward_dw_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+fn matmul_product_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
     if (!tiled_in_range(wid, nwg)) { return; }
     store_tiled(tiled_product(wid, nwg, lid), vec4f());
 }

@@ -10,6 +10,8 @@ use common::*;
 use safetensors::{Dtype, SafeTensors};
 use wgpt::gpu::PipelineCache;
 use wgpt::model::GptConfig;
+use wgpt::ops::matmul::Pass;
+use wgpt::ops::Tunable;
 use wgpt::train::{StepConfig, TrainStep};
 
 struct Fixture {
@@ -156,7 +158,13 @@ async fn split_token_table_and_logits_match_unsplit() {
         let mut cfg = StepConfig::new(model, batch);
         cfg.max_binding = max_binding;
         let ts = TrainStep::build(open_gpu().await, &mut PipelineCache::new(), cfg).await.unwrap();
-        let heads = ts.step.dispatches.iter().filter(|d| d.entry == "matmul_forward_nobias").count();
+        // The bias-free forward products: the lm_head's shards.
+        let heads = ts
+            .step
+            .dispatches
+            .iter()
+            .filter(|d| matches!(d.tunable, Some(Tunable::Matmul(t)) if t.pass == Pass::Forward { bias: false }))
+            .count();
         ts.load_params(|name, _| Ok(init[name].clone())).unwrap();
         ts.set_batch(&ids, &targets).unwrap();
         ts.run_forward();

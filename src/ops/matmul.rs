@@ -11,6 +11,13 @@ pub const TILE: usize = 16;
 /// Most invocations per workgroup (the `WG` override is set per product, up to this).
 const MAX_WG: usize = WG as usize;
 
+/// Column lanes a register-variant workgroup may have. Each value is a pipeline of its own (an
+/// override constant, which lavapipe needs to keep the B loads fast: as a uniform the products
+/// ran 1.5x slower), and lavapipe compiles one for about 3.5 s: two values keep a step at four
+/// matmul pipelines, where choosing from 1 ..= 16 made ten, for under 1% of padded work
+/// (the 65-column lm_head, 0.4% of a shakespeare-char step, computes 128 columns instead of 80).
+const LANE_CHOICES: [usize; 2] = [8, 16];
+
 /// Workgroups a product should have at least, where its rows allow (see `Product::dispatch`).
 const MIN_GROUPS: usize = 8;
 
@@ -33,8 +40,8 @@ pub struct Matmul {
     pub out_col: usize,
 }
 
-/// The kernels of `shaders/matmul.wgsl`. Adding one: its four entry points in the shader, a row in
-/// `entry` and `needs`, and its grid in `Product::dispatch`.
+/// The kernels of `shaders/matmul.wgsl`. Adding one: its two entry points in the shader (with and
+/// without a bias), a row in `entry` and `needs`, and its grid in `Product::dispatch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// A 16 x 16 register tile per invocation, no workgroup memory: the fastest on CPU adapters.
@@ -69,13 +76,9 @@ impl Variant {
     fn entry(self, pass: Pass) -> &'static str {
         match (self, pass) {
             (Variant::Register, Pass::Forward { bias: true }) => "matmul_forward",
-            (Variant::Register, Pass::Forward { bias: false }) => "matmul_forward_nobias",
-            (Variant::Register, Pass::Dx) => "matmul_backward_dx",
-            (Variant::Register, Pass::Dw) => "matmul_backward_dw",
+            (Variant::Register, _) => "matmul_product",
             (Variant::Tiled, Pass::Forward { bias: true }) => "matmul_forward_tiled",
-            (Variant::Tiled, Pass::Forward { bias: false }) => "matmul_forward_nobias_tiled",
-            (Variant::Tiled, Pass::Dx) => "matmul_backward_dx_tiled",
-            (Variant::Tiled, Pass::Dw) => "matmul_backward_dw_tiled",
+            (Variant::Tiled, _) => "matmul_product_tiled",
         }
     }
 }
@@ -86,6 +89,16 @@ pub enum Pass {
     Forward { bias: bool },
     Dx,
     Dw,
+}
+
+impl Pass {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pass::Forward { .. } => "forward",
+            Pass::Dx => "dx",
+            Pass::Dw => "dW",
+        }
+    }
 }
 
 /// A product with everything but its variant: what choosing a variant for a dispatch needs.
@@ -120,12 +133,12 @@ pub struct Product {
 }
 
 impl Product {
-    /// Column lanes of a workgroup (`LANES_C` in the shader), 16 columns each: as few padded
-    /// columns of C as possible (N = 65 gets 5 lanes, 80 columns; N = 128 gets 8), the widest on a
-    /// tie.
+    /// Column lanes of a workgroup (`LANES_C` in the shader), 16 columns each: of `LANE_CHOICES`,
+    /// the one that pads C's columns least (N = 128 gets 8, 512 gets 16, 65 gets 8: 128 columns),
+    /// the widest on a tie.
     fn col_lanes(&self) -> usize {
         let padded = |lc: usize| self.cols.div_ceil(TILE * lc) * TILE * lc;
-        (1..=MAX_WG / 4).rev().min_by_key(|&lc| padded(lc)).unwrap()
+        LANE_CHOICES.into_iter().rev().min_by_key(|&lc| padded(lc)).unwrap()
     }
 
     /// The tile shape only changes which invocation computes an element, never its arithmetic
@@ -139,7 +152,7 @@ impl Product {
             let col_groups = self.cols.div_ceil(64);
             let groups = col_groups as u64 * self.rows.div_ceil(64) as u64;
             return Dispatch::new(Family::Matmul, entry)
-                .uniform(self.uniform(col_groups, acc))
+                .uniform(self.uniform(col_groups, acc, 0))
                 .groups(grid(groups))
                 .flops(flops)
                 .tunable(tuned);
@@ -155,15 +168,14 @@ impl Product {
         }
         let groups = col_groups as u64 * self.rows.div_ceil(TILE * lr) as u64;
         Dispatch::new(Family::Matmul, entry)
-            .constant("WG", (lc * lr) as f64)
             .constant("LANES_C", lc as f64)
-            .uniform(self.uniform(col_groups, acc))
+            .uniform(self.uniform(col_groups, acc, lr))
             .groups(grid(groups))
             .flops(flops)
             .tunable(tuned)
     }
 
-    fn uniform(&self, col_groups: usize, acc: bool) -> Uniform {
+    fn uniform(&self, col_groups: usize, acc: bool, lanes_r: usize) -> Uniform {
         Uniform::new()
             .u(self.rows)
             .u(self.cols)
@@ -177,6 +189,7 @@ impl Product {
             .u(self.a_off)
             .u(self.c_rs)
             .u(self.c_off)
+            .u(lanes_r)
     }
 }
 
@@ -195,7 +208,7 @@ impl Matmul {
         }
     }
 
-    /// out (M, N) = x (M, K) @ W + bias. Entry `matmul_forward` with a bias, `matmul_forward_nobias`
+    /// out (M, N) = x (M, K) @ W + bias. Entry `matmul_forward` with a bias, `matmul_product`
     /// without one (an unused binding would change the bind group layout). Every product is built
     /// on the `register` variant; the compiled step moves it to the one the adapter runs best.
     pub fn forward(&self, out: TensorId, x: TensorId, w: TensorId, bias: Option<TensorId>) -> Dispatch {

@@ -7,7 +7,7 @@ use crate::gpu::profile::Clock;
 use crate::gpu::Step;
 use crate::graph::memplan::MemoryPlan;
 use crate::model::GptConfig;
-use crate::ops::Dispatch;
+use crate::ops::{Dispatch, Tunable};
 
 /// FLOPs and bytes of a dispatch list. Bytes count every bound tensor once (what the kernel must
 /// at least read or write); tiles that re-read operands move more.
@@ -115,7 +115,10 @@ pub fn profile(
     let (clock, times) = step.time_dispatches(reps)?;
     let mut rows: Vec<KernelRow> = Vec::new();
     for (d, ms) in step.dispatches.iter().zip(&times) {
-        let name = format!("{:?}::{}", d.family, d.entry);
+        let name = match d.tunable {
+            Some(Tunable::Matmul(t)) => format!("{:?}::{} ({})", d.family, d.entry, t.pass.name()),
+            None => format!("{:?}::{}", d.family, d.entry),
+        };
         let cost = Cost::of(d, &step.plan);
         match rows.iter_mut().find(|r| r.name == name) {
             Some(r) => {
