@@ -233,6 +233,21 @@ async fn kernels_are_deterministic() {
     }
 }
 
+/// `subgroup` shares A's values across lanes but computes every sum as `register` does: the two
+/// agree bit for bit (where the adapter has subgroups 8 wide; lavapipe does).
+#[gpu_test]
+async fn subgroup_variant_equals_register_bit_for_bit() {
+    if !matmul_variants().await.contains(&Variant::Subgroup) {
+        eprintln!("skipped: this adapter has no subgroups 8 wide");
+        return;
+    }
+    let (a, b) = (run_all_bits(Variant::Register).await, run_all_bits(Variant::Subgroup).await);
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(x == y, "output {i}: subgroup differs from register");
+    }
+}
+
 /// The tied lm_head with a weight too large for one binding runs as shards of N rows, each writing
 /// its columns of the wider output (`out_stride`, `out_col`): out, dx (accumulated over shards) and
 /// each shard's dW equal the whole product.

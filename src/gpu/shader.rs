@@ -11,6 +11,8 @@ pub enum Family {
     Embedding,
     LayerNorm,
     Matmul,
+    /// `matmul.wgsl` with the subgroup variant appended (needs the SUBGROUP feature).
+    MatmulSubgroup,
     Attention,
     /// The O(T^2) reference attention (tests only).
     AttentionUnfused,
@@ -22,10 +24,11 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Embedding,
         Family::LayerNorm,
         Family::Matmul,
+        Family::MatmulSubgroup,
         Family::Attention,
         Family::AttentionUnfused,
         Family::Gelu,
@@ -40,6 +43,7 @@ impl Family {
             Family::Embedding => "embedding.wgsl",
             Family::LayerNorm => "layernorm.wgsl",
             Family::Matmul => "matmul.wgsl",
+            Family::MatmulSubgroup => "matmul.wgsl + matmul_subgroup.wgsl",
             Family::Attention => "attention.wgsl",
             Family::AttentionUnfused => "attention_unfused.wgsl",
             Family::Gelu => "gelu.wgsl",
@@ -55,6 +59,9 @@ impl Family {
             Family::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Family::LayerNorm => include_str!("../../shaders/layernorm.wgsl"),
             Family::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Family::MatmulSubgroup => {
+                concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_subgroup.wgsl"))
+            }
             Family::Attention => include_str!("../../shaders/attention.wgsl"),
             Family::AttentionUnfused => include_str!("../../shaders/attention_unfused.wgsl"),
             Family::Gelu => include_str!("../../shaders/gelu.wgsl"),

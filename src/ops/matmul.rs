@@ -49,15 +49,28 @@ pub enum Variant {
     /// 64 x 64 workgroup tiles staged through workgroup memory (8.5 KiB), 4 x 4 per invocation:
     /// for GPUs.
     Tiled,
+    /// `Register` with A's rows shared across a subgroup of 8 (`shaders/matmul_subgroup.wgsl`):
+    /// the same sums bit for bit, 2 storage loads of A per k instead of 16. Needs subgroups exactly
+    /// 8 wide (lavapipe on AVX2, some Intel GPUs).
+    Subgroup,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::Register, Variant::Tiled];
+    pub const ALL: [Variant; 3] = [Variant::Register, Variant::Tiled, Variant::Subgroup];
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::Register => "register",
             Variant::Tiled => "tiled",
+            Variant::Subgroup => "subgroup",
+        }
+    }
+
+    /// The shader module it lives in.
+    pub fn family(self) -> Family {
+        match self {
+            Variant::Subgroup => Family::MatmulSubgroup,
+            _ => Family::Matmul,
         }
     }
 
@@ -68,7 +81,7 @@ impl Variant {
     /// The adapter limits it needs: (invocations per workgroup, bytes of workgroup memory).
     pub fn needs(self) -> (u32, u32) {
         match self {
-            Variant::Register => (WG, 0),
+            Variant::Register | Variant::Subgroup => (WG, 0),
             Variant::Tiled => (256, 2 * 272 * 16),
         }
     }
@@ -79,6 +92,8 @@ impl Variant {
             (Variant::Register, _) => "matmul_product",
             (Variant::Tiled, Pass::Forward { bias: true }) => "matmul_forward_tiled",
             (Variant::Tiled, _) => "matmul_product_tiled",
+            (Variant::Subgroup, Pass::Forward { bias: true }) => "matmul_forward_subgroup",
+            (Variant::Subgroup, _) => "matmul_product_subgroup",
         }
     }
 }
@@ -167,7 +182,7 @@ impl Product {
             lr = lr.div_ceil(2);
         }
         let groups = col_groups as u64 * self.rows.div_ceil(TILE * lr) as u64;
-        Dispatch::new(Family::Matmul, entry)
+        Dispatch::new(variant.family(), entry)
             .constant("LANES_C", lc as f64)
             .uniform(self.uniform(col_groups, acc, lr))
             .groups(grid(groups))

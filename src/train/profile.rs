@@ -7,7 +7,9 @@ use crate::gpu::profile::Clock;
 use crate::gpu::Step;
 use crate::graph::memplan::MemoryPlan;
 use crate::model::GptConfig;
-use crate::ops::{Dispatch, Tunable};
+use crate::ops::Dispatch;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::ops::Tunable;
 
 /// FLOPs and bytes of a dispatch list. Bytes count every bound tensor once (what the kernel must
 /// at least read or write); tiles that re-read operands move more.
