@@ -9,7 +9,7 @@ use common::*;
 use wgpt::graph::memplan::plan;
 use wgpt::graph::{Class, TensorId, Tensors};
 use wgpt::model::GptConfig;
-use wgpt::ops::attention::Attention;
+use wgpt::ops::attention::{Attention, Variant};
 use wgpt::ops::{Dispatch, Family};
 use wgpt::train::{StepConfig, TrainStep};
 
@@ -47,10 +47,11 @@ struct Results {
     dqkv_acc: Vec<f64>,
 }
 
-/// Runs the flash and the unfused kernels on the same qkv, dout and prior dqkv in one program.
-async fn run_both(a: &Attention, qkv: &[f64], dout: &[f64], prior: &[f64]) -> (Results, Results) {
+/// Runs the flash kernels (on variant `v`) and the unfused kernels on the same qkv, dout and prior
+/// dqkv in one program.
+async fn run_both(v: Variant, a: &Attention, qkv: &[f64], dout: &[f64], prior: &[f64]) -> (Results, Results) {
     let n3 = qkv.len();
-    let mut k = Kit::new();
+    let mut k = Kit::new().attention(v);
     let qkvi = k.input("qkv", qkv);
     let douti = k.input("dout", dout);
 
@@ -128,7 +129,7 @@ async fn unfused_kernels_match_cpu_reference() {
     ];
     for (s, (a, scale)) in shapes.iter().enumerate() {
         let (qkv, dout, prior) = inputs(a, 500 + s as u64, *scale);
-        let (_, unfused) = run_both(a, &qkv, &dout, &prior).await;
+        let (_, unfused) = run_both(Variant::Rows, a, &qkv, &dout, &prior).await;
         let what = |name: &str| format!("unfused {name} vs CPU f64, {}", label(a, *scale));
         let (want_out, want_lse) = a.cpu_forward(&qkv);
         let want = a.cpu_backward(&dout, &qkv);
@@ -141,8 +142,9 @@ async fn unfused_kernels_match_cpu_reference() {
     }
 }
 
-// Flash against unfused on the GPU: T in {1, 5, 7, 16, 33} (1, 5, 7, 33 not multiples of the
-// flash kernels' 4-row block), 1 to 4 heads, head sizes off powers of two, B up to 3.
+// Flash against unfused on the GPU, every variant the adapter runs: T in {1, 5, 7, 16, 33, 70}
+// (off the `rows` kernels' 8-row blocks, the `tiled` kernels' 16-row tiles and, at 70, across
+// their 64-row workgroups), 1 to 4 heads, head sizes off powers of two, B up to 3.
 #[gpu_test]
 async fn flash_kernels_match_unfused() {
     let shapes = [
@@ -153,17 +155,20 @@ async fn flash_kernels_match_unfused() {
         (att(2, 33, 3, 12), 1.0),
         (att(1, 33, 2, 128), 1.0),
         (att(2, 33, 2, 24), 3.0),
+        (att(2, 70, 2, 16), 1.0),
     ];
     for (s, (a, scale)) in shapes.iter().enumerate() {
-        let (qkv, dout, prior) = inputs(a, 600 + s as u64, *scale);
-        let (flash, unfused) = run_both(a, &qkv, &dout, &prior).await;
-        let what = |name: &str| format!("flash {name} vs unfused, {}", label(a, *scale));
-        let ((ao, ro), (ad, rd)) = (tol(OUT_TOL, *scale), tol(DQKV_TOL, *scale));
-        check(&what("out"), &flash.out, &unfused.out, ao, ro);
-        check(&what("lse"), &flash.lse, &unfused.lse, ao, ro);
-        check(&what("dqkv"), &flash.dqkv, &unfused.dqkv, ad, rd);
-        // Both add their gradient onto the same prior.
-        check(&what("dqkv (accumulate)"), &flash.dqkv_acc, &unfused.dqkv_acc, ad, rd);
+        for v in attention_variants(a.hs).await {
+            let (qkv, dout, prior) = inputs(a, 600 + s as u64, *scale);
+            let (flash, unfused) = run_both(v, a, &qkv, &dout, &prior).await;
+            let what = |name: &str| format!("flash ({}) {name} vs unfused, {}", v.name(), label(a, *scale));
+            let ((ao, ro), (ad, rd)) = (tol(OUT_TOL, *scale), tol(DQKV_TOL, *scale));
+            check(&what("out"), &flash.out, &unfused.out, ao, ro);
+            check(&what("lse"), &flash.lse, &unfused.lse, ao, ro);
+            check(&what("dqkv"), &flash.dqkv, &unfused.dqkv, ad, rd);
+            // Both add their gradient onto the same prior.
+            check(&what("dqkv (accumulate)"), &flash.dqkv_acc, &unfused.dqkv_acc, ad, rd);
+        }
     }
 }
 

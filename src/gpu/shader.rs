@@ -44,7 +44,7 @@ impl Family {
             Family::LayerNorm => "layernorm.wgsl",
             Family::Matmul => "matmul.wgsl",
             Family::MatmulSubgroup => "matmul.wgsl + matmul_subgroup.wgsl",
-            Family::Attention => "attention.wgsl",
+            Family::Attention => "attention.wgsl + attention_tiled.wgsl",
             Family::AttentionUnfused => "attention_unfused.wgsl",
             Family::Gelu => "gelu.wgsl",
             Family::Residual => "residual.wgsl",
@@ -62,7 +62,12 @@ impl Family {
             Family::MatmulSubgroup => {
                 concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_subgroup.wgsl"))
             }
-            Family::Attention => include_str!("../../shaders/attention.wgsl"),
+            Family::Attention => {
+                concat!(
+                    include_str!("../../shaders/attention.wgsl"),
+                    include_str!("../../shaders/attention_tiled.wgsl")
+                )
+            }
             Family::AttentionUnfused => include_str!("../../shaders/attention_unfused.wgsl"),
             Family::Gelu => include_str!("../../shaders/gelu.wgsl"),
             Family::Residual => include_str!("../../shaders/residual.wgsl"),

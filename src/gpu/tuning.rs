@@ -11,6 +11,7 @@ use super::pipeline::PipelineCache;
 use super::shader::StorageType;
 use super::tuning_cache::DiskCache;
 use crate::error::{Error, Result};
+use crate::ops::attention;
 use crate::ops::matmul::{Pass, Tuned, Variant};
 use crate::ops::{Dispatch, Tunable};
 
@@ -50,6 +51,8 @@ impl Autotune {
 pub struct KernelPolicy {
     /// One matmul variant for every product (`--set matmul=…`); None: per product.
     pub matmul: Option<Variant>,
+    /// The attention variant (`--set attention=…`); None: by adapter type (`attention_heuristic`).
+    pub attention: Option<attention::Variant>,
     pub autotune: Autotune,
     /// The choices a run recorded (config.json "wgpt"."kernels"), by product key: reused as they are.
     pub recorded: BTreeMap<String, Variant>,
@@ -120,6 +123,26 @@ pub fn heuristic(gpu: &Gpu) -> Variant {
     }
 }
 
+/// Whether the adapter's limits allow an attention variant at head size `hs`.
+pub fn attention_runs_on(gpu: &Gpu, v: attention::Variant, hs: usize) -> bool {
+    let (invocations, bytes) = v.needs(hs);
+    let l = &gpu.limits;
+    invocations <= l.max_compute_invocations_per_workgroup
+        && invocations <= l.max_compute_workgroup_size_x
+        && bytes <= l.max_compute_workgroup_storage_size
+}
+
+/// Attention is not timed: `rows` on CPU adapters (measured there), `tiled` on GPUs where it fits
+/// (the `rows` kernels keep 8 rows of private arrays per invocation, which spill on a GPU). The
+/// choice follows the adapter type, never a timing, so it is not recorded with a run.
+pub fn attention_heuristic(gpu: &Gpu, hs: usize) -> attention::Variant {
+    if gpu.info.device_type != wgpu::DeviceType::Cpu && attention_runs_on(gpu, attention::Variant::Tiled, hs) {
+        attention::Variant::Tiled
+    } else {
+        attention::Variant::Rows
+    }
+}
+
 /// The product's identity for choices and the cache: pass, shape, operand layout, storage type.
 pub fn key(t: &Tuned, storage: StorageType) -> String {
     let pass = match t.pass {
@@ -180,6 +203,25 @@ pub async fn choose(
         if timing && policy.matmul.is_none() { Some(DiskCache::open(gpu, policy.cache_dir.clone())) } else { None };
     let mut choices: Vec<Choice> = Vec::new();
     for d in dispatches.iter_mut() {
+        if let Some(Tunable::Attention(t)) = d.tunable {
+            let hs = t.op.hs;
+            let v = policy.attention.unwrap_or_else(|| attention_heuristic(gpu, hs));
+            if !attention_runs_on(gpu, v, hs) {
+                let (inv, bytes) = v.needs(hs);
+                return Err(Error::Other(format!(
+                    "attention variant '{}' needs {inv} invocations per workgroup and {bytes} bytes of workgroup \
+                     memory at head size {hs}, more than {} allows; use --set attention=rows",
+                    v.name(),
+                    gpu.info.name
+                )));
+            }
+            if t.variant != v {
+                let args = std::mem::take(&mut d.args);
+                *d = t.dispatch(v);
+                d.args = args;
+            }
+            continue;
+        }
         let Some(Tunable::Matmul(t)) = d.tunable else { continue };
         let key = key(&t, storage);
         let variant = match choices.iter().find(|c| c.key == key) {

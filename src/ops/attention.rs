@@ -1,15 +1,94 @@
 //! Causal multi-head self-attention over the fused qkv (B, T, 3C), flash style (O(T) memory per
-//! head, the row log-sum-exp saved for backward). Shader: `shaders/attention.wgsl`. The unfused
-//! O(T²) WGSL reference the tests compare these kernels with is in `attention_unfused.rs`.
+//! head, the row log-sum-exp saved for backward), in two variants: `rows` (8 rows per invocation
+//! in private arrays, shaped for CPU adapters; `shaders/attention.wgsl`) and `tiled` (one row per
+//! invocation, the other side streamed through workgroup memory, shaped for GPUs;
+//! `shaders/attention_tiled.wgsl`). The unfused O(T²) WGSL reference the tests compare these
+//! kernels with is in `attention_unfused.rs`.
 
-use super::{Dispatch, Family, Uniform, WG};
+use super::{grid, Dispatch, Family, Tunable, Uniform, WG};
 use crate::graph::TensorId;
 
 /// Largest head size the kernels support (`MAX_HS` in the shader: private row arrays).
 pub const MAX_HS: usize = 128;
 
+/// The kernels of the forward and backward passes. Adding one: its three entry points, a row in
+/// `entry` and `needs`, and its grid in `Attention::dispatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// 8 rows per invocation, no workgroup memory: for CPU adapters (lavapipe's loads are per-lane
+    /// loops, so each load should serve many rows).
+    Rows,
+    /// 64 rows per workgroup, one per invocation, the keys (queries) staged in tiles of 16 through
+    /// workgroup memory: for GPUs, where 8 rows of private arrays per invocation spill.
+    Tiled,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 2] = [Variant::Rows, Variant::Tiled];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Rows => "rows",
+            Variant::Tiled => "tiled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// (invocations per workgroup, bytes of workgroup memory) at head size `hs`.
+    pub fn needs(self, hs: usize) -> (u32, u32) {
+        match self {
+            Variant::Rows => (WG, 0),
+            Variant::Tiled => (64, (2 * 16 * array_len(hs) * 4) as u32),
+        }
+    }
+
+    fn entry(self, kernel: Kernel) -> &'static str {
+        match (self, kernel) {
+            (Variant::Rows, Kernel::Forward) => "attention_forward",
+            (Variant::Rows, Kernel::Dq) => "attention_backward_dq",
+            (Variant::Rows, Kernel::Dkv) => "attention_backward_dkv",
+            (Variant::Tiled, Kernel::Forward) => "attention_forward_tiled",
+            (Variant::Tiled, Kernel::Dq) => "attention_backward_dq_tiled",
+            (Variant::Tiled, Kernel::Dkv) => "attention_backward_dkv_tiled",
+        }
+    }
+}
+
+/// Which of the attention passes a dispatch computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Forward,
+    Dq,
+    Dkv,
+}
+
+/// An attention dispatch with everything but its variant: what moving it to another needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tuned {
+    pub op: Attention,
+    pub kernel: Kernel,
+    pub acc: bool,
+    pub variant: Variant,
+}
+
+impl Tuned {
+    /// The dispatch on `variant`, without its tensors (the bindings are the same in every variant).
+    pub fn dispatch(&self, variant: Variant) -> Dispatch {
+        self.op.dispatch(variant, self.kernel, self.acc)
+    }
+}
+
+/// Length of the private and workgroup row arrays for head size `hs` (`MAX_HS` in the shader):
+/// rounded up to a multiple of 8, so nearby sizes share a module.
+fn array_len(hs: usize) -> usize {
+    hs.next_multiple_of(8).min(MAX_HS)
+}
+
 /// Shapes: B batch, T sequence, NH heads of HS channels; C = NH * HS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Attention {
     pub b: usize,
     pub t: usize,
@@ -46,21 +125,64 @@ impl Attention {
         Uniform::new().u(self.b).u(self.t).u(self.nh).u(self.hs).f(self.scale() as f32).u(acc as u32)
     }
 
-    /// A dispatch of `entry` whose private row arrays hold this head size (rounded up to a
-    /// multiple of 8, so nearby sizes share a module), not the largest one the kernels allow.
+    /// A dispatch of `entry` whose private row arrays hold this head size, not the largest one
+    /// the kernels allow.
     fn kernel(&self, entry: &'static str) -> Dispatch {
-        Dispatch::new(Family::Attention, entry).size("MAX_HS", self.hs.next_multiple_of(8).min(MAX_HS))
+        Dispatch::new(Family::Attention, entry).size("MAX_HS", array_len(self.hs))
+    }
+
+    /// A pass on a variant, without its tensors. Every pass is built on `rows`; the compiled
+    /// step moves it to the variant the adapter runs best (`gpu/tuning.rs`).
+    fn dispatch(&self, variant: Variant, kernel: Kernel, acc: bool) -> Dispatch {
+        let per_pair = match kernel {
+            Kernel::Forward => 4 * self.hs + 4,
+            Kernel::Dq => 6 * self.hs + 4,
+            Kernel::Dkv => 8 * self.hs + 4,
+        };
+        let d = self
+            .kernel(variant.entry(kernel))
+            .uniform(self.params(acc))
+            .flops(self.pairs() * per_pair)
+            .tunable(Tunable::Attention(Tuned { op: *self, kernel, acc, variant }));
+        match variant {
+            Variant::Rows => d.threads(self.blocks() as u64, WG),
+            Variant::Tiled => d.groups(grid((self.b * self.nh * self.t.div_ceil(64)) as u64)),
+        }
+    }
+
+    /// `forward` on a given variant (tests; the graph builds on `rows`).
+    pub fn forward_on(&self, v: Variant, out: TensorId, lse: TensorId, qkv: TensorId) -> Dispatch {
+        self.dispatch(v, Kernel::Forward, false).arg(1, out).arg(2, lse).arg(3, qkv)
+    }
+
+    /// `backward` on a given variant.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_on(
+        &self,
+        v: Variant,
+        dqkv: TensorId,
+        acc: bool,
+        scratch: TensorId,
+        dout: TensorId,
+        qkv: TensorId,
+        out: TensorId,
+        lse: TensorId,
+    ) -> Vec<Dispatch> {
+        vec![
+            self.dispatch(v, Kernel::Dq, acc)
+                .arg(1, out)
+                .arg(2, lse)
+                .arg(3, qkv)
+                .arg(4, dqkv)
+                .arg(5, scratch)
+                .arg(6, dout),
+            self.dispatch(v, Kernel::Dkv, acc).arg(2, lse).arg(3, qkv).arg(4, dqkv).arg(5, scratch).arg(6, dout),
+        ]
     }
 
     /// out (B, T, C) = softmax(q k^T * scale, causal) v per head; lse (B, NH, T) f32.
     pub fn forward(&self, out: TensorId, lse: TensorId, qkv: TensorId) -> Dispatch {
-        self.kernel("attention_forward")
-            .uniform(self.params(false))
-            .arg(1, out)
-            .arg(2, lse)
-            .arg(3, qkv)
-            .flops(self.pairs() * (4 * self.hs + 4))
-            .threads(self.blocks() as u64, WG)
+        self.forward_on(Variant::Rows, out, lse, qkv)
     }
 
     /// probs (B, NH, T, T) f32 = exp(q k^T * scale - lse) per head, 0 above the diagonal: the
@@ -113,28 +235,7 @@ impl Attention {
         out: TensorId,
         lse: TensorId,
     ) -> Vec<Dispatch> {
-        let u = self.params(acc);
-        vec![
-            self.kernel("attention_backward_dq")
-                .uniform(u.clone())
-                .arg(1, out)
-                .arg(2, lse)
-                .arg(3, qkv)
-                .arg(4, dqkv)
-                .arg(5, scratch)
-                .arg(6, dout)
-                .flops(self.pairs() * (6 * self.hs + 4))
-                .threads(self.blocks() as u64, WG),
-            self.kernel("attention_backward_dkv")
-                .uniform(u)
-                .arg(2, lse)
-                .arg(3, qkv)
-                .arg(4, dqkv)
-                .arg(5, scratch)
-                .arg(6, dout)
-                .flops(self.pairs() * (8 * self.hs + 4))
-                .threads(self.blocks() as u64, WG),
-        ]
+        self.backward_on(Variant::Rows, dqkv, acc, scratch, dout, qkv, out, lse)
     }
 
     /// Softmax probabilities of row (b, h, t) over keys 0..=t, and the row's log-sum-exp.

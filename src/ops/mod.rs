@@ -43,6 +43,7 @@ pub struct Dispatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tunable {
     Matmul(matmul::Tuned),
+    Attention(attention::Tuned),
 }
 
 impl Dispatch {

@@ -29,6 +29,8 @@ pub struct BenchResult {
     pub recompute: Recompute,
     /// The matmul variant asked for (None: chosen per product) and, when run, what each got.
     pub matmul: Option<Variant>,
+    /// The attention variant asked for (None: by adapter type).
+    pub attention: Option<crate::ops::attention::Variant>,
     pub choices: Vec<Choice>,
     pub dispatches: usize,
     pub plan: MemoryPlan,
@@ -80,6 +82,7 @@ pub fn plan_only(cfg: &RunConfig, max_binding: u64, align: u64) -> Result<BenchR
         precision: cfg.precision,
         recompute: cfg.recompute,
         matmul: cfg.matmul,
+        attention: cfg.attention,
         choices: Vec::new(),
         dispatches: program.dispatches.len(),
         cost: Cost::sum(&program.dispatches, &planned),
@@ -102,6 +105,7 @@ impl BenchResult {
             "precision": self.precision.name(),
             "recompute": self.recompute.name(),
             "matmul": self.matmul.map_or("auto", Variant::name),
+            "attention": self.attention.map_or("auto", crate::ops::attention::Variant::name),
             "kernels": self.choices.iter().map(|c| (c.key.clone(), c.variant.name().into())).collect::<serde_json::Map<String, serde_json::Value>>(),
             "dispatches": self.dispatches,
             "flops_per_step": self.cost.flops,
@@ -165,6 +169,7 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, ask: Option<ProfileAsk>) 
         precision: cfg.precision,
         recompute: cfg.recompute,
         matmul: cfg.matmul,
+        attention: cfg.attention,
         choices: ts.step.choices.clone(),
         dispatches: ts.step.len(),
         cost: Cost::sum(&ts.step.dispatches, &ts.step.plan),

@@ -8,6 +8,7 @@ use super::precision::Precision;
 use crate::error::{Error, Result};
 use crate::gpu::tuning::Autotune;
 use crate::graph::Recompute;
+use crate::ops::attention;
 use crate::ops::matmul::Variant;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +62,9 @@ pub struct RunConfig {
     pub matmul: Option<Variant>,
     /// When kernel variants are timed on the device (auto: on GPUs).
     pub autotune: Autotune,
+    /// The attention kernels' variant (None: by adapter type, `rows` on CPU adapters, `tiled` on
+    /// GPUs).
+    pub attention: Option<attention::Variant>,
     /// The variant each product of the run's step got, by product key: recorded in config.json
     /// beside the settings (under "wgpt"."kernels", not a `--set` key), reused on `--resume` so a
     /// resumed run computes with the same kernels whatever a new timing would say.
@@ -74,7 +78,7 @@ impl RunConfig {
     /// and what makes a step fit in less memory (storage precision, recomputation, the micro-batch:
     /// `batch_size` x `grad_accum` sequences are drawn in the same order whatever the split). The
     /// rest fixes the model, the data or the optimizer.
-    pub const RESUMABLE: [&'static str; 22] = [
+    pub const RESUMABLE: [&'static str; 23] = [
         "steps",
         "lr",
         "min_lr",
@@ -97,6 +101,7 @@ impl RunConfig {
         "batch_tokens",
         "matmul",
         "autotune",
+        "attention",
     ];
 
     pub fn preset(name: &str) -> Result<Self> {
@@ -136,6 +141,7 @@ impl RunConfig {
             outlier_z: 0.0,
             matmul: None,
             autotune: Autotune::Auto,
+            attention: None,
             kernels: BTreeMap::new(),
         };
         Ok(match name {
@@ -261,6 +267,13 @@ impl RunConfig {
                 self.matmul = match v {
                     "auto" => None,
                     _ => Some(Variant::parse(v).ok_or_else(|| bad(&format!("auto, {}", names.join(", "))))?),
+                }
+            }
+            "attention" => {
+                let names: Vec<&str> = attention::Variant::ALL.iter().map(|v| v.name()).collect();
+                self.attention = match v {
+                    "auto" => None,
+                    _ => Some(attention::Variant::parse(v).ok_or_else(|| bad(&format!("auto, {}", names.join(", "))))?),
                 }
             }
             "recompute" => {
@@ -417,6 +430,7 @@ impl RunConfig {
             "grad_accum": self.grad_accum, "precision": self.precision.name(), "recompute": self.recompute.name(),
             "save_every": self.save_every, "keep": self.keep, "max_bad_steps": self.max_bad_steps,
             "outlier_z": self.outlier_z, "matmul": self.matmul.map_or("auto", Variant::name), "autotune": self.autotune.name(),
+            "attention": self.attention.map_or("auto", attention::Variant::name),
         })
     }
 }

@@ -119,7 +119,7 @@ pub fn profile(
     for (d, ms) in step.dispatches.iter().zip(&times) {
         let name = match d.tunable {
             Some(Tunable::Matmul(t)) => format!("{:?}::{} ({})", d.family, d.entry, t.pass.name()),
-            None => format!("{:?}::{}", d.family, d.entry),
+            _ => format!("{:?}::{}", d.family, d.entry),
         };
         let cost = Cost::of(d, &step.plan);
         match rows.iter_mut().find(|r| r.name == name) {

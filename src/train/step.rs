@@ -40,6 +40,8 @@ pub struct StepConfig {
     pub recompute: Recompute,
     /// One matmul variant for every product (None: chosen per product; `step.choices` says which).
     pub matmul: Option<Variant>,
+    /// The attention variant (None: by adapter type).
+    pub attention: Option<crate::ops::attention::Variant>,
     /// When the products' variants are timed (gpu/tuning.rs).
     pub autotune: Autotune,
 }
@@ -60,6 +62,7 @@ impl StepConfig {
             precision: cfg.precision,
             recompute: cfg.recompute,
             matmul: cfg.matmul,
+            attention: cfg.attention,
             autotune: cfg.autotune,
             ..StepConfig::new(model, cfg.batch_size)
         }
@@ -77,6 +80,7 @@ impl StepConfig {
             precision: Precision::F32,
             recompute: Recompute::None,
             matmul: None,
+            attention: None,
             autotune: Autotune::Auto,
         }
     }
@@ -181,7 +185,12 @@ impl TrainStep {
             tensors: g.t,
             dispatches,
             storage: cfg.precision.storage(),
-            kernels: KernelPolicy { matmul: cfg.matmul, autotune: cfg.autotune, ..Default::default() },
+            kernels: KernelPolicy {
+                matmul: cfg.matmul,
+                attention: cfg.attention,
+                autotune: cfg.autotune,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let sections = Sections {

@@ -174,6 +174,10 @@ impl Kit {
     pub fn on(self, v: matmul::Variant) -> Self {
         Kit { kernels: KernelPolicy { matmul: Some(v), ..KernelPolicy::default() }, ..self }
     }
+    /// Runs attention on `v` (else the compiled step picks by adapter type).
+    pub fn attention(self, v: wgpt::ops::attention::Variant) -> Self {
+        Kit { kernels: KernelPolicy { attention: Some(v), ..self.kernels }, ..self }
+    }
     fn st(&self) -> DType {
         match self.storage {
             StorageType::F32 => DType::F32,
@@ -242,6 +246,12 @@ pub struct Ran {
 }
 
 /// The matmul variants this adapter can run (every one is tested on it).
+/// The attention variants this adapter runs at head size `hs`.
+pub async fn attention_variants(hs: usize) -> Vec<wgpt::ops::attention::Variant> {
+    let g = open_gpu().await;
+    wgpt::ops::attention::Variant::ALL.into_iter().filter(|&v| wgpt::gpu::tuning::attention_runs_on(g, v, hs)).collect()
+}
+
 pub async fn matmul_variants() -> Vec<matmul::Variant> {
     let g = open_gpu().await;
     matmul::Variant::ALL.into_iter().filter(|&v| wgpt::gpu::tuning::runs_on(g, v)).collect()
