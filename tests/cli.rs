@@ -199,3 +199,14 @@ fn report_on_a_missing_or_incomplete_run_is_one_line() {
     let e = fails(&["report", s(&dir)]);
     assert!(e.contains("metrics.jsonl is missing"), "{e}");
 }
+
+/// A matmul variant the adapter cannot run is refused with one line saying what it needs (here
+/// `coop`, which lavapipe and most adapters lack, or which needs f16 storage where it exists).
+#[test]
+fn an_unavailable_variant_is_one_line_naming_its_needs() {
+    let e = fails(&["bench", "--preset", "tiny", "--steps", "1", "--set", "matmul=coop"]);
+    assert!(e.contains("matmul=coop") || e.contains("'coop'"), "{e}");
+    assert!(e.contains("EXPERIMENTAL_COOPERATIVE_MATRIX") || e.contains("--precision f16"), "{e}");
+    let e = fails(&["bench", "--preset", "tiny", "--steps", "1", "--set", "attention=fast"]);
+    assert!(e.contains("attention") && e.contains("rows") && e.contains("tiled"), "{e}");
+}

@@ -55,7 +55,7 @@ async fn f16_matmul_matches_reference() {
     // Off the 16 x 16 and 64 x 64 tiles, both weight layouts, every variant the adapter runs.
     let shapes = [(33, 70, 65, false), (17, 40, 96, true), (5, 3, 7, false), (70, 21, 66, true)];
     for (s, &(m, k, n, trans_w)) in shapes.iter().enumerate() {
-        for v in matmul_variants().await {
+        for v in matmul_variants_for(StorageType::F16).await {
             let mut r = rng(900 + s as u64);
             let op = Matmul::new(m, k, n, trans_w);
             let (x, w, bias, dout) = (

@@ -5,8 +5,10 @@ use super::faults::{self, Faults};
 use crate::error::{Error, Result};
 
 /// The optional features wgpt makes use of when the adapter has them.
-pub const WANTED_FEATURES: wgpu::Features =
-    wgpu::Features::SHADER_F16.union(wgpu::Features::SUBGROUP).union(wgpu::Features::TIMESTAMP_QUERY);
+pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
@@ -140,7 +142,14 @@ impl Gpu {
                 label: Some("wgpt"),
                 required_features: features,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                // Cooperative matrices are experimental in wgpu 30; only the `coop` matmul variant,
+                // used when asked, touches them.
+                experimental_features: if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+                    // SAFETY: wgpu's token for experimental features; see Variant::Coop.
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })

@@ -13,6 +13,9 @@ pub enum Family {
     Matmul,
     /// `matmul.wgsl` with the subgroup variant appended (needs the SUBGROUP feature).
     MatmulSubgroup,
+    /// `matmul.wgsl` with the cooperative-matrix variant appended (needs
+    /// EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16).
+    MatmulCoop,
     Attention,
     /// The O(T^2) reference attention (tests only).
     AttentionUnfused,
@@ -24,11 +27,12 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 11] = [
+    pub const ALL: [Family; 12] = [
         Family::Embedding,
         Family::LayerNorm,
         Family::Matmul,
         Family::MatmulSubgroup,
+        Family::MatmulCoop,
         Family::Attention,
         Family::AttentionUnfused,
         Family::Gelu,
@@ -44,6 +48,7 @@ impl Family {
             Family::LayerNorm => "layernorm.wgsl",
             Family::Matmul => "matmul.wgsl",
             Family::MatmulSubgroup => "matmul.wgsl + matmul_subgroup.wgsl",
+            Family::MatmulCoop => "matmul.wgsl + matmul_coop.wgsl",
             Family::Attention => "attention.wgsl + attention_tiled.wgsl",
             Family::AttentionUnfused => "attention_unfused.wgsl",
             Family::Gelu => "gelu.wgsl",
@@ -61,6 +66,9 @@ impl Family {
             Family::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Family::MatmulSubgroup => {
                 concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_subgroup.wgsl"))
+            }
+            Family::MatmulCoop => {
+                concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_coop.wgsl"))
             }
             Family::Attention => {
                 concat!(
@@ -133,7 +141,22 @@ pub fn reflect_sized(family: Family, st: StorageType, sizes: &[(&str, u32)], ent
         let end = at + body[at..].find(';').unwrap_or(decl.len());
         body.replace_range(at..end, &format!("{decl}{v}u"));
     }
-    let source = format!("{}{body}", prelude(st));
+    // `enable` directives must open the module: a family's own go before the prelude's code.
+    let prelude = prelude(st);
+    let mut enables = String::new();
+    body = body
+        .lines()
+        .filter(|l| {
+            let directive = l.trim_start().starts_with("enable ");
+            if directive && !prelude.contains(l.trim()) {
+                enables.push_str(l.trim());
+                enables.push('\n');
+            }
+            !directive
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let source = format!("{enables}{prelude}{body}");
     reflect_source(family.file(), &source, entry)
 }
 

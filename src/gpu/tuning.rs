@@ -102,11 +102,36 @@ pub fn runs_on(gpu: &Gpu, v: Variant) -> bool {
         && workgroup_bytes <= l.max_compute_workgroup_storage_size;
     // The subgroup variant broadcasts from lanes 0..8 of subgroups exactly 8 wide. Browsers
     // (Tint) want `enable subgroups;`, which naga 30 does not parse yet.
-    let subgroups_of_8 = gpu.features.contains(wgpu::Features::SUBGROUP)
-        && gpu.info.subgroup_min_size == 8
-        && gpu.info.subgroup_max_size == 8
-        && cfg!(not(target_arch = "wasm32"));
-    fits && (v != Variant::Subgroup || subgroups_of_8)
+    let subgroups_of = |n: u32| {
+        gpu.features.contains(wgpu::Features::SUBGROUP)
+            && gpu.info.subgroup_min_size == n
+            && gpu.info.subgroup_max_size == n
+            && cfg!(not(target_arch = "wasm32"))
+    };
+    fits && match v {
+        Variant::Register | Variant::Tiled => true,
+        Variant::Subgroup => subgroups_of(8),
+        // One subgroup of 32 per workgroup, and the 16 x 16 x 16 f16 -> f32 shape in hardware.
+        Variant::Coop => {
+            subgroups_of(32)
+                && gpu.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16)
+                && coop_16x16_f16(gpu)
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn coop_16x16_f16(gpu: &Gpu) -> bool {
+    use wgpu::CooperativeScalarType as S;
+    gpu.adapter
+        .cooperative_matrix_properties()
+        .iter()
+        .any(|p| (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == S::F16 && p.cr_type == S::F32)
+}
+
+#[cfg(target_arch = "wasm32")]
+fn coop_16x16_f16(_: &Gpu) -> bool {
+    false
 }
 
 /// Without a measurement: CPU adapters (lavapipe, SwiftShader) run the register tile, which is
@@ -161,9 +186,17 @@ pub fn key(t: &Tuned, storage: StorageType) -> String {
 
 fn cannot_run(gpu: &Gpu, v: Variant, why: &str, advice: &str) -> Error {
     let (inv, bytes) = v.needs();
+    let needs = match v {
+        Variant::Subgroup => "subgroups exactly 8 wide (the SUBGROUP feature)".to_string(),
+        Variant::Coop => {
+            "wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX with 16x16x16 f16 -> f32 matrices, subgroups exactly 32 wide \
+             and shader-f16"
+                .to_string()
+        }
+        _ => format!("{inv} invocations per workgroup and {bytes} bytes of workgroup memory"),
+    };
     Error::Other(format!(
-        "matmul variant '{}' ({why}) needs {inv} invocations per workgroup and {bytes} bytes of workgroup memory, \
-         more than {} allows; {advice}",
+        "matmul variant '{}' ({why}) needs {needs}, which {} lacks; {advice}",
         v.name(),
         gpu.info.name
     ))
@@ -190,7 +223,15 @@ pub async fn choose(
     if let Some(v) = policy.matmul.filter(|&v| !runs_on(gpu, v)) {
         return Err(cannot_run(gpu, v, "--set matmul", "use --set matmul=auto"));
     }
-    let candidates: Vec<Variant> = Variant::ALL.into_iter().filter(|&v| runs_on(gpu, v)).collect();
+    if let Some(v) = policy.matmul.filter(|&v| !v.allows(storage)) {
+        return Err(Error::Other(format!(
+            "--set matmul={}: this variant multiplies f16 operands; use it with --precision f16",
+            v.name()
+        )));
+    }
+    // `coop` has not run on a GPU yet: only when asked, never timed into a run.
+    let candidates: Vec<Variant> =
+        Variant::ALL.into_iter().filter(|&v| runs_on(gpu, v) && v.allows(storage) && v != Variant::Coop).collect();
     // Timing needs a blocking wait and a clock: native only (the page takes the heuristic).
     let may_time = !cfg!(target_arch = "wasm32") && candidates.len() > 1;
     let timing = may_time

@@ -3,6 +3,7 @@
 //! variants (`Variant`), which the compiled step picks per adapter (`gpu/tuning.rs`).
 
 use super::{grid, Dispatch, Family, Tunable, Uniform, WG};
+use crate::gpu::StorageType;
 use crate::graph::TensorId;
 
 /// Rows and columns of C one invocation computes (a 16 x 16 register tile in the shader).
@@ -53,23 +54,34 @@ pub enum Variant {
     /// the same sums bit for bit, 2 storage loads of A per k instead of 16. Needs subgroups exactly
     /// 8 wide (lavapipe on AVX2, some Intel GPUs).
     Subgroup,
+    /// Tensor cores through wgpu's cooperative matrices (`shaders/matmul_coop.wgsl`): 32 x 32 tiles
+    /// of C per subgroup of 32, f16 x f16 -> f32, for f16 storage. Not yet run on a GPU, so it is
+    /// used only when asked (`--set matmul=coop`), never by timing or the heuristic.
+    Coop,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::Register, Variant::Tiled, Variant::Subgroup];
+    pub const ALL: [Variant; 4] = [Variant::Register, Variant::Tiled, Variant::Subgroup, Variant::Coop];
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::Register => "register",
             Variant::Tiled => "tiled",
             Variant::Subgroup => "subgroup",
+            Variant::Coop => "coop",
         }
+    }
+
+    /// Whether it computes in this storage type (`coop` multiplies f16 operands only).
+    pub fn allows(self, storage: StorageType) -> bool {
+        self != Variant::Coop || storage == StorageType::F16
     }
 
     /// The shader module it lives in.
     pub fn family(self) -> Family {
         match self {
             Variant::Subgroup => Family::MatmulSubgroup,
+            Variant::Coop => Family::MatmulCoop,
             _ => Family::Matmul,
         }
     }
@@ -83,6 +95,7 @@ impl Variant {
         match self {
             Variant::Register | Variant::Subgroup => (WG, 0),
             Variant::Tiled => (256, 2 * 272 * 16),
+            Variant::Coop => (32, 2 * 512 * 2 + 1024 * 4),
         }
     }
 
@@ -94,6 +107,8 @@ impl Variant {
             (Variant::Tiled, _) => "matmul_product_tiled",
             (Variant::Subgroup, Pass::Forward { bias: true }) => "matmul_forward_subgroup",
             (Variant::Subgroup, _) => "matmul_product_subgroup",
+            (Variant::Coop, Pass::Forward { bias: true }) => "matmul_forward_coop",
+            (Variant::Coop, _) => "matmul_product_coop",
         }
     }
 }
@@ -163,10 +178,14 @@ impl Product {
         assert!(self.rows > 0 && self.cols > 0 && self.inner > 0, "{entry}: empty product");
         let flops = 2 * self.rows * self.cols * self.inner + if acc { self.rows * self.cols } else { 0 };
         let tuned = Tunable::Matmul(Tuned { product: *self, pass, acc, variant });
-        if variant == Variant::Tiled {
-            let col_groups = self.cols.div_ceil(64);
-            let groups = col_groups as u64 * self.rows.div_ceil(64) as u64;
-            return Dispatch::new(Family::Matmul, entry)
+        if let Some(tile) = match variant {
+            Variant::Tiled => Some(64),
+            Variant::Coop => Some(32),
+            _ => None,
+        } {
+            let col_groups = self.cols.div_ceil(tile);
+            let groups = col_groups as u64 * self.rows.div_ceil(tile) as u64;
+            return Dispatch::new(variant.family(), entry)
                 .uniform(self.uniform(col_groups, acc, 0))
                 .groups(grid(groups))
                 .flops(flops)

@@ -252,9 +252,15 @@ pub async fn attention_variants(hs: usize) -> Vec<wgpt::ops::attention::Variant>
     wgpt::ops::attention::Variant::ALL.into_iter().filter(|&v| wgpt::gpu::tuning::attention_runs_on(g, v, hs)).collect()
 }
 
+/// The matmul variants this adapter runs in f32 storage.
 pub async fn matmul_variants() -> Vec<matmul::Variant> {
+    matmul_variants_for(StorageType::F32).await
+}
+
+/// The matmul variants this adapter runs in `storage` (f16 adds `coop` where it has tensor cores).
+pub async fn matmul_variants_for(storage: StorageType) -> Vec<matmul::Variant> {
     let g = open_gpu().await;
-    matmul::Variant::ALL.into_iter().filter(|&v| wgpt::gpu::tuning::runs_on(g, v)).collect()
+    matmul::Variant::ALL.into_iter().filter(|&v| wgpt::gpu::tuning::runs_on(g, v) && v.allows(storage)).collect()
 }
 
 impl Ran {

@@ -1,0 +1,74 @@
+// ---- Variant `coop` (appended to matmul.wgsl, in a module of its own: it needs wgpu's
+// EXPERIMENTAL_COOPERATIVE_MATRIX and f16): tensor cores through cooperative matrices, f16 x f16
+// -> f32, for f16 storage only (its operands are already f16, so nothing is rounded that the other
+// variants keep).
+//
+// A workgroup is one subgroup of 32 invocations (the variant is offered only where subgroups are
+// exactly 32 wide) and computes a 32 x 32 tile of C as four 16 x 16 accumulators. Per k step of
+// 16 it stages A (32 x 16) and B (16 x 32) in workgroup memory as f16, zeros past the edges, then
+// multiplies. The accumulators go through workgroup memory to the plain stores, which add the
+// bias and accumulate as every variant does. Each output is the sum the hardware's matrix unit
+// forms, k step by k step in order: deterministic run to run, but it may round differently from
+// the other variants (which is why a run records its kernels).
+enable f16;
+enable wgpu_cooperative_matrix;
+
+var<workgroup> ca: array<f16, 512>;   // A tile, row-major, 16 per row
+var<workgroup> cb: array<f16, 512>;   // B tile, row-major, 32 per row
+var<workgroup> cc: array<f32, 1024>;  // C tile, row-major, 32 per row
+
+fn coop_product(wid: vec3u, nwg: vec3u, lid: u32) -> vec2u {
+    let g = wid.y * nwg.x + wid.x;
+    let tile_r = (g / p.col_groups) * 32u;
+    let tile_c = (g % p.col_groups) * 32u;
+    var acc00 = coop_mat16x16<f32, C>();
+    var acc01 = coop_mat16x16<f32, C>();
+    var acc10 = coop_mat16x16<f32, C>();
+    var acc11 = coop_mat16x16<f32, C>();
+    for (var k0 = 0u; k0 < p.inner; k0 += 16u) {
+        for (var i = lid; i < 512u; i += 32u) {
+            ca[i] = f16(a_at(tile_r + i / 16u, k0 + i % 16u));
+            cb[i] = f16(b_at(k0 + i / 32u, tile_c + i % 32u));
+        }
+        workgroupBarrier();
+        let a0 = coopLoadT<coop_mat16x16<f16, A>>(&ca[0], 16u);
+        let a1 = coopLoadT<coop_mat16x16<f16, A>>(&ca[256], 16u);
+        let b0 = coopLoadT<coop_mat16x16<f16, B>>(&cb[0], 32u);
+        let b1 = coopLoadT<coop_mat16x16<f16, B>>(&cb[16], 32u);
+        acc00 = coopMultiplyAdd(a0, b0, acc00);
+        acc01 = coopMultiplyAdd(a0, b1, acc01);
+        acc10 = coopMultiplyAdd(a1, b0, acc10);
+        acc11 = coopMultiplyAdd(a1, b1, acc11);
+        workgroupBarrier();
+    }
+    coopStoreT(acc00, &cc[0], 32u);
+    coopStoreT(acc01, &cc[16], 32u);
+    coopStoreT(acc10, &cc[512], 32u);
+    coopStoreT(acc11, &cc[528], 32u);
+    workgroupBarrier();
+    return vec2u(tile_r, tile_c);
+}
+
+// Invocation lid stores row lid of the tile: 32 columns, 8 vec4s, with the bias when `with_bias`.
+fn store_coop(at: vec2u, lid: u32, with_bias: bool) {
+    for (var j = 0u; j < 32u; j += 4u) {
+        let cols = vec4u(at.y + j) + vec4u(0u, 1u, 2u, 3u);
+        var v = vec4f(cc[lid * 32u + j], cc[lid * 32u + j + 1u], cc[lid * 32u + j + 2u], cc[lid * 32u + j + 3u]);
+        if (with_bias) {
+            v += bias_at(min(cols, vec4u(p.cols - 1u)));
+        }
+        store_row(at.x + lid, cols, v);
+    }
+}
+
+@compute @workgroup_size(32)
+fn matmul_forward_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (wid.y * nwg.x + wid.x >= p.col_groups * ((p.rows + 31u) / 32u)) { return; }
+    store_coop(coop_product(wid, nwg, lid), lid, true);
+}
+
+@compute @workgroup_size(32)
+fn matmul_product_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (wid.y * nwg.x + wid.x >= p.col_groups * ((p.rows + 31u) / 32u)) { return; }
+    store_coop(coop_product(wid, nwg, lid), lid, false);
+}
