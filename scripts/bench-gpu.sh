@@ -90,6 +90,14 @@ for p in f32 f16; do
         say "wgpt $p recompute=$r: $(tail -1 "$LOG" | cut -c1-200)"
     done
 done
+# Tensor cores (the `coop` matmul, f16 only), where the GPU has wgpu's cooperative matrices: its
+# parity ran above (precision's f16 matmul test covers every variant the GPU runs).
+if "$G/wgpt" info 2>/dev/null | grep '^\*' -A1 | grep -q 'cooperative-matrix=yes'; then
+    row=$(timeout 150 "$G/wgpt" bench --preset $PRESET --set batch_size=$B --set block_size=$T \
+        --precision f16 --recompute none --set matmul=coop --steps $STEPS --json 2>"$OUTDIR/wgpt-coop.err" | tail -1)
+    [ -n "$row" ] && echo "$row" >>"$LOG" && say "wgpt f16 matmul=coop: $(tail -1 "$LOG" | cut -c1-200)" ||
+        say "wgpt f16 matmul=coop failed: $(tail -1 "$OUTDIR/wgpt-coop.err")"
+fi
 
 # ---- 4. PyTorch -----------------------------------------------------------------------------------
 if [ -n "$have_torch" ]; then
@@ -124,7 +132,8 @@ for r in rows:
     if r.get("impl") == "torch":
         name, low = f"torch {r['mode']}", r["mode"] != "fp32"
     else:
-        name, low = f"wgpt {r.get('precision')} recompute={r.get('recompute')}", r.get("precision") == "f16"
+        mm = "" if r.get("matmul", "auto") == "auto" else f" {r['matmul']}"
+        name, low = f"wgpt {r.get('precision')} recompute={r.get('recompute')}{mm}", r.get("precision") == "f16"
     if "error" in r or r.get("tokens_per_s") is None:
         print(f"{name:34} {'—':>10}  {r.get('error', 'no figure')[:120]}")
         continue

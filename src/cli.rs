@@ -413,10 +413,13 @@ fn info(backend: BackendChoice) -> Result<()> {
         let f = a.features();
         let feat = |x: wgpu::Features, n: &str| format!("{n}={}", if f.contains(x) { "yes" } else { "no" });
         println!(
-            "    features: {} {} {}",
+            "    features: {} {} (sizes {}..={}) {} {}",
             feat(wgpu::Features::SHADER_F16, "shader-f16"),
             feat(wgpu::Features::SUBGROUP, "subgroups"),
-            feat(wgpu::Features::TIMESTAMP_QUERY, "timestamps")
+            i.subgroup_min_size,
+            i.subgroup_max_size,
+            feat(wgpu::Features::TIMESTAMP_QUERY, "timestamps"),
+            feat(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, "cooperative-matrix")
         );
         let _ = WANTED_FEATURES;
         let l = a.limits();
