@@ -93,7 +93,8 @@ fn load_b(kb: u32, cols: vec4u) -> vec4f {
     return vec4f(f32(b[kb + cols.x]), f32(b[kb + cols.y]), f32(b[kb + cols.z]), f32(b[kb + cols.w]));
 }
 
-fn tile_product(wid: vec3u, nwg: vec3u, lid: vec3u) -> Tile {
+// The invocation's tile with zero sums: its first row and its 4 column blocks.
+fn tile_at(wid: vec3u, nwg: vec3u, lid: vec3u) -> Tile {
     let g = wid.y * nwg.x + wid.x;
     var t: Tile;
     t.row0 = (g / p.col_groups) * tile_rows() + (lid.x / LANES_C) * TM;
@@ -103,33 +104,43 @@ fn tile_product(wid: vec3u, nwg: vec3u, lid: vec3u) -> Tile {
     t.cols1 = col0 + step + 4u * LANES_C;
     t.cols2 = col0 + step + 8u * LANES_C;
     t.cols3 = col0 + step + 12u * LANES_C;
-    // Past the edge, rows and columns re-read the last one: no branch in the loop.
+    return t;
+}
+
+// B's offsets for the tile's 4 column blocks; past the edge, columns re-read the last one: no
+// branch in the loop.
+fn b_cols(t: Tile) -> array<vec4u, 4> {
+    let last_c = vec4u(p.cols - 1u);
+    return array<vec4u, 4>(min(t.cols0, last_c) * p.b_cs, min(t.cols1, last_c) * p.b_cs,
+                           min(t.cols2, last_c) * p.b_cs, min(t.cols3, last_c) * p.b_cs);
+}
+
+// One k of the tile: the 16 outer products of A's 4 row blocks and B's 4 column blocks.
+fn tile_step(t: ptr<function, Tile>, a0: vec4f, a1: vec4f, a2: vec4f, a3: vec4f, b: array<vec4f, 4>) {
+    (*t).c00 += outer(a0, b[0]); (*t).c01 += outer(a0, b[1]); (*t).c02 += outer(a0, b[2]); (*t).c03 += outer(a0, b[3]);
+    (*t).c10 += outer(a1, b[0]); (*t).c11 += outer(a1, b[1]); (*t).c12 += outer(a1, b[2]); (*t).c13 += outer(a1, b[3]);
+    (*t).c20 += outer(a2, b[0]); (*t).c21 += outer(a2, b[1]); (*t).c22 += outer(a2, b[2]); (*t).c23 += outer(a2, b[3]);
+    (*t).c30 += outer(a3, b[0]); (*t).c31 += outer(a3, b[1]); (*t).c32 += outer(a3, b[2]); (*t).c33 += outer(a3, b[3]);
+}
+
+fn load_b4(kb: u32, bc: array<vec4u, 4>) -> array<vec4f, 4> {
+    return array<vec4f, 4>(load_b(kb, bc[0]), load_b(kb, bc[1]), load_b(kb, bc[2]), load_b(kb, bc[3]));
+}
+
+fn tile_product(wid: vec3u, nwg: vec3u, lid: vec3u) -> Tile {
+    var t = tile_at(wid, nwg, lid);
+    // Past the edge, rows re-read the last one: no branch in the loop.
     let r = vec4u(t.row0) + vec4u(0u, 1u, 2u, 3u);
     let last_r = vec4u(p.rows - 1u);
     let ar0 = min(r, last_r) * p.a_rs + p.a_off;
     let ar1 = min(r + 4u, last_r) * p.a_rs + p.a_off;
     let ar2 = min(r + 8u, last_r) * p.a_rs + p.a_off;
     let ar3 = min(r + 12u, last_r) * p.a_rs + p.a_off;
-    let last_c = vec4u(p.cols - 1u);
-    let bc0 = min(t.cols0, last_c) * p.b_cs;
-    let bc1 = min(t.cols1, last_c) * p.b_cs;
-    let bc2 = min(t.cols2, last_c) * p.b_cs;
-    let bc3 = min(t.cols3, last_c) * p.b_cs;
+    let bc = b_cols(t);
     var ka = 0u;
     var kb = 0u;
     for (var k = 0u; k < p.inner; k++) {
-        let a0 = load_a(ar0, ka);
-        let a1 = load_a(ar1, ka);
-        let a2 = load_a(ar2, ka);
-        let a3 = load_a(ar3, ka);
-        let b0 = load_b(kb, bc0);
-        let b1 = load_b(kb, bc1);
-        let b2 = load_b(kb, bc2);
-        let b3 = load_b(kb, bc3);
-        t.c00 += outer(a0, b0); t.c01 += outer(a0, b1); t.c02 += outer(a0, b2); t.c03 += outer(a0, b3);
-        t.c10 += outer(a1, b0); t.c11 += outer(a1, b1); t.c12 += outer(a1, b2); t.c13 += outer(a1, b3);
-        t.c20 += outer(a2, b0); t.c21 += outer(a2, b1); t.c22 += outer(a2, b2); t.c23 += outer(a2, b3);
-        t.c30 += outer(a3, b0); t.c31 += outer(a3, b1); t.c32 += outer(a3, b2); t.c33 += outer(a3, b3);
+        tile_step(&t, load_a(ar0, ka), load_a(ar1, ka), load_a(ar2, ka), load_a(ar3, ka), load_b4(kb, bc));
         ka += p.a_cs;
         kb += p.b_rs;
     }

@@ -21,47 +21,24 @@ fn shared_rows(lo: f32, hi: f32) -> array<vec4f, 4> {
 }
 
 fn tile_product_subgroup(wid: vec3u, nwg: vec3u, lid: vec3u, lane: u32) -> Tile {
-    let g = wid.y * nwg.x + wid.x;
-    let row0 = (g / p.col_groups) * tile_rows() + (lid.x / LANES_C) * TM;
+    var t = tile_at(wid, nwg, lid);
+    let row0 = t.row0;
     // Every lane of the subgroup on the same rows, lanes numbered as the invocations: else the
     // plain tile.
     let lined_up = subgroupAll(lane == lid.x % 8u && subgroupBroadcast(row0, 0u) == row0);
     if (!lined_up) {
         return tile_product(wid, nwg, lid);
     }
-    var t: Tile;
-    t.row0 = row0;
-    let col0 = vec4u((g % p.col_groups) * tile_cols() + lid.x % LANES_C);
-    let step = vec4u(0u, 1u, 2u, 3u) * LANES_C;
-    t.cols0 = col0 + step;
-    t.cols1 = col0 + step + 4u * LANES_C;
-    t.cols2 = col0 + step + 8u * LANES_C;
-    t.cols3 = col0 + step + 12u * LANES_C;
-    // Past the edge, rows and columns re-read the last one, as in `register`.
+    // Past the edge, rows re-read the last one, as in `register`.
     let last_r = p.rows - 1u;
     let a_lo = min(row0 + lane, last_r) * p.a_rs + p.a_off;
     let a_hi = min(row0 + lane + 8u, last_r) * p.a_rs + p.a_off;
-    let last_c = vec4u(p.cols - 1u);
-    let bc0 = min(t.cols0, last_c) * p.b_cs;
-    let bc1 = min(t.cols1, last_c) * p.b_cs;
-    let bc2 = min(t.cols2, last_c) * p.b_cs;
-    let bc3 = min(t.cols3, last_c) * p.b_cs;
+    let bc = b_cols(t);
     var ka = 0u;
     var kb = 0u;
     for (var k = 0u; k < p.inner; k++) {
         let av = shared_rows(f32(a[a_lo + ka]), f32(a[a_hi + ka]));
-        let a0 = av[0];
-        let a1 = av[1];
-        let a2 = av[2];
-        let a3 = av[3];
-        let b0 = load_b(kb, bc0);
-        let b1 = load_b(kb, bc1);
-        let b2 = load_b(kb, bc2);
-        let b3 = load_b(kb, bc3);
-        t.c00 += outer(a0, b0); t.c01 += outer(a0, b1); t.c02 += outer(a0, b2); t.c03 += outer(a0, b3);
-        t.c10 += outer(a1, b0); t.c11 += outer(a1, b1); t.c12 += outer(a1, b2); t.c13 += outer(a1, b3);
-        t.c20 += outer(a2, b0); t.c21 += outer(a2, b1); t.c22 += outer(a2, b2); t.c23 += outer(a2, b3);
-        t.c30 += outer(a3, b0); t.c31 += outer(a3, b1); t.c32 += outer(a3, b2); t.c33 += outer(a3, b3);
+        tile_step(&t, av[0], av[1], av[2], av[3], load_b4(kb, bc));
         ka += p.a_cs;
         kb += p.b_rs;
     }
