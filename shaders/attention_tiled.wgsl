@@ -72,29 +72,32 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workg
         workgroupBarrier();
         load_kv(base, s0, lid);
         workgroupBarrier();
+        // The same bounds for every invocation, no break or continue: the barriers above stay in
+        // uniform control flow (Tint checks that); keys past this row are skipped.
         for (var j = 0u; j < KT; j++) {
             let s = s0 + j;
-            if (s > t) { break; }
-            var x = 0.0;
-            for (var d = 0u; d < p.hs; d++) {
-                x += q[d] * tile_a[j * p.hs + d];
-            }
-            x *= p.scale;
-            if (s == 0u) {
-                // Key 0 starts the running max, sum and output, as in `attention_forward`.
-                m = x;
-                l = 1.0;
+            if (s <= t) {
+                var x = 0.0;
                 for (var d = 0u; d < p.hs; d++) {
-                    o[d] = tile_b[j * p.hs + d];
+                    x += q[d] * tile_a[j * p.hs + d];
                 }
-            } else {
-                let mn = max(m, x);
-                let f = exp(m - mn);
-                let e = exp(x - mn);
-                m = mn;
-                l = l * f + e;
-                for (var d = 0u; d < p.hs; d++) {
-                    o[d] = o[d] * f + e * tile_b[j * p.hs + d];
+                x *= p.scale;
+                if (s == 0u) {
+                    // Key 0 starts the running max, sum and output, as in `attention_forward`.
+                    m = x;
+                    l = 1.0;
+                    for (var d = 0u; d < p.hs; d++) {
+                        o[d] = tile_b[j * p.hs + d];
+                    }
+                } else {
+                    let mn = max(m, x);
+                    let f = exp(m - mn);
+                    let e = exp(x - mn);
+                    m = mn;
+                    l = l * f + e;
+                    for (var d = 0u; d < p.hs; d++) {
+                        o[d] = o[d] * f + e * tile_b[j * p.hs + d];
+                    }
                 }
             }
         }
@@ -140,16 +143,17 @@ fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_w
         load_kv(base, s0, lid);
         workgroupBarrier();
         for (var j = 0u; j < KT; j++) {
-            if (s0 + j > t) { break; }
-            var x = 0.0;
-            var dp = 0.0;
-            for (var d = 0u; d < p.hs; d++) {
-                x += q[d] * tile_a[j * p.hs + d];
-                dp += gr[d] * tile_b[j * p.hs + d];
-            }
-            let ds = exp(x * p.scale - m) * (dp - dd);
-            for (var d = 0u; d < p.hs; d++) {
-                dq[d] += ds * tile_a[j * p.hs + d];
+            if (s0 + j <= t) {
+                var x = 0.0;
+                var dp = 0.0;
+                for (var d = 0u; d < p.hs; d++) {
+                    x += q[d] * tile_a[j * p.hs + d];
+                    dp += gr[d] * tile_b[j * p.hs + d];
+                }
+                let ds = exp(x * p.scale - m) * (dp - dd);
+                for (var d = 0u; d < p.hs; d++) {
+                    dq[d] += ds * tile_a[j * p.hs + d];
+                }
             }
         }
     }
@@ -194,22 +198,22 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_
         workgroupBarrier();
         for (var j = 0u; j < KT; j++) {
             let t = t0 + j;
-            if (t >= p.t) { break; }
-            if (t < s) { continue; }
-            var x = 0.0;
-            for (var d = 0u; d < p.hs; d++) {
-                x += k[d] * tile_a[j * p.hs + d];
-            }
-            let pr = exp(x * p.scale - lse[row0 + t]);
-            var dp = 0.0;
-            for (var d = 0u; d < p.hs; d++) {
-                let gd = tile_b[j * p.hs + d];
-                dp += v[d] * gd;
-                dv[d] += pr * gd;
-            }
-            let ds = pr * (dp - dsum[row0 + t]);
-            for (var d = 0u; d < p.hs; d++) {
-                dk[d] += ds * tile_a[j * p.hs + d];
+            if (t < p.t && t >= s) {
+                var x = 0.0;
+                for (var d = 0u; d < p.hs; d++) {
+                    x += k[d] * tile_a[j * p.hs + d];
+                }
+                let pr = exp(x * p.scale - lse[row0 + t]);
+                var dp = 0.0;
+                for (var d = 0u; d < p.hs; d++) {
+                    let gd = tile_b[j * p.hs + d];
+                    dp += v[d] * gd;
+                    dv[d] += pr * gd;
+                }
+                let ds = pr * (dp - dsum[row0 + t]);
+                for (var d = 0u; d < p.hs; d++) {
+                    dk[d] += ds * tile_a[j * p.hs + d];
+                }
             }
         }
     }
