@@ -15,7 +15,7 @@ struct Params {
     a_off: u32,       // first element of A in a
     c_rs: u32,        // C[i, j] = c[c_off + i * c_rs + j]: C may be columns of a wider matrix
     c_off: u32,
-    lanes_r: u32,     // register variant: row lanes of a workgroup; LANES_C * lanes_r <= WG
+    lanes_r: u32,     // register and subgroup variants: row lanes of a workgroup; LANES_C * lanes_r <= WG
 }
 @group(0) @binding(0) var<uniform> p: Params;
 

@@ -23,9 +23,10 @@ fn shared_rows(lo: f32, hi: f32) -> array<vec4f, 4> {
 fn tile_product_subgroup(wid: vec3u, nwg: vec3u, lid: vec3u, lane: u32) -> Tile {
     var t = tile_at(wid, nwg, lid);
     let row0 = t.row0;
-    // Every lane of the subgroup on the same rows, lanes numbered as the invocations: else the
-    // plain tile.
-    let lined_up = subgroupAll(lane == lid.x % 8u && subgroupBroadcast(row0, 0u) == row0);
+    // All 8 lanes of the subgroup active, on the same rows, numbered as the invocations: else the
+    // plain tile. (Browsers would also want `diagnostic(off, subgroup_uniformity)` here, after the
+    // early return on `lid`; the variant is native-only for now.)
+    let lined_up = subgroupAdd(1u) == 8u && subgroupAll(lane == lid.x % 8u && subgroupBroadcast(row0, 0u) == row0);
     if (!lined_up) {
         return tile_product(wid, nwg, lid);
     }

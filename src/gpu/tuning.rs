@@ -203,8 +203,9 @@ fn cannot_run(gpu: &Gpu, v: Variant, why: &str, advice: &str) -> Error {
 }
 
 /// `--set matmul=…` with each variant this adapter runs.
-fn runnable_advice(gpu: &Gpu) -> String {
-    let names: Vec<&str> = Variant::ALL.into_iter().filter(|&v| runs_on(gpu, v)).map(Variant::name).collect();
+fn runnable_advice(gpu: &Gpu, storage: StorageType) -> String {
+    let names: Vec<&str> =
+        Variant::ALL.into_iter().filter(|&v| runs_on(gpu, v) && v.allows(storage)).map(Variant::name).collect();
     format!("use --set matmul={} (it computes with other kernels than the run's so far)", names.join(" or "))
 }
 
@@ -303,7 +304,12 @@ async fn pick(
     }
     if let Some(&v) = policy.recorded.get(&key) {
         if !runs_on(gpu, v) {
-            return Err(cannot_run(gpu, v, &format!("which the run recorded for {key}"), &runnable_advice(gpu)));
+            return Err(cannot_run(
+                gpu,
+                v,
+                &format!("which the run recorded for {key}"),
+                &runnable_advice(gpu, storage),
+            ));
         }
         return Ok(choice(v, How::Recorded, Vec::new()));
     }

@@ -135,7 +135,8 @@ impl Attention {
     /// step moves it to the variant the adapter runs best (`gpu/tuning.rs`).
     fn dispatch(&self, variant: Variant, kernel: Kernel, acc: bool) -> Dispatch {
         let per_pair = match kernel {
-            Kernel::Forward => 4 * self.hs + 4,
+            // q.k (2 HS), then o = o f + e v (3 HS: the rescale counts), and the softmax's 4.
+            Kernel::Forward => 5 * self.hs + 4,
             Kernel::Dq => 6 * self.hs + 4,
             Kernel::Dkv => 8 * self.hs + 4,
         };

@@ -1,6 +1,7 @@
 //! Matrix products of linear layers in the Hugging Face Conv1D layout (W is (K, N)) and of the tied
-//! lm_head (W = wte is (N, K)). Shader: `shaders/matmul.wgsl`: one strided product C = A B in two
-//! variants (`Variant`), which the compiled step picks per adapter (`gpu/tuning.rs`).
+//! lm_head (W = wte is (N, K)). Shader: `shaders/matmul.wgsl` (+ `matmul_subgroup.wgsl`,
+//! `matmul_coop.wgsl`): one strided product C = A B in four variants (`Variant`), which the
+//! compiled step picks per adapter (`gpu/tuning.rs`).
 
 use super::{grid, Dispatch, Family, Tunable, Uniform, WG};
 use crate::gpu::StorageType;
@@ -9,7 +10,8 @@ use crate::graph::TensorId;
 /// Rows and columns of C one invocation computes (a 16 x 16 register tile in the shader).
 pub const TILE: usize = 16;
 
-/// Most invocations per workgroup (the `WG` override is set per product, up to this).
+/// Invocations per workgroup of the register and subgroup variants (the shaders' default `WG`);
+/// a product uses `LANES_C * lanes_r` of them, the rest return at once.
 const MAX_WG: usize = WG as usize;
 
 /// Column lanes a register-variant workgroup may have. Each value is a pipeline of its own (an

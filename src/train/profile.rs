@@ -54,25 +54,43 @@ pub fn model_flops(model: &GptConfig, tokens: usize) -> f64 {
 }
 
 /// Dense fp32 peaks (TFLOP/s, without tensor cores: what wgpt's kernels can use today) from the
-/// vendors' data sheets, matched by a substring of the adapter name. More specific names first.
+/// vendors' data sheets. A row matches when its words appear in the adapter's name as whole words
+/// and the next word of the name is not a model suffix ("Ti", "Pro", "NVL", ...), which has a row
+/// of its own or no figure.
 const KNOWN_PEAKS: &[(&str, f64)] = &[
     ("H100 PCIe", 51.2),
+    ("H100 NVL", 60.0),
     ("H100", 66.9),
     ("H200", 66.9),
     ("A100", 19.5),
     ("L40S", 91.6),
+    ("L40", 90.5),
     ("L4", 30.3),
     ("RTX 4090", 82.6),
     ("RTX 4080", 48.7),
+    ("RTX 3090 Ti", 40.0),
     ("RTX 3090", 35.6),
+    ("RTX 3080 Ti", 34.1),
     ("RTX 3080", 29.8),
     ("Apple M1", 2.6),
     ("Apple M2", 3.6),
 ];
 
+/// Words after a model name that make it another model.
+const SUFFIXES: &[&str] = &["Ti", "SUPER", "Super", "Pro", "Max", "Ultra", "NVL", "PCIe", "Laptop", "Mobile"];
+
 /// The adapter's fp32 peak in TFLOP/s, if it is in the table.
 pub fn known_peak(adapter: &str) -> Option<f64> {
-    KNOWN_PEAKS.iter().find(|(name, _)| adapter.contains(name)).map(|&(_, tf)| tf)
+    let words: Vec<&str> = adapter.split(|c: char| c.is_whitespace() || c == '(' || c == ')').collect();
+    KNOWN_PEAKS
+        .iter()
+        .find(|(name, _)| {
+            let pat: Vec<&str> = name.split(' ').collect();
+            words.windows(pat.len()).enumerate().any(|(i, w)| {
+                w == pat.as_slice() && words.get(i + pat.len()).is_none_or(|next| !SUFFIXES.contains(next))
+            })
+        })
+        .map(|&(_, tf)| tf)
 }
 
 /// One entry point's share of a step.
@@ -213,6 +231,12 @@ mod tests {
     fn peaks_match_the_more_specific_name_first() {
         assert_eq!(known_peak("NVIDIA H100 PCIe"), Some(51.2));
         assert_eq!(known_peak("NVIDIA H100 80GB HBM3"), Some(66.9));
+        assert_eq!(known_peak("NVIDIA L40"), Some(90.5));
+        assert_eq!(known_peak("NVIDIA L4"), Some(30.3));
+        assert_eq!(known_peak("NVIDIA GeForce RTX 3080 Ti"), Some(34.1));
+        assert_eq!(known_peak("NVIDIA GeForce RTX 3080"), Some(29.8));
+        assert_eq!(known_peak("Apple M2 Max"), None);
+        assert_eq!(known_peak("Apple M2"), Some(3.6));
         assert_eq!(known_peak("llvmpipe (LLVM 15.0.6, 256 bits)"), None);
     }
 }

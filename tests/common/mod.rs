@@ -172,7 +172,7 @@ impl Kit {
     }
     /// Compiles the matmuls on `v` (default: the variant the adapter gets).
     pub fn on(self, v: matmul::Variant) -> Self {
-        Kit { kernels: KernelPolicy { matmul: Some(v), ..KernelPolicy::default() }, ..self }
+        Kit { kernels: KernelPolicy { matmul: Some(v), ..self.kernels }, ..self }
     }
     /// Runs attention on `v` (else the compiled step picks by adapter type).
     pub fn attention(self, v: wgpt::ops::attention::Variant) -> Self {
@@ -245,7 +245,6 @@ pub struct Ran {
     pub step: Step,
 }
 
-/// The matmul variants this adapter can run (every one is tested on it).
 /// The attention variants this adapter runs at head size `hs`.
 pub async fn attention_variants(hs: usize) -> Vec<wgpt::ops::attention::Variant> {
     let g = open_gpu().await;
