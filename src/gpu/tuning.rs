@@ -91,7 +91,7 @@ impl Choice {
 }
 
 /// Products below this many multiply-adds are not worth timing under `autotune=auto`.
-const WORTH_TIMING: usize = 1 << 22;
+const WORTH_TIMING: u64 = 1 << 22;
 
 /// Whether the adapter's limits and features allow the variant.
 pub fn runs_on(gpu: &Gpu, v: Variant) -> bool {
@@ -314,7 +314,7 @@ async fn pick(
         return Ok(choice(v, How::Recorded, Vec::new()));
     }
     let p = &t.product;
-    let small = policy.autotune == Autotune::Auto && p.rows * p.inner * p.cols < WORTH_TIMING;
+    let small = policy.autotune == Autotune::Auto && (p.rows as u64 * p.inner as u64 * p.cols as u64) < WORTH_TIMING;
     let Some(disk) = disk.filter(|_| !small) else {
         return Ok(choice(heuristic(gpu), How::Heuristic, Vec::new()));
     };

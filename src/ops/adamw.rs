@@ -59,7 +59,7 @@ impl AdamW {
             d.uniform(uniform(n)).arg(1, param).arg(2, grad).arg(3, m).arg(4, v).threads(n as u64, WG)
         };
         // Moments (6), bias corrections and the step (5), decay (2), clip and loss scale (2).
-        d.arg(5, hyper).arg(6, norm).flops(15 * n)
+        d.arg(5, hyper).arg(6, norm).flops(&[15, n])
     }
 
     /// The host-side part of a step: [lr, 1 − β1^t, 1 − β2^t, loss scale], bias corrections in

@@ -111,9 +111,9 @@ impl Attention {
         self.b * self.nh * self.t.div_ceil(8)
     }
 
-    /// (query, key) pairs the causal mask keeps: B * NH * T (T + 1) / 2.
-    fn pairs(&self) -> usize {
-        self.b * self.nh * self.t * (self.t + 1) / 2
+    /// (query, key) pairs of one head the causal mask keeps: T (T + 1) / 2.
+    fn causal_pairs(&self) -> usize {
+        self.t * (self.t + 1) / 2
     }
 
     fn scale(&self) -> f64 {
@@ -143,7 +143,7 @@ impl Attention {
         let d = self
             .kernel(variant.entry(kernel))
             .uniform(self.params(acc))
-            .flops(self.pairs() * per_pair)
+            .flops(&[self.b * self.nh, self.causal_pairs(), per_pair])
             .tunable(Tunable::Attention(Tuned { op: *self, kernel, acc, variant }));
         match variant {
             Variant::Rows => d.threads(self.blocks() as u64, WG),
@@ -194,7 +194,7 @@ impl Attention {
             .arg(2, lse)
             .arg(3, qkv)
             .arg(7, probs)
-            .flops(self.pairs() * (2 * self.hs + 2))
+            .flops(&[self.b * self.nh, self.causal_pairs(), 2 * self.hs + 2])
             .threads(self.blocks() as u64, WG)
     }
 

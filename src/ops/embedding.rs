@@ -36,7 +36,7 @@ impl Embedding {
             .arg(2, ids)
             .arg(3, wte)
             .arg(4, wpe)
-            .flops(self.n() * self.c)
+            .flops(&[self.n(), self.c])
             .threads((self.n() * self.c) as u64, WG)
     }
 
@@ -96,7 +96,7 @@ impl Embedding {
                 .arg(5, dwte)
                 .arg(7, dout)
                 .arg(8, buckets)
-                .flops(self.n() * self.c)
+                .flops(&[self.n(), self.c])
                 .threads((self.n() * self.c) as u64, WG),
         );
         if let Some((dwpe, acc_wpe)) = dwpe {
@@ -105,7 +105,7 @@ impl Embedding {
                     .uniform(self.params(acc_wpe))
                     .arg(6, dwpe)
                     .arg(7, dout)
-                    .flops(self.n() * self.c)
+                    .flops(&[self.n(), self.c])
                     .threads((self.block * self.c) as u64, WG),
             );
         }

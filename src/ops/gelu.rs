@@ -13,14 +13,14 @@ pub fn forward(out: TensorId, x: TensorId, n: usize) -> Dispatch {
             .uniform(Uniform::new().u(n / 4).u(0u32))
             .arg(5, out)
             .arg(6, x)
-            .flops(9 * n)
+            .flops(&[9, n])
             .threads((n / 4).div_ceil(4) as u64, WG);
     }
     Dispatch::new(Family::Gelu, "gelu_forward")
         .uniform(Uniform::new().u(n).u(0u32))
         .arg(1, out)
         .arg(2, x)
-        .flops(9 * n)
+        .flops(&[9, n])
         .threads(n as u64, WG)
 }
 
@@ -32,7 +32,7 @@ pub fn backward(dx: TensorId, acc: bool, dout: TensorId, x: TensorId, n: usize) 
             .arg(6, x)
             .arg(7, dx)
             .arg(8, dout)
-            .flops(16 * n)
+            .flops(&[16, n])
             .threads((n / 4).div_ceil(4) as u64, WG);
     }
     Dispatch::new(Family::Gelu, "gelu_backward")
@@ -40,7 +40,7 @@ pub fn backward(dx: TensorId, acc: bool, dout: TensorId, x: TensorId, n: usize) 
         .arg(2, x)
         .arg(3, dx)
         .arg(4, dout)
-        .flops(16 * n)
+        .flops(&[16, n])
         .threads(n as u64, WG)
 }
 

@@ -43,7 +43,7 @@ impl LayerNorm {
             .arg(4, x)
             .arg(5, w)
             .arg(6, b)
-            .flops(8 * self.rows * self.c)
+            .flops(&[8, self.rows, self.c])
             .threads(self.rows as u64, WG)
     }
 
@@ -81,7 +81,7 @@ impl LayerNorm {
                 .arg(5, w)
                 .arg(2, mean)
                 .arg(3, rstd)
-                .flops(10 * self.rows * self.c)
+                .flops(&[10, self.rows, self.c])
                 .threads(self.rows as u64, WG),
             Dispatch::new(Family::LayerNorm, "layernorm_backward_partial")
                 .uniform(u.clone())
@@ -90,14 +90,14 @@ impl LayerNorm {
                 .arg(4, x)
                 .arg(2, mean)
                 .arg(3, rstd)
-                .flops(4 * self.rows * self.c)
+                .flops(&[4, self.rows, self.c])
                 .threads((self.chunks() * self.c) as u64, WG),
             Dispatch::new(Family::LayerNorm, "layernorm_backward_final")
                 .uniform(u)
                 .arg(8, dw)
                 .arg(9, db)
                 .arg(10, scratch)
-                .flops(2 * self.chunks() * self.c)
+                .flops(&[2, self.chunks(), self.c])
                 .threads(self.c as u64, WG),
         ]
     }

@@ -178,7 +178,8 @@ impl Product {
     fn dispatch(&self, variant: Variant, pass: Pass, acc: bool) -> Dispatch {
         let entry = variant.entry(pass);
         assert!(self.rows > 0 && self.cols > 0 && self.inner > 0, "{entry}: empty product");
-        let flops = 2 * self.rows * self.cols * self.inner + if acc { self.rows * self.cols } else { 0 };
+        // A multiply-add per (row, column, k), and the add of `acc`.
+        let flops = [self.rows, self.cols, 2 * self.inner + acc as usize];
         let tuned = Tunable::Matmul(Tuned { product: *self, pass, acc, variant });
         if let Some(tile) = match variant {
             Variant::Tiled => Some(64),
@@ -190,7 +191,7 @@ impl Product {
             return Dispatch::new(variant.family(), entry)
                 .uniform(self.uniform(col_groups, acc, 0))
                 .groups(grid(groups))
-                .flops(flops)
+                .flops(&flops)
                 .tunable(tuned);
         }
         let lc = self.col_lanes();
@@ -207,7 +208,7 @@ impl Product {
             .constant("LANES_C", lc as f64)
             .uniform(self.uniform(col_groups, acc, lr))
             .groups(grid(groups))
-            .flops(flops)
+            .flops(&flops)
             .tunable(tuned)
     }
 

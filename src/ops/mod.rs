@@ -66,8 +66,10 @@ impl Dispatch {
         self
     }
 
-    pub fn flops(mut self, n: usize) -> Self {
-        self.flops = n as u64;
+    /// Sets `flops` to the product of `factors`, formed in u64: on wasm32 a usize product of a
+    /// large matmul's sizes overflows.
+    pub fn flops(mut self, factors: &[usize]) -> Self {
+        self.flops = factors.iter().map(|&f| f as u64).product();
         self
     }
 

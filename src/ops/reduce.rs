@@ -33,13 +33,13 @@ pub fn colsum(dst: TensorId, acc: bool, src: TensorId, partial: TensorId, rows: 
             .uniform(u.clone())
             .arg(2, src)
             .arg(3, partial)
-            .flops(rows * cols)
+            .flops(&[rows, cols])
             .threads(colsum_scratch(rows, cols) as u64, WG),
         Dispatch::new(Family::Reduce, "colsum_final")
             .uniform(u)
             .arg(1, dst)
             .arg(3, partial)
-            .flops(colsum_scratch(rows, cols))
+            .flops(&[colsum_scratch(rows, cols)])
             .threads(cols as u64, WG),
     ]
 }
@@ -55,7 +55,7 @@ pub fn sumsq_partial(partial: TensorId, first_slot: usize, src: TensorId, n: usi
         .uniform(params(n, sumsq_slots(n), 1, false, first_slot, 0, 0.0))
         .arg(2, src)
         .arg(3, partial)
-        .flops(2 * n)
+        .flops(&[2, n])
         .groups(grid(sumsq_slots(n) as u64))
 }
 

@@ -17,7 +17,7 @@ pub fn forward(out: TensorId, a: TensorId, b: TensorId, n: usize) -> Dispatch {
             .arg(7, out)
             .arg(8, a)
             .arg(9, b)
-            .flops(n)
+            .flops(&[n])
             .threads(threads4(n), WG);
     }
     Dispatch::new(Family::Residual, "residual_forward")
@@ -25,7 +25,7 @@ pub fn forward(out: TensorId, a: TensorId, b: TensorId, n: usize) -> Dispatch {
         .arg(1, out)
         .arg(2, a)
         .arg(3, b)
-        .flops(n)
+        .flops(&[n])
         .threads(n as u64, WG)
 }
 
@@ -38,7 +38,7 @@ pub fn backward(da: TensorId, acc_a: bool, db: TensorId, acc_b: bool, dout: Tens
             .arg(10, da)
             .arg(11, db)
             .arg(12, dout)
-            .flops(flops)
+            .flops(&[flops])
             .threads(threads4(n), WG);
     }
     Dispatch::new(Family::Residual, "residual_backward")
@@ -46,7 +46,7 @@ pub fn backward(da: TensorId, acc_a: bool, db: TensorId, acc_b: bool, dout: Tens
         .arg(4, da)
         .arg(5, db)
         .arg(6, dout)
-        .flops(flops)
+        .flops(&[flops])
         .threads(n as u64, WG)
 }
 

@@ -23,7 +23,7 @@ impl CrossEntropy {
             .arg(2, lse)
             .arg(3, logits)
             .arg(4, targets)
-            .flops(3 * self.rows * self.v)
+            .flops(&[3, self.rows, self.v])
             .threads(self.rows as u64, WG)
     }
 
@@ -45,7 +45,7 @@ impl CrossEntropy {
             .arg(2, lse)
             .arg(3, logits)
             .arg(4, targets)
-            .flops(3 * self.rows * self.v)
+            .flops(&[3, self.rows, self.v])
             .threads((self.rows * self.v) as u64, WG)
     }
 
