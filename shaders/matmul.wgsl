@@ -16,6 +16,7 @@ struct Params {
     c_rs: u32,        // C[i, j] = c[c_off + i * c_rs + j]: C may be columns of a wider matrix
     c_off: u32,
     lanes_r: u32,     // register and subgroup variants: row lanes of a workgroup; LANES_C * lanes_r <= WG
+    res: u32,         // forward with a bias: add res (at C's offsets) too, out = res + x W + bias
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -25,7 +26,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> c: array<st>;     // (rows, cols)
 @group(0) @binding(2) var<storage, read_write> a: array<st>;     // (rows, inner) through strides
 @group(0) @binding(3) var<storage, read_write> b: array<st>;     // (inner, cols) through strides
-@group(0) @binding(4) var<storage, read_write> bias: array<st>;  // (N), matmul_forward only
+@group(0) @binding(4) var<storage, read_write> bias: array<st>;  // (N), forward with a bias only
+// The residual stream a projection adds to (the scheduler folds `x + linear(y)` into the linear):
+// read only when p.res is set; otherwise the dispatch binds a small placeholder here.
+@group(0) @binding(5) var<storage, read_write> res: array<st>;   // (M, N), forward with a bias only
 
 // Each invocation computes a 16 x 16 register tile of C: rows row0 .. row0 + 15 and columns
 // col0 + LANES_C t (t < 16), as 4 x 4 blocks of mat4x4f (column r of block (i, j) = row 4 i + r,
@@ -165,30 +169,67 @@ fn store_block(i: u32, cols: vec4u, m: mat4x4f) {
     store_row(i + 3u, cols, m[3]);
 }
 
-// c (+)= the tile plus bias[j] for the columns of block j (acc = 0 overwrites: the old value is
-// never used).
-fn store(t: Tile, bias: mat4x4f) {
-    store_block(t.row0 + 0u, t.cols0, t.c00 + spread(bias[0])); store_block(t.row0 + 0u, t.cols1, t.c01 + spread(bias[1]));
-    store_block(t.row0 + 0u, t.cols2, t.c02 + spread(bias[2])); store_block(t.row0 + 0u, t.cols3, t.c03 + spread(bias[3]));
-    store_block(t.row0 + 4u, t.cols0, t.c10 + spread(bias[0])); store_block(t.row0 + 4u, t.cols1, t.c11 + spread(bias[1]));
-    store_block(t.row0 + 4u, t.cols2, t.c12 + spread(bias[2])); store_block(t.row0 + 4u, t.cols3, t.c13 + spread(bias[3]));
-    store_block(t.row0 + 8u, t.cols0, t.c20 + spread(bias[0])); store_block(t.row0 + 8u, t.cols1, t.c21 + spread(bias[1]));
-    store_block(t.row0 + 8u, t.cols2, t.c22 + spread(bias[2])); store_block(t.row0 + 8u, t.cols3, t.c23 + spread(bias[3]));
-    store_block(t.row0 + 12u, t.cols0, t.c30 + spread(bias[0])); store_block(t.row0 + 12u, t.cols1, t.c31 + spread(bias[1]));
-    store_block(t.row0 + 12u, t.cols2, t.c32 + spread(bias[2])); store_block(t.row0 + 12u, t.cols3, t.c33 + spread(bias[3]));
+// c (+)= the tile (acc = 0 overwrites: the old value is never used).
+fn store(t: Tile) {
+    store_block(t.row0 + 0u, t.cols0, t.c00); store_block(t.row0 + 0u, t.cols1, t.c01);
+    store_block(t.row0 + 0u, t.cols2, t.c02); store_block(t.row0 + 0u, t.cols3, t.c03);
+    store_block(t.row0 + 4u, t.cols0, t.c10); store_block(t.row0 + 4u, t.cols1, t.c11);
+    store_block(t.row0 + 4u, t.cols2, t.c12); store_block(t.row0 + 4u, t.cols3, t.c13);
+    store_block(t.row0 + 8u, t.cols0, t.c20); store_block(t.row0 + 8u, t.cols1, t.c21);
+    store_block(t.row0 + 8u, t.cols2, t.c22); store_block(t.row0 + 8u, t.cols3, t.c23);
+    store_block(t.row0 + 12u, t.cols0, t.c30); store_block(t.row0 + 12u, t.cols1, t.c31);
+    store_block(t.row0 + 12u, t.cols2, t.c32); store_block(t.row0 + 12u, t.cols3, t.c33);
 }
 
-// out (M, N) = x (M, K) W + bias (N). W is (K, N) or (N, K) (the strides say which).
+// out (M, N) = x (M, K) W + bias (N), plus res (M, N) when p.res is set. W is (K, N) or (N, K)
+// (the strides say which).
 @compute @workgroup_size(WG)
 fn matmul_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    let t = tile_product(wid, nwg, lid);
-    let last = vec4u(p.cols - 1u);
-    store(t, mat4x4f(bias_at(min(t.cols0, last)), bias_at(min(t.cols1, last)), bias_at(min(t.cols2, last)), bias_at(min(t.cols3, last))));
+    store_forward(tile_product(wid, nwg, lid));
 }
 
 fn bias_at(j: vec4u) -> vec4f {
     return vec4f(f32(bias[j.x]), f32(bias[j.y]), f32(bias[j.z]), f32(bias[j.w]));
+}
+
+// res[i, cols], clamped to C's last row and column (those lanes store nothing).
+fn res_row(i: u32, cols: vec4u) -> vec4f {
+    let o = vec4u(p.c_off + min(i, p.rows - 1u) * p.c_rs) + min(cols, vec4u(p.cols - 1u));
+    return vec4f(f32(res[o.x]), f32(res[o.y]), f32(res[o.z]), f32(res[o.w]));
+}
+
+fn res_block(i: u32, cols: vec4u) -> mat4x4f {
+    return mat4x4f(res_row(i, cols), res_row(i + 1u, cols), res_row(i + 2u, cols), res_row(i + 3u, cols));
+}
+
+// Block (i, cols) of the forward's output: the product plus the bias, then the residual when
+// p.res is set, in the order the unfused ops add them (f32 results are the same bits).
+fn epilogue(c: mat4x4f, bias: vec4f, i: u32, cols: vec4u) -> mat4x4f {
+    var v = c + spread(bias);
+    if (p.res != 0u) {
+        v += res_block(i, cols);
+    }
+    return v;
+}
+
+// The forward's stores for the register and subgroup tiles.
+fn store_forward(tile: Tile) {
+    var t = tile;
+    let last = vec4u(p.cols - 1u);
+    let b0 = bias_at(min(t.cols0, last));
+    let b1 = bias_at(min(t.cols1, last));
+    let b2 = bias_at(min(t.cols2, last));
+    let b3 = bias_at(min(t.cols3, last));
+    t.c00 = epilogue(t.c00, b0, t.row0, t.cols0); t.c01 = epilogue(t.c01, b1, t.row0, t.cols1);
+    t.c02 = epilogue(t.c02, b2, t.row0, t.cols2); t.c03 = epilogue(t.c03, b3, t.row0, t.cols3);
+    t.c10 = epilogue(t.c10, b0, t.row0 + 4u, t.cols0); t.c11 = epilogue(t.c11, b1, t.row0 + 4u, t.cols1);
+    t.c12 = epilogue(t.c12, b2, t.row0 + 4u, t.cols2); t.c13 = epilogue(t.c13, b3, t.row0 + 4u, t.cols3);
+    t.c20 = epilogue(t.c20, b0, t.row0 + 8u, t.cols0); t.c21 = epilogue(t.c21, b1, t.row0 + 8u, t.cols1);
+    t.c22 = epilogue(t.c22, b2, t.row0 + 8u, t.cols2); t.c23 = epilogue(t.c23, b3, t.row0 + 8u, t.cols3);
+    t.c30 = epilogue(t.c30, b0, t.row0 + 12u, t.cols0); t.c31 = epilogue(t.c31, b1, t.row0 + 12u, t.cols1);
+    t.c32 = epilogue(t.c32, b2, t.row0 + 12u, t.cols2); t.c33 = epilogue(t.c33, b3, t.row0 + 12u, t.cols3);
+    store(t);
 }
 
 // C (+)= A B with no bias: the bias-free forward (out = x W), dx (dout W^T with W (K, N), or
@@ -197,7 +238,7 @@ fn bias_at(j: vec4u) -> vec4f {
 @compute @workgroup_size(WG)
 fn matmul_product(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store(tile_product(wid, nwg, lid), mat4x4f());
+    store(tile_product(wid, nwg, lid));
 }
 
 // ---- Variant `tiled` (GPUs): a 64 x 64 tile of C per workgroup of 256 invocations, staged through
@@ -271,23 +312,25 @@ fn tiled_product(wid: vec3u, nwg: vec3u, lid: u32) -> Block {
     return blk;
 }
 
-fn store_tiled(blk: Block, bias: vec4f) {
+fn store_tiled(blk: Block) {
     let cols = vec4u(blk.col0) + vec4u(0u, 1u, 2u, 3u);
-    store_row(blk.row0, cols, blk.c[0] + bias);
-    store_row(blk.row0 + 1u, cols, blk.c[1] + bias);
-    store_row(blk.row0 + 2u, cols, blk.c[2] + bias);
-    store_row(blk.row0 + 3u, cols, blk.c[3] + bias);
+    store_row(blk.row0, cols, blk.c[0]);
+    store_row(blk.row0 + 1u, cols, blk.c[1]);
+    store_row(blk.row0 + 2u, cols, blk.c[2]);
+    store_row(blk.row0 + 3u, cols, blk.c[3]);
 }
 
 @compute @workgroup_size(256)
 fn matmul_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
     if (!tiled_in_range(wid, nwg)) { return; }
-    let blk = tiled_product(wid, nwg, lid);
-    store_tiled(blk, bias_at(min(vec4u(blk.col0) + vec4u(0u, 1u, 2u, 3u), vec4u(p.cols - 1u))));
+    var blk = tiled_product(wid, nwg, lid);
+    let cols = vec4u(blk.col0) + vec4u(0u, 1u, 2u, 3u);
+    blk.c = epilogue(blk.c, bias_at(min(cols, vec4u(p.cols - 1u))), blk.row0, cols);
+    store_tiled(blk);
 }
 
 @compute @workgroup_size(256)
 fn matmul_product_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
     if (!tiled_in_range(wid, nwg)) { return; }
-    store_tiled(tiled_product(wid, nwg, lid), vec4f());
+    store_tiled(tiled_product(wid, nwg, lid));
 }

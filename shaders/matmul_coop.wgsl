@@ -49,13 +49,17 @@ fn coop_product(wid: vec3u, nwg: vec3u, lid: u32) -> vec2u {
     return vec2u(tile_r, tile_c);
 }
 
-// Invocation lid stores row lid of the tile: 32 columns, 8 vec4s, with the bias when `with_bias`.
+// Invocation lid stores row lid of the tile: 32 columns, 8 vec4s, with the bias (and the residual
+// when p.res is set) when `with_bias`.
 fn store_coop(at: vec2u, lid: u32, with_bias: bool) {
     for (var j = 0u; j < 32u; j += 4u) {
         let cols = vec4u(at.y + j) + vec4u(0u, 1u, 2u, 3u);
         var v = vec4f(cc[lid * 32u + j], cc[lid * 32u + j + 1u], cc[lid * 32u + j + 2u], cc[lid * 32u + j + 3u]);
         if (with_bias) {
             v += bias_at(min(cols, vec4u(p.cols - 1u)));
+            if (p.res != 0u) {
+                v += res_row(at.x + lid, cols);
+            }
         }
         store_row(at.x + lid, cols, v);
     }

@@ -49,13 +49,11 @@ fn tile_product_subgroup(wid: vec3u, nwg: vec3u, lid: vec3u, lane: u32) -> Tile 
 @compute @workgroup_size(WG)
 fn matmul_forward_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    let t = tile_product_subgroup(wid, nwg, lid, lane);
-    let last = vec4u(p.cols - 1u);
-    store(t, mat4x4f(bias_at(min(t.cols0, last)), bias_at(min(t.cols1, last)), bias_at(min(t.cols2, last)), bias_at(min(t.cols3, last))));
+    store_forward(tile_product_subgroup(wid, nwg, lid, lane));
 }
 
 @compute @workgroup_size(WG)
 fn matmul_product_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store(tile_product_subgroup(wid, nwg, lid, lane), mat4x4f());
+    store(tile_product_subgroup(wid, nwg, lid, lane));
 }

@@ -103,7 +103,10 @@ struct ShapeCheck {
     dy: Vec<f64>,
     prior_dx: Vec<f64>,
     prior_dw: Vec<f64>,
+    /// The residual stream the fused forward adds (`forward_residual`), and its output.
+    res: Vec<f64>,
     out: TensorId,
+    out_res: TensorId,
     out_nb: TensorId,
     dx: TensorId,
     dx_acc: TensorId,
@@ -120,10 +123,13 @@ fn add_shape(kit: &mut Kit, op: Matmul, seed: u64) -> ShapeCheck {
     let dy = f32_rounded(randn(&mut r, m * n, 1.0));
     let prior_dx = f32_rounded(randn(&mut r, m * k, 1.0));
     let prior_dw = f32_rounded(randn(&mut r, k * n, 1.0));
+    let res = f32_rounded(randn(&mut r, m * n, 1.0));
     let (xi, wi, bi, dyi) = (kit.input("x", &x), kit.input("w", &w), kit.input("bias", &bias), kit.input("dy", &dy));
+    let resi = kit.input("res", &res);
     let c = ShapeCheck {
         op,
         out: kit.output("out", m * n),
+        out_res: kit.output("out_res", m * n),
         out_nb: kit.output("out_nobias", m * n),
         dx: kit.output("dx", m * k),
         dx_acc: kit.input("dx_acc", &prior_dx),
@@ -135,9 +141,11 @@ fn add_shape(kit: &mut Kit, op: Matmul, seed: u64) -> ShapeCheck {
         dy,
         prior_dx,
         prior_dw,
+        res,
     };
     kit.push([
         op.forward(c.out, xi, wi, Some(bi)),
+        op.forward_residual(c.out_res, xi, wi, bi, resi),
         op.forward(c.out_nb, xi, wi, None),
         op.backward_dx(c.dx, false, dyi, wi),
         op.backward_dx(c.dx_acc, true, dyi, wi),
@@ -158,6 +166,13 @@ impl ShapeCheck {
         let fwd = op.cpu_forward(x, w, Some(bias));
         let fwd_abs = op.cpu_forward(&abs(x), &abs(w), Some(&abs(bias)));
         assert_within(&what("matmul_forward"), &ran.get(self.out).await, &fwd, &bound(&fwd_abs, k, 1));
+        // The residual add is one more rounding.
+        assert_within(
+            &what("matmul_forward residual"),
+            &ran.get(self.out_res).await,
+            &add(&fwd, &self.res),
+            &bound(&add(&fwd_abs, &abs(&self.res)), k, 2),
+        );
         let fwd = op.cpu_forward(x, w, None);
         let fwd_abs = op.cpu_forward(&abs(x), &abs(w), None);
         assert_within(&what("matmul_forward_nobias"), &ran.get(self.out_nb).await, &fwd, &bound(&fwd_abs, k, 0));

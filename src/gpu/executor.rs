@@ -149,6 +149,15 @@ impl Step {
         });
         gpu.queue.write_buffer(&ubuf, 0, &udata);
 
+        // Bound where an entry point declares a storage binding a dispatch does not read
+        // (`Dispatch::spare`): a matmul forward's residual when it adds none.
+        let placeholder = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unread binding"),
+            size: 256,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+
         cache.prepare(gpu, &dispatches, storage).await?;
         let mut compiled = Vec::with_capacity(dispatches.len());
         for (di, d) in dispatches.iter().enumerate() {
@@ -172,6 +181,9 @@ impl Step {
                                 size: wgpu::BufferSize::new(size),
                             }),
                         });
+                    }
+                    BindingKind::Storage { .. } if d.spare.contains(&binding) => {
+                        entries.push(wgpu::BindGroupEntry { binding, resource: placeholder.as_entire_binding() });
                     }
                     BindingKind::Storage { .. } => {
                         let Some(&(_, t)) = d.args.iter().find(|a| a.0 == binding) else {

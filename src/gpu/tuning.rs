@@ -171,8 +171,8 @@ pub fn attention_heuristic(gpu: &Gpu, hs: usize) -> attention::Variant {
 /// The product's identity for choices and the cache: pass, shape, operand layout, storage type.
 pub fn key(t: &Tuned, storage: StorageType) -> String {
     let pass = match t.pass {
-        Pass::Forward { bias: true } => "forward",
-        Pass::Forward { bias: false } => "forward_nobias",
+        Pass::Forward { bias: true, .. } => "forward",
+        Pass::Forward { bias: false, .. } => "forward_nobias",
         Pass::Dx => "dx",
         Pass::Dw => "dw",
     };
@@ -370,14 +370,15 @@ async fn time(
     let a = tensors.add("tune a", &[a_len], st, Class::Scratch);
     let b = tensors.add("tune b", &[b_len], st, Class::Scratch);
     let bias = tensors.add("tune bias", &[p.cols], st, Class::Scratch);
+    let res = tensors.add("tune res", &[c_len], st, Class::Scratch);
     let dispatches: Vec<Dispatch> = candidates
         .iter()
         .map(|&v| {
             let d = t.dispatch(v).arg(1, c).arg(2, a).arg(3, b);
-            if t.pass == (Pass::Forward { bias: true }) {
-                d.arg(4, bias)
-            } else {
-                d
+            match t.pass {
+                Pass::Forward { bias: true, res: false } => d.arg(4, bias),
+                Pass::Forward { bias: true, res: true } => d.arg(4, bias).arg(5, res),
+                _ => d,
             }
         })
         .collect();

@@ -133,6 +133,18 @@ impl<'a> Autodiff<'a> {
         id
     }
 
+    /// Makes `x`'s gradient the gradient of `of`, already written in full: for `x + f(..)`, where
+    /// d(x) = d(out) with nothing to add, no kernel runs.
+    fn alias_grad(&mut self, x: TensorId, of: TensorId) {
+        let (root, dout) = (self.g.t.root(x), self.grad_of(of));
+        assert!(
+            root == x && self.g.t.get(dout).view.is_none() && !self.grad.contains_key(&root),
+            "autodiff: the gradient of {} cannot alias another (fused where it should not be)",
+            self.g.t.get(x).name
+        );
+        self.grad.insert(root, dout);
+    }
+
     fn scratch(&mut self, name: &str, n: usize) -> TensorId {
         self.g.t.f32(format!("scratch.{name}"), &[n.max(1)], Class::Scratch)
     }
@@ -165,7 +177,7 @@ impl<'a> Autodiff<'a> {
                 // The mean is folded into each chunk's scale above.
                 Node::Mean { .. } => {}
                 // matmul_backward_dx, matmul_backward_dw, colsum_partial/colsum_final (bias).
-                Node::Matmul { op, out, x, w, bias } => {
+                Node::Matmul { op, out, x, w, bias, res } => {
                     let (xs, ws) = (self.saved(x, &mut d), self.saved(w, &mut d));
                     let dout = self.grad_of(out);
                     let (dx, acc) = self.grad_for_write(x);
@@ -176,6 +188,12 @@ impl<'a> Autodiff<'a> {
                         let (db, acc) = self.grad_for_write(b);
                         let s = self.scratch("bias", reduce::colsum_scratch(op.m, op.n));
                         d.extend(reduce::colsum(db, acc, dout, s, op.m, op.n));
+                    }
+                    // A folded residual add: d(res) is dout, so res's gradient becomes dout's
+                    // buffer and the rules after this one accumulate into it (`graph::fuse` only
+                    // folds where this rule is the first to reach res).
+                    if let Some(r) = res {
+                        self.alias_grad(r, out);
                     }
                 }
                 // attention_backward_* : D = rowsum(dO·O), then dQ, then dK/dV from saved lse.

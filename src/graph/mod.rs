@@ -3,6 +3,7 @@
 
 pub mod autodiff;
 pub mod flat;
+pub mod fuse;
 pub mod memplan;
 pub mod recompute;
 pub mod recorder;

@@ -33,12 +33,14 @@ pub enum Node {
         w: TensorId,
         b: TensorId,
     },
+    /// out = x @ W (+ bias), plus `res` where `Graph::fuse` folded a residual add into it.
     Matmul {
         op: Matmul,
         out: TensorId,
         x: TensorId,
         w: TensorId,
         bias: Option<TensorId>,
+        res: Option<TensorId>,
     },
     Attention {
         op: Attention,
@@ -244,7 +246,7 @@ impl Graph {
                 let wv = self.window(w, n0 * k, nn * k);
                 let bv = bias.map(|b| self.window(b, n0, nn));
                 let op = Matmul { m: rm, k, n: nn, trans_w, out_stride: n, out_col: n0 };
-                self.nodes.push(Node::Matmul { op, out: ov, x: xv, w: wv, bias: bv });
+                self.nodes.push(Node::Matmul { op, out: ov, x: xv, w: wv, bias: bv, res: None });
             }
         }
         Ok(out)
@@ -355,7 +357,8 @@ impl Node {
         match *self {
             Node::Embedding { op, out, ids, wte, wpe, .. } => op.forward(out, ids, wte, wpe),
             Node::LayerNorm { op, out, mean, rstd, x, w, b } => op.forward(out, mean, rstd, x, w, b),
-            Node::Matmul { op, out, x, w, bias } => op.forward(out, x, w, bias),
+            Node::Matmul { op, out, x, w, bias: Some(b), res: Some(r) } => op.forward_residual(out, x, w, b, r),
+            Node::Matmul { op, out, x, w, bias, .. } => op.forward(out, x, w, bias),
             Node::Attention { op, out, lse, qkv } => op.forward(out, lse, qkv),
             Node::Gelu { n, out, x } => gelu::forward(out, x, n),
             Node::Residual { n, out, a, b } => residual::forward(out, a, b, n),
@@ -369,7 +372,9 @@ impl Node {
         match self {
             Node::Embedding { out, ids, wte, wpe, buckets, .. } => (vec![out], vec![ids, wte, wpe, buckets]),
             Node::LayerNorm { out, mean, rstd, x, w, b, .. } => (vec![out, mean, rstd], vec![x, w, b]),
-            Node::Matmul { out, x, w, bias, .. } => (vec![out], [x, w].into_iter().chain(bias.as_mut()).collect()),
+            Node::Matmul { out, x, w, bias, res, .. } => {
+                (vec![out], [x, w].into_iter().chain(bias.as_mut()).chain(res.as_mut()).collect())
+            }
             Node::Attention { out, lse, qkv, .. } => (vec![out, lse], vec![qkv]),
             Node::Gelu { out, x, .. } => (vec![out], vec![x]),
             Node::Residual { out, a, b, .. } => (vec![out], vec![a, b]),

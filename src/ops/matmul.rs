@@ -27,8 +27,9 @@ const MIN_GROUPS: usize = 8;
 /// out (M, N) = x (M, K) @ W + bias (N). W is (K, N) (Hugging Face Conv1D layout), or with
 /// `trans_w` (N, K): the tied lm_head computes logits = x @ wte^T with wte (V, C).
 ///
-/// Every entry point binds the operands of C = A B: 1 = C (written), 2 = A, 3 = B, and 4 = bias
-/// for `matmul_forward` only. The bias gradient is not here: it is `reduce::colsum` of dout.
+/// Every entry point binds the operands of C = A B: 1 = C (written), 2 = A, 3 = B, and for the
+/// forward with a bias 4 = bias and 5 = the residual it adds (a placeholder when it adds none).
+/// The bias gradient is not here: it is `reduce::colsum` of dout.
 ///
 /// `out_stride` and `out_col` place out in a wider matrix: out[i, j] is element
 /// `i * out_stride + out_col + j` of the bound out (and dout) tensor. They let a weight larger than
@@ -103,22 +104,23 @@ impl Variant {
 
     fn entry(self, pass: Pass) -> &'static str {
         match (self, pass) {
-            (Variant::Register, Pass::Forward { bias: true }) => "matmul_forward",
+            (Variant::Register, Pass::Forward { bias: true, .. }) => "matmul_forward",
             (Variant::Register, _) => "matmul_product",
-            (Variant::Tiled, Pass::Forward { bias: true }) => "matmul_forward_tiled",
+            (Variant::Tiled, Pass::Forward { bias: true, .. }) => "matmul_forward_tiled",
             (Variant::Tiled, _) => "matmul_product_tiled",
-            (Variant::Subgroup, Pass::Forward { bias: true }) => "matmul_forward_subgroup",
+            (Variant::Subgroup, Pass::Forward { bias: true, .. }) => "matmul_forward_subgroup",
             (Variant::Subgroup, _) => "matmul_product_subgroup",
-            (Variant::Coop, Pass::Forward { bias: true }) => "matmul_forward_coop",
+            (Variant::Coop, Pass::Forward { bias: true, .. }) => "matmul_forward_coop",
             (Variant::Coop, _) => "matmul_product_coop",
         }
     }
 }
 
-/// Which product of a linear layer a dispatch computes.
+/// Which product of a linear layer a dispatch computes. A forward with a bias may also add a
+/// residual (M, N) in its epilogue (`res`): the scheduler folds `x + linear(y)` into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pass {
-    Forward { bias: bool },
+    Forward { bias: bool, res: bool },
     Dx,
     Dw,
 }
@@ -178,8 +180,16 @@ impl Product {
     fn dispatch(&self, variant: Variant, pass: Pass, acc: bool) -> Dispatch {
         let entry = variant.entry(pass);
         assert!(self.rows > 0 && self.cols > 0 && self.inner > 0, "{entry}: empty product");
-        // A multiply-add per (row, column, k), and the add of `acc`.
-        let flops = [self.rows, self.cols, 2 * self.inner + acc as usize];
+        let res = matches!(pass, Pass::Forward { res: true, .. });
+        assert!(
+            !res || pass == (Pass::Forward { bias: true, res: true }),
+            "{entry}: a residual needs the bias epilogue"
+        );
+        // A multiply-add per (row, column, k), and the adds of `acc` and the residual.
+        let flops = [self.rows, self.cols, 2 * self.inner + acc as usize + res as usize];
+        // A forward with a bias declares the residual binding; without a residual it reads nothing
+        // there.
+        let spare = (pass == Pass::Forward { bias: true, res: false }).then_some(5);
         let tuned = Tunable::Matmul(Tuned { product: *self, pass, acc, variant });
         if let Some(tile) = match variant {
             Variant::Tiled => Some(64),
@@ -189,9 +199,10 @@ impl Product {
             let col_groups = self.cols.div_ceil(tile);
             let groups = col_groups as u64 * self.rows.div_ceil(tile) as u64;
             return Dispatch::new(variant.family(), entry)
-                .uniform(self.uniform(col_groups, acc, 0))
+                .uniform(self.uniform(col_groups, acc, 0, res))
                 .groups(grid(groups))
                 .flops(&flops)
+                .spare(spare)
                 .tunable(tuned);
         }
         let lc = self.col_lanes();
@@ -206,13 +217,14 @@ impl Product {
         let groups = col_groups as u64 * self.rows.div_ceil(TILE * lr) as u64;
         Dispatch::new(variant.family(), entry)
             .constant("LANES_C", lc as f64)
-            .uniform(self.uniform(col_groups, acc, lr))
+            .uniform(self.uniform(col_groups, acc, lr, res))
             .groups(grid(groups))
             .flops(&flops)
+            .spare(spare)
             .tunable(tuned)
     }
 
-    fn uniform(&self, col_groups: usize, acc: bool, lanes_r: usize) -> Uniform {
+    fn uniform(&self, col_groups: usize, acc: bool, lanes_r: usize, res: bool) -> Uniform {
         Uniform::new()
             .u(self.rows)
             .u(self.cols)
@@ -227,6 +239,7 @@ impl Product {
             .u(self.c_rs)
             .u(self.c_off)
             .u(lanes_r)
+            .u(res as u32)
     }
 }
 
@@ -249,7 +262,29 @@ impl Matmul {
     /// without one (an unused binding would change the bind group layout). Every product is built
     /// on the `register` variant; the compiled step moves it to the one the adapter runs best.
     pub fn forward(&self, out: TensorId, x: TensorId, w: TensorId, bias: Option<TensorId>) -> Dispatch {
-        let prod = Product {
+        match bias {
+            Some(b) => self.forward_pass(Pass::Forward { bias: true, res: false }).arg(4, b),
+            None => self.forward_pass(Pass::Forward { bias: false, res: false }),
+        }
+        .arg(1, out)
+        .arg(2, x)
+        .arg(3, w)
+    }
+
+    /// out (M, N) = res (M, N) + x @ W + bias: a projection into the residual stream, with the add
+    /// folded into the product's epilogue (`graph::fuse`). Its gradient is dout itself.
+    pub fn forward_residual(&self, out: TensorId, x: TensorId, w: TensorId, bias: TensorId, res: TensorId) -> Dispatch {
+        assert_eq!((self.out_stride, self.out_col), (self.n, 0), "a residual is added to a whole product");
+        self.forward_pass(Pass::Forward { bias: true, res: true })
+            .arg(1, out)
+            .arg(2, x)
+            .arg(3, w)
+            .arg(4, bias)
+            .arg(5, res)
+    }
+
+    fn forward_pass(&self, pass: Pass) -> Dispatch {
+        Product {
             rows: self.m,
             cols: self.n,
             inner: self.k,
@@ -258,12 +293,8 @@ impl Matmul {
             a_off: 0,
             c_rs: self.out_stride,
             c_off: self.out_col,
-        };
-        let d = match bias {
-            Some(b) => prod.dispatch(Variant::Register, Pass::Forward { bias: true }, false).arg(4, b),
-            None => prod.dispatch(Variant::Register, Pass::Forward { bias: false }, false),
-        };
-        d.arg(1, out).arg(2, x).arg(3, w)
+        }
+        .dispatch(Variant::Register, pass, false)
     }
 
     /// dx (M, K) (+)= dout (M, N) @ W^T, W^T read as (N, K) from either layout.

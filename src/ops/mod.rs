@@ -37,6 +37,10 @@ pub struct Dispatch {
     /// cannot size a private array by an override constant, and arrays sized for the largest
     /// case cost compile time in proportion (lavapipe took 66 s for attention at 128 channels).
     pub sizes: Vec<(&'static str, u32)>,
+    /// Storage bindings the entry point declares but this dispatch does not read (a uniform flag
+    /// says so): the executor binds a small placeholder buffer there. A real tensor would do only
+    /// if it overlapped no other binding (WebGPU forbids aliased writable bindings).
+    pub spare: Vec<u32>,
 }
 
 /// A dispatch whose family has kernel variants, with the shape that choosing one depends on.
@@ -58,7 +62,14 @@ impl Dispatch {
             tunable: None,
             flops: 0,
             sizes: Vec::new(),
+            spare: Vec::new(),
         }
+    }
+
+    /// Marks `binding` (if any) as declared but unread: see `spare`.
+    pub fn spare(mut self, binding: Option<u32>) -> Self {
+        self.spare.extend(binding);
+        self
     }
 
     pub fn tunable(mut self, t: Tunable) -> Self {
