@@ -393,14 +393,14 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
         // none.
         let m = lse4(vec4u(row0) + tq);
         let live = vec4u(t) + vec4u(0u, 1u, 2u, 3u) <= vec4u(tl);
-        let pa0 = select(vec4f(0.0), exp(xa0 * p.scale - m.x), vec4u(t) >= blk.ra & vec4(live.x));
-        let pa1 = select(vec4f(0.0), exp(xa1 * p.scale - m.y), vec4u(t + 1u) >= blk.ra & vec4(live.y));
-        let pa2 = select(vec4f(0.0), exp(xa2 * p.scale - m.z), vec4u(t + 2u) >= blk.ra & vec4(live.z));
-        let pa3 = select(vec4f(0.0), exp(xa3 * p.scale - m.w), vec4u(t + 3u) >= blk.ra & vec4(live.w));
-        let pb0 = select(vec4f(0.0), exp(xb0 * p.scale - m.x), vec4u(t) >= blk.rb & vec4(live.x));
-        let pb1 = select(vec4f(0.0), exp(xb1 * p.scale - m.y), vec4u(t + 1u) >= blk.rb & vec4(live.y));
-        let pb2 = select(vec4f(0.0), exp(xb2 * p.scale - m.z), vec4u(t + 2u) >= blk.rb & vec4(live.z));
-        let pb3 = select(vec4f(0.0), exp(xb3 * p.scale - m.w), vec4u(t + 3u) >= blk.rb & vec4(live.w));
+        let pa0 = select(vec4f(0.0), exp(xa0 * p.scale - m.x), (vec4u(t) >= blk.ra) & vec4(live.x));
+        let pa1 = select(vec4f(0.0), exp(xa1 * p.scale - m.y), (vec4u(t + 1u) >= blk.ra) & vec4(live.y));
+        let pa2 = select(vec4f(0.0), exp(xa2 * p.scale - m.z), (vec4u(t + 2u) >= blk.ra) & vec4(live.z));
+        let pa3 = select(vec4f(0.0), exp(xa3 * p.scale - m.w), (vec4u(t + 3u) >= blk.ra) & vec4(live.w));
+        let pb0 = select(vec4f(0.0), exp(xb0 * p.scale - m.x), (vec4u(t) >= blk.rb) & vec4(live.x));
+        let pb1 = select(vec4f(0.0), exp(xb1 * p.scale - m.y), (vec4u(t + 1u) >= blk.rb) & vec4(live.y));
+        let pb2 = select(vec4f(0.0), exp(xb2 * p.scale - m.z), (vec4u(t + 2u) >= blk.rb) & vec4(live.z));
+        let pb3 = select(vec4f(0.0), exp(xb3 * p.scale - m.w), (vec4u(t + 3u) >= blk.rb) & vec4(live.w));
         var dpa0 = vec4f(0.0); var dpa1 = vec4f(0.0); var dpa2 = vec4f(0.0); var dpa3 = vec4f(0.0);
         var dpb0 = vec4f(0.0); var dpb1 = vec4f(0.0); var dpb2 = vec4f(0.0); var dpb3 = vec4f(0.0);
         for (var d = 0u; d < p.hs; d++) {
