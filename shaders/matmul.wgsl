@@ -17,6 +17,7 @@ struct Params {
     c_off: u32,
     lanes_r: u32,     // register and subgroup variants: row lanes of a workgroup; LANES_C * lanes_r <= WG
     res: u32,         // forward with a bias: add res (at C's offsets) too, out = res + x W + bias
+    gelu: u32,        // 1 (forward): also write gelu(C) to gt; 2 (dx): C = (A B) gelu'(gt), gt the GELU input
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -30,6 +31,10 @@ struct Params {
 // The residual stream a projection adds to (the scheduler folds `x + linear(y)` into the linear):
 // read only when p.res is set; otherwise the dispatch binds a small placeholder here.
 @group(0) @binding(5) var<storage, read_write> res: array<st>;   // (M, N), forward with a bias only
+// GELU folded into a product (`graph::fuse`): the forward of c_fc writes the activation here beside
+// its input C, and the dx product of the next linear reads that input here to write dL/d(input)
+// directly. A placeholder when p.gelu is 0.
+@group(0) @binding(6) var<storage, read_write> gt: array<st>;    // C's shape and offsets
 
 // Each invocation computes a 16 x 16 register tile of C: rows row0 .. row0 + 15 and columns
 // col0 + LANES_C t (t < 16), as 4 x 4 blocks of mat4x4f (column r of block (i, j) = row 4 i + r,
@@ -151,13 +156,28 @@ fn tile_product(wid: vec3u, nwg: vec3u, lid: vec3u) -> Tile {
     return t;
 }
 
-// c[i, cols] (+)= v for the 4 columns inside C.
-fn store_row(i: u32, cols: vec4u, v: vec4f) {
+// c[i, cols] (+)= v for the 4 columns inside C, through the GELU epilogue p.gelu asks for.
+fn store_row(i: u32, cols: vec4u, value: vec4f) {
     if (i >= p.rows) { return; }
+    let row = p.c_off + i * p.c_rs;
+    var v = value;
+    if (p.gelu == 2u) {
+        let o = vec4u(row) + min(cols, vec4u(p.cols - 1u));
+        v = gelu_bwd(vec4f(f32(gt[o.x]), f32(gt[o.y]), f32(gt[o.z]), f32(gt[o.w])), v);
+    }
     for (var q = 0u; q < 4u; q++) {
         if (cols[q] < p.cols) {
-            let o = p.c_off + i * p.c_rs + cols[q];
+            let o = row + cols[q];
             c[o] = st(accumulate(f32(c[o]), v[q], p.acc));
+        }
+    }
+    if (p.gelu == 1u) {
+        // Of the values as stored (rounded to st), as the unfused kernel reads them.
+        let g = gelu_fwd(vec4f(vec4<st>(v)));
+        for (var q = 0u; q < 4u; q++) {
+            if (cols[q] < p.cols) {
+                gt[row + cols[q]] = st(g[q]);
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Fusion (`Graph::fuse`): GPT's residual adds fold into the output projections, a fused step gives
-//! the unfused loss and gradients bit for bit (f32, every recomputation policy), and an add whose
-//! stream is read again later is left alone, since its gradient could not simply be dout.
+//! Fusion (`Graph::fuse`): GPT's residual adds fold into the output projections and its GELUs into
+//! the c_fc forward and the mlp.c_proj dx product; a fused step gives the unfused loss and
+//! gradients bit for bit (f32, every recomputation policy); an add whose stream is read again later
+//! is left alone, since its gradient could not simply be dout.
 
 mod common;
 use std::collections::HashMap;
@@ -9,11 +10,12 @@ use common::*;
 use wgpt::gpu::{PipelineCache, Program, Step};
 use wgpt::graph::autodiff::Autodiff;
 use wgpt::graph::flat::FlatLayout;
+use wgpt::graph::fuse::Fused;
 use wgpt::graph::{Class, DType, Graph, Node, Recompute};
 use wgpt::model::{gpt, param_table, GptConfig};
 
 #[test]
-fn gpt_residual_adds_fold_into_the_output_projections() {
+fn gpt_residual_adds_and_gelus_fold_into_the_linears() {
     let cfg = GptConfig { vocab_size: 50, block_size: 16, n_layer: 3, n_head: 2, n_embd: 32 };
     let mut g = Graph::new();
     let layout = FlatLayout::new(&mut g.t, &param_table(&cfg), DType::F32);
@@ -23,9 +25,14 @@ fn gpt_residual_adds_fold_into_the_output_projections() {
     gpt::record(&mut g, &cfg, &layout.param_ids(), ids, targets, loss).unwrap();
     let before = g.nodes.len();
     let blocks_before: Vec<_> = (0..before).map(|i| g.block_of(i)).collect();
-    assert_eq!(g.fuse(), 2 * cfg.n_layer);
-    assert_eq!(g.nodes.len(), before - 2 * cfg.n_layer);
-    assert!(!g.nodes.iter().any(|n| matches!(n, Node::Residual { .. })), "an add was left");
+    let l = cfg.n_layer;
+    assert_eq!(g.clone().fuse(Recompute::Gelu), Fused { residual: 2 * l, gelu: 0, gelu_backward: l });
+    assert_eq!(g.fuse(Recompute::None), Fused { residual: 2 * l, gelu: l, gelu_backward: l });
+    assert_eq!(g.nodes.len(), before - 3 * l);
+    assert!(
+        !g.nodes.iter().any(|n| matches!(n, Node::Residual { .. } | Node::Gelu { .. })),
+        "an add or a GELU was left"
+    );
     let fused: Vec<String> = g
         .nodes
         .iter()
@@ -36,17 +43,37 @@ fn gpt_residual_adds_fold_into_the_output_projections() {
         .collect();
     let want: Vec<String> = (0..cfg.n_layer).flat_map(|l| [format!("h{l}.res1"), format!("h{l}.res2")]).collect();
     assert_eq!(fused, want, "each add's output is now written by its projection");
-    // Block scopes still cover the same ops: every block keeps its 8 nodes.
+    let name = |t| g.t.get(t).name.clone();
+    let gelus: Vec<(String, String)> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match *n {
+            Node::Matmul { out, gelu: Some(a), .. } => Some((name(out), name(a))),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(String, String)> = (0..l).map(|l| (format!("h{l}.c_fc"), format!("h{l}.gelu"))).collect();
+    assert_eq!(gelus, want, "c_fc writes its GELU");
+    let gated: Vec<(String, String)> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match *n {
+            Node::Matmul { x, gelu_in: Some(h), .. } => Some((name(h), name(x))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gated, want, "mlp.c_proj's dx product does the GELU backward");
+    // Block scopes still hold their own ops: every block lost its 2 adds and its GELU.
     for l in 0..cfg.n_layer {
         let n = (0..g.nodes.len()).filter(|&i| g.block_of(i) == Some(l)).count();
         let was = blocks_before.iter().filter(|&&b| b == Some(l)).count();
-        assert_eq!(n, was - 2, "block {l}");
+        assert_eq!(n, was - 3, "block {l}");
     }
 }
 
-/// in -> x = linear(in) -> y = linear(gelu(x)) -> r = x + y -> logits = linear(r) -> loss, the
-/// loss and every weight and bias gradient, as bits.
-fn residual_block(fuse: bool, policy: Recompute, extra_reader: bool) -> (usize, Vec<Vec<u32>>) {
+/// in -> x = linear(in) -> y = linear(gelu(linear(x))) -> r = x + y -> logits = linear(r) -> loss, the
+/// loss and every weight and bias gradient, as bits, with what fusion folded (if asked to).
+fn residual_block(fuse: bool, policy: Recompute, extra_reader: bool) -> (Fused, Vec<Vec<u32>>) {
     let (rows, c, v) = (24, 20, 9);
     let mut r = rng(11);
     let mut g = Graph::new();
@@ -62,11 +89,13 @@ fn residual_block(fuse: bool, policy: Recompute, extra_reader: bool) -> (usize, 
         p
     };
     let (w0, b0) = (param(&mut g, "w0", &[c, c], 0.3), param(&mut g, "b0", &[c], 0.3));
-    let (w1, b1) = (param(&mut g, "w1", &[c, c], 0.3), param(&mut g, "b1", &[c], 0.3));
+    let (wf, bf) = (param(&mut g, "wf", &[c, 2 * c], 0.3), param(&mut g, "bf", &[2 * c], 0.3));
+    let (w1, b1) = (param(&mut g, "w1", &[2 * c, c], 0.3), param(&mut g, "b1", &[c], 0.3));
     let w2 = param(&mut g, "w2", &[c, v], 0.3);
     g.begin_block(0);
     let x = g.linear("x", input, w0, Some(b0), false).unwrap();
-    let h = g.gelu("gelu", x).unwrap();
+    let m = g.linear("fc", x, wf, Some(bf), false).unwrap();
+    let h = g.gelu("gelu", m).unwrap();
     let y = g.linear("y", h, w1, Some(b1), false).unwrap();
     let mut res = g.add("res", x, y).unwrap();
     if extra_reader {
@@ -76,7 +105,7 @@ fn residual_block(fuse: bool, policy: Recompute, extra_reader: bool) -> (usize, 
     g.end_block();
     let logits = g.linear("logits", res, w2, None, false).unwrap();
     g.cross_entropy(logits, targets, loss, 0).unwrap();
-    let folded = if fuse { g.fuse() } else { 0 };
+    let folded = if fuse { g.fuse(policy) } else { Fused::default() };
     let mut d = g.forward_dispatches();
     let grads: HashMap<_, _> = params.iter().map(|&(p, d, _)| (p, d)).collect();
     d.extend(Autodiff::new(&mut g, &grads, false).with_recompute(policy).backward(1.0));
@@ -100,12 +129,12 @@ fn residual_block(fuse: bool, policy: Recompute, extra_reader: bool) -> (usize, 
 
 #[test]
 fn a_fused_step_gives_the_unfused_bits() {
-    let (folded, plain) = residual_block(false, Recompute::None, false);
-    assert_eq!(folded, 0);
+    let (_, plain) = residual_block(false, Recompute::None, false);
     assert!(plain[1..].iter().all(|d| d.iter().any(|&b| f32::from_bits(b) != 0.0)), "a gradient is all zero");
     for policy in [Recompute::None, Recompute::Gelu, Recompute::Block] {
         let (folded, fused) = residual_block(true, policy, false);
-        assert_eq!(folded, 1, "{}", policy.name());
+        let gelu = (policy != Recompute::Gelu) as usize;
+        assert_eq!(folded, Fused { residual: 1, gelu, gelu_backward: 1 }, "{}", policy.name());
         assert_eq!(fused, plain, "{}: fused loss or gradients differ", policy.name());
     }
 }
@@ -115,7 +144,7 @@ fn an_add_whose_stream_is_read_later_is_not_folded() {
     let (_, plain) = residual_block(false, Recompute::None, true);
     let (folded, fused) = residual_block(true, Recompute::None, true);
     // `again` adds x to res: x is read after `res`, so `res` stays an add; `again` folds nothing
-    // (its operands come from an add and a linear that others read).
-    assert_eq!(folded, 0);
+    // (its operands come from an add and a linear that others read). The GELU still folds.
+    assert_eq!(folded, Fused { residual: 0, gelu: 1, gelu_backward: 1 });
     assert_eq!(fused, plain);
 }

@@ -163,7 +163,7 @@ async fn split_token_table_and_logits_match_unsplit() {
             .step
             .dispatches
             .iter()
-            .filter(|d| matches!(d.tunable, Some(Tunable::Matmul(t)) if t.pass == Pass::Forward { bias: false, res: false }))
+            .filter(|d| matches!(d.tunable, Some(Tunable::Matmul(t)) if matches!(t.pass, Pass::Forward { bias: false, .. })))
             .count();
         ts.load_params(|name, _| Ok(init[name].clone())).unwrap();
         ts.set_batch(&ids, &targets).unwrap();

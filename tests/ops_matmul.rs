@@ -5,8 +5,8 @@
 mod common;
 use common::*;
 use wgpt::graph::TensorId;
-use wgpt::ops::matmul::{Matmul, Variant};
-use wgpt::ops::Tunable;
+use wgpt::ops::matmul::{Epilogue, Matmul, Variant};
+use wgpt::ops::{gelu, Tunable};
 
 /// The worst-case bound on an f32 sum of `terms` products plus `extra` roundings (the bias add,
 /// the accumulate add), given the sums of absolute values: (terms + extra) * u * sum|.|
@@ -103,10 +103,15 @@ struct ShapeCheck {
     dy: Vec<f64>,
     prior_dx: Vec<f64>,
     prior_dw: Vec<f64>,
-    /// The residual stream the fused forward adds (`forward_residual`), and its output.
+    /// The residual stream the fused forward adds, and its output.
     res: Vec<f64>,
+    /// A GELU input for the fused dx product (`backward_dx_gelu`).
+    pre: Vec<f64>,
     out: TensorId,
     out_res: TensorId,
+    /// The fused forward's GELU of `out_res`, and the fused dx product.
+    act: TensorId,
+    dpre: TensorId,
     out_nb: TensorId,
     dx: TensorId,
     dx_acc: TensorId,
@@ -126,10 +131,14 @@ fn add_shape(kit: &mut Kit, op: Matmul, seed: u64) -> ShapeCheck {
     let res = f32_rounded(randn(&mut r, m * n, 1.0));
     let (xi, wi, bi, dyi) = (kit.input("x", &x), kit.input("w", &w), kit.input("bias", &bias), kit.input("dy", &dy));
     let resi = kit.input("res", &res);
+    let pre = f32_rounded(randn(&mut r, m * k, 2.0));
+    let prei = kit.input("pre", &pre);
     let c = ShapeCheck {
         op,
         out: kit.output("out", m * n),
         out_res: kit.output("out_res", m * n),
+        act: kit.output("act", m * n),
+        dpre: kit.output("dpre", m * k),
         out_nb: kit.output("out_nobias", m * n),
         dx: kit.output("dx", m * k),
         dx_acc: kit.input("dx_acc", &prior_dx),
@@ -142,10 +151,12 @@ fn add_shape(kit: &mut Kit, op: Matmul, seed: u64) -> ShapeCheck {
         prior_dx,
         prior_dw,
         res,
+        pre,
     };
     kit.push([
         op.forward(c.out, xi, wi, Some(bi)),
-        op.forward_residual(c.out_res, xi, wi, bi, resi),
+        op.forward_with(c.out_res, xi, wi, Epilogue { bias: Some(bi), res: Some(resi), gelu: Some(c.act) }),
+        op.backward_dx_gelu(c.dpre, false, dyi, wi, prei),
         op.forward(c.out_nb, xi, wi, None),
         op.backward_dx(c.dx, false, dyi, wi),
         op.backward_dx(c.dx_acc, true, dyi, wi),
@@ -178,7 +189,14 @@ impl ShapeCheck {
         assert_within(&what("matmul_forward_nobias"), &ran.get(self.out_nb).await, &fwd, &bound(&fwd_abs, k, 0));
         let (want_dx, want_dw, _) = op.cpu_backward(dy, x, w);
         let (abs_dx, abs_dw, _) = op.cpu_backward(&abs(dy), &abs(x), &abs(w));
-        assert_within(&what("matmul_backward_dx"), &ran.get(self.dx).await, &want_dx, &bound(&abs_dx, n, 0));
+        let dx = ran.get(self.dx).await;
+        assert_within(&what("matmul_backward_dx"), &dx, &want_dx, &bound(&abs_dx, n, 0));
+        // The GELU epilogues against GELU (f64) of the products this run computed (checked above
+        // and below), with the tolerance of the GELU kernels' own tests.
+        let act = gelu::cpu_forward(&ran.get(self.out_res).await);
+        assert_close(&what("matmul_forward gelu"), &ran.get(self.act).await, &act, 1e-6, 1e-5);
+        let dpre = gelu::cpu_backward(&dx, &self.pre);
+        assert_close(&what("matmul_backward_dx gelu"), &ran.get(self.dpre).await, &dpre, 1e-6, 1e-5);
         assert_within(
             &what("matmul_backward_dx acc"),
             &ran.get(self.dx_acc).await,

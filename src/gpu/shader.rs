@@ -46,12 +46,12 @@ impl Family {
         match self {
             Family::Embedding => "embedding.wgsl",
             Family::LayerNorm => "layernorm.wgsl",
-            Family::Matmul => "matmul.wgsl",
-            Family::MatmulSubgroup => "matmul.wgsl + matmul_subgroup.wgsl",
-            Family::MatmulCoop => "matmul.wgsl + matmul_coop.wgsl",
+            Family::Matmul => "matmul.wgsl + gelu_fn.wgsl",
+            Family::MatmulSubgroup => "matmul.wgsl + matmul_subgroup.wgsl + gelu_fn.wgsl",
+            Family::MatmulCoop => "matmul.wgsl + matmul_coop.wgsl + gelu_fn.wgsl",
             Family::Attention => "attention.wgsl + attention_tiled.wgsl",
             Family::AttentionUnfused => "attention_unfused.wgsl",
-            Family::Gelu => "gelu.wgsl",
+            Family::Gelu => "gelu.wgsl + gelu_fn.wgsl",
             Family::Residual => "residual.wgsl",
             Family::Xent => "xent.wgsl",
             Family::AdamW => "adamw.wgsl",
@@ -63,13 +63,20 @@ impl Family {
         match self {
             Family::Embedding => include_str!("../../shaders/embedding.wgsl"),
             Family::LayerNorm => include_str!("../../shaders/layernorm.wgsl"),
-            Family::Matmul => include_str!("../../shaders/matmul.wgsl"),
-            Family::MatmulSubgroup => {
-                concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_subgroup.wgsl"))
+            // Appended files keep the first file's line numbers right in error messages.
+            Family::Matmul => {
+                concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/gelu_fn.wgsl"))
             }
-            Family::MatmulCoop => {
-                concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_coop.wgsl"))
-            }
+            Family::MatmulSubgroup => concat!(
+                include_str!("../../shaders/matmul.wgsl"),
+                include_str!("../../shaders/matmul_subgroup.wgsl"),
+                include_str!("../../shaders/gelu_fn.wgsl")
+            ),
+            Family::MatmulCoop => concat!(
+                include_str!("../../shaders/matmul.wgsl"),
+                include_str!("../../shaders/matmul_coop.wgsl"),
+                include_str!("../../shaders/gelu_fn.wgsl")
+            ),
             Family::Attention => {
                 concat!(
                     include_str!("../../shaders/attention.wgsl"),
@@ -77,7 +84,9 @@ impl Family {
                 )
             }
             Family::AttentionUnfused => include_str!("../../shaders/attention_unfused.wgsl"),
-            Family::Gelu => include_str!("../../shaders/gelu.wgsl"),
+            Family::Gelu => {
+                concat!(include_str!("../../shaders/gelu.wgsl"), include_str!("../../shaders/gelu_fn.wgsl"))
+            }
             Family::Residual => include_str!("../../shaders/residual.wgsl"),
             Family::Xent => include_str!("../../shaders/xent.wgsl"),
             Family::AdamW => include_str!("../../shaders/adamw.wgsl"),

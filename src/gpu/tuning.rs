@@ -173,7 +173,7 @@ pub fn key(t: &Tuned, storage: StorageType) -> String {
     let pass = match t.pass {
         Pass::Forward { bias: true, .. } => "forward",
         Pass::Forward { bias: false, .. } => "forward_nobias",
-        Pass::Dx => "dx",
+        Pass::Dx { .. } => "dx",
         Pass::Dw => "dw",
     };
     let p = &t.product;
@@ -371,15 +371,22 @@ async fn time(
     let b = tensors.add("tune b", &[b_len], st, Class::Scratch);
     let bias = tensors.add("tune bias", &[p.cols], st, Class::Scratch);
     let res = tensors.add("tune res", &[c_len], st, Class::Scratch);
+    let gelu = tensors.add("tune gelu", &[c_len], st, Class::Scratch);
     let dispatches: Vec<Dispatch> = candidates
         .iter()
         .map(|&v| {
-            let d = t.dispatch(v).arg(1, c).arg(2, a).arg(3, b);
-            match t.pass {
-                Pass::Forward { bias: true, res: false } => d.arg(4, bias),
-                Pass::Forward { bias: true, res: true } => d.arg(4, bias).arg(5, res),
-                _ => d,
+            let mut d = t.dispatch(v).arg(1, c).arg(2, a).arg(3, b);
+            let (with_bias, with_res, with_gelu) = match t.pass {
+                Pass::Forward { bias, res, gelu } => (bias, res, gelu),
+                Pass::Dx { gelu } => (false, false, gelu),
+                Pass::Dw => (false, false, false),
+            };
+            for (on, binding, t) in [(with_bias, 4, bias), (with_res, 5, res), (with_gelu, 6, gelu)] {
+                if on {
+                    d = d.arg(binding, t);
+                }
             }
+            d
         })
         .collect();
     let kernels = KernelPolicy { as_built: true, ..KernelPolicy::default() };

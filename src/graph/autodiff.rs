@@ -3,7 +3,7 @@
 //! to reach it) or accumulates into it, so a tensor used twice (the residual stream, the tied
 //! wte/lm_head) sums its contributions without extra add kernels.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::recompute::{Recompute, Recomputer};
 use super::recorder::{Graph, Node};
@@ -26,12 +26,23 @@ pub struct Autodiff<'a> {
     loss_scale: Option<TensorId>,
     /// Saved forward tensors the rules read, recomputed where the policy dropped them.
     re: Recomputer,
+    /// GELU outputs whose backward a linear's dx product does (`Node::Matmul::gelu_in`).
+    gated: HashSet<TensorId>,
 }
 
 impl<'a> Autodiff<'a> {
     /// `root_grads` maps each flat parameter range to its flat gradient range.
     pub fn new(g: &'a mut Graph, root_grads: &HashMap<TensorId, TensorId>, accumulate_params: bool) -> Self {
+        let gated = g
+            .nodes
+            .iter()
+            .filter_map(|n| match *n {
+                Node::Matmul { x, gelu_in: Some(_), .. } => Some(x),
+                _ => None,
+            })
+            .collect();
         Autodiff {
+            gated,
             g,
             grad: root_grads.clone(),
             views: HashMap::new(),
@@ -177,11 +188,19 @@ impl<'a> Autodiff<'a> {
                 // The mean is folded into each chunk's scale above.
                 Node::Mean { .. } => {}
                 // matmul_backward_dx, matmul_backward_dw, colsum_partial/colsum_final (bias).
-                Node::Matmul { op, out, x, w, bias, res } => {
+                Node::Matmul { op, out, x, w, bias, res, gelu_in, .. } => {
                     let (xs, ws) = (self.saved(x, &mut d), self.saved(w, &mut d));
                     let dout = self.grad_of(out);
-                    let (dx, acc) = self.grad_for_write(x);
-                    d.push(op.backward_dx(dx, acc, dout, ws));
+                    if let Some(pre) = gelu_in {
+                        // x = gelu(pre): the dx product applies GELU's derivative and writes
+                        // d(pre); the GELU's own rule then has nothing left to do.
+                        let pre_s = self.saved(pre, &mut d);
+                        let (dpre, acc) = self.grad_for_write(pre);
+                        d.push(op.backward_dx_gelu(dpre, acc, dout, ws, pre_s));
+                    } else {
+                        let (dx, acc) = self.grad_for_write(x);
+                        d.push(op.backward_dx(dx, acc, dout, ws));
+                    }
                     let (dw, acc) = self.grad_for_write(w);
                     d.push(op.backward_dw(dw, acc, dout, xs));
                     if let Some(b) = bias {
@@ -214,7 +233,8 @@ impl<'a> Autodiff<'a> {
                     let s = self.scratch("ln", op.scratch_len());
                     d.extend(op.backward(dx, ax, dw, aw, db, ab, s, dout, xs, ws, mean, rstd));
                 }
-                // gelu_backward
+                // gelu_backward, unless the linear reading out applied it (`gelu_in`).
+                Node::Gelu { out, .. } if self.gated.contains(&out) => {}
                 Node::Gelu { n, out, x } => {
                     let xs = self.saved(x, &mut d);
                     let dout = self.grad_of(out);

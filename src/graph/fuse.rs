@@ -1,74 +1,139 @@
-//! Fusion: a pass over the recorded nodes, before autodiff, that folds ops into their neighbours'
-//! kernels. Today one rule: a residual add `x + linear(y)` becomes the linear's epilogue
-//! (`out = x + y W + bias`), and its backward hands dout to x by aliasing the two gradients.
+//! Fusion: a pass over the recorded nodes, before autodiff, that folds ops into the matmul
+//! epilogues of their neighbours (`shaders/matmul.wgsl`: `epilogue`, `store_row`). Three rules:
+//! - a residual add `x + linear(y)` becomes the linear's epilogue (`out = x + y W + bias`), and its
+//!   backward hands dout to x by aliasing the two gradients (`Autodiff::alias_grad`);
+//! - `gelu(linear(x))`: the linear's forward also writes the GELU of what it stores;
+//! - a linear reading `gelu(h)`: its dx product multiplies by GELU's derivative and writes dh,
+//!   so dL/d(gelu) is never stored and GELU's backward kernel does not run.
+//!
+//! Each keeps the unfused arithmetic in the unfused order, so f32 results are the same bits.
 
 use std::collections::HashSet;
 
+use super::recompute::Recompute;
 use super::recorder::{Graph, Node};
 use super::tensor::{Class, TensorId};
 
-/// A residual add folded into the linear that makes one of its operands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fold {
-    /// The add's index and the linear's.
-    add: usize,
-    linear: usize,
-    /// The residual stream the linear adds, and the add's output.
-    res: TensorId,
-    out: TensorId,
+/// What `Graph::fuse` folded: each residual add and each GELU forward is one dispatch less in the
+/// forward and (the add) one in the backward; each GELU backward one in the backward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fused {
+    pub residual: usize,
+    pub gelu: usize,
+    pub gelu_backward: usize,
 }
 
 impl Graph {
-    /// Folds every residual add whose operand comes straight from a biased linear. Returns how
-    /// many adds were folded (each is one forward and one backward dispatch less).
-    pub fn fuse(&mut self) -> usize {
-        let mut folded = 0;
-        while let Some(f) = self.next_fold() {
-            let Node::Matmul { out, res, .. } = &mut self.nodes[f.linear] else { unreachable!() };
-            *out = f.out;
-            *res = Some(f.res);
-            self.nodes.remove(f.add);
-            for s in &mut self.scopes {
-                if s.0 > f.add {
-                    s.0 -= 1;
-                }
-            }
-            folded += 1;
+    /// Folds what can be folded (see the module). With the `gelu` recomputation policy the GELU
+    /// forwards stay nodes of their own: recomputing one inside a linear would re-run the product.
+    pub fn fuse(&mut self, recompute: Recompute) -> Fused {
+        let mut f = Fused::default();
+        while let Some((add, linear, res, out)) = self.next_residual() {
+            let Node::Matmul { out: o, res: r, .. } = &mut self.nodes[linear] else { unreachable!() };
+            (*o, *r) = (out, Some(res));
+            self.remove_node(add);
+            f.residual += 1;
         }
-        folded
+        while let Some((node, linear, act)) = self.next_gelu().filter(|_| recompute != Recompute::Gelu) {
+            let Node::Matmul { gelu, .. } = &mut self.nodes[linear] else { unreachable!() };
+            *gelu = Some(act);
+            self.remove_node(node);
+            f.gelu += 1;
+        }
+        for (consumer, pre) in self.gelu_consumers() {
+            let Node::Matmul { gelu_in, .. } = &mut self.nodes[consumer] else { unreachable!() };
+            *gelu_in = Some(pre);
+            f.gelu_backward += 1;
+        }
+        f
     }
 
-    /// The first add that can be folded. The linear must be one whole product with a bias (the
-    /// epilogue that reads a residual), the only writer of its output, which only the add reads; the
-    /// stream x must be whole, written before the linear, and read by no node after it but the
+    /// Removes node `i`, keeping the block scopes on the nodes they held.
+    fn remove_node(&mut self, i: usize) {
+        self.nodes.remove(i);
+        for s in &mut self.scopes {
+            if s.0 > i {
+                s.0 -= 1;
+            }
+        }
+    }
+
+    fn readers(&self, r: TensorId) -> HashSet<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].reads().iter().any(|&t| self.t.root(t) == r)).collect()
+    }
+
+    /// The one node that writes root `r`, if exactly one does.
+    fn writer(&self, r: TensorId) -> Option<usize> {
+        let mut w = (0..self.nodes.len()).filter(|&i| self.nodes[i].writes().iter().any(|&t| self.t.root(t) == r));
+        w.next().filter(|_| w.next().is_none())
+    }
+
+    /// An activation that owns its bytes (not a window of another tensor).
+    fn whole(&self, t: TensorId) -> bool {
+        self.t.root(t) == t && self.t.get(t).class == Class::Activation
+    }
+
+    /// Node `i` when it is one whole linear writing `out`, with nothing folded into it yet.
+    fn plain_linear(&self, i: usize, out: TensorId) -> bool {
+        matches!(self.nodes[i], Node::Matmul { op, out: o, res: None, gelu: None, .. }
+            if o == out && op.out_stride == op.n && op.out_col == 0)
+    }
+
+    /// (add, linear, x, out) for the first add `out = x + y` to fold into the linear making y. The
+    /// linear must have a bias (the epilogue that reads a residual) and be y's only writer, y read
+    /// only by the add; x must be written before the linear and read by no node after it but the
     /// add. That last rule makes the fused node the first in the backward walk to write dx, so dx
     /// can simply be dout's buffer, which later rules accumulate into.
-    fn next_fold(&self) -> Option<Fold> {
-        let root = |t: TensorId| self.t.root(t);
-        let readers = |r: TensorId| -> HashSet<usize> {
-            (0..self.nodes.len()).filter(|&i| self.nodes[i].reads().iter().any(|&t| root(t) == r)).collect()
-        };
-        let writers = |r: TensorId| -> HashSet<usize> {
-            (0..self.nodes.len()).filter(|&i| self.nodes[i].writes().iter().any(|&t| root(t) == r)).collect()
-        };
-        let whole = |t: TensorId| root(t) == t && self.t.get(t).class == Class::Activation;
+    fn next_residual(&self) -> Option<(usize, usize, TensorId, TensorId)> {
         for (add, node) in self.nodes.iter().enumerate() {
             let Node::Residual { out, a, b, .. } = *node else { continue };
             for (x, y) in [(a, b), (b, a)] {
-                if !whole(x) || !whole(y) || x == y {
+                if !self.whole(x) || !self.whole(y) || x == y {
                     continue;
                 }
-                let ws = writers(y);
-                let Some(&linear) = ws.iter().next().filter(|_| ws.len() == 1) else { continue };
-                let Node::Matmul { op, out: o, bias: Some(_), res: None, .. } = self.nodes[linear] else { continue };
-                let fits = o == y && op.out_stride == op.n && op.out_col == 0 && readers(y) == HashSet::from([add]);
-                let x_ready = writers(x).iter().all(|&w| w < linear);
-                let x_last = readers(x).iter().all(|&r| r < linear || r == add);
+                let Some(linear) = self.writer(y) else { continue };
+                let biased = matches!(self.nodes[linear], Node::Matmul { bias: Some(_), .. });
+                let fits = biased && self.plain_linear(linear, y) && self.readers(y) == HashSet::from([add]);
+                let x_ready = (0..self.nodes.len())
+                    .filter(|&i| self.nodes[i].writes().iter().any(|&t| self.t.root(t) == x))
+                    .all(|w| w < linear);
+                let x_last = self.readers(x).iter().all(|&r| r < linear || r == add);
                 if fits && x_ready && x_last {
-                    return Some(Fold { add, linear, res: x, out });
+                    return Some((add, linear, x, out));
                 }
             }
         }
         None
+    }
+
+    /// (gelu node, linear, its output) for the first GELU of a whole linear's output.
+    fn next_gelu(&self) -> Option<(usize, usize, TensorId)> {
+        self.nodes.iter().enumerate().find_map(|(i, node)| {
+            let Node::Gelu { out, x, .. } = *node else { return None };
+            let linear = self.writer(x)?;
+            (self.whole(out) && self.whole(x) && self.plain_linear(linear, x)).then_some((i, linear, out))
+        })
+    }
+
+    /// (linear, h) for every linear whose input is gelu(h) and the GELU's only reader, read as
+    /// its x and nothing else, without a backward GELU already folded in, and not adding h as its
+    /// residual.
+    fn gelu_consumers(&self) -> Vec<(usize, TensorId)> {
+        let gelus = self.nodes.iter().filter_map(|n| match *n {
+            Node::Gelu { out, x, .. } => Some((out, x)),
+            Node::Matmul { out, gelu: Some(g), .. } => Some((g, out)),
+            _ => None,
+        });
+        gelus
+            .filter(|&(g, h)| self.whole(g) && self.whole(h))
+            .filter_map(|(g, h)| {
+                let readers = self.readers(g);
+                let &k = readers.iter().next().filter(|_| readers.len() == 1)?;
+                // A residual h would have its gradient aliased to dout by the same rule.
+                let only_x = matches!(self.nodes[k], Node::Matmul { x, w, bias, res, gelu_in: None, .. }
+                    if x == g && w != g && bias != Some(g) && res != Some(g) && res != Some(h));
+                only_x.then_some((k, h))
+            })
+            .collect()
     }
 }

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::ops::attention::Attention;
 use crate::ops::embedding::Embedding;
 use crate::ops::layernorm::LayerNorm;
-use crate::ops::matmul::Matmul;
+use crate::ops::matmul::{Epilogue, Matmul};
 use crate::ops::xent::CrossEntropy;
 use crate::ops::{gelu, reduce, residual, Dispatch};
 
@@ -33,7 +33,9 @@ pub enum Node {
         w: TensorId,
         b: TensorId,
     },
-    /// out = x @ W (+ bias), plus `res` where `Graph::fuse` folded a residual add into it.
+    /// out = x @ W (+ bias). Set by `Graph::fuse`: `res`, a residual stream added to out; `gelu`,
+    /// where the forward also writes gelu(out); `gelu_in`, where x = gelu(gelu_in) and the backward
+    /// writes d(gelu_in) straight from the dx product (a backward-only input, not in `slots`).
     Matmul {
         op: Matmul,
         out: TensorId,
@@ -41,6 +43,8 @@ pub enum Node {
         w: TensorId,
         bias: Option<TensorId>,
         res: Option<TensorId>,
+        gelu: Option<TensorId>,
+        gelu_in: Option<TensorId>,
     },
     Attention {
         op: Attention,
@@ -246,7 +250,16 @@ impl Graph {
                 let wv = self.window(w, n0 * k, nn * k);
                 let bv = bias.map(|b| self.window(b, n0, nn));
                 let op = Matmul { m: rm, k, n: nn, trans_w, out_stride: n, out_col: n0 };
-                self.nodes.push(Node::Matmul { op, out: ov, x: xv, w: wv, bias: bv, res: None });
+                self.nodes.push(Node::Matmul {
+                    op,
+                    out: ov,
+                    x: xv,
+                    w: wv,
+                    bias: bv,
+                    res: None,
+                    gelu: None,
+                    gelu_in: None,
+                });
             }
         }
         Ok(out)
@@ -357,8 +370,9 @@ impl Node {
         match *self {
             Node::Embedding { op, out, ids, wte, wpe, .. } => op.forward(out, ids, wte, wpe),
             Node::LayerNorm { op, out, mean, rstd, x, w, b } => op.forward(out, mean, rstd, x, w, b),
-            Node::Matmul { op, out, x, w, bias: Some(b), res: Some(r) } => op.forward_residual(out, x, w, b, r),
-            Node::Matmul { op, out, x, w, bias, .. } => op.forward(out, x, w, bias),
+            Node::Matmul { op, out, x, w, bias, res, gelu, .. } => {
+                op.forward_with(out, x, w, Epilogue { bias, res, gelu })
+            }
             Node::Attention { op, out, lse, qkv } => op.forward(out, lse, qkv),
             Node::Gelu { n, out, x } => gelu::forward(out, x, n),
             Node::Residual { n, out, a, b } => residual::forward(out, a, b, n),
@@ -372,9 +386,10 @@ impl Node {
         match self {
             Node::Embedding { out, ids, wte, wpe, buckets, .. } => (vec![out], vec![ids, wte, wpe, buckets]),
             Node::LayerNorm { out, mean, rstd, x, w, b, .. } => (vec![out, mean, rstd], vec![x, w, b]),
-            Node::Matmul { out, x, w, bias, res, .. } => {
-                (vec![out], [x, w].into_iter().chain(bias.as_mut()).chain(res.as_mut()).collect())
-            }
+            Node::Matmul { out, x, w, bias, res, gelu, .. } => (
+                [out].into_iter().chain(gelu.as_mut()).collect(),
+                [x, w].into_iter().chain(bias.as_mut()).chain(res.as_mut()).collect(),
+            ),
             Node::Attention { out, lse, qkv, .. } => (vec![out, lse], vec![qkv]),
             Node::Gelu { out, x, .. } => (vec![out], vec![x]),
             Node::Residual { out, a, b, .. } => (vec![out], vec![a, b]),

@@ -44,6 +44,15 @@ pub struct Matmul {
     pub out_col: usize,
 }
 
+/// What a forward product adds on its way out: a bias, and where `graph::fuse` folded them in,
+/// the residual stream (M, N) and GELU (the forward then also writes gelu(out) to that tensor).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue {
+    pub bias: Option<TensorId>,
+    pub res: Option<TensorId>,
+    pub gelu: Option<TensorId>,
+}
+
 /// The kernels of `shaders/matmul.wgsl`. Adding one: its two entry points in the shader (with and
 /// without a bias), a row in `entry` and `needs`, and its grid in `Product::dispatch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,12 +125,14 @@ impl Variant {
     }
 }
 
-/// Which product of a linear layer a dispatch computes. A forward with a bias may also add a
-/// residual (M, N) in its epilogue (`res`): the scheduler folds `x + linear(y)` into it.
+/// Which product of a linear layer a dispatch computes, with the epilogue `graph::fuse` folded
+/// into it: a forward with a bias may add a residual (M, N) (`res`, for `x + linear(y)`); a
+/// forward may also write GELU of its output (`gelu`, for `gelu(linear(x))`); and a dx product
+/// may multiply by GELU's derivative (`gelu`, writing the gradient of that GELU's input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pass {
-    Forward { bias: bool, res: bool },
-    Dx,
+    Forward { bias: bool, res: bool, gelu: bool },
+    Dx { gelu: bool },
     Dw,
 }
 
@@ -129,7 +140,7 @@ impl Pass {
     pub fn name(self) -> &'static str {
         match self {
             Pass::Forward { .. } => "forward",
-            Pass::Dx => "dx",
+            Pass::Dx { .. } => "dx",
             Pass::Dw => "dW",
         }
     }
@@ -180,16 +191,22 @@ impl Product {
     fn dispatch(&self, variant: Variant, pass: Pass, acc: bool) -> Dispatch {
         let entry = variant.entry(pass);
         assert!(self.rows > 0 && self.cols > 0 && self.inner > 0, "{entry}: empty product");
-        let res = matches!(pass, Pass::Forward { res: true, .. });
-        assert!(
-            !res || pass == (Pass::Forward { bias: true, res: true }),
-            "{entry}: a residual needs the bias epilogue"
-        );
-        // A multiply-add per (row, column, k), and the adds of `acc` and the residual.
-        let flops = [self.rows, self.cols, 2 * self.inner + acc as usize + res as usize];
-        // A forward with a bias declares the residual binding; without a residual it reads nothing
-        // there.
-        let spare = (pass == Pass::Forward { bias: true, res: false }).then_some(5);
+        // The shader's p.res and p.gelu (1: forward writes gelu(C), 2: dx times gelu').
+        let (res, gelu) = match pass {
+            Pass::Forward { bias, res, gelu } => {
+                assert!(bias || !res, "{entry}: a residual needs the bias epilogue");
+                (res, gelu as u32)
+            }
+            Pass::Dx { gelu } => (false, 2 * gelu as u32),
+            Pass::Dw => (false, 0),
+        };
+        // A multiply-add per (row, column, k), the adds of `acc` and the residual, and GELU (as
+        // `ops::gelu` counts it: 9 forward, 16 backward).
+        let flops = [self.rows, self.cols, 2 * self.inner + acc as usize + res as usize + [0, 9, 16][gelu as usize]];
+        // Bindings an entry point declares that this dispatch does not read: the residual of a
+        // biased forward that adds none, and GELU's tensor where no GELU is folded in.
+        let spare = [(matches!(pass, Pass::Forward { bias: true, res: false, .. }), 5), (gelu == 0, 6)];
+        let spare = spare.into_iter().filter(|s| s.0).map(|s| s.1);
         let tuned = Tunable::Matmul(Tuned { product: *self, pass, acc, variant });
         if let Some(tile) = match variant {
             Variant::Tiled => Some(64),
@@ -199,7 +216,7 @@ impl Product {
             let col_groups = self.cols.div_ceil(tile);
             let groups = col_groups as u64 * self.rows.div_ceil(tile) as u64;
             return Dispatch::new(variant.family(), entry)
-                .uniform(self.uniform(col_groups, acc, 0, res))
+                .uniform(self.uniform(col_groups, acc, 0, res, gelu))
                 .groups(grid(groups))
                 .flops(&flops)
                 .spare(spare)
@@ -217,14 +234,14 @@ impl Product {
         let groups = col_groups as u64 * self.rows.div_ceil(TILE * lr) as u64;
         Dispatch::new(variant.family(), entry)
             .constant("LANES_C", lc as f64)
-            .uniform(self.uniform(col_groups, acc, lr, res))
+            .uniform(self.uniform(col_groups, acc, lr, res, gelu))
             .groups(grid(groups))
             .flops(&flops)
             .spare(spare)
             .tunable(tuned)
     }
 
-    fn uniform(&self, col_groups: usize, acc: bool, lanes_r: usize, res: bool) -> Uniform {
+    fn uniform(&self, col_groups: usize, acc: bool, lanes_r: usize, res: bool, gelu: u32) -> Uniform {
         Uniform::new()
             .u(self.rows)
             .u(self.cols)
@@ -240,6 +257,7 @@ impl Product {
             .u(self.c_off)
             .u(lanes_r)
             .u(res as u32)
+            .u(gelu)
     }
 }
 
@@ -262,25 +280,23 @@ impl Matmul {
     /// without one (an unused binding would change the bind group layout). Every product is built
     /// on the `register` variant; the compiled step moves it to the one the adapter runs best.
     pub fn forward(&self, out: TensorId, x: TensorId, w: TensorId, bias: Option<TensorId>) -> Dispatch {
-        match bias {
-            Some(b) => self.forward_pass(Pass::Forward { bias: true, res: false }).arg(4, b),
-            None => self.forward_pass(Pass::Forward { bias: false, res: false }),
-        }
-        .arg(1, out)
-        .arg(2, x)
-        .arg(3, w)
+        self.forward_with(out, x, w, Epilogue { bias, ..Epilogue::default() })
     }
 
-    /// out (M, N) = res (M, N) + x @ W + bias: a projection into the residual stream, with the add
-    /// folded into the product's epilogue (`graph::fuse`). Its gradient is dout itself.
-    pub fn forward_residual(&self, out: TensorId, x: TensorId, w: TensorId, bias: TensorId, res: TensorId) -> Dispatch {
-        assert_eq!((self.out_stride, self.out_col), (self.n, 0), "a residual is added to a whole product");
-        self.forward_pass(Pass::Forward { bias: true, res: true })
-            .arg(1, out)
-            .arg(2, x)
-            .arg(3, w)
-            .arg(4, bias)
-            .arg(5, res)
+    /// out (M, N) = x @ W + bias + res, and gelu(out) into `e.gelu`: the forward with whatever
+    /// `graph::fuse` folded into it. A residual needs a bias (only that entry point reads it).
+    pub fn forward_with(&self, out: TensorId, x: TensorId, w: TensorId, e: Epilogue) -> Dispatch {
+        let pass = Pass::Forward { bias: e.bias.is_some(), res: e.res.is_some(), gelu: e.gelu.is_some() };
+        if e.res.is_some() || e.gelu.is_some() {
+            assert_eq!((self.out_stride, self.out_col), (self.n, 0), "an epilogue tensor matches a whole product");
+        }
+        let mut d = self.forward_pass(pass).arg(1, out).arg(2, x).arg(3, w);
+        for (binding, t) in [(4, e.bias), (5, e.res), (6, e.gelu)] {
+            if let Some(t) = t {
+                d = d.arg(binding, t);
+            }
+        }
+        d
     }
 
     fn forward_pass(&self, pass: Pass) -> Dispatch {
@@ -299,6 +315,16 @@ impl Matmul {
 
     /// dx (M, K) (+)= dout (M, N) @ W^T, W^T read as (N, K) from either layout.
     pub fn backward_dx(&self, dx: TensorId, acc: bool, dout: TensorId, w: TensorId) -> Dispatch {
+        self.dx_pass(false, acc).arg(1, dx).arg(2, dout).arg(3, w)
+    }
+
+    /// For x = gelu(pre): dpre (M, K) (+)= (dout @ W^T) * gelu'(pre), the dx product and GELU's
+    /// backward in one pass (`graph::fuse`), so dL/dx is never stored.
+    pub fn backward_dx_gelu(&self, dpre: TensorId, acc: bool, dout: TensorId, w: TensorId, pre: TensorId) -> Dispatch {
+        self.dx_pass(true, acc).arg(1, dpre).arg(2, dout).arg(3, w).arg(6, pre)
+    }
+
+    fn dx_pass(&self, gelu: bool, acc: bool) -> Dispatch {
         let (rs, cs) = self.w_as_kn();
         Product {
             rows: self.m,
@@ -310,10 +336,7 @@ impl Matmul {
             c_rs: self.k,
             c_off: 0,
         }
-        .dispatch(Variant::Register, Pass::Dx, acc)
-        .arg(1, dx)
-        .arg(2, dout)
-        .arg(3, w)
+        .dispatch(Variant::Register, Pass::Dx { gelu }, acc)
     }
 
     /// dW (K, N) (+)= x^T @ dout, or with `trans_w` dW (N, K) (+)= dout^T @ x.

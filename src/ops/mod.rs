@@ -66,9 +66,9 @@ impl Dispatch {
         }
     }
 
-    /// Marks `binding` (if any) as declared but unread: see `spare`.
-    pub fn spare(mut self, binding: Option<u32>) -> Self {
-        self.spare.extend(binding);
+    /// Marks `bindings` as declared but unread: see `spare`.
+    pub fn spare(mut self, bindings: impl IntoIterator<Item = u32>) -> Self {
+        self.spare.extend(bindings);
         self
     }
 

@@ -150,8 +150,8 @@ impl TrainStep {
         let hyper = g.t.f32("adamw.hyper", &[6], Class::Input);
 
         let logits = gpt::record(&mut g, &cfg.model, &layout.param_ids(), ids, targets, scalars)?;
-        // Each residual add goes into the output projection before it: 2 dispatches less per add.
-        g.fuse();
+        // Residual adds and GELUs go into the matmuls beside them (`graph::fuse`).
+        g.fuse(cfg.recompute);
         let (embedding, buckets) = match g.nodes[0] {
             crate::graph::Node::Embedding { op, buckets, .. } => {
                 (Embedding { v: cfg.model.vocab_size, v0: 0, ..op }, buckets)
