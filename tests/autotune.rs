@@ -1,6 +1,7 @@
 //! Choosing kernel variants: timing on the device picks one per product and caches it on disk; a
 //! second compile reads the cache, `refresh` times again, `off` and CPU adapters under `auto` take
-//! the heuristic, a damaged cache is rebuilt, and a variant asked for is used as it is.
+//! the heuristic, a damaged cache is rebuilt, and a variant asked for is used as it is; the driver's
+//! pipeline cache is saved and a damaged one replaced.
 
 mod common;
 use common::*;
@@ -99,5 +100,46 @@ fn cpu_adapters_take_the_heuristic_under_auto_and_asked_variants_are_kept() {
         assert_eq!(hows(&asked), [How::Asked, How::Asked]);
         assert!(asked.iter().all(|c| c.variant == v));
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The driver's pipeline cache (`gpu::driver_cache`) is written after pipelines compile, and a
+/// damaged file is no error: wgpu starts empty and the next save replaces it.
+#[test]
+fn the_driver_pipeline_cache_is_saved_and_a_damaged_one_replaced() {
+    use wgpt::gpu::driver_cache::DriverCache;
+    let g = gpu();
+    let dir = scratch("driver-cache");
+    let open = || DriverCache::open(&g.device, &g.info, g.features, Some(dir.clone()));
+    let Some(dc) = open() else {
+        eprintln!("{} keeps no pipeline cache: nothing to check", g.describe());
+        return;
+    };
+    let compile = |dc: &DriverCache| {
+        let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(
+                "@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+                 @compute @workgroup_size(1) fn main() { x[0] = x[0] + 1.0; }"
+                    .into(),
+            ),
+        });
+        g.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: Some(&dc.cache),
+        });
+        dc.save();
+    };
+    compile(&dc);
+    let saved = std::fs::read(dc.path()).expect("the cache file is written");
+    assert!(!saved.is_empty());
+    std::fs::write(dc.path(), b"not a pipeline cache").unwrap();
+    let dc = open().expect("a damaged file still opens");
+    compile(&dc);
+    assert_ne!(std::fs::read(dc.path()).unwrap(), b"not a pipeline cache", "the damaged file was replaced");
     let _ = std::fs::remove_dir_all(&dir);
 }

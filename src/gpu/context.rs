@@ -1,6 +1,7 @@
 //! Adapter choice and device creation: prefer a real GPU over a software one, honour
 //! `--backend` / `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`, and ask for every feature and limit wgpt can use.
 
+use super::driver_cache::DriverCache;
 use super::faults::{self, Faults};
 use crate::error::{Error, Result};
 
@@ -8,7 +9,8 @@ use crate::error::{Error, Result};
 pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::TIMESTAMP_QUERY)
-    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    .union(wgpu::Features::PIPELINE_CACHE);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
@@ -61,6 +63,8 @@ pub struct Gpu {
     pub faults: Faults,
     /// `WGPT_DEVICE_MEMORY`: the most memory a compiled step may plan (None: what the device allows).
     pub memory_cap: Option<u64>,
+    /// The driver's pipeline cache kept on disk, where the backend has one (`driver_cache.rs`).
+    pub driver_cache: Option<DriverCache>,
 }
 
 /// Lower is better: real GPUs first, the CPU (lavapipe, SwiftShader, WARP) last.
@@ -157,7 +161,8 @@ impl Gpu {
             .map_err(|e| Error::Device { adapter: info.name.clone(), reason: e.to_string() })?;
         let faults = Faults::watch(&device);
         let memory_cap = faults::memory_cap()?;
-        Ok(Gpu { instance, adapter, device, queue, info, features, limits, faults, memory_cap })
+        let driver_cache = DriverCache::open(&device, &info, features, None);
+        Ok(Gpu { instance, adapter, device, queue, info, features, limits, faults, memory_cap, driver_cache })
     }
 
     /// Largest byte range one storage binding may cover.

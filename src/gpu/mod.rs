@@ -2,6 +2,7 @@
 //! a compiled step.
 
 pub mod context;
+pub mod driver_cache;
 pub mod executor;
 pub mod faults;
 pub mod pipeline;

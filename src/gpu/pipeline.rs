@@ -114,8 +114,12 @@ impl PipelineCache {
             if super::executor::debug_enabled() {
                 eprintln!("pipelines: {} created on {threads} threads in {:.2?}", todo.len(), started.elapsed());
             }
+            let new = !todo.is_empty();
             for ((k, _, _), kernel) in todo.into_iter().zip(built) {
                 self.kernels.insert(k, Arc::new(kernel?));
+            }
+            if let Some(c) = gpu.driver_cache.as_ref().filter(|_| new) {
+                c.save();
             }
         }
         #[cfg(target_arch = "wasm32")]
@@ -202,7 +206,7 @@ async fn build(gpu: &Gpu, module: &wgpu::ShaderModule, reflected: &Reflected, d:
         module,
         entry_point: Some(entry),
         compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
-        cache: None,
+        cache: gpu.driver_cache.as_ref().map(|c| &c.cache),
     });
     check_scope(scope, family, entry).await?;
     Ok(Kernel { pipeline, layout, bindings })
