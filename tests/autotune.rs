@@ -124,7 +124,7 @@ fn the_driver_pipeline_cache_is_saved_and_a_damaged_one_replaced() {
                     .into(),
             ),
         });
-        g.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        let _pipeline = g.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: None,
             layout: None,
             module: &module,
