@@ -156,12 +156,15 @@ fn tile_product(wid: vec3u, nwg: vec3u, lid: vec3u) -> Tile {
     return t;
 }
 
-// c[i, cols] (+)= v for the 4 columns inside C, through the GELU epilogue p.gelu asks for.
-fn store_row(i: u32, cols: vec4u, value: vec4f) {
+// c[i, cols] (+)= v for the 4 columns inside C; in the fused entry points (`fused`, a constant at
+// every call), through the GELU epilogue p.gelu asks for. The plain entry points pass false, so
+// after inlining their stores are as short as before fusion existed: on lavapipe the epilogue code
+// alone, never run, made every product 4-12% slower.
+fn store_row(i: u32, cols: vec4u, value: vec4f, fused: bool) {
     if (i >= p.rows) { return; }
     let row = p.c_off + i * p.c_rs;
     var v = value;
-    if (p.gelu == 2u) {
+    if (fused && p.gelu == 2u) {
         let o = vec4u(row) + min(cols, vec4u(p.cols - 1u));
         v = gelu_bwd(vec4f(f32(gt[o.x]), f32(gt[o.y]), f32(gt[o.z]), f32(gt[o.w])), v);
     }
@@ -171,7 +174,7 @@ fn store_row(i: u32, cols: vec4u, value: vec4f) {
             c[o] = st(accumulate(f32(c[o]), v[q], p.acc));
         }
     }
-    if (p.gelu == 1u) {
+    if (fused && p.gelu == 1u) {
         // Of the values as stored (rounded to st), as the unfused kernel reads them.
         let g = gelu_fwd(vec4f(vec4<st>(v)));
         for (var q = 0u; q < 4u; q++) {
@@ -182,31 +185,37 @@ fn store_row(i: u32, cols: vec4u, value: vec4f) {
     }
 }
 
-fn store_block(i: u32, cols: vec4u, m: mat4x4f) {
-    store_row(i, cols, m[0]);
-    store_row(i + 1u, cols, m[1]);
-    store_row(i + 2u, cols, m[2]);
-    store_row(i + 3u, cols, m[3]);
+fn store_block(i: u32, cols: vec4u, m: mat4x4f, fused: bool) {
+    store_row(i, cols, m[0], fused);
+    store_row(i + 1u, cols, m[1], fused);
+    store_row(i + 2u, cols, m[2], fused);
+    store_row(i + 3u, cols, m[3], fused);
 }
 
 // c (+)= the tile (acc = 0 overwrites: the old value is never used).
-fn store(t: Tile) {
-    store_block(t.row0 + 0u, t.cols0, t.c00); store_block(t.row0 + 0u, t.cols1, t.c01);
-    store_block(t.row0 + 0u, t.cols2, t.c02); store_block(t.row0 + 0u, t.cols3, t.c03);
-    store_block(t.row0 + 4u, t.cols0, t.c10); store_block(t.row0 + 4u, t.cols1, t.c11);
-    store_block(t.row0 + 4u, t.cols2, t.c12); store_block(t.row0 + 4u, t.cols3, t.c13);
-    store_block(t.row0 + 8u, t.cols0, t.c20); store_block(t.row0 + 8u, t.cols1, t.c21);
-    store_block(t.row0 + 8u, t.cols2, t.c22); store_block(t.row0 + 8u, t.cols3, t.c23);
-    store_block(t.row0 + 12u, t.cols0, t.c30); store_block(t.row0 + 12u, t.cols1, t.c31);
-    store_block(t.row0 + 12u, t.cols2, t.c32); store_block(t.row0 + 12u, t.cols3, t.c33);
+fn store(t: Tile, fused: bool) {
+    store_block(t.row0 + 0u, t.cols0, t.c00, fused); store_block(t.row0 + 0u, t.cols1, t.c01, fused);
+    store_block(t.row0 + 0u, t.cols2, t.c02, fused); store_block(t.row0 + 0u, t.cols3, t.c03, fused);
+    store_block(t.row0 + 4u, t.cols0, t.c10, fused); store_block(t.row0 + 4u, t.cols1, t.c11, fused);
+    store_block(t.row0 + 4u, t.cols2, t.c12, fused); store_block(t.row0 + 4u, t.cols3, t.c13, fused);
+    store_block(t.row0 + 8u, t.cols0, t.c20, fused); store_block(t.row0 + 8u, t.cols1, t.c21, fused);
+    store_block(t.row0 + 8u, t.cols2, t.c22, fused); store_block(t.row0 + 8u, t.cols3, t.c23, fused);
+    store_block(t.row0 + 12u, t.cols0, t.c30, fused); store_block(t.row0 + 12u, t.cols1, t.c31, fused);
+    store_block(t.row0 + 12u, t.cols2, t.c32, fused); store_block(t.row0 + 12u, t.cols3, t.c33, fused);
 }
 
-// out (M, N) = x (M, K) W + bias (N), plus res (M, N) when p.res is set. W is (K, N) or (N, K)
-// (the strides say which).
+// out (M, N) = x (M, K) W + bias (N). W is (K, N) or (N, K) (the strides say which).
 @compute @workgroup_size(WG)
 fn matmul_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store_forward(tile_product(wid, nwg, lid));
+    store_forward(tile_product(wid, nwg, lid), false);
+}
+
+// The same plus res (M, N) when p.res is set, and gelu(out) into gt when p.gelu is 1.
+@compute @workgroup_size(WG)
+fn matmul_forward_fused(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    if (!tile_in_range(wid, nwg, lid)) { return; }
+    store_forward(tile_product(wid, nwg, lid), true);
 }
 
 fn bias_at(j: vec4u) -> vec4f {
@@ -225,31 +234,31 @@ fn res_block(i: u32, cols: vec4u) -> mat4x4f {
 
 // Block (i, cols) of the forward's output: the product plus the bias, then the residual when
 // p.res is set, in the order the unfused ops add them (f32 results are the same bits).
-fn epilogue(c: mat4x4f, bias: vec4f, i: u32, cols: vec4u) -> mat4x4f {
+fn epilogue(c: mat4x4f, bias: vec4f, i: u32, cols: vec4u, fused: bool) -> mat4x4f {
     var v = c + spread(bias);
-    if (p.res != 0u) {
+    if (fused && p.res != 0u) {
         v += res_block(i, cols);
     }
     return v;
 }
 
 // The forward's stores for the register and subgroup tiles.
-fn store_forward(tile: Tile) {
+fn store_forward(tile: Tile, fused: bool) {
     var t = tile;
     let last = vec4u(p.cols - 1u);
     let b0 = bias_at(min(t.cols0, last));
     let b1 = bias_at(min(t.cols1, last));
     let b2 = bias_at(min(t.cols2, last));
     let b3 = bias_at(min(t.cols3, last));
-    t.c00 = epilogue(t.c00, b0, t.row0, t.cols0); t.c01 = epilogue(t.c01, b1, t.row0, t.cols1);
-    t.c02 = epilogue(t.c02, b2, t.row0, t.cols2); t.c03 = epilogue(t.c03, b3, t.row0, t.cols3);
-    t.c10 = epilogue(t.c10, b0, t.row0 + 4u, t.cols0); t.c11 = epilogue(t.c11, b1, t.row0 + 4u, t.cols1);
-    t.c12 = epilogue(t.c12, b2, t.row0 + 4u, t.cols2); t.c13 = epilogue(t.c13, b3, t.row0 + 4u, t.cols3);
-    t.c20 = epilogue(t.c20, b0, t.row0 + 8u, t.cols0); t.c21 = epilogue(t.c21, b1, t.row0 + 8u, t.cols1);
-    t.c22 = epilogue(t.c22, b2, t.row0 + 8u, t.cols2); t.c23 = epilogue(t.c23, b3, t.row0 + 8u, t.cols3);
-    t.c30 = epilogue(t.c30, b0, t.row0 + 12u, t.cols0); t.c31 = epilogue(t.c31, b1, t.row0 + 12u, t.cols1);
-    t.c32 = epilogue(t.c32, b2, t.row0 + 12u, t.cols2); t.c33 = epilogue(t.c33, b3, t.row0 + 12u, t.cols3);
-    store(t);
+    t.c00 = epilogue(t.c00, b0, t.row0, t.cols0, fused); t.c01 = epilogue(t.c01, b1, t.row0, t.cols1, fused);
+    t.c02 = epilogue(t.c02, b2, t.row0, t.cols2, fused); t.c03 = epilogue(t.c03, b3, t.row0, t.cols3, fused);
+    t.c10 = epilogue(t.c10, b0, t.row0 + 4u, t.cols0, fused); t.c11 = epilogue(t.c11, b1, t.row0 + 4u, t.cols1, fused);
+    t.c12 = epilogue(t.c12, b2, t.row0 + 4u, t.cols2, fused); t.c13 = epilogue(t.c13, b3, t.row0 + 4u, t.cols3, fused);
+    t.c20 = epilogue(t.c20, b0, t.row0 + 8u, t.cols0, fused); t.c21 = epilogue(t.c21, b1, t.row0 + 8u, t.cols1, fused);
+    t.c22 = epilogue(t.c22, b2, t.row0 + 8u, t.cols2, fused); t.c23 = epilogue(t.c23, b3, t.row0 + 8u, t.cols3, fused);
+    t.c30 = epilogue(t.c30, b0, t.row0 + 12u, t.cols0, fused); t.c31 = epilogue(t.c31, b1, t.row0 + 12u, t.cols1, fused);
+    t.c32 = epilogue(t.c32, b2, t.row0 + 12u, t.cols2, fused); t.c33 = epilogue(t.c33, b3, t.row0 + 12u, t.cols3, fused);
+    store(t, fused);
 }
 
 // C (+)= A B with no bias: the bias-free forward (out = x W), dx (dout W^T with W (K, N), or
@@ -258,7 +267,14 @@ fn store_forward(tile: Tile) {
 @compute @workgroup_size(WG)
 fn matmul_product(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store(tile_product(wid, nwg, lid));
+    store(tile_product(wid, nwg, lid), false);
+}
+
+// dx with GELU's backward folded in (p.gelu = 2): C = (A B) gelu'(gt).
+@compute @workgroup_size(WG)
+fn matmul_product_gelu(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    if (!tile_in_range(wid, nwg, lid)) { return; }
+    store(tile_product(wid, nwg, lid), true);
 }
 
 // ---- Variant `tiled` (GPUs): a 64 x 64 tile of C per workgroup of 256 invocations, staged through
@@ -332,25 +348,40 @@ fn tiled_product(wid: vec3u, nwg: vec3u, lid: u32) -> Block {
     return blk;
 }
 
-fn store_tiled(blk: Block) {
+fn store_tiled(blk: Block, fused: bool) {
     let cols = vec4u(blk.col0) + vec4u(0u, 1u, 2u, 3u);
-    store_row(blk.row0, cols, blk.c[0]);
-    store_row(blk.row0 + 1u, cols, blk.c[1]);
-    store_row(blk.row0 + 2u, cols, blk.c[2]);
-    store_row(blk.row0 + 3u, cols, blk.c[3]);
+    store_row(blk.row0, cols, blk.c[0], fused);
+    store_row(blk.row0 + 1u, cols, blk.c[1], fused);
+    store_row(blk.row0 + 2u, cols, blk.c[2], fused);
+    store_row(blk.row0 + 3u, cols, blk.c[3], fused);
+}
+
+fn forward_tiled(wid: vec3u, nwg: vec3u, lid: u32, fused: bool) {
+    if (!tiled_in_range(wid, nwg)) { return; }
+    var blk = tiled_product(wid, nwg, lid);
+    let cols = vec4u(blk.col0) + vec4u(0u, 1u, 2u, 3u);
+    blk.c = epilogue(blk.c, bias_at(min(cols, vec4u(p.cols - 1u))), blk.row0, cols, fused);
+    store_tiled(blk, fused);
 }
 
 @compute @workgroup_size(256)
 fn matmul_forward_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-    if (!tiled_in_range(wid, nwg)) { return; }
-    var blk = tiled_product(wid, nwg, lid);
-    let cols = vec4u(blk.col0) + vec4u(0u, 1u, 2u, 3u);
-    blk.c = epilogue(blk.c, bias_at(min(cols, vec4u(p.cols - 1u))), blk.row0, cols);
-    store_tiled(blk);
+    forward_tiled(wid, nwg, lid, false);
+}
+
+@compute @workgroup_size(256)
+fn matmul_forward_fused_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    forward_tiled(wid, nwg, lid, true);
 }
 
 @compute @workgroup_size(256)
 fn matmul_product_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
     if (!tiled_in_range(wid, nwg)) { return; }
-    store_tiled(tiled_product(wid, nwg, lid));
+    store_tiled(tiled_product(wid, nwg, lid), false);
+}
+
+@compute @workgroup_size(256)
+fn matmul_product_gelu_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (!tiled_in_range(wid, nwg)) { return; }
+    store_tiled(tiled_product(wid, nwg, lid), true);
 }

@@ -51,28 +51,44 @@ fn coop_product(wid: vec3u, nwg: vec3u, lid: u32) -> vec2u {
 
 // Invocation lid stores row lid of the tile: 32 columns, 8 vec4s, with the bias (and the residual
 // when p.res is set) when `with_bias`.
-fn store_coop(at: vec2u, lid: u32, with_bias: bool) {
+fn store_coop(at: vec2u, lid: u32, with_bias: bool, fused: bool) {
     for (var j = 0u; j < 32u; j += 4u) {
         let cols = vec4u(at.y + j) + vec4u(0u, 1u, 2u, 3u);
         var v = vec4f(cc[lid * 32u + j], cc[lid * 32u + j + 1u], cc[lid * 32u + j + 2u], cc[lid * 32u + j + 3u]);
         if (with_bias) {
             v += bias_at(min(cols, vec4u(p.cols - 1u)));
-            if (p.res != 0u) {
+            if (fused && p.res != 0u) {
                 v += res_row(at.x + lid, cols);
             }
         }
-        store_row(at.x + lid, cols, v);
+        store_row(at.x + lid, cols, v, fused);
     }
+}
+
+fn in_range_coop(wid: vec3u, nwg: vec3u) -> bool {
+    return wid.y * nwg.x + wid.x < p.col_groups * ((p.rows + 31u) / 32u);
 }
 
 @compute @workgroup_size(32)
 fn matmul_forward_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-    if (wid.y * nwg.x + wid.x >= p.col_groups * ((p.rows + 31u) / 32u)) { return; }
-    store_coop(coop_product(wid, nwg, lid), lid, true);
+    if (!in_range_coop(wid, nwg)) { return; }
+    store_coop(coop_product(wid, nwg, lid), lid, true, false);
+}
+
+@compute @workgroup_size(32)
+fn matmul_forward_fused_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (!in_range_coop(wid, nwg)) { return; }
+    store_coop(coop_product(wid, nwg, lid), lid, true, true);
 }
 
 @compute @workgroup_size(32)
 fn matmul_product_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-    if (wid.y * nwg.x + wid.x >= p.col_groups * ((p.rows + 31u) / 32u)) { return; }
-    store_coop(coop_product(wid, nwg, lid), lid, false);
+    if (!in_range_coop(wid, nwg)) { return; }
+    store_coop(coop_product(wid, nwg, lid), lid, false, false);
+}
+
+@compute @workgroup_size(32)
+fn matmul_product_gelu_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (!in_range_coop(wid, nwg)) { return; }
+    store_coop(coop_product(wid, nwg, lid), lid, false, true);
 }

@@ -49,11 +49,23 @@ fn tile_product_subgroup(wid: vec3u, nwg: vec3u, lid: vec3u, lane: u32) -> Tile 
 @compute @workgroup_size(WG)
 fn matmul_forward_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store_forward(tile_product_subgroup(wid, nwg, lid, lane));
+    store_forward(tile_product_subgroup(wid, nwg, lid, lane), false);
+}
+
+@compute @workgroup_size(WG)
+fn matmul_forward_fused_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
+    if (!tile_in_range(wid, nwg, lid)) { return; }
+    store_forward(tile_product_subgroup(wid, nwg, lid, lane), true);
 }
 
 @compute @workgroup_size(WG)
 fn matmul_product_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store(tile_product_subgroup(wid, nwg, lid, lane));
+    store(tile_product_subgroup(wid, nwg, lid, lane), false);
+}
+
+@compute @workgroup_size(WG)
+fn matmul_product_gelu_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
+    if (!tile_in_range(wid, nwg, lid)) { return; }
+    store(tile_product_subgroup(wid, nwg, lid, lane), true);
 }

@@ -1,6 +1,7 @@
 //! Fusion (`Graph::fuse`): GPT's residual adds fold into the output projections and its GELUs into
 //! the c_fc forward and the mlp.c_proj dx product; a fused step gives the unfused loss and
-//! gradients bit for bit (f32, every recomputation policy); an add whose stream is read again later
+//! gradients bit for bit (f32, every recomputation policy), and so does `Fusion::Alias` (CPU
+//! adapters: adds stay kernels, their backward an alias); an add whose stream is read again later
 //! is left alone, since its gradient could not simply be dout.
 
 mod common;
@@ -10,7 +11,7 @@ use common::*;
 use wgpt::gpu::{PipelineCache, Program, Step};
 use wgpt::graph::autodiff::Autodiff;
 use wgpt::graph::flat::FlatLayout;
-use wgpt::graph::fuse::Fused;
+use wgpt::graph::fuse::{Fused, Fusion};
 use wgpt::graph::{Class, DType, Graph, Node, Recompute};
 use wgpt::model::{gpt, param_table, GptConfig};
 
@@ -24,10 +25,20 @@ fn gpt_residual_adds_and_gelus_fold_into_the_linears() {
     let loss = g.t.f32("loss", &[4], Class::Output);
     gpt::record(&mut g, &cfg, &layout.param_ids(), ids, targets, loss).unwrap();
     let before = g.nodes.len();
+    assert_eq!(g.clone().fuse(Recompute::None, Fusion::Off), Fused::default());
+    let mut aliased = g.clone();
+    assert_eq!(aliased.fuse(Recompute::None, Fusion::Alias), Fused { aliased: 2 * cfg.n_layer, ..Fused::default() });
+    assert_eq!(aliased.nodes.len(), before, "aliasing removes no node");
     let blocks_before: Vec<_> = (0..before).map(|i| g.block_of(i)).collect();
     let l = cfg.n_layer;
-    assert_eq!(g.clone().fuse(Recompute::Gelu), Fused { residual: 2 * l, gelu: 0, gelu_backward: l });
-    assert_eq!(g.fuse(Recompute::None), Fused { residual: 2 * l, gelu: l, gelu_backward: l });
+    assert_eq!(
+        g.clone().fuse(Recompute::Gelu, Fusion::Epilogues),
+        Fused { residual: 2 * l, gelu: 0, gelu_backward: l, aliased: 0 }
+    );
+    assert_eq!(
+        g.fuse(Recompute::None, Fusion::Epilogues),
+        Fused { residual: 2 * l, gelu: l, gelu_backward: l, aliased: 0 }
+    );
     assert_eq!(g.nodes.len(), before - 3 * l);
     assert!(
         !g.nodes.iter().any(|n| matches!(n, Node::Residual { .. } | Node::Gelu { .. })),
@@ -73,7 +84,7 @@ fn gpt_residual_adds_and_gelus_fold_into_the_linears() {
 
 /// in -> x = linear(in) -> y = linear(gelu(linear(x))) -> r = x + y -> logits = linear(r) -> loss, the
 /// loss and every weight and bias gradient, as bits, with what fusion folded (if asked to).
-fn residual_block(fuse: bool, policy: Recompute, extra_reader: bool) -> (Fused, Vec<Vec<u32>>) {
+fn residual_block(fusion: Fusion, policy: Recompute, extra_reader: bool) -> (Fused, Vec<Vec<u32>>) {
     let (rows, c, v) = (24, 20, 9);
     let mut r = rng(11);
     let mut g = Graph::new();
@@ -105,7 +116,7 @@ fn residual_block(fuse: bool, policy: Recompute, extra_reader: bool) -> (Fused, 
     g.end_block();
     let logits = g.linear("logits", res, w2, None, false).unwrap();
     g.cross_entropy(logits, targets, loss, 0).unwrap();
-    let folded = if fuse { g.fuse(policy) } else { Fused::default() };
+    let folded = g.fuse(policy, fusion);
     let mut d = g.forward_dispatches();
     let grads: HashMap<_, _> = params.iter().map(|&(p, d, _)| (p, d)).collect();
     d.extend(Autodiff::new(&mut g, &grads, false).with_recompute(policy).backward(1.0));
@@ -129,22 +140,28 @@ fn residual_block(fuse: bool, policy: Recompute, extra_reader: bool) -> (Fused, 
 
 #[test]
 fn a_fused_step_gives_the_unfused_bits() {
-    let (_, plain) = residual_block(false, Recompute::None, false);
+    let (_, plain) = residual_block(Fusion::Off, Recompute::None, false);
     assert!(plain[1..].iter().all(|d| d.iter().any(|&b| f32::from_bits(b) != 0.0)), "a gradient is all zero");
     for policy in [Recompute::None, Recompute::Gelu, Recompute::Block] {
-        let (folded, fused) = residual_block(true, policy, false);
+        let (folded, fused) = residual_block(Fusion::Epilogues, policy, false);
         let gelu = (policy != Recompute::Gelu) as usize;
-        assert_eq!(folded, Fused { residual: 1, gelu, gelu_backward: 1 }, "{}", policy.name());
+        assert_eq!(folded, Fused { residual: 1, gelu, gelu_backward: 1, aliased: 0 }, "{}", policy.name());
         assert_eq!(fused, plain, "{}: fused loss or gradients differ", policy.name());
+        let (folded, aliased) = residual_block(Fusion::Alias, policy, false);
+        assert_eq!(folded, Fused { aliased: 1, ..Fused::default() }, "{}", policy.name());
+        assert_eq!(aliased, plain, "{}: aliased loss or gradients differ", policy.name());
     }
 }
 
 #[test]
 fn an_add_whose_stream_is_read_later_is_not_folded() {
-    let (_, plain) = residual_block(false, Recompute::None, true);
-    let (folded, fused) = residual_block(true, Recompute::None, true);
+    let (_, plain) = residual_block(Fusion::Off, Recompute::None, true);
+    let (folded, fused) = residual_block(Fusion::Epilogues, Recompute::None, true);
     // `again` adds x to res: x is read after `res`, so `res` stays an add; `again` folds nothing
     // (its operands come from an add and a linear that others read). The GELU still folds.
-    assert_eq!(folded, Fused { residual: 0, gelu: 1, gelu_backward: 1 });
+    assert_eq!(folded, Fused { residual: 0, gelu: 1, gelu_backward: 1, aliased: 0 });
     assert_eq!(fused, plain);
+    let (folded, aliased) = residual_block(Fusion::Alias, Recompute::None, true);
+    assert_eq!(folded, Fused::default());
+    assert_eq!(aliased, plain);
 }

@@ -241,8 +241,13 @@ impl<'a> Autodiff<'a> {
                     let (dx, acc) = self.grad_for_write(x);
                     d.push(gelu::backward(dx, acc, dout, xs, n));
                 }
-                // residual_backward: both inputs receive dout.
-                Node::Residual { n, out, a, b } => {
+                // residual_backward: both inputs receive dout; an aliased add (`graph::fuse`)
+                // makes dout's buffer their gradients and runs nothing.
+                Node::Residual { out, a, b, alias: true, .. } => {
+                    self.alias_grad(b, out);
+                    self.alias_grad(a, out);
+                }
+                Node::Residual { n, out, a, b, .. } => {
                     let dout = self.grad_of(out);
                     let (da, aa) = self.grad_for_write(a);
                     let (db, ab) = self.grad_for_write(b);

@@ -7,6 +7,13 @@
 //!   so dL/d(gelu) is never stored and GELU's backward kernel does not run.
 //!
 //! Each keeps the unfused arithmetic in the unfused order, so f32 results are the same bits.
+//!
+//! Epilogues pay where the matmul's stores are cheap (GPUs). On lavapipe every store of the tile
+//! is a per-lane scatter, and the folded forwards ran slower than the vec4 kernels they replaced,
+//! so CPU adapters keep the adds and GELUs as kernels and take only what is free: a residual add's
+//! backward is no kernel at all, both operands' gradients being dout's buffer (`Fusion::Alias`).
+
+use crate::error::{Error, Result};
 
 use std::collections::HashSet;
 
@@ -14,20 +21,73 @@ use super::recompute::Recompute;
 use super::recorder::{Graph, Node};
 use super::tensor::{Class, TensorId};
 
+/// How much `Graph::fuse` folds: `WGPT_FUSION` = auto (by adapter type: `Alias` on CPU adapters,
+/// `Epilogues` elsewhere), off, alias or epilogues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fusion {
+    #[default]
+    Auto,
+    Off,
+    /// Residual adds stay forward kernels; their backward aliases both gradients to dout's.
+    Alias,
+    /// Every rule of the module.
+    Epilogues,
+}
+
+impl Fusion {
+    pub const NAMES: [&'static str; 4] = ["auto", "off", "alias", "epilogues"];
+
+    pub fn parse(s: &str) -> Result<Fusion> {
+        let all = [Fusion::Auto, Fusion::Off, Fusion::Alias, Fusion::Epilogues];
+        Self::NAMES.iter().position(|&n| n == s).map(|i| all[i]).ok_or_else(|| {
+            Error::Other(format!("WGPT_FUSION: unknown '{s}'; choose one of {}", Self::NAMES.join(", ")))
+        })
+    }
+
+    /// `WGPT_FUSION`, or `Auto` when unset.
+    pub fn from_env() -> Result<Fusion> {
+        std::env::var("WGPT_FUSION").ok().filter(|v| !v.is_empty()).map_or(Ok(Fusion::Auto), |v| Fusion::parse(&v))
+    }
+
+    /// `Auto` made definite for an adapter (CPU or not).
+    pub fn resolve(self, cpu: bool) -> Fusion {
+        match self {
+            Fusion::Auto if cpu => Fusion::Alias,
+            Fusion::Auto => Fusion::Epilogues,
+            f => f,
+        }
+    }
+}
+
 /// What `Graph::fuse` folded: each residual add and each GELU forward is one dispatch less in the
 /// forward and (the add) one in the backward; each GELU backward one in the backward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fused {
     pub residual: usize,
+    /// Residual adds left as forward kernels whose backward is an alias (`Fusion::Alias`).
+    pub aliased: usize,
     pub gelu: usize,
     pub gelu_backward: usize,
 }
 
 impl Graph {
-    /// Folds what can be folded (see the module). With the `gelu` recomputation policy the GELU
-    /// forwards stay nodes of their own: recomputing one inside a linear would re-run the product.
-    pub fn fuse(&mut self, recompute: Recompute) -> Fused {
+    /// Folds what `fusion` allows (see the module; `Auto` counts as `Epilogues`). With the `gelu`
+    /// recomputation policy the GELU forwards stay nodes of their own: recomputing one inside a
+    /// linear would re-run the product.
+    pub fn fuse(&mut self, recompute: Recompute, fusion: Fusion) -> Fused {
         let mut f = Fused::default();
+        match fusion {
+            Fusion::Off => return f,
+            Fusion::Alias => {
+                while let Some((add, ..)) = self.next_residual() {
+                    let Node::Residual { alias, .. } = &mut self.nodes[add] else { unreachable!() };
+                    *alias = true;
+                    f.aliased += 1;
+                }
+                return f;
+            }
+            Fusion::Auto | Fusion::Epilogues => {}
+        }
         while let Some((add, linear, res, out)) = self.next_residual() {
             let Node::Matmul { out: o, res: r, .. } = &mut self.nodes[linear] else { unreachable!() };
             (*o, *r) = (out, Some(res));
@@ -83,10 +143,12 @@ impl Graph {
     /// linear must have a bias (the epilogue that reads a residual) and be y's only writer, y read
     /// only by the add; x must be written before the linear and read by no node after it but the
     /// add. That last rule makes the fused node the first in the backward walk to write dx, so dx
-    /// can simply be dout's buffer, which later rules accumulate into.
+    /// can simply be dout's buffer, which later rules accumulate into; and y's gradient, read only
+    /// by the linear's rule (the next to run), can be that buffer too. Adds already aliased are
+    /// skipped.
     fn next_residual(&self) -> Option<(usize, usize, TensorId, TensorId)> {
         for (add, node) in self.nodes.iter().enumerate() {
-            let Node::Residual { out, a, b, .. } = *node else { continue };
+            let Node::Residual { out, a, b, alias: false, .. } = *node else { continue };
             for (x, y) in [(a, b), (b, a)] {
                 if !self.whole(x) || !self.whole(y) || x == y {
                     continue;
@@ -106,12 +168,14 @@ impl Graph {
         None
     }
 
-    /// (gelu node, linear, its output) for the first GELU of a whole linear's output.
+    /// (gelu node, linear, its output) for the first GELU of a whole biased linear's output (the
+    /// fused forward entry points are biased).
     fn next_gelu(&self) -> Option<(usize, usize, TensorId)> {
         self.nodes.iter().enumerate().find_map(|(i, node)| {
             let Node::Gelu { out, x, .. } = *node else { return None };
             let linear = self.writer(x)?;
-            (self.whole(out) && self.whole(x) && self.plain_linear(linear, x)).then_some((i, linear, out))
+            let biased = matches!(self.nodes[linear], Node::Matmul { bias: Some(_), .. });
+            (self.whole(out) && self.whole(x) && biased && self.plain_linear(linear, x)).then_some((i, linear, out))
         })
     }
 

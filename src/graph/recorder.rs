@@ -57,11 +57,14 @@ pub enum Node {
         out: TensorId,
         x: TensorId,
     },
+    /// out = a + b. With `alias` (set by `Graph::fuse`) its backward runs nothing: a's and b's
+    /// gradients are dout's buffer.
     Residual {
         n: usize,
         out: TensorId,
         a: TensorId,
         b: TensorId,
+        alias: bool,
     },
     /// Per-row cross-entropy of one chunk of rows; `scale` is d(mean loss)/d(row loss).
     CrossEntropy {
@@ -295,7 +298,7 @@ impl Graph {
             return Err(shape_err(name, self.shape(b), &format!("{s:?}")));
         }
         let out = self.act(name.to_string(), &s);
-        self.nodes.push(Node::Residual { n: s.iter().product(), out, a, b });
+        self.nodes.push(Node::Residual { n: s.iter().product(), out, a, b, alias: false });
         Ok(out)
     }
 
@@ -375,7 +378,7 @@ impl Node {
             }
             Node::Attention { op, out, lse, qkv } => op.forward(out, lse, qkv),
             Node::Gelu { n, out, x } => gelu::forward(out, x, n),
-            Node::Residual { n, out, a, b } => residual::forward(out, a, b, n),
+            Node::Residual { n, out, a, b, .. } => residual::forward(out, a, b, n),
             Node::CrossEntropy { op, losses, lse, logits, targets, .. } => op.forward(losses, lse, logits, targets),
             Node::Mean { rows, out, index, losses } => reduce::sum_final(out, index, losses, rows, 1.0 / rows as f32),
         }

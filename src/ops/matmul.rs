@@ -112,16 +112,34 @@ impl Variant {
     }
 
     fn entry(self, pass: Pass) -> &'static str {
-        match (self, pass) {
-            (Variant::Register, Pass::Forward { bias: true, .. }) => "matmul_forward",
-            (Variant::Register, _) => "matmul_product",
-            (Variant::Tiled, Pass::Forward { bias: true, .. }) => "matmul_forward_tiled",
-            (Variant::Tiled, _) => "matmul_product_tiled",
-            (Variant::Subgroup, Pass::Forward { bias: true, .. }) => "matmul_forward_subgroup",
-            (Variant::Subgroup, _) => "matmul_product_subgroup",
-            (Variant::Coop, Pass::Forward { bias: true, .. }) => "matmul_forward_coop",
-            (Variant::Coop, _) => "matmul_product_coop",
-        }
+        // Plain, with a bias, fused forward (residual or GELU written), and dx through GELU's
+        // derivative: the fused ones are entry points of their own, so the plain ones keep short
+        // stores (see `store_row` in the shader).
+        let form = match pass {
+            Pass::Forward { res: true, .. } | Pass::Forward { gelu: true, .. } => 2,
+            Pass::Forward { bias: true, .. } => 1,
+            Pass::Dx { gelu: true } => 3,
+            _ => 0,
+        };
+        let names = match self {
+            Variant::Register => ["matmul_product", "matmul_forward", "matmul_forward_fused", "matmul_product_gelu"],
+            Variant::Tiled => [
+                "matmul_product_tiled",
+                "matmul_forward_tiled",
+                "matmul_forward_fused_tiled",
+                "matmul_product_gelu_tiled",
+            ],
+            Variant::Subgroup => [
+                "matmul_product_subgroup",
+                "matmul_forward_subgroup",
+                "matmul_forward_fused_subgroup",
+                "matmul_product_gelu_subgroup",
+            ],
+            Variant::Coop => {
+                ["matmul_product_coop", "matmul_forward_coop", "matmul_forward_fused_coop", "matmul_product_gelu_coop"]
+            }
+        };
+        names[form]
     }
 }
 
@@ -194,7 +212,7 @@ impl Product {
         // The shader's p.res and p.gelu (1: forward writes gelu(C), 2: dx times gelu').
         let (res, gelu) = match pass {
             Pass::Forward { bias, res, gelu } => {
-                assert!(bias || !res, "{entry}: a residual needs the bias epilogue");
+                assert!(bias || !(res || gelu), "{entry}: a fused epilogue needs the bias");
                 (res, gelu as u32)
             }
             Pass::Dx { gelu } => (false, 2 * gelu as u32),
@@ -284,7 +302,8 @@ impl Matmul {
     }
 
     /// out (M, N) = x @ W + bias + res, and gelu(out) into `e.gelu`: the forward with whatever
-    /// `graph::fuse` folded into it. A residual needs a bias (only that entry point reads it).
+    /// `graph::fuse` folded into it. A residual or GELU needs a bias (the fused entry points are
+    /// biased forwards).
     pub fn forward_with(&self, out: TensorId, x: TensorId, w: TensorId, e: Epilogue) -> Dispatch {
         let pass = Pass::Forward { bias: e.bias.is_some(), res: e.res.is_some(), gelu: e.gelu.is_some() };
         if e.res.is_some() || e.gelu.is_some() {

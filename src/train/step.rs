@@ -10,6 +10,7 @@ use crate::gpu::tuning::{Autotune, KernelPolicy};
 use crate::gpu::{Gpu, PipelineCache, Program, Step};
 use crate::graph::autodiff::Autodiff;
 use crate::graph::flat::FlatLayout;
+use crate::graph::fuse::Fusion;
 use crate::graph::{Class, Graph, Recompute, TensorId};
 use crate::model::{gpt, param_table, GptConfig};
 use crate::ops::adamw::AdamW;
@@ -44,6 +45,9 @@ pub struct StepConfig {
     pub attention: Option<crate::ops::attention::Variant>,
     /// When the products' variants are timed (gpu/tuning.rs).
     pub autotune: Autotune,
+    /// What `graph::fuse` folds (`build` settles `Auto` from `WGPT_FUSION`, else by adapter type;
+    /// `program` alone takes it as `Epilogues`).
+    pub fusion: Fusion,
 }
 
 impl StepConfig {
@@ -82,6 +86,7 @@ impl StepConfig {
             matmul: None,
             attention: None,
             autotune: Autotune::Auto,
+            fusion: Fusion::Auto,
         }
     }
 }
@@ -151,7 +156,7 @@ impl TrainStep {
 
         let logits = gpt::record(&mut g, &cfg.model, &layout.param_ids(), ids, targets, scalars)?;
         // Residual adds and GELUs go into the matmuls beside them (`graph::fuse`).
-        g.fuse(cfg.recompute);
+        g.fuse(cfg.recompute, cfg.fusion);
         let (embedding, buckets) = match g.nodes[0] {
             crate::graph::Node::Embedding { op, buckets, .. } => {
                 (Embedding { v: cfg.model.vocab_size, v0: 0, ..op }, buckets)
@@ -232,6 +237,9 @@ impl TrainStep {
                 gpu.info.name
             )));
         }
+        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        let fusion = if cfg.fusion == Fusion::Auto { Fusion::from_env()? } else { cfg.fusion };
+        let cfg = StepConfig { fusion: fusion.resolve(cpu), ..cfg };
         let limit = cfg.max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
         let (mut program, s) = Self::program(cfg, limit)?;
         program.max_binding = Some(limit);
