@@ -150,10 +150,14 @@ impl Step {
         gpu.queue.write_buffer(&ubuf, 0, &udata);
 
         // Bound where an entry point declares a storage binding a dispatch does not read
-        // (`Dispatch::spare`): a matmul forward's residual when it adds none.
+        // (`Dispatch::spare`): a matmul's residual or GELU tensor when it has none. Each spare
+        // binding of a dispatch gets its own slot: overlapping writable bindings are an error in
+        // WebGPU even when nothing writes them.
+        let slot = gpu.align().max(256);
+        let slots = dispatches.iter().map(|d| d.spare.len()).max().unwrap_or(0).max(1) as u64;
         let placeholder = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("unread binding"),
-            size: 256,
+            size: slot * slots,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
@@ -183,7 +187,15 @@ impl Step {
                         });
                     }
                     BindingKind::Storage { .. } if d.spare.contains(&binding) => {
-                        entries.push(wgpu::BindGroupEntry { binding, resource: placeholder.as_entire_binding() });
+                        let k = d.spare.iter().position(|&b| b == binding).unwrap() as u64;
+                        entries.push(wgpu::BindGroupEntry {
+                            binding,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &placeholder,
+                                offset: k * slot,
+                                size: wgpu::BufferSize::new(slot),
+                            }),
+                        });
                     }
                     BindingKind::Storage { .. } => {
                         let Some(&(_, t)) = d.args.iter().find(|a| a.0 == binding) else {
