@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use common::*;
 use safetensors::{Dtype, SafeTensors};
 use wgpt::gpu::PipelineCache;
+use wgpt::graph::fuse::Fusion;
 use wgpt::model::GptConfig;
 use wgpt::ops::matmul::Pass;
 use wgpt::ops::Tunable;
@@ -59,8 +60,13 @@ fn max_abs(x: &[f64]) -> f64 {
 }
 
 async fn build(fx: &Fixture) -> TrainStep {
+    build_fused(fx, Fusion::Auto).await
+}
+
+async fn build_fused(fx: &Fixture, fusion: Fusion) -> TrainStep {
     let mut cache = PipelineCache::new();
-    let ts = TrainStep::build(open_gpu().await, &mut cache, StepConfig::new(GptConfig::tiny(), 2)).await.unwrap();
+    let cfg = StepConfig { fusion, ..StepConfig::new(GptConfig::tiny(), 2) };
+    let ts = TrainStep::build(open_gpu().await, &mut cache, cfg).await.unwrap();
     ts.load_params(|name, _| Ok(fx.f32s[&format!("param.{name}")].clone())).unwrap();
     let ids: Vec<u32> = fx.i32s["input_ids"].iter().map(|&x| x as u32).collect();
     let targets: Vec<u32> = fx.i32s["targets"].iter().map(|&x| x as u32).collect();
@@ -109,27 +115,40 @@ async fn tiny_gpt_matches_pytorch_reference() {
     }
 }
 
+/// The loss and every gradient of one forward + backward, as bits.
+async fn step_bits(ts: &TrainStep) -> (u32, HashMap<String, Vec<u32>>) {
+    ts.run_zero_grads();
+    ts.run_forward();
+    ts.run_backward();
+    let s = ts.stats().await.unwrap();
+    let g = ts.read_grads().await.unwrap();
+    (s.loss.to_bits(), g.into_iter().map(|(k, v)| (k, v.iter().map(|x| x.to_bits()).collect())).collect())
+}
+
 #[gpu_test]
 async fn identical_steps_are_bit_identical() {
     let fx = load();
     let ts = build(&fx).await;
-    let mut runs = Vec::new();
-    for _ in 0..2 {
-        ts.run_zero_grads();
-        ts.run_forward();
-        ts.run_backward();
-        let s = ts.stats().await.unwrap();
-        let g = ts.read_grads().await.unwrap();
-        runs.push((
-            s.loss.to_bits(),
-            g.into_iter()
-                .map(|(k, v)| (k, v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()))
-                .collect::<HashMap<_, _>>(),
-        ));
-    }
+    let runs = [step_bits(&ts).await, step_bits(&ts).await];
     assert_eq!(runs[0].0, runs[1].0, "loss bits differ between identical steps");
     for (name, bits) in &runs[0].1 {
         assert!(bits == &runs[1].1[name], "gradient {name} differs between identical steps");
+    }
+}
+
+/// Whatever the fusion pass folds (the residual adds and GELUs into the matmuls' epilogues on
+/// GPUs, only the residual backward on CPU adapters), the whole model's f32 loss and gradients
+/// are the unfused ones bit for bit.
+#[gpu_test]
+async fn every_fusion_gives_the_unfused_bits() {
+    let fx = load();
+    let plain = step_bits(&build_fused(&fx, Fusion::Off).await).await;
+    for fusion in [Fusion::Alias, Fusion::Epilogues] {
+        let fused = step_bits(&build_fused(&fx, fusion).await).await;
+        assert_eq!(fused.0, plain.0, "{fusion:?}: loss bits differ from the unfused step");
+        for (name, bits) in &plain.1 {
+            assert!(bits == &fused.1[name], "{fusion:?}: gradient {name} differs from the unfused step");
+        }
     }
 }
 
