@@ -1,6 +1,6 @@
 //! The driver's compiled pipelines kept across runs: wgpu's `PipelineCache` (a VkPipelineCache,
-//! where the backend has one), read from and written to `pipelines-<adapter key>.bin` in wgpt's
-//! cache folder. Not to be confused with `pipeline.rs`, wgpt's map of pipelines within a process.
+//! where the backend has one), read from and written to `<key>.bin` in wgpt's cache folder, the key
+//! being wgpu's `pipeline_cache_key` for the adapter (`wgpu_pipeline_cache_vulkan_<vendor>_<device>`). Not to be confused with `pipeline.rs`, wgpt's map of pipelines within a process.
 //! A stale or damaged file costs nothing but the compile: wgpu checks the data's header and
 //! adapter and, told to fall back, starts empty; the next save replaces the file.
 

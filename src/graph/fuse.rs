@@ -13,13 +13,12 @@
 //! so CPU adapters keep the adds and GELUs as kernels and take only what is free: a residual add's
 //! backward is no kernel at all, both operands' gradients being dout's buffer (`Fusion::Alias`).
 
-use crate::error::{Error, Result};
-
 use std::collections::HashSet;
 
 use super::recompute::Recompute;
 use super::recorder::{Graph, Node};
 use super::tensor::{Class, TensorId};
+use crate::error::{Error, Result};
 
 /// How much `Graph::fuse` folds: `WGPT_FUSION` = auto (by adapter type: `Alias` on CPU adapters,
 /// `Epilogues` elsewhere), off, alias or epilogues.
@@ -122,9 +121,13 @@ impl Graph {
         (0..self.nodes.len()).filter(|&i| self.nodes[i].reads().iter().any(|&t| self.t.root(t) == r)).collect()
     }
 
+    fn writers(&self, r: TensorId) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(move |&i| self.nodes[i].writes().iter().any(|&t| self.t.root(t) == r))
+    }
+
     /// The one node that writes root `r`, if exactly one does.
     fn writer(&self, r: TensorId) -> Option<usize> {
-        let mut w = (0..self.nodes.len()).filter(|&i| self.nodes[i].writes().iter().any(|&t| self.t.root(t) == r));
+        let mut w = self.writers(r);
         w.next().filter(|_| w.next().is_none())
     }
 
@@ -156,9 +159,7 @@ impl Graph {
                 let Some(linear) = self.writer(y) else { continue };
                 let biased = matches!(self.nodes[linear], Node::Matmul { bias: Some(_), .. });
                 let fits = biased && self.plain_linear(linear, y) && self.readers(y) == HashSet::from([add]);
-                let x_ready = (0..self.nodes.len())
-                    .filter(|&i| self.nodes[i].writes().iter().any(|&t| self.t.root(t) == x))
-                    .all(|w| w < linear);
+                let x_ready = self.writers(x).all(|w| w < linear);
                 let x_last = self.readers(x).iter().all(|&r| r < linear || r == add);
                 if fits && x_ready && x_last {
                     return Some((add, linear, x, out));

@@ -27,9 +27,10 @@ const MIN_GROUPS: usize = 8;
 /// out (M, N) = x (M, K) @ W + bias (N). W is (K, N) (Hugging Face Conv1D layout), or with
 /// `trans_w` (N, K): the tied lm_head computes logits = x @ wte^T with wte (V, C).
 ///
-/// Every entry point binds the operands of C = A B: 1 = C (written), 2 = A, 3 = B, and for the
-/// forward with a bias 4 = bias and 5 = the residual it adds (a placeholder when it adds none).
-/// The bias gradient is not here: it is `reduce::colsum` of dout.
+/// Every entry point binds the operands of C = A B: 1 = C (written), 2 = A, 3 = B; for the
+/// forward with a bias 4 = bias and 5 = the residual it adds; and 6 = the GELU tensor of a fused
+/// epilogue (`Epilogue`, `backward_dx_gelu`). Bindings a dispatch does not read are spare (the
+/// executor binds placeholders). The bias gradient is not here: it is `reduce::colsum` of dout.
 ///
 /// `out_stride` and `out_col` place out in a wider matrix: out[i, j] is element
 /// `i * out_stride + out_col + j` of the bound out (and dout) tensor. They let a weight larger than
