@@ -1,6 +1,6 @@
 // LayerNorm over the last dimension C: out = (x - mean) * rstd * w + b, with the biased variance
-// and rstd = 1 / sqrt(var + eps). Backward: dx by one invocation per row; dw and db without
-// atomics, through per-chunk-of-rows partial sums in scratch and one fixed-order pass per column.
+// and rstd = 1 / sqrt(var + eps). Backward: dx per row and, without atomics, per-chunk-of-rows
+// partial sums of dw and db in scratch (one dispatch), then one fixed-order pass per column.
 
 struct Params {
     rows: u32,    // rows of x (B * T)
@@ -50,12 +50,9 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
 @group(0) @binding(10) var<storage, read_write> scratch: array<f32>; // (ceil(rows / chunk), 2, C)
 @group(0) @binding(11) var<storage, read_write> dout: array<st>;     // (rows, C)
 
-// One invocation per row: with g = dout * w and xh = (x - mean) * rstd,
-// dx (+)= rstd * (g - mean(g) - xh * mean(g * xh)).
-@compute @workgroup_size(WG)
-fn layernorm_backward_dx(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    let r = flat_index(wid, nwg, lid);
-    if (r >= p.rows) { return; }
+// dx (+)= rstd * (g - mean(g) - xh * mean(g * xh)) for row r, with g = dout * w and
+// xh = (x - mean) * rstd.
+fn backward_row(r: u32) {
     let base = r * p.c;
     let m = mean[r];
     let s = rstd[r];
@@ -75,15 +72,9 @@ fn layernorm_backward_dx(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
     }
 }
 
-// One invocation per (chunk k, column i): scratch[k, 0, i] = sum of dout * xh and
-// scratch[k, 1, i] = sum of dout over the chunk's rows, in row order.
-@compute @workgroup_size(WG)
-fn layernorm_backward_partial(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    let t = flat_index(wid, nwg, lid);
-    let nchunks = (p.rows + p.chunk - 1u) / p.chunk;
-    if (t >= nchunks * p.c) { return; }
-    let k = t / p.c;
-    let i = t % p.c;
+// scratch[k, 0, i] = sum of dout * xh and scratch[k, 1, i] = sum of dout over chunk k's rows, in
+// row order.
+fn backward_partial(k: u32, i: u32) {
     let r1 = min(p.rows, (k + 1u) * p.chunk);
     var sw = 0.0;
     var sb = 0.0;
@@ -94,6 +85,23 @@ fn layernorm_backward_partial(@builtin(workgroup_id) wid: vec3u, @builtin(num_wo
     }
     scratch[(2u * k) * p.c + i] = sw;
     scratch[(2u * k + 1u) * p.c + i] = sb;
+}
+
+// One workgroup per chunk k of rows: its invocations take the chunk's rows for dx, then its
+// columns for the chunk's partial sums of dw and db. Both read only the forward's tensors and
+// dout, so no barrier separates them, and one dispatch does what two did (with the chunk's rows
+// still in cache for the second pass).
+@compute @workgroup_size(WG)
+fn layernorm_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    let k = wid.y * nwg.x + wid.x;
+    if (k >= (p.rows + p.chunk - 1u) / p.chunk) { return; }
+    let r1 = min(p.rows, (k + 1u) * p.chunk);
+    for (var r = k * p.chunk + lid.x; r < r1; r += WG) {
+        backward_row(r);
+    }
+    for (var i = lid.x; i < p.c; i += WG) {
+        backward_partial(k, i);
+    }
 }
 
 // One invocation per column: dw[i] (+)= sum over chunks of scratch[k, 0, i], db[i] (+)= the same

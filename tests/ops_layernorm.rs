@@ -146,12 +146,12 @@ impl Case {
                 2.0 * (rstd[r] * inner + e * want_dx[j].abs())
             })
             .collect();
-        assert_within(&what("layernorm_backward_dx"), &ran.get(self.dx).await, &want_dx, &dx_tol);
+        assert_within(&what("layernorm_backward dx"), &ran.get(self.dx).await, &want_dx, &dx_tol);
         // Accumulating adds one rounding at the scale of the prior and of the sum.
         let acc_dx = add(&want_dx, &self.prior_dx);
         let acc_tol: Vec<f64> =
             (0..rows * c).map(|j| dx_tol[j] + 2.0 * U * (self.prior_dx[j].abs() + acc_dx[j].abs())).collect();
-        assert_within(&what("layernorm_backward_dx acc"), &ran.get(self.dx2).await, &acc_dx, &acc_tol);
+        assert_within(&what("layernorm_backward dx acc"), &ran.get(self.dx2).await, &acc_dx, &acc_tol);
 
         // dw = sum over rows of dout xh, db = sum of dout: row sums in chunks (at most rows
         // roundings at the scale of the sum of |terms|), plus the xh error of every term.

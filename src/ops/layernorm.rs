@@ -1,10 +1,10 @@
 //! LayerNorm over the last dimension (biased variance, eps from the caller; GPT-2 uses 1e-5), with
 //! deterministic dw / db through per-chunk partial sums. Shader: `shaders/layernorm.wgsl`.
 
-use super::{Dispatch, Family, Uniform, WG};
+use super::{grid, Dispatch, Family, Uniform, WG};
 use crate::graph::TensorId;
 
-/// Rows summed by one invocation of `layernorm_backward_partial`.
+/// Rows per workgroup of `layernorm_backward`, and per partial sum of dw and db.
 pub const LN_CHUNK: usize = 64;
 
 /// out (rows, C) = (x - mean) * rstd * w + b over each row of x (rows, C).
@@ -53,8 +53,8 @@ impl LayerNorm {
     }
 
     /// dx (rows, C) (+)= the input gradient; dw, db (C) (+)= the parameter gradients (each
-    /// accumulates or overwrites on its own flag). Three dispatches: `layernorm_backward_dx`,
-    /// `layernorm_backward_partial` (per-chunk sums into scratch), `layernorm_backward_final`.
+    /// accumulates or overwrites on its own flag). Two dispatches: `layernorm_backward` (dx and
+    /// the per-chunk sums into scratch, a workgroup per chunk) and `layernorm_backward_final`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -73,25 +73,17 @@ impl LayerNorm {
     ) -> Vec<Dispatch> {
         let u = self.params(acc_dx, acc_w, acc_b);
         vec![
-            Dispatch::new(Family::LayerNorm, "layernorm_backward_dx")
+            Dispatch::new(Family::LayerNorm, "layernorm_backward")
                 .uniform(u.clone())
                 .arg(7, dx)
+                .arg(10, scratch)
                 .arg(11, dout)
                 .arg(4, x)
                 .arg(5, w)
                 .arg(2, mean)
                 .arg(3, rstd)
-                .flops(&[10, self.rows, self.c])
-                .threads(self.rows as u64, WG),
-            Dispatch::new(Family::LayerNorm, "layernorm_backward_partial")
-                .uniform(u.clone())
-                .arg(10, scratch)
-                .arg(11, dout)
-                .arg(4, x)
-                .arg(2, mean)
-                .arg(3, rstd)
-                .flops(&[4, self.rows, self.c])
-                .threads((self.chunks() * self.c) as u64, WG),
+                .flops(&[14, self.rows, self.c])
+                .groups(grid(self.chunks() as u64)),
             Dispatch::new(Family::LayerNorm, "layernorm_backward_final")
                 .uniform(u)
                 .arg(8, dw)
