@@ -18,6 +18,8 @@ struct Params {
     lanes_r: u32,     // register and subgroup variants: row lanes of a workgroup; LANES_C * lanes_r <= WG
     res: u32,         // forward with a bias: add res (at C's offsets) too, out = res + x W + bias
     gelu: u32,        // 1 (forward): also write gelu(C) to gt; 2 (dx): C = (A B) gelu'(gt), gt the GELU input
+    acc_b: u32,       // dW with the bias gradient (`*_colsum`): add to bias instead of overwriting
+    chunk: u32,       // the same: rows of B per partial column sum (reduce.wgsl's colsum chunk)
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -27,7 +29,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> c: array<st>;     // (rows, cols)
 @group(0) @binding(2) var<storage, read_write> a: array<st>;     // (rows, inner) through strides
 @group(0) @binding(3) var<storage, read_write> b: array<st>;     // (inner, cols) through strides
-@group(0) @binding(4) var<storage, read_write> bias: array<st>;  // (N), forward with a bias only
+// The bias (N) of a forward; in the dW entry points `*_colsum`, the bias gradient they write.
+@group(0) @binding(4) var<storage, read_write> bias: array<st>;
 // The residual stream a projection adds to (the scheduler folds `x + linear(y)` into the linear):
 // read only when p.res is set; otherwise the dispatch binds a small placeholder here.
 @group(0) @binding(5) var<storage, read_write> res: array<st>;   // (M, N), forward with a bias only
@@ -74,6 +77,37 @@ fn tile_in_range(wid: vec3u, nwg: vec3u, lid: vec3u) -> bool {
         && lid.x < LANES_C * p.lanes_r;
 }
 
+// Column sums of B in reduce.wgsl's colsum order: the rows of each chunk of p.chunk summed in
+// order from zero (`part`), then the chunks' sums in order from zero (`total`). In the dW product
+// B is dout, so these are the bias gradient, bit for bit what the two colsum kernels write, from
+// values the product loads anyway (`matmul_product_colsum*`).
+struct ColSum {
+    part: array<vec4f, 4>,
+    total: array<vec4f, 4>,
+}
+
+// s with row k of B's columns (4 blocks) added, the chunk closed at its last row. (By value: naga
+// 30's SPIR-V writer fails on a pointer to a member of the tile passed to a function.)
+fn colsum_add(sums: ColSum, b: array<vec4f, 4>, k: u32) -> ColSum {
+    var s = sums;
+    s.part[0] += b[0]; s.part[1] += b[1]; s.part[2] += b[2]; s.part[3] += b[3];
+    if ((k + 1u) % p.chunk == 0u || k + 1u == p.inner) {
+        s.total[0] += s.part[0]; s.total[1] += s.part[1]; s.total[2] += s.part[2]; s.total[3] += s.part[3];
+        s.part = array<vec4f, 4>();
+    }
+    return s;
+}
+
+// bias[cols] (+)= v for the columns inside C, by the invocation whose tile holds C's row 0.
+fn store_colsum(row0: u32, cols: vec4u, v: vec4f) {
+    if (row0 != 0u) { return; }
+    for (var q = 0u; q < 4u; q++) {
+        if (cols[q] < p.cols) {
+            bias[cols[q]] = st(accumulate(f32(bias[cols[q]]), v[q], p.acc_b));
+        }
+    }
+}
+
 struct Tile {
     row0: u32,
     // Columns of the 4 column blocks; past the edge they are computed but not stored.
@@ -82,6 +116,7 @@ struct Tile {
     c10: mat4x4f, c11: mat4x4f, c12: mat4x4f, c13: mat4x4f,
     c20: mat4x4f, c21: mat4x4f, c22: mat4x4f, c23: mat4x4f,
     c30: mat4x4f, c31: mat4x4f, c32: mat4x4f, c33: mat4x4f,
+    sums: ColSum,  // B's column sums, when the product is asked for them
 }
 
 fn outer(u: vec4f, v: vec4f) -> mat4x4f {
@@ -136,7 +171,8 @@ fn load_b4(kb: u32, bc: array<vec4u, 4>) -> array<vec4f, 4> {
     return array<vec4f, 4>(load_b(kb, bc[0]), load_b(kb, bc[1]), load_b(kb, bc[2]), load_b(kb, bc[3]));
 }
 
-fn tile_product(wid: vec3u, nwg: vec3u, lid: vec3u) -> Tile {
+// `colsum` (a constant at every call) also sums B's columns into t.sums.
+fn tile_product(wid: vec3u, nwg: vec3u, lid: vec3u, colsum: bool) -> Tile {
     var t = tile_at(wid, nwg, lid);
     // Past the edge, rows re-read the last one: no branch in the loop.
     let r = vec4u(t.row0) + vec4u(0u, 1u, 2u, 3u);
@@ -149,7 +185,9 @@ fn tile_product(wid: vec3u, nwg: vec3u, lid: vec3u) -> Tile {
     var ka = 0u;
     var kb = 0u;
     for (var k = 0u; k < p.inner; k++) {
-        tile_step(&t, load_a(ar0, ka), load_a(ar1, ka), load_a(ar2, ka), load_a(ar3, ka), load_b4(kb, bc));
+        let bv = load_b4(kb, bc);
+        tile_step(&t, load_a(ar0, ka), load_a(ar1, ka), load_a(ar2, ka), load_a(ar3, ka), bv);
+        if (colsum && t.row0 == 0u) { t.sums = colsum_add(t.sums, bv, k); }
         ka += p.a_cs;
         kb += p.b_rs;
     }
@@ -185,6 +223,11 @@ fn store_row(i: u32, cols: vec4u, value: vec4f, fused: bool) {
     }
 }
 
+fn store_colsums(t: Tile) {
+    store_colsum(t.row0, t.cols0, t.sums.total[0]); store_colsum(t.row0, t.cols1, t.sums.total[1]);
+    store_colsum(t.row0, t.cols2, t.sums.total[2]); store_colsum(t.row0, t.cols3, t.sums.total[3]);
+}
+
 fn store_block(i: u32, cols: vec4u, m: mat4x4f, fused: bool) {
     store_row(i, cols, m[0], fused);
     store_row(i + 1u, cols, m[1], fused);
@@ -208,14 +251,14 @@ fn store(t: Tile, fused: bool) {
 @compute @workgroup_size(WG)
 fn matmul_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store_forward(tile_product(wid, nwg, lid), false);
+    store_forward(tile_product(wid, nwg, lid, false), false);
 }
 
 // The same plus res (M, N) when p.res is set, and gelu(out) into gt when p.gelu is 1.
 @compute @workgroup_size(WG)
 fn matmul_forward_fused(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store_forward(tile_product(wid, nwg, lid), true);
+    store_forward(tile_product(wid, nwg, lid, false), true);
 }
 
 fn bias_at(j: vec4u) -> vec4f {
@@ -267,14 +310,23 @@ fn store_forward(tile: Tile, fused: bool) {
 @compute @workgroup_size(WG)
 fn matmul_product(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store(tile_product(wid, nwg, lid), false);
+    store(tile_product(wid, nwg, lid, false), false);
+}
+
+// dW with the bias gradient (p.inner rows of B = dout): C (+)= A B and bias (+)= B's column sums.
+@compute @workgroup_size(WG)
+fn matmul_product_colsum(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    if (!tile_in_range(wid, nwg, lid)) { return; }
+    let t = tile_product(wid, nwg, lid, true);
+    store(t, false);
+    store_colsums(t);
 }
 
 // dx with GELU's backward folded in (p.gelu = 2): C = (A B) gelu'(gt).
 @compute @workgroup_size(WG)
 fn matmul_product_gelu(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store(tile_product(wid, nwg, lid), true);
+    store(tile_product(wid, nwg, lid, false), true);
 }
 
 // ---- Variant `tiled` (GPUs): a 64 x 64 tile of C per workgroup of 256 invocations, staged through
@@ -298,6 +350,8 @@ struct Block {
     row0: u32,  // first of the invocation's 4 rows
     col0: u32,  // first of its 4 columns
     c: mat4x4f, // c[r] = row row0 + r, columns col0 .. col0 + 3
+    part: vec4f,   // B's sums over columns col0 .. col0 + 3, as ColSum (for `colsum`)
+    total: vec4f,
 }
 
 fn tiled_in_range(wid: vec3u, nwg: vec3u) -> bool {
@@ -314,7 +368,8 @@ fn b_at(k: u32, j: u32) -> f32 {
     return f32(b[k * p.b_rs + j * p.b_cs]);
 }
 
-fn tiled_product(wid: vec3u, nwg: vec3u, lid: u32) -> Block {
+// `colsum`: also B's column sums, in ColSum's order (chunks are whole stages: p.chunk % TK == 0).
+fn tiled_product(wid: vec3u, nwg: vec3u, lid: u32, colsum: bool) -> Block {
     let g = wid.y * nwg.x + wid.x;
     let tile_r = (g / p.col_groups) * TB;
     let tile_c = (g % p.col_groups) * TB;
@@ -342,6 +397,12 @@ fn tiled_product(wid: vec3u, nwg: vec3u, lid: u32) -> Block {
             let av = sa[kk * SP + lid / 16u];
             let bv = sb[kk * SP + lid % 16u];
             blk.c += outer(av, bv);
+            if (colsum && k0 + kk < p.inner) { blk.part += bv; }
+        }
+        let k1 = min(k0 + TK, p.inner);
+        if (colsum && (k1 % p.chunk == 0u || k1 == p.inner)) {
+            blk.total += blk.part;
+            blk.part = vec4f(0.0);
         }
         workgroupBarrier();
     }
@@ -358,7 +419,7 @@ fn store_tiled(blk: Block, fused: bool) {
 
 fn forward_tiled(wid: vec3u, nwg: vec3u, lid: u32, fused: bool) {
     if (!tiled_in_range(wid, nwg)) { return; }
-    var blk = tiled_product(wid, nwg, lid);
+    var blk = tiled_product(wid, nwg, lid, false);
     let cols = vec4u(blk.col0) + vec4u(0u, 1u, 2u, 3u);
     blk.c = epilogue(blk.c, bias_at(min(cols, vec4u(p.cols - 1u))), blk.row0, cols, fused);
     store_tiled(blk, fused);
@@ -377,11 +438,19 @@ fn matmul_forward_fused_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_wo
 @compute @workgroup_size(256)
 fn matmul_product_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
     if (!tiled_in_range(wid, nwg)) { return; }
-    store_tiled(tiled_product(wid, nwg, lid), false);
+    store_tiled(tiled_product(wid, nwg, lid, false), false);
+}
+
+@compute @workgroup_size(256)
+fn matmul_product_colsum_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (!tiled_in_range(wid, nwg)) { return; }
+    let blk = tiled_product(wid, nwg, lid, true);
+    store_tiled(blk, false);
+    store_colsum(blk.row0, vec4u(blk.col0) + vec4u(0u, 1u, 2u, 3u), blk.total);
 }
 
 @compute @workgroup_size(256)
 fn matmul_product_gelu_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
     if (!tiled_in_range(wid, nwg)) { return; }
-    store_tiled(tiled_product(wid, nwg, lid), true);
+    store_tiled(tiled_product(wid, nwg, lid, false), true);
 }

@@ -17,7 +17,9 @@ var<workgroup> ca: array<f16, 512>;   // A tile, row-major, 16 per row
 var<workgroup> cb: array<f16, 512>;   // B tile, row-major, 32 per row
 var<workgroup> cc: array<f32, 1024>;  // C tile, row-major, 32 per row
 
-fn coop_product(wid: vec3u, nwg: vec3u, lid: u32) -> vec2u {
+// `colsum`: invocation lid also sums B's column tile_c + lid into *sum, in ColSum's order (B is
+// f16 storage here, so the staged f16 values are B's own).
+fn coop_product(wid: vec3u, nwg: vec3u, lid: u32, colsum: bool, sum: ptr<function, f32>) -> vec2u {
     let g = wid.y * nwg.x + wid.x;
     let tile_r = (g / p.col_groups) * 32u;
     let tile_c = (g % p.col_groups) * 32u;
@@ -25,12 +27,14 @@ fn coop_product(wid: vec3u, nwg: vec3u, lid: u32) -> vec2u {
     var acc01 = coop_mat16x16<f32, C>();
     var acc10 = coop_mat16x16<f32, C>();
     var acc11 = coop_mat16x16<f32, C>();
+    var part = 0.0;
     for (var k0 = 0u; k0 < p.inner; k0 += 16u) {
         for (var i = lid; i < 512u; i += 32u) {
             ca[i] = f16(a_at(tile_r + i / 16u, k0 + i % 16u));
             cb[i] = f16(b_at(k0 + i / 32u, tile_c + i % 32u));
         }
         workgroupBarrier();
+        if (colsum) { coop_colsum(k0, lid, sum, &part); }
         let a0 = coopLoadT<coop_mat16x16<f16, A>>(&ca[0], 16u);
         let a1 = coopLoadT<coop_mat16x16<f16, A>>(&ca[256], 16u);
         let b0 = coopLoadT<coop_mat16x16<f16, B>>(&cb[0], 32u);
@@ -47,6 +51,18 @@ fn coop_product(wid: vec3u, nwg: vec3u, lid: u32) -> vec2u {
     coopStoreT(acc11, &cc[528], 32u);
     workgroupBarrier();
     return vec2u(tile_r, tile_c);
+}
+
+// Adds the stage's 16 rows of column lid to *part; closes the chunk at its last row.
+fn coop_colsum(k0: u32, lid: u32, total: ptr<function, f32>, part: ptr<function, f32>) {
+    for (var kk = 0u; kk < 16u; kk++) {
+        if (k0 + kk < p.inner) { *part += f32(cb[kk * 32u + lid]); }
+    }
+    let k1 = min(k0 + 16u, p.inner);
+    if (k1 % p.chunk == 0u || k1 == p.inner) {
+        *total += *part;
+        *part = 0.0;
+    }
 }
 
 // Invocation lid stores row lid of the tile: 32 columns, 8 vec4s, with the bias (and the residual
@@ -72,23 +88,36 @@ fn in_range_coop(wid: vec3u, nwg: vec3u) -> bool {
 @compute @workgroup_size(32)
 fn matmul_forward_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
     if (!in_range_coop(wid, nwg)) { return; }
-    store_coop(coop_product(wid, nwg, lid), lid, true, false);
+    var s = 0.0;
+    store_coop(coop_product(wid, nwg, lid, false, &s), lid, true, false);
 }
 
 @compute @workgroup_size(32)
 fn matmul_forward_fused_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
     if (!in_range_coop(wid, nwg)) { return; }
-    store_coop(coop_product(wid, nwg, lid), lid, true, true);
+    var s = 0.0;
+    store_coop(coop_product(wid, nwg, lid, false, &s), lid, true, true);
 }
 
 @compute @workgroup_size(32)
 fn matmul_product_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
     if (!in_range_coop(wid, nwg)) { return; }
-    store_coop(coop_product(wid, nwg, lid), lid, false, false);
+    var s = 0.0;
+    store_coop(coop_product(wid, nwg, lid, false, &s), lid, false, false);
+}
+
+@compute @workgroup_size(32)
+fn matmul_product_colsum_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+    if (!in_range_coop(wid, nwg)) { return; }
+    var s = 0.0;
+    let at = coop_product(wid, nwg, lid, true, &s);
+    store_coop(at, lid, false, false);
+    store_colsum(at.x, vec4u(at.y + lid, p.cols, p.cols, p.cols), vec4f(s, 0.0, 0.0, 0.0));
 }
 
 @compute @workgroup_size(32)
 fn matmul_product_gelu_coop(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
     if (!in_range_coop(wid, nwg)) { return; }
-    store_coop(coop_product(wid, nwg, lid), lid, false, true);
+    var s = 0.0;
+    store_coop(coop_product(wid, nwg, lid, false, &s), lid, false, true);
 }

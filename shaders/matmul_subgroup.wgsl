@@ -20,7 +20,7 @@ fn shared_rows(lo: f32, hi: f32) -> array<vec4f, 4> {
     );
 }
 
-fn tile_product_subgroup(wid: vec3u, nwg: vec3u, lid: vec3u, lane: u32) -> Tile {
+fn tile_product_subgroup(wid: vec3u, nwg: vec3u, lid: vec3u, lane: u32, colsum: bool) -> Tile {
     var t = tile_at(wid, nwg, lid);
     let row0 = t.row0;
     // All 8 lanes of the subgroup active, on the same rows, numbered as the invocations: else the
@@ -28,7 +28,7 @@ fn tile_product_subgroup(wid: vec3u, nwg: vec3u, lid: vec3u, lane: u32) -> Tile 
     // early return on `lid`; the variant is native-only for now.)
     let lined_up = subgroupAdd(1u) == 8u && subgroupAll(lane == lid.x % 8u && subgroupBroadcast(row0, 0u) == row0);
     if (!lined_up) {
-        return tile_product(wid, nwg, lid);
+        return tile_product(wid, nwg, lid, colsum);
     }
     // Past the edge, rows re-read the last one, as in `register`.
     let last_r = p.rows - 1u;
@@ -39,7 +39,9 @@ fn tile_product_subgroup(wid: vec3u, nwg: vec3u, lid: vec3u, lane: u32) -> Tile 
     var kb = 0u;
     for (var k = 0u; k < p.inner; k++) {
         let av = shared_rows(f32(a[a_lo + ka]), f32(a[a_hi + ka]));
-        tile_step(&t, av[0], av[1], av[2], av[3], load_b4(kb, bc));
+        let bv = load_b4(kb, bc);
+        tile_step(&t, av[0], av[1], av[2], av[3], bv);
+        if (colsum && t.row0 == 0u) { t.sums = colsum_add(t.sums, bv, k); }
         ka += p.a_cs;
         kb += p.b_rs;
     }
@@ -49,23 +51,31 @@ fn tile_product_subgroup(wid: vec3u, nwg: vec3u, lid: vec3u, lane: u32) -> Tile 
 @compute @workgroup_size(WG)
 fn matmul_forward_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store_forward(tile_product_subgroup(wid, nwg, lid, lane), false);
+    store_forward(tile_product_subgroup(wid, nwg, lid, lane, false), false);
 }
 
 @compute @workgroup_size(WG)
 fn matmul_forward_fused_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store_forward(tile_product_subgroup(wid, nwg, lid, lane), true);
+    store_forward(tile_product_subgroup(wid, nwg, lid, lane, false), true);
 }
 
 @compute @workgroup_size(WG)
 fn matmul_product_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store(tile_product_subgroup(wid, nwg, lid, lane), false);
+    store(tile_product_subgroup(wid, nwg, lid, lane, false), false);
+}
+
+@compute @workgroup_size(WG)
+fn matmul_product_colsum_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
+    if (!tile_in_range(wid, nwg, lid)) { return; }
+    let t = tile_product_subgroup(wid, nwg, lid, lane, true);
+    store(t, false);
+    store_colsums(t);
 }
 
 @compute @workgroup_size(WG)
 fn matmul_product_gelu_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) lane: u32) {
     if (!tile_in_range(wid, nwg, lid)) { return; }
-    store(tile_product_subgroup(wid, nwg, lid, lane), true);
+    store(tile_product_subgroup(wid, nwg, lid, lane, false), true);
 }

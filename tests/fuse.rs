@@ -1,5 +1,6 @@
-//! Fusion (`Graph::fuse`): GPT's residual adds fold into the output projections and its GELUs into
-//! the c_fc forward and the mlp.c_proj dx product; a fused step gives the unfused loss and
+//! Fusion (`Graph::fuse`): GPT's residual adds fold into the output projections, its GELUs into
+//! the c_fc forward and the mlp.c_proj dx product, and its bias gradients into the dW products;
+//! a fused step gives the unfused loss and
 //! gradients bit for bit (f32, every recomputation policy), and so does `Fusion::Alias` (CPU
 //! adapters: adds stay kernels, their backward an alias); an add whose stream is read again later
 //! is left alone, since its gradient could not simply be dout.
@@ -33,11 +34,11 @@ fn gpt_residual_adds_and_gelus_fold_into_the_linears() {
     let l = cfg.n_layer;
     assert_eq!(
         g.clone().fuse(Recompute::Gelu, Fusion::Epilogues),
-        Fused { residual: 2 * l, gelu: 0, gelu_backward: l, aliased: 0 }
+        Fused { residual: 2 * l, gelu: 0, gelu_backward: l, aliased: 0, bias_grads: 4 * l }
     );
     assert_eq!(
         g.fuse(Recompute::None, Fusion::Epilogues),
-        Fused { residual: 2 * l, gelu: l, gelu_backward: l, aliased: 0 }
+        Fused { residual: 2 * l, gelu: l, gelu_backward: l, aliased: 0, bias_grads: 4 * l }
     );
     assert_eq!(g.nodes.len(), before - 3 * l);
     assert!(
@@ -85,7 +86,8 @@ fn gpt_residual_adds_and_gelus_fold_into_the_linears() {
 /// in -> x = linear(in) -> y = linear(gelu(linear(x))) -> r = x + y -> logits = linear(r) -> loss, the
 /// loss and every weight and bias gradient, as bits, with what fusion folded (if asked to).
 fn residual_block(fusion: Fusion, policy: Recompute, extra_reader: bool) -> (Fused, Vec<Vec<u32>>) {
-    let (rows, c, v) = (24, 20, 9);
+    // 70 rows: the bias gradients' column sums span two of their 64-row chunks.
+    let (rows, c, v) = (70, 20, 9);
     let mut r = rng(11);
     let mut g = Graph::new();
     let input = g.t.f32("in", &[rows, c], Class::Input);
@@ -145,7 +147,8 @@ fn a_fused_step_gives_the_unfused_bits() {
     for policy in [Recompute::None, Recompute::Gelu, Recompute::Block] {
         let (folded, fused) = residual_block(Fusion::Epilogues, policy, false);
         let gelu = (policy != Recompute::Gelu) as usize;
-        assert_eq!(folded, Fused { residual: 1, gelu, gelu_backward: 1, aliased: 0 }, "{}", policy.name());
+        let want = Fused { residual: 1, gelu, gelu_backward: 1, aliased: 0, bias_grads: 3 };
+        assert_eq!(folded, want, "{}", policy.name());
         assert_eq!(fused, plain, "{}: fused loss or gradients differ", policy.name());
         let (folded, aliased) = residual_block(Fusion::Alias, policy, false);
         assert_eq!(folded, Fused { aliased: 1, ..Fused::default() }, "{}", policy.name());
@@ -159,7 +162,7 @@ fn an_add_whose_stream_is_read_later_is_not_folded() {
     let (folded, fused) = residual_block(Fusion::Epilogues, Recompute::None, true);
     // `again` adds x to res: x is read after `res`, so `res` stays an add; `again` folds nothing
     // (its operands come from an add and a linear that others read). The GELU still folds.
-    assert_eq!(folded, Fused { residual: 0, gelu: 1, gelu_backward: 1, aliased: 0 });
+    assert_eq!(folded, Fused { residual: 0, gelu: 1, gelu_backward: 1, aliased: 0, bias_grads: 3 });
     assert_eq!(fused, plain);
     let (folded, aliased) = residual_block(Fusion::Alias, Recompute::None, true);
     assert_eq!(folded, Fused::default());

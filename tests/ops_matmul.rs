@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use wgpt::graph::TensorId;
 use wgpt::ops::matmul::{Epilogue, Matmul, Variant};
-use wgpt::ops::{gelu, Tunable};
+use wgpt::ops::{gelu, reduce, Tunable};
 
 /// The worst-case bound on an f32 sum of `terms` products plus `extra` roundings (the bias add,
 /// the accumulate add), given the sums of absolute values: (terms + extra) * u * sum|.|
@@ -117,6 +117,20 @@ struct ShapeCheck {
     dx_acc: TensorId,
     dw: TensorId,
     dw_acc: TensorId,
+    /// (K, N) layout only: the dW product that also writes the bias gradient.
+    bias_grad: Option<BiasGrad>,
+}
+
+/// `backward_dw_bias` overwriting and accumulating, and `reduce::colsum` of the same dout, whose
+/// bits the fused column sums must reproduce.
+struct BiasGrad {
+    prior_db: Vec<f64>,
+    dw: TensorId,
+    db: TensorId,
+    dw_acc: TensorId,
+    db_acc: TensorId,
+    db_colsum: TensorId,
+    db_colsum_acc: TensorId,
 }
 
 fn add_shape(kit: &mut Kit, op: Matmul, seed: u64) -> ShapeCheck {
@@ -133,7 +147,7 @@ fn add_shape(kit: &mut Kit, op: Matmul, seed: u64) -> ShapeCheck {
     let resi = kit.input("res", &res);
     let pre = f32_rounded(randn(&mut r, m * k, 2.0));
     let prei = kit.input("pre", &pre);
-    let c = ShapeCheck {
+    let mut c = ShapeCheck {
         op,
         out: kit.output("out", m * n),
         out_res: kit.output("out_res", m * n),
@@ -152,7 +166,28 @@ fn add_shape(kit: &mut Kit, op: Matmul, seed: u64) -> ShapeCheck {
         prior_dw,
         res,
         pre,
+        bias_grad: None,
     };
+    if !op.trans_w {
+        let prior_db = f32_rounded(randn(&mut r, n, 1.0));
+        let g = BiasGrad {
+            dw: kit.output("dw_b", k * n),
+            db: kit.output("db", n),
+            dw_acc: kit.input("dw_b_acc", &c.prior_dw),
+            db_acc: kit.input("db_acc", &prior_db),
+            db_colsum: kit.output("db_colsum", n),
+            db_colsum_acc: kit.input("db_colsum_acc", &prior_db),
+            prior_db,
+        };
+        let s = kit.scratch("colsum", reduce::colsum_scratch(m, n));
+        kit.push([
+            op.backward_dw_bias(g.dw, false, g.db, false, dyi, xi),
+            op.backward_dw_bias(g.dw_acc, true, g.db_acc, true, dyi, xi),
+        ]);
+        kit.push(reduce::colsum(g.db_colsum, false, dyi, s, m, n));
+        kit.push(reduce::colsum(g.db_colsum_acc, true, dyi, s, m, n));
+        c.bias_grad = Some(g);
+    }
     kit.push([
         op.forward(c.out, xi, wi, Some(bi)),
         op.forward_with(c.out_res, xi, wi, Epilogue { bias: Some(bi), res: Some(resi), gelu: Some(c.act) }),
@@ -210,6 +245,26 @@ impl ShapeCheck {
             &add(&want_dw, &self.prior_dw),
             &bound(&add(&abs_dw, &abs(&self.prior_dw)), m, 1),
         );
+        if let Some(g) = &self.bias_grad {
+            // dW as the plain product computes it, bit for bit; the bias gradient as the two
+            // colsum kernels compute it, bit for bit (the same chunked order), and within the
+            // bound of an M-term sum of the reference.
+            let bits = ran.bits_of(&[g.dw, self.dw, g.dw_acc, self.dw_acc, g.db, g.db_colsum]).await;
+            assert!(bits[0] == bits[1], "{}", what("matmul_product_colsum dW != matmul_product dW"));
+            assert!(bits[2] == bits[3], "{}", what("matmul_product_colsum dW acc != matmul_product dW acc"));
+            assert!(bits[4] == bits[5], "{}", what("matmul_product_colsum dbias != colsum"));
+            let acc_bits = ran.bits_of(&[g.db_acc, g.db_colsum_acc]).await;
+            assert!(acc_bits[0] == acc_bits[1], "{}", what("matmul_product_colsum dbias acc != colsum acc"));
+            let (_, _, want_db) = op.cpu_backward(dy, x, w);
+            let (_, _, abs_db) = op.cpu_backward(&abs(dy), &abs(x), &abs(w));
+            assert_within(&what("matmul_product_colsum dbias"), &ran.get(g.db).await, &want_db, &bound(&abs_db, m, 0));
+            assert_within(
+                &what("matmul_product_colsum dbias acc"),
+                &ran.get(g.db_acc).await,
+                &add(&want_db, &g.prior_db),
+                &bound(&add(&abs_db, &abs(&g.prior_db)), m, 1),
+            );
+        }
     }
 }
 
@@ -249,6 +304,9 @@ async fn run_all_bits(v: Variant) -> Vec<Vec<u32>> {
     for (s, trans_w) in [false, true].into_iter().enumerate() {
         let c = add_shape(&mut kit, Matmul::new(130, 97, 203, trans_w), 400 + s as u64);
         outs.extend([c.out, c.out_nb, c.dx, c.dx_acc, c.dw, c.dw_acc]);
+        if let Some(g) = &c.bias_grad {
+            outs.extend([g.dw, g.db, g.dw_acc, g.db_acc]);
+        }
     }
     let ran = kit.run().await;
     ran.bits_of(&outs).await

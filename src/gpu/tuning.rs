@@ -174,7 +174,8 @@ pub fn key(t: &Tuned, storage: StorageType) -> String {
         Pass::Forward { bias: true, .. } => "forward",
         Pass::Forward { bias: false, .. } => "forward_nobias",
         Pass::Dx { .. } => "dx",
-        Pass::Dw => "dw",
+        Pass::Dw { bias: None } => "dw",
+        Pass::Dw { bias: Some(_) } => "dw_bias",
     };
     let p = &t.product;
     let st = match storage {
@@ -379,7 +380,7 @@ async fn time(
             let (with_bias, with_res, with_gelu) = match t.pass {
                 Pass::Forward { bias, res, gelu } => (bias, res, gelu),
                 Pass::Dx { gelu } => (false, false, gelu),
-                Pass::Dw => (false, false, false),
+                Pass::Dw { bias } => (bias.is_some(), false, false),
             };
             for (on, binding, t) in [(with_bias, 4, bias), (with_res, 5, res), (with_gelu, 6, gelu)] {
                 if on {

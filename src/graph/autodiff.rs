@@ -187,8 +187,9 @@ impl<'a> Autodiff<'a> {
                 }
                 // The mean is folded into each chunk's scale above.
                 Node::Mean { .. } => {}
-                // matmul_backward_dx, matmul_backward_dw, colsum_partial/colsum_final (bias).
-                Node::Matmul { op, out, x, w, bias, res, gelu_in, .. } => {
+                // matmul_product (dx, dW) and the bias gradient: colsum_partial/colsum_final, or
+                // with `bias_in_dw` out of the dW product (matmul_product_colsum).
+                Node::Matmul { op, out, x, w, bias, res, gelu_in, bias_in_dw, .. } => {
                     let (xs, ws) = (self.saved(x, &mut d), self.saved(w, &mut d));
                     let dout = self.grad_of(out);
                     if let Some(pre) = gelu_in {
@@ -202,11 +203,18 @@ impl<'a> Autodiff<'a> {
                         d.push(op.backward_dx(dx, acc, dout, ws));
                     }
                     let (dw, acc) = self.grad_for_write(w);
-                    d.push(op.backward_dw(dw, acc, dout, xs));
-                    if let Some(b) = bias {
-                        let (db, acc) = self.grad_for_write(b);
-                        let s = self.scratch("bias", reduce::colsum_scratch(op.m, op.n));
-                        d.extend(reduce::colsum(db, acc, dout, s, op.m, op.n));
+                    match bias {
+                        Some(b) if bias_in_dw => {
+                            let (db, acc_b) = self.grad_for_write(b);
+                            d.push(op.backward_dw_bias(dw, acc, db, acc_b, dout, xs));
+                        }
+                        Some(b) => {
+                            d.push(op.backward_dw(dw, acc, dout, xs));
+                            let (db, acc) = self.grad_for_write(b);
+                            let s = self.scratch("bias", reduce::colsum_scratch(op.m, op.n));
+                            d.extend(reduce::colsum(db, acc, dout, s, op.m, op.n));
+                        }
+                        None => d.push(op.backward_dw(dw, acc, dout, xs)),
                     }
                     // A folded residual add: d(res) is dout, so res's gradient becomes dout's
                     // buffer and the rules after this one accumulate into it (`graph::fuse` only

@@ -1,17 +1,21 @@
 //! Fusion: a pass over the recorded nodes, before autodiff, that folds ops into the matmul
-//! epilogues of their neighbours (`shaders/matmul.wgsl`: `epilogue`, `store_row`). Three rules:
+//! epilogues of their neighbours (`shaders/matmul.wgsl`: `epilogue`, `store_row`). Four rules:
 //! - a residual add `x + linear(y)` becomes the linear's epilogue (`out = x + y W + bias`), and its
 //!   backward hands dout to x by aliasing the two gradients (`Autodiff::alias_grad`);
 //! - `gelu(linear(x))`: the linear's forward also writes the GELU of what it stores;
 //! - a linear reading `gelu(h)`: its dx product multiplies by GELU's derivative and writes dh,
-//!   so dL/d(gelu) is never stored and GELU's backward kernel does not run.
+//!   so dL/d(gelu) is never stored and GELU's backward kernel does not run;
+//! - a linear's bias gradient, the column sums of dout, comes out of its dW product, which loads
+//!   dout anyway (`matmul_product_colsum`), instead of two reduction kernels.
 //!
 //! Each keeps the unfused arithmetic in the unfused order, so f32 results are the same bits.
 //!
 //! Epilogues pay where the matmul's stores are cheap (GPUs). On lavapipe every store of the tile
-//! is a per-lane scatter, and the folded forwards ran slower than the vec4 kernels they replaced,
-//! so CPU adapters keep the adds and GELUs as kernels and take only what is free: a residual add's
-//! backward is no kernel at all, both operands' gradients being dout's buffer (`Fusion::Alias`).
+//! is a per-lane scatter, and the folded forwards ran slower than the vec4 kernels they replaced
+//! (the dW product with the column sums, 275 ms against 245 + 9 ms of dW and colsum kernels on the
+//! wide peer shape), so CPU adapters keep the adds, GELUs and bias gradients as kernels and take
+//! only what is free: a residual add's backward is no kernel at all, both operands' gradients
+//! being dout's buffer (`Fusion::Alias`).
 
 use std::collections::HashSet;
 
@@ -59,7 +63,8 @@ impl Fusion {
 }
 
 /// What `Graph::fuse` folded: each residual add and each GELU forward is one dispatch less in the
-/// forward and (the add) one in the backward; each GELU backward one in the backward.
+/// forward and (the add) one in the backward; each GELU backward one in the backward; each bias
+/// gradient two in the backward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fused {
     pub residual: usize,
@@ -67,6 +72,7 @@ pub struct Fused {
     pub aliased: usize,
     pub gelu: usize,
     pub gelu_backward: usize,
+    pub bias_grads: usize,
 }
 
 impl Graph {
@@ -103,6 +109,14 @@ impl Graph {
             let Node::Matmul { gelu_in, .. } = &mut self.nodes[consumer] else { unreachable!() };
             *gelu_in = Some(pre);
             f.gelu_backward += 1;
+        }
+        for node in &mut self.nodes {
+            if let Node::Matmul { op, bias: Some(_), bias_in_dw, .. } = node {
+                if !op.trans_w {
+                    *bias_in_dw = true;
+                    f.bias_grads += 1;
+                }
+            }
         }
         f
     }

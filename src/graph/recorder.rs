@@ -35,7 +35,8 @@ pub enum Node {
     },
     /// out = x @ W (+ bias). Set by `Graph::fuse`: `res`, a residual stream added to out; `gelu`,
     /// where the forward also writes gelu(out); `gelu_in`, where x = gelu(gelu_in) and the backward
-    /// writes d(gelu_in) straight from the dx product (a backward-only input, not in `slots`).
+    /// writes d(gelu_in) straight from the dx product (a backward-only input, not in `slots`);
+    /// `bias_in_dw`, where the dW product also writes the bias gradient.
     Matmul {
         op: Matmul,
         out: TensorId,
@@ -45,6 +46,7 @@ pub enum Node {
         res: Option<TensorId>,
         gelu: Option<TensorId>,
         gelu_in: Option<TensorId>,
+        bias_in_dw: bool,
     },
     Attention {
         op: Attention,
@@ -262,6 +264,7 @@ impl Graph {
                     res: None,
                     gelu: None,
                     gelu_in: None,
+                    bias_in_dw: false,
                 });
             }
         }

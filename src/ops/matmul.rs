@@ -3,6 +3,7 @@
 //! `matmul_coop.wgsl`): one strided product C = A B in four variants (`Variant`), which the
 //! compiled step picks per adapter (`gpu/tuning.rs`).
 
+use super::reduce::COLSUM_CHUNK;
 use super::{grid, Dispatch, Family, Tunable, Uniform, WG};
 use crate::gpu::StorageType;
 use crate::graph::TensorId;
@@ -30,7 +31,8 @@ const MIN_GROUPS: usize = 8;
 /// Every entry point binds the operands of C = A B: 1 = C (written), 2 = A, 3 = B; for the
 /// forward with a bias 4 = bias and 5 = the residual it adds; and 6 = the GELU tensor of a fused
 /// epilogue (`Epilogue`, `backward_dx_gelu`). Bindings a dispatch does not read are spare (the
-/// executor binds placeholders). The bias gradient is not here: it is `reduce::colsum` of dout.
+/// executor binds placeholders). The bias gradient is dout's column sums: `reduce::colsum`, or
+/// (`backward_dw_bias`) the dW product's by-product, written through binding 4.
 ///
 /// `out_stride` and `out_col` place out in a wider matrix: out[i, j] is element
 /// `i * out_stride + out_col + j` of the bound out (and dout) tensor. They let a weight larger than
@@ -54,8 +56,8 @@ pub struct Epilogue {
     pub gelu: Option<TensorId>,
 }
 
-/// The kernels of `shaders/matmul.wgsl`. Adding one: its two entry points in the shader (with and
-/// without a bias), a row in `entry` and `needs`, and its grid in `Product::dispatch`.
+/// The kernels of `shaders/matmul.wgsl`. Adding one: its entry points in the shader (one per form
+/// of `Variant::entry`), a row in `entry` and `needs`, and its grid in `Product::dispatch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// A 16 x 16 register tile per invocation, no workgroup memory: the fastest on CPU adapters.
@@ -113,32 +115,45 @@ impl Variant {
     }
 
     fn entry(self, pass: Pass) -> &'static str {
-        // Plain, with a bias, fused forward (residual or GELU written), and dx through GELU's
-        // derivative: the fused ones are entry points of their own, so the plain ones keep short
-        // stores (see `store_row` in the shader).
+        // Plain, with a bias, fused forward (residual or GELU written), dx through GELU's
+        // derivative, and dW with the bias gradient: the fused ones are entry points of their own,
+        // so the plain ones keep short stores and loops (see `store_row` in the shader).
         let form = match pass {
             Pass::Forward { res: true, .. } | Pass::Forward { gelu: true, .. } => 2,
             Pass::Forward { bias: true, .. } => 1,
             Pass::Dx { gelu: true } => 3,
+            Pass::Dw { bias: Some(_) } => 4,
             _ => 0,
         };
         let names = match self {
-            Variant::Register => ["matmul_product", "matmul_forward", "matmul_forward_fused", "matmul_product_gelu"],
+            Variant::Register => [
+                "matmul_product",
+                "matmul_forward",
+                "matmul_forward_fused",
+                "matmul_product_gelu",
+                "matmul_product_colsum",
+            ],
             Variant::Tiled => [
                 "matmul_product_tiled",
                 "matmul_forward_tiled",
                 "matmul_forward_fused_tiled",
                 "matmul_product_gelu_tiled",
+                "matmul_product_colsum_tiled",
             ],
             Variant::Subgroup => [
                 "matmul_product_subgroup",
                 "matmul_forward_subgroup",
                 "matmul_forward_fused_subgroup",
                 "matmul_product_gelu_subgroup",
+                "matmul_product_colsum_subgroup",
             ],
-            Variant::Coop => {
-                ["matmul_product_coop", "matmul_forward_coop", "matmul_forward_fused_coop", "matmul_product_gelu_coop"]
-            }
+            Variant::Coop => [
+                "matmul_product_coop",
+                "matmul_forward_coop",
+                "matmul_forward_fused_coop",
+                "matmul_product_gelu_coop",
+                "matmul_product_colsum_coop",
+            ],
         };
         names[form]
     }
@@ -147,12 +162,13 @@ impl Variant {
 /// Which product of a linear layer a dispatch computes, with the epilogue `graph::fuse` folded
 /// into it: a forward with a bias may add a residual (M, N) (`res`, for `x + linear(y)`); a
 /// forward may also write GELU of its output (`gelu`, for `gelu(linear(x))`); and a dx product
-/// may multiply by GELU's derivative (`gelu`, writing the gradient of that GELU's input).
+/// may multiply by GELU's derivative (`gelu`, writing the gradient of that GELU's input); a dW
+/// product may also write the bias gradient (`bias`: Some(whether it accumulates)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pass {
     Forward { bias: bool, res: bool, gelu: bool },
     Dx { gelu: bool },
-    Dw,
+    Dw { bias: Option<bool> },
 }
 
 impl Pass {
@@ -160,7 +176,7 @@ impl Pass {
         match self {
             Pass::Forward { .. } => "forward",
             Pass::Dx { .. } => "dx",
-            Pass::Dw => "dW",
+            Pass::Dw { .. } => "dW",
         }
     }
 }
@@ -211,17 +227,19 @@ impl Product {
         let entry = variant.entry(pass);
         assert!(self.rows > 0 && self.cols > 0 && self.inner > 0, "{entry}: empty product");
         // The shader's p.res and p.gelu (1: forward writes gelu(C), 2: dx times gelu').
-        let (res, gelu) = match pass {
+        let (res, gelu, colsum) = match pass {
             Pass::Forward { bias, res, gelu } => {
                 assert!(bias || !(res || gelu), "{entry}: a fused epilogue needs the bias");
-                (res, gelu as u32)
+                (res, gelu as u32, None)
             }
-            Pass::Dx { gelu } => (false, 2 * gelu as u32),
-            Pass::Dw => (false, 0),
+            Pass::Dx { gelu } => (false, 2 * gelu as u32, None),
+            Pass::Dw { bias } => (false, 0, bias),
         };
         // A multiply-add per (row, column, k), the adds of `acc` and the residual, and GELU (as
-        // `ops::gelu` counts it: 9 forward, 16 backward).
-        let flops = [self.rows, self.cols, 2 * self.inner + acc as usize + res as usize + [0, 9, 16][gelu as usize]];
+        // `ops::gelu` counts it: 9 forward, 16 backward); a column sum's add per (k, column).
+        let per = 2 * self.inner + acc as usize + res as usize + [0, 9, 16][gelu as usize];
+        let sums = colsum.map_or(0, |acc_b| self.cols as u64 * (self.inner + acc_b as usize) as u64);
+        let flops = [self.rows, self.cols, per];
         // Bindings an entry point declares that this dispatch does not read: the residual of a
         // biased forward that adds none, and GELU's tensor where no GELU is folded in.
         let spare = [(matches!(pass, Pass::Forward { bias: true, res: false, .. }), 5), (gelu == 0, 6)];
@@ -234,12 +252,14 @@ impl Product {
         } {
             let col_groups = self.cols.div_ceil(tile);
             let groups = col_groups as u64 * self.rows.div_ceil(tile) as u64;
-            return Dispatch::new(variant.family(), entry)
-                .uniform(self.uniform(col_groups, acc, 0, res, gelu))
+            let mut d = Dispatch::new(variant.family(), entry)
+                .uniform(self.uniform(col_groups, acc, 0, res, gelu, colsum))
                 .groups(grid(groups))
                 .flops(&flops)
                 .spare(spare)
                 .tunable(tuned);
+            d.flops += sums;
+            return d;
         }
         let lc = self.col_lanes();
         let col_groups = self.cols.div_ceil(TILE * lc);
@@ -251,16 +271,28 @@ impl Product {
             lr = lr.div_ceil(2);
         }
         let groups = col_groups as u64 * self.rows.div_ceil(TILE * lr) as u64;
-        Dispatch::new(variant.family(), entry)
+        let mut d = Dispatch::new(variant.family(), entry)
             .constant("LANES_C", lc as f64)
-            .uniform(self.uniform(col_groups, acc, lr, res, gelu))
+            .uniform(self.uniform(col_groups, acc, lr, res, gelu, colsum))
             .groups(grid(groups))
             .flops(&flops)
             .spare(spare)
-            .tunable(tuned)
+            .tunable(tuned);
+        d.flops += sums;
+        d
     }
 
-    fn uniform(&self, col_groups: usize, acc: bool, lanes_r: usize, res: bool, gelu: u32) -> Uniform {
+    fn uniform(
+        &self,
+        col_groups: usize,
+        acc: bool,
+        lanes_r: usize,
+        res: bool,
+        gelu: u32,
+        colsum: Option<bool>,
+    ) -> Uniform {
+        // The tiled and coop variants close a chunk of column sums at the end of a k stage.
+        const _: () = assert!(COLSUM_CHUNK.is_multiple_of(32));
         Uniform::new()
             .u(self.rows)
             .u(self.cols)
@@ -277,6 +309,8 @@ impl Product {
             .u(lanes_r)
             .u(res as u32)
             .u(gelu)
+            .u(colsum == Some(true))
+            .u(COLSUM_CHUNK)
     }
 }
 
@@ -361,6 +395,27 @@ impl Matmul {
 
     /// dW (K, N) (+)= x^T @ dout, or with `trans_w` dW (N, K) (+)= dout^T @ x.
     pub fn backward_dw(&self, dw: TensorId, acc: bool, dout: TensorId, x: TensorId) -> Dispatch {
+        self.dw_pass(dw, acc, dout, x, None)
+    }
+
+    /// `backward_dw` and dbias (N) (+)= the column sums of dout (accumulating on `acc_b`) in one
+    /// pass: the product loads dout as B, so the sums cost an add per element and no dispatch of
+    /// their own. The same bits as `reduce::colsum` (the same chunked order). (K, N) weights only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_dw_bias(
+        &self,
+        dw: TensorId,
+        acc: bool,
+        db: TensorId,
+        acc_b: bool,
+        dout: TensorId,
+        x: TensorId,
+    ) -> Dispatch {
+        assert!(!self.trans_w, "the bias gradient comes with the (K, N) layout's dW product");
+        self.dw_pass(dw, acc, dout, x, Some(acc_b)).arg(4, db)
+    }
+
+    fn dw_pass(&self, dw: TensorId, acc: bool, dout: TensorId, x: TensorId, bias: Option<bool>) -> Dispatch {
         let (prod, a, b) = if self.trans_w {
             let p = Product {
                 rows: self.n,
@@ -387,7 +442,7 @@ impl Matmul {
             assert_eq!(self.out_col, 0, "only (N, K) weights are sharded");
             (p, x, dout)
         };
-        prod.dispatch(Variant::Register, Pass::Dw, acc).arg(1, dw).arg(2, a).arg(3, b)
+        prod.dispatch(Variant::Register, Pass::Dw { bias }, acc).arg(1, dw).arg(2, a).arg(3, b)
     }
 
     /// W[k, j] of the forward product, from either layout.
@@ -416,8 +471,7 @@ impl Matmul {
         out
     }
 
-    /// (dx (M, K), dW in W's layout, dbias (N)) for the loss gradient dout (M, N). On the GPU,
-    /// dbias is `reduce::colsum(dout)`.
+    /// (dx (M, K), dW in W's layout, dbias (N)) for the loss gradient dout (M, N).
     pub fn cpu_backward(&self, dout: &[f64], x: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let (m, k, n) = (self.m, self.k, self.n);
         assert_eq!(dout.len(), m * n);
