@@ -6,9 +6,12 @@
 // (b, h) as two vec4 groups, a (rows t0 .. t0 + 3) and b (t0 + 4 .. t0 + 7): every k, v (or q,
 // dout) element loaded from memory then serves 8 rows. On software rasterizers (lavapipe, where
 // every storage load is a per-lane scalar loop) the loads per multiply-add set the speed; 8 rows
-// halve them against 4. The loops over keys (queries in attention_backward_dkv) take 4 at a time,
-// so each read of the private row arrays, which lavapipe keeps in memory, serves 4 of them too:
-// that made the three kernels 1.8x faster there. Row blocks are numbered with (b, h) fastest, so
+// halve them against 4. The loops over keys (queries in attention_backward_dkv) take KB = 8 at a
+// time, so each read of the private row arrays, which lavapipe keeps in memory, serves 8 of them
+// too: 4 made the three kernels 1.8x faster there, 8 another 6%. The per-key values sit in small
+// arrays indexed only inside loops of constant length KB, which the driver unrolls; with KB = 16
+// it did not, and the forward ran 2x slower (a private array indexed at run time is the costly
+// thing on lavapipe: reading q and o by channel is what still holds these kernels back). Row blocks are numbered with (b, h) fastest, so
 // the invocations that run side by side as SIMD lanes share t0 and loop over the same number of
 // keys (with t fastest, the causal mask left about 30% of the lanes idle), and the longest blocks
 // come first, so the last workgroups to run are short ones.
@@ -20,6 +23,9 @@ const MAX_HS: u32 = 128u;
 
 // Rows per invocation.
 const R: u32 = 8u;
+
+// Keys (queries in attention_backward_dkv) per step of the loops over them.
+const KB: u32 = 8u;
 
 struct Params {
     b: u32,      // B
@@ -111,47 +117,58 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
         oa[d] = vec4f(vd);
         ob[d] = vec4f(vd);
     }
-    // Keys in blocks of 4 (s .. s + 3, clamped to the last row and masked): each q and o element
-    // read from the private arrays then serves 4 keys.
-    for (var s = 1u; s <= blk.last; s += 4u) {
-        let sk = min(vec4u(s) + vec4u(0u, 1u, 2u, 3u), vec4u(blk.last));
-        let ko = vec4u(base + c) + sk * stride;
-        var xa0 = vec4f(0.0); var xa1 = vec4f(0.0); var xa2 = vec4f(0.0); var xa3 = vec4f(0.0);
-        var xb0 = vec4f(0.0); var xb1 = vec4f(0.0); var xb2 = vec4f(0.0); var xb3 = vec4f(0.0);
+    // Keys in blocks of KB (s .. s + KB - 1, clamped to the last row and masked): each q and o
+    // element read from the private arrays then serves KB keys.
+    for (var s = 1u; s <= blk.last; s += KB) {
+        var ko: array<u32, KB>;
+        for (var j = 0u; j < KB; j++) {
+            ko[j] = base + c + min(s + j, blk.last) * stride;
+        }
+        var xa: array<vec4f, KB>;
+        var xb: array<vec4f, KB>;
         for (var d = 0u; d < p.hs; d++) {
-            let k = qkv4(ko + d);
             let qad = qa[d];
             let qbd = qb[d];
-            xa0 += qad * k.x; xa1 += qad * k.y; xa2 += qad * k.z; xa3 += qad * k.w;
-            xb0 += qbd * k.x; xb1 += qbd * k.y; xb2 += qbd * k.z; xb3 += qbd * k.w;
+            for (var j = 0u; j < KB; j++) {
+                let k = f32(qkv[ko[j] + d]);
+                xa[j] += qad * k;
+                xb[j] += qbd * k;
+            }
         }
         // Causal mask: row t sees key s + j only if s + j <= t (which also drops the clamped
         // copies past the last row).
-        let la0 = vec4u(s) <= blk.ra; let la1 = vec4u(s + 1u) <= blk.ra;
-        let la2 = vec4u(s + 2u) <= blk.ra; let la3 = vec4u(s + 3u) <= blk.ra;
-        let lb0 = vec4u(s) <= blk.rb; let lb1 = vec4u(s + 1u) <= blk.rb;
-        let lb2 = vec4u(s + 2u) <= blk.rb; let lb3 = vec4u(s + 3u) <= blk.rb;
-        xa0 = select(ma, xa0 * p.scale, la0); xa1 = select(ma, xa1 * p.scale, la1);
-        xa2 = select(ma, xa2 * p.scale, la2); xa3 = select(ma, xa3 * p.scale, la3);
-        xb0 = select(mb, xb0 * p.scale, lb0); xb1 = select(mb, xb1 * p.scale, lb1);
-        xb2 = select(mb, xb2 * p.scale, lb2); xb3 = select(mb, xb3 * p.scale, lb3);
-        let mna = max(max(ma, max(xa0, xa1)), max(xa2, xa3));
-        let mnb = max(max(mb, max(xb0, xb1)), max(xb2, xb3));
+        var mna = ma;
+        var mnb = mb;
+        for (var j = 0u; j < KB; j++) {
+            xa[j] = select(ma, xa[j] * p.scale, vec4u(s + j) <= blk.ra);
+            xb[j] = select(mb, xb[j] * p.scale, vec4u(s + j) <= blk.rb);
+            mna = max(mna, xa[j]);
+            mnb = max(mnb, xb[j]);
+        }
         let fa = exp(ma - mna);
         let fb = exp(mb - mnb);
-        let ea0 = select(vec4f(0.0), exp(xa0 - mna), la0); let ea1 = select(vec4f(0.0), exp(xa1 - mna), la1);
-        let ea2 = select(vec4f(0.0), exp(xa2 - mna), la2); let ea3 = select(vec4f(0.0), exp(xa3 - mna), la3);
-        let eb0 = select(vec4f(0.0), exp(xb0 - mnb), lb0); let eb1 = select(vec4f(0.0), exp(xb1 - mnb), lb1);
-        let eb2 = select(vec4f(0.0), exp(xb2 - mnb), lb2); let eb3 = select(vec4f(0.0), exp(xb3 - mnb), lb3);
+        var sa = vec4f(0.0);
+        var sb = vec4f(0.0);
+        for (var j = 0u; j < KB; j++) {
+            xa[j] = select(vec4f(0.0), exp(xa[j] - mna), vec4u(s + j) <= blk.ra);
+            xb[j] = select(vec4f(0.0), exp(xb[j] - mnb), vec4u(s + j) <= blk.rb);
+            sa += xa[j];
+            sb += xb[j];
+        }
         ma = mna;
         mb = mnb;
-        la = la * fa + ((ea0 + ea1) + (ea2 + ea3));
-        lb = lb * fb + ((eb0 + eb1) + (eb2 + eb3));
-        let vo = ko + c;
+        la = la * fa + sa;
+        lb = lb * fb + sb;
         for (var d = 0u; d < p.hs; d++) {
-            let v = qkv4(vo + d);
-            oa[d] = oa[d] * fa + ea0 * v.x + ea1 * v.y + ea2 * v.z + ea3 * v.w;
-            ob[d] = ob[d] * fb + eb0 * v.x + eb1 * v.y + eb2 * v.z + eb3 * v.w;
+            var oad = oa[d] * fa;
+            var obd = ob[d] * fb;
+            for (var j = 0u; j < KB; j++) {
+                let v = f32(qkv[ko[j] + c + d]);
+                oad += xa[j] * v;
+                obd += xb[j] * v;
+            }
+            oa[d] = oad;
+            ob[d] = obd;
         }
     }
     let inva = 1.0 / la;
@@ -284,39 +301,46 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
     let row0 = blk.bh * p.t;  // (b, h, t = 0) in lse and dsum
     let ma = lse4(vec4u(row0) + blk.ca);
     let mb = lse4(vec4u(row0) + blk.cb);
-    // Keys in blocks of 4, as in the forward.
-    for (var s = 0u; s <= blk.last; s += 4u) {
-        let ko = vec4u(base + c) + min(vec4u(s) + vec4u(0u, 1u, 2u, 3u), vec4u(blk.last)) * stride;
-        let vo = ko + c;
-        var xa0 = vec4f(0.0); var xa1 = vec4f(0.0); var xa2 = vec4f(0.0); var xa3 = vec4f(0.0);
-        var xb0 = vec4f(0.0); var xb1 = vec4f(0.0); var xb2 = vec4f(0.0); var xb3 = vec4f(0.0);
-        var pa0 = vec4f(0.0); var pa1 = vec4f(0.0); var pa2 = vec4f(0.0); var pa3 = vec4f(0.0);
-        var pb0 = vec4f(0.0); var pb1 = vec4f(0.0); var pb2 = vec4f(0.0); var pb3 = vec4f(0.0);
+    // Keys in blocks of KB, as in the forward.
+    for (var s = 0u; s <= blk.last; s += KB) {
+        var ko: array<u32, KB>;
+        for (var j = 0u; j < KB; j++) {
+            ko[j] = base + c + min(s + j, blk.last) * stride;
+        }
+        var xa: array<vec4f, KB>;
+        var xb: array<vec4f, KB>;
+        var pa: array<vec4f, KB>;
+        var pb: array<vec4f, KB>;
         for (var d = 0u; d < p.hs; d++) {
-            let k = qkv4(ko + d);
-            let v = qkv4(vo + d);
             let qad = qa[d];
             let qbd = qb[d];
             let gad = ga[d];
             let gbd = gb[d];
-            xa0 += qad * k.x; xa1 += qad * k.y; xa2 += qad * k.z; xa3 += qad * k.w;
-            xb0 += qbd * k.x; xb1 += qbd * k.y; xb2 += qbd * k.z; xb3 += qbd * k.w;
-            pa0 += gad * v.x; pa1 += gad * v.y; pa2 += gad * v.z; pa3 += gad * v.w;
-            pb0 += gbd * v.x; pb1 += gbd * v.y; pb2 += gbd * v.z; pb3 += gbd * v.w;
+            for (var j = 0u; j < KB; j++) {
+                let k = f32(qkv[ko[j] + d]);
+                let v = f32(qkv[ko[j] + c + d]);
+                xa[j] += qad * k;
+                xb[j] += qbd * k;
+                pa[j] += gad * v;
+                pb[j] += gbd * v;
+            }
         }
         // Causal mask: rows t < s + j get nothing from key s + j (nor from the clamped copies).
-        let dsa0 = select(vec4f(0.0), exp(xa0 * p.scale - ma) * (pa0 - dda), vec4u(s) <= blk.ra);
-        let dsa1 = select(vec4f(0.0), exp(xa1 * p.scale - ma) * (pa1 - dda), vec4u(s + 1u) <= blk.ra);
-        let dsa2 = select(vec4f(0.0), exp(xa2 * p.scale - ma) * (pa2 - dda), vec4u(s + 2u) <= blk.ra);
-        let dsa3 = select(vec4f(0.0), exp(xa3 * p.scale - ma) * (pa3 - dda), vec4u(s + 3u) <= blk.ra);
-        let dsb0 = select(vec4f(0.0), exp(xb0 * p.scale - mb) * (pb0 - ddb), vec4u(s) <= blk.rb);
-        let dsb1 = select(vec4f(0.0), exp(xb1 * p.scale - mb) * (pb1 - ddb), vec4u(s + 1u) <= blk.rb);
-        let dsb2 = select(vec4f(0.0), exp(xb2 * p.scale - mb) * (pb2 - ddb), vec4u(s + 2u) <= blk.rb);
-        let dsb3 = select(vec4f(0.0), exp(xb3 * p.scale - mb) * (pb3 - ddb), vec4u(s + 3u) <= blk.rb);
+        // xa and xb become dS.
+        for (var j = 0u; j < KB; j++) {
+            xa[j] = select(vec4f(0.0), exp(xa[j] * p.scale - ma) * (pa[j] - dda), vec4u(s + j) <= blk.ra);
+            xb[j] = select(vec4f(0.0), exp(xb[j] * p.scale - mb) * (pb[j] - ddb), vec4u(s + j) <= blk.rb);
+        }
         for (var d = 0u; d < p.hs; d++) {
-            let k = qkv4(ko + d);
-            dqa[d] += dsa0 * k.x + dsa1 * k.y + dsa2 * k.z + dsa3 * k.w;
-            dqb[d] += dsb0 * k.x + dsb1 * k.y + dsb2 * k.z + dsb3 * k.w;
+            var dqad = dqa[d];
+            var dqbd = dqb[d];
+            for (var j = 0u; j < KB; j++) {
+                let k = f32(qkv[ko[j] + d]);
+                dqad += xa[j] * k;
+                dqbd += xb[j] * k;
+            }
+            dqa[d] = dqad;
+            dqb[d] = dqbd;
         }
     }
     for (var r = 0u; r < 4u; r++) {
@@ -373,54 +397,70 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
         dva[d] = vec4f(0.0);
         dvb[d] = vec4f(0.0);
     }
-    // Queries in blocks of 4 (t .. t + 3, clamped to T - 1 and masked): each k, v, dk and dv
-    // element read from the private arrays then serves 4 queries.
+    // Queries in blocks of KB (t .. t + KB - 1, clamped to T - 1 and masked): each k, v, dk and
+    // dv element read from the private arrays then serves KB queries.
     let tl = p.t - 1u;
-    for (var t = blk.t0; t < p.t; t += 4u) {
-        let tq = min(vec4u(t) + vec4u(0u, 1u, 2u, 3u), vec4u(tl));
-        let qo = vec4u(base) + tq * stride;
-        let go = vec4u(obase) + tq * c;
-        var xa0 = vec4f(0.0); var xa1 = vec4f(0.0); var xa2 = vec4f(0.0); var xa3 = vec4f(0.0);
-        var xb0 = vec4f(0.0); var xb1 = vec4f(0.0); var xb2 = vec4f(0.0); var xb3 = vec4f(0.0);
+    for (var t = blk.t0; t < p.t; t += KB) {
+        var qo: array<u32, KB>;
+        var go: array<u32, KB>;
+        for (var j = 0u; j < KB; j++) {
+            let tq = min(t + j, tl);
+            qo[j] = base + tq * stride;
+            go[j] = obase + tq * c;
+        }
+        var xa: array<vec4f, KB>;
+        var xb: array<vec4f, KB>;
         for (var d = 0u; d < p.hs; d++) {
-            let q = qkv4(qo + d);
             let kad = ka[d];
             let kbd = kb[d];
-            xa0 += kad * q.x; xa1 += kad * q.y; xa2 += kad * q.z; xa3 += kad * q.w;
-            xb0 += kbd * q.x; xb1 += kbd * q.y; xb2 += kbd * q.z; xb3 += kbd * q.w;
+            for (var j = 0u; j < KB; j++) {
+                let q = f32(qkv[qo[j] + d]);
+                xa[j] += kad * q;
+                xb[j] += kbd * q;
+            }
         }
         // Causal mask: query t + j sees only keys s <= t + j; the clamped copies past T - 1 see
-        // none.
-        let m = lse4(vec4u(row0) + tq);
-        let live = vec4u(t) + vec4u(0u, 1u, 2u, 3u) <= vec4u(tl);
-        let pa0 = select(vec4f(0.0), exp(xa0 * p.scale - m.x), (vec4u(t) >= blk.ra) & vec4(live.x));
-        let pa1 = select(vec4f(0.0), exp(xa1 * p.scale - m.y), (vec4u(t + 1u) >= blk.ra) & vec4(live.y));
-        let pa2 = select(vec4f(0.0), exp(xa2 * p.scale - m.z), (vec4u(t + 2u) >= blk.ra) & vec4(live.z));
-        let pa3 = select(vec4f(0.0), exp(xa3 * p.scale - m.w), (vec4u(t + 3u) >= blk.ra) & vec4(live.w));
-        let pb0 = select(vec4f(0.0), exp(xb0 * p.scale - m.x), (vec4u(t) >= blk.rb) & vec4(live.x));
-        let pb1 = select(vec4f(0.0), exp(xb1 * p.scale - m.y), (vec4u(t + 1u) >= blk.rb) & vec4(live.y));
-        let pb2 = select(vec4f(0.0), exp(xb2 * p.scale - m.z), (vec4u(t + 2u) >= blk.rb) & vec4(live.z));
-        let pb3 = select(vec4f(0.0), exp(xb3 * p.scale - m.w), (vec4u(t + 3u) >= blk.rb) & vec4(live.w));
-        var dpa0 = vec4f(0.0); var dpa1 = vec4f(0.0); var dpa2 = vec4f(0.0); var dpa3 = vec4f(0.0);
-        var dpb0 = vec4f(0.0); var dpb1 = vec4f(0.0); var dpb2 = vec4f(0.0); var dpb3 = vec4f(0.0);
+        // none. xa and xb become P.
+        for (var j = 0u; j < KB; j++) {
+            let tq = min(t + j, tl);
+            let m = lse[row0 + tq];
+            let live = t + j <= tl;
+            xa[j] = select(vec4f(0.0), exp(xa[j] * p.scale - m), (vec4u(t + j) >= blk.ra) & vec4(live));
+            xb[j] = select(vec4f(0.0), exp(xb[j] * p.scale - m), (vec4u(t + j) >= blk.rb) & vec4(live));
+        }
+        var dpa: array<vec4f, KB>;
+        var dpb: array<vec4f, KB>;
         for (var d = 0u; d < p.hs; d++) {
-            let g = dout4(go + d);
             let vad = va[d];
             let vbd = vb[d];
-            dpa0 += vad * g.x; dpa1 += vad * g.y; dpa2 += vad * g.z; dpa3 += vad * g.w;
-            dpb0 += vbd * g.x; dpb1 += vbd * g.y; dpb2 += vbd * g.z; dpb3 += vbd * g.w;
-            dva[d] += pa0 * g.x + pa1 * g.y + pa2 * g.z + pa3 * g.w;
-            dvb[d] += pb0 * g.x + pb1 * g.y + pb2 * g.z + pb3 * g.w;
+            var dvad = dva[d];
+            var dvbd = dvb[d];
+            for (var j = 0u; j < KB; j++) {
+                let g = f32(dout[go[j] + d]);
+                dpa[j] += vad * g;
+                dpb[j] += vbd * g;
+                dvad += xa[j] * g;
+                dvbd += xb[j] * g;
+            }
+            dva[d] = dvad;
+            dvb[d] = dvbd;
         }
-        let dt = vec4f(dsum[row0 + tq.x], dsum[row0 + tq.y], dsum[row0 + tq.z], dsum[row0 + tq.w]);
-        let dsa0 = pa0 * (dpa0 - dt.x); let dsa1 = pa1 * (dpa1 - dt.y);
-        let dsa2 = pa2 * (dpa2 - dt.z); let dsa3 = pa3 * (dpa3 - dt.w);
-        let dsb0 = pb0 * (dpb0 - dt.x); let dsb1 = pb1 * (dpb1 - dt.y);
-        let dsb2 = pb2 * (dpb2 - dt.z); let dsb3 = pb3 * (dpb3 - dt.w);
+        // dS = P (dP - D): xa and xb become dS.
+        for (var j = 0u; j < KB; j++) {
+            let dt = dsum[row0 + min(t + j, tl)];
+            xa[j] = xa[j] * (dpa[j] - dt);
+            xb[j] = xb[j] * (dpb[j] - dt);
+        }
         for (var d = 0u; d < p.hs; d++) {
-            let q = qkv4(qo + d);
-            dka[d] += dsa0 * q.x + dsa1 * q.y + dsa2 * q.z + dsa3 * q.w;
-            dkb[d] += dsb0 * q.x + dsb1 * q.y + dsb2 * q.z + dsb3 * q.w;
+            var dkad = dka[d];
+            var dkbd = dkb[d];
+            for (var j = 0u; j < KB; j++) {
+                let q = f32(qkv[qo[j] + d]);
+                dkad += xa[j] * q;
+                dkbd += xb[j] * q;
+            }
+            dka[d] = dkad;
+            dkb[d] = dkbd;
         }
     }
     for (var r = 0u; r < 4u; r++) {
