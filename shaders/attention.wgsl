@@ -10,8 +10,7 @@
 // time, so each read of the private row arrays, which lavapipe keeps in memory, serves 8 of them
 // too: 4 made the three kernels 1.8x faster there, 8 another 6%. The per-key values sit in small
 // arrays indexed only inside loops of constant length KB, which the driver unrolls; with KB = 16
-// it did not, and the forward ran 2x slower (a private array indexed at run time is the costly
-// thing on lavapipe: reading q and o by channel is what still holds these kernels back). Row blocks are numbered with (b, h) fastest, so
+// it did not, and the forward ran 2x slower. Row blocks are numbered with (b, h) fastest, so
 // the invocations that run side by side as SIMD lanes share t0 and loop over the same number of
 // keys (with t fastest, the causal mask left about 30% of the lanes idle), and the longest blocks
 // come first, so the last workgroups to run are short ones.
