@@ -7,7 +7,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
 
 use crate::error::Result;
-use crate::gpu::context::{choose, instance, list_adapters, BackendChoice, WANTED_FEATURES};
+use crate::gpu::context::{choose, probe, BackendChoice, WANTED_FEATURES};
 use crate::graph::Recompute;
 use crate::train::Precision;
 
@@ -399,13 +399,20 @@ fn run_training(
 }
 
 fn info(backend: BackendChoice) -> Result<()> {
-    let backends = backend.backends();
-    let inst = instance(backends);
-    let adapters = pollster::block_on(list_adapters(&inst, backends));
-    if adapters.is_empty() {
-        return Err(crate::Error::NoAdapter { detail: format!(" for backends {backends:?}") });
+    // Every tier, GL included: this command lists what there is. The one marked is the one
+    // `Gpu::new` opens: the first tier's choice.
+    let (mut adapters, mut chosen) = (Vec::new(), None);
+    let name = std::env::var("WGPU_ADAPTER_NAME").ok();
+    for backends in backend.tiers() {
+        let found = pollster::block_on(probe(backends)).1;
+        if chosen.is_none() {
+            chosen = choose(found.clone(), name.as_deref()).map(|a| a.get_info());
+        }
+        adapters.extend(found);
     }
-    let chosen = choose(adapters.clone(), std::env::var("WGPU_ADAPTER_NAME").ok().as_deref()).map(|a| a.get_info());
+    if adapters.is_empty() {
+        return Err(crate::Error::NoAdapter { detail: format!(" for backends {:?}", backend.backends()) });
+    }
     for a in &adapters {
         let i = a.get_info();
         let mark = if chosen.as_ref() == Some(&i) { "*" } else { " " };

@@ -39,6 +39,18 @@ impl BackendChoice {
         })
     }
 
+    /// The backends to look in, in order: `Auto` (without `WGPU_BACKEND`) tries the native compute
+    /// APIs first and GL only when they offer no adapter, so a machine with Vulkan never loads
+    /// the GL and EGL libraries.
+    pub fn tiers(self) -> Vec<wgpu::Backends> {
+        match self {
+            Self::Auto if wgpu::Backends::from_env().is_none() => {
+                vec![wgpu::Backends::all() - wgpu::Backends::GL, wgpu::Backends::GL]
+            }
+            other => vec![other.backends()],
+        }
+    }
+
     pub fn backends(self) -> wgpu::Backends {
         match self {
             Self::Auto => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
@@ -84,6 +96,47 @@ pub fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
+/// An instance of `backends` and the adapters it sees, probed with stderr silenced (unless
+/// `WGPT_DEBUG` is set): what the drivers' display probes print is not wgpt's to show. On a
+/// headless Linux machine both GL's EGL and Mesa's Vulkan device-select layer try Wayland, whose
+/// client library prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment."
+pub async fn probe(backends: wgpu::Backends) -> (wgpu::Instance, Vec<wgpu::Adapter>) {
+    #[cfg(all(unix, not(target_arch = "wasm32")))]
+    if !crate::gpu::executor::debug_enabled() {
+        // Native enumeration does not wait on anything, so blocking here costs nothing.
+        return quietly(|| {
+            let inst = instance(backends);
+            let adapters = pollster::block_on(list_adapters(&inst, backends));
+            (inst, adapters)
+        });
+    }
+    let inst = instance(backends);
+    let adapters = list_adapters(&inst, backends).await;
+    (inst, adapters)
+}
+
+/// Runs `f` with file descriptor 2 pointed at /dev/null, then puts it back.
+#[cfg(all(unix, not(target_arch = "wasm32")))]
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: plain descriptor calls; descriptor 2 is restored and the copies closed before return.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+        let saved = if null >= 0 { libc::dup(2) } else { -1 };
+        if saved >= 0 {
+            libc::dup2(null, 2);
+        }
+        let out = f();
+        if saved >= 0 {
+            libc::dup2(saved, 2);
+            libc::close(saved);
+        }
+        if null >= 0 {
+            libc::close(null);
+        }
+        out
+    }
+}
+
 /// Every adapter the instance sees (on the web, the single one the browser offers).
 pub async fn list_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     #[cfg(not(target_arch = "wasm32"))]
@@ -124,17 +177,20 @@ impl Gpu {
 
     /// Like `new`, with the adapter-name filter given explicitly.
     pub async fn with_name(choice: BackendChoice, name: Option<&str>) -> Result<Gpu> {
-        let backends = choice.backends();
-        let instance = instance(backends);
-        let adapters = list_adapters(&instance, backends).await;
-        let seen = adapters.len();
-        let adapter = choose(adapters, name).ok_or_else(|| Error::NoAdapter {
+        let mut seen = 0;
+        for backends in choice.tiers() {
+            let (instance, adapters) = probe(backends).await;
+            seen += adapters.len();
+            if let Some(adapter) = choose(adapters, name) {
+                return Self::open(instance, adapter).await;
+            }
+        }
+        Err(Error::NoAdapter {
             detail: match name {
                 Some(name) if seen > 0 => format!(" named like '{name}' ({seen} others seen)"),
-                _ => format!(" for backends {backends:?}"),
+                _ => format!(" for backends {:?}", choice.backends()),
             },
-        })?;
-        Self::open(instance, adapter).await
+        })
     }
 
     async fn open(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<Gpu> {

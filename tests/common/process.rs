@@ -25,8 +25,9 @@ struct Printed {
     stderr: String,
 }
 
-/// The wgpt binary of this build, as a command to add arguments to. `XDG_RUNTIME_DIR` quiets the
-/// GL backend's EGL probing where the environment has none.
+/// The wgpt binary of this build, as a command to add arguments to. wgpt silences the drivers'
+/// Wayland probes itself (tests/terminal.rs); `XDG_RUNTIME_DIR` also quiets them under
+/// `WGPT_DEBUG` and in the window tests.
 pub fn wgpt() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wgpt"));
     c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
