@@ -133,9 +133,9 @@ pub struct TrainArgs {
     /// Text is tokenized once into shards in <out>/tokens. Default: the built-in stories.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// tiny, shakespeare-char, shakespeare, gpt2 or gpt2-medium.
-    #[arg(long, default_value = "tiny")]
-    preset: String,
+    /// tiny (the default), shakespeare-char, shakespeare, gpt2 or gpt2-medium.
+    #[arg(long)]
+    preset: Option<String>,
     /// Optimizer steps (overrides the preset).
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>)]
     steps: Option<u64>,
@@ -453,29 +453,17 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     }
     // Ctrl-C and SIGTERM save a checkpoint before the process ends.
     crate::train::interrupt::install()?;
-    let (preset, config) = (preset.as_str(), config.as_deref());
-    use crate::data::dataset::{Input, TokenSet};
-    use crate::train::config::RunConfig;
-    use crate::train::trainer::Trainer;
+    use crate::data::dataset::Input;
+    use crate::train::setup::{self, Request};
     use crate::Error;
-    let file_preset = config.map(RunConfig::toml_preset).transpose()?.flatten();
-    let preset = file_preset.as_deref().unwrap_or(preset);
-    let mut cfg = RunConfig::preset(preset).map_err(|e| match (config, &file_preset) {
-        (Some(path), Some(_)) => Error::Other(format!("--config {}: {e}", path.display())),
-        _ => e,
-    })?;
-    if let Some(path) = config {
-        cfg.apply_toml(path)?;
-    }
-    if let Some(s) = steps {
-        cfg.steps = s;
-    }
-    let flags: Vec<String> = precision
+    let settings: Vec<String> = precision
         .iter()
         .map(|p| format!("precision={p}"))
         .chain(recompute.iter().map(|r| format!("recompute={r}")))
         .chain(keep.iter().map(|k| format!("keep={k}")))
+        .chain(set)
         .collect();
+    let req = Request { data, preset, config, steps, settings };
     if resume {
         let Some(dir) = out else {
             return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into()));
@@ -491,12 +479,9 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
                 return Err(crate::util::io_error(&metrics, &e));
             }
         }
-        // Runs record their token shards; only a checkpoint from an older wgpt needs --data again.
-        let corpus = data.as_deref().map(|d| crate::train::trainer::load_corpus(Some(d))).transpose()?;
         let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
         let mut notes = Vec::new();
-        let changes: Vec<String> = steps.iter().map(|s| format!("steps={s}")).chain(flags).chain(set).collect();
-        let trainer = Trainer::resume(&gpu, &dir, corpus.as_ref(), &changes, &mut notes);
+        let trainer = setup::resume(&gpu, &dir, &req, &mut notes);
         for n in notes {
             println!("{n}");
         }
@@ -508,14 +493,11 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         let at = trainer.step;
         return run_training(gpu, trainer, &dir, at, viz, screenshot);
     }
-    for kv in flags.iter().chain(&set) {
-        cfg.set(kv)?;
-    }
-    cfg.validate()?;
-    let input = Input::detect(data.as_deref())?;
+    let cfg = req.run_config()?;
+    let input = Input::detect(req.data.as_deref())?;
     let dir = out.unwrap_or_else(|| {
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        PathBuf::from(format!("runs/{preset}-{secs}"))
+        PathBuf::from(format!("runs/{}-{secs}", cfg.preset))
     });
     if dir.exists() {
         return Err(Error::Other(format!(
@@ -525,38 +507,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     }
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
     println!("adapter: {}", gpu.describe());
-    new_dir(&dir, "pass --resume to continue it or pick another --out")?;
-    // Until the trainer is built, a failure removes the run directory it made: no half-made run.
-    let setup = || -> Result<Trainer> {
-        let (tokenizer, shards) = match &input {
-            Input::Shards { files, tokenizer } => (crate::data::Tokenizer::load(tokenizer)?, files.clone()),
-            text => {
-                let started = std::time::Instant::now();
-                let tokenizer = text.train_tokenizer(&cfg.tokenizer, cfg.vocab_size)?;
-                let shards = text.tokenize(&tokenizer, &dir.join("tokens"))?;
-                println!(
-                    "tokenized {} into {} shard(s) in {}/tokens ({:.1}s)",
-                    text.describe(),
-                    shards.len(),
-                    dir.display(),
-                    started.elapsed().as_secs_f64()
-                );
-                (tokenizer, shards)
-            }
-        };
-        let tokens = TokenSet::open(&shards, tokenizer.vocab_size())?;
-        // A corpus too short for the split is named here (the trainer checks it again).
-        crate::data::batches::split(crate::data::batches::Tokens::len(&tokens), cfg.val_fraction, cfg.block_size)
-            .map_err(|e| Error::Other(format!("--data {}: {e}", input.describe())))?;
-        Trainer::with_tokens(&gpu, cfg.clone(), tokenizer, tokens, shards)
-    };
-    let trainer = match setup() {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-    };
+    let trainer = setup::start(&gpu, &cfg, &input, &dir, &mut |line| println!("{line}"))?;
     println!("corpus: {}; tokenizer: {} ({} tokens)", input.describe(), cfg.tokenizer, trainer.model.vocab_size);
     println!(
         "model: {} layers, {} heads, C={}, T={}, V={}; {} train / {} val tokens; {} dispatches per step",
@@ -611,23 +562,6 @@ impl crate::train::trainer::Progress for Bar {
 
 /// Creates `--out` DIR, which must not exist, in one step (not checked, then made): two commands
 /// given the same directory cannot both take it and later remove each other's files.
-fn new_dir(dir: &Path, hint: &str) -> Result<()> {
-    let bad = |m: String| crate::Error::Other(format!("--out {}: {m}", dir.display()));
-    if dir.as_os_str().is_empty() {
-        return Err(bad("empty path; name a new directory".into()));
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| bad(crate::util::io_reason(&e)))?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(bad(format!("the directory exists; {hint} (nothing was changed)")))
-        }
-        Err(e) => Err(bad(crate::util::io_reason(&e))),
-    }
-}
-
 fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
     use crate::data::dataset::Input;
     let input = Input::detect(Some(data))?;
@@ -635,7 +569,7 @@ fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
         return Err(crate::Error::Other(format!("--data {}: already token shards", data.display())));
     }
     let tok = crate::data::Tokenizer::load(tokenizer)?;
-    new_dir(out, "pick a new directory")?;
+    crate::util::new_dir(out, "pick a new directory")?;
     let made = input
         .tokenize(&tok, out)
         .map_err(|e| crate::Error::Other(format!("encoding with --tokenizer {}: {e}", tokenizer.display())))

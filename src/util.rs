@@ -65,3 +65,22 @@ pub fn io_error(path: &Path, e: &std::io::Error) -> Error {
 pub fn write_error(path: &Path, e: &std::io::Error) -> Error {
     Error::Other(format!("writing {}: {}", path.display(), io_reason(e)))
 }
+
+/// Creates the new directory `dir` (and its parents), or says in one line why not: it exists
+/// (`hint` says what to do then) or cannot be made.
+pub fn new_dir(dir: &Path, hint: &str) -> Result<()> {
+    let bad = |m: String| crate::Error::Other(format!("--out {}: {m}", dir.display()));
+    if dir.as_os_str().is_empty() {
+        return Err(bad("empty path; name a new directory".into()));
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| bad(io_reason(&e)))?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(bad(format!("the directory exists; {hint} (nothing was changed)")))
+        }
+        Err(e) => Err(bad(io_reason(&e))),
+    }
+}

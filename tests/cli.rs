@@ -132,9 +132,61 @@ fn relative_shards_resume_from_anywhere() {
     let (ok, out) =
         wgpt_in(&dir, &["train", "--data", "shards", "--out", "run", "--steps", "2", "--set", "sample_tokens=4"]);
     assert!(ok, "{out}");
+    // The text the shards were made from is another corpus than the shards themselves.
     let e = fails(&["train", "--out", s(&dir.join("run")), "--resume", "--data", s(&dir.join("text.txt"))]);
-    assert!(e.contains("drop --data"), "{e}");
-    let (ok, out) = wgpt(&["train", "--out", s(&dir.join("run")), "--resume", "--steps", "3"]);
+    assert!(e.contains("--data") && e.contains("not the corpus this run was made from"), "{e}");
+    let (ok, out) = wgpt_in(
+        &dir,
+        &["train", "--data", "shards", "--out", "run", "--steps", "3", "--set", "sample_tokens=4", "--resume"],
+    );
+    assert!(ok && out.contains("resuming") && out.contains("3 steps in"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The command line that started a run, with --resume added, continues it: the same text moved and
+/// renamed, the same preset and settings. An edited corpus, another preset or a changed model
+/// setting is one line naming the flag and both values, and leaves the run as it was.
+#[test]
+fn the_command_that_started_a_run_resumes_it() {
+    let dir = scratch("same-command");
+    let text = std::fs::read_to_string(shared("data/tinyshakespeare.txt")).unwrap();
+    std::fs::write(dir.join("a.txt"), &text[..40_000]).unwrap();
+    let start = |data: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["train", "--data", data, "--preset", "tiny", "--out", "run", "--set", "n_head=2"]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        a.extend(["--set".into(), "sample_tokens=4".into()]);
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let args = start("a.txt", &["--steps", "2"]);
+    let (ok, out) = wgpt_in(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{out}");
+    let metrics = std::fs::read(dir.join("run/metrics.jsonl")).unwrap();
+    let refused = |data: &str, extra: &[&str], says: &[&str]| {
+        let mut a = start(data, extra);
+        a.push("--resume".into());
+        let (ok, out) = wgpt_in(&dir, &a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!ok, "resumed:\n{out}");
+        let line = common::error_line(&out);
+        assert!(says.iter().all(|w| line.contains(w)), "{line}");
+        assert_eq!(std::fs::read(dir.join("run/metrics.jsonl")).unwrap(), metrics, "a refused resume changed the run");
+    };
+    std::fs::write(dir.join("edited.txt"), format!("{}x", &text[..40_000])).unwrap();
+    refused("edited.txt", &["--steps", "3"], &["--data edited.txt", "not the corpus this run was made from"]);
+    refused("a.txt", &["--steps", "3", "--set", "n_head=4"], &["--set n_head=4", "n_head=2", "n_head=4"]);
+    let mut other = start("a.txt", &["--steps", "3", "--resume"]);
+    other[4] = "shakespeare-char".into();
+    let (ok, out) = wgpt_in(&dir, &other.iter().map(String::as_str).collect::<Vec<_>>());
+    let line = common::error_line(&out);
+    assert!(!ok && line.contains("--preset shakespeare-char") && line.contains("the run was started with"), "{out}");
+    // The same corpus under another name in another directory, and the same settings.
+    std::fs::create_dir(dir.join("moved")).unwrap();
+    std::fs::rename(dir.join("a.txt"), dir.join("moved/b.txt")).unwrap();
+    let mut again = start("moved/b.txt", &["--steps", "3"]);
+    again.push("--resume".into());
+    let (ok, out) = wgpt_in(&dir, &again.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(ok && out.contains("resuming") && out.contains("3 steps in"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

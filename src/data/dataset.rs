@@ -110,6 +110,26 @@ impl Input {
         Ok(Input::Text(vec![path.to_path_buf()]))
     }
 
+    /// "sha256:<hex>" of the corpus's content: the text (the built-in stories, or the files'
+    /// bytes in order) or the shards' bytes in order. Names and places do not count, so a moved
+    /// or renamed copy has the same fingerprint and an edited one another.
+    pub fn fingerprint(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let files = match self {
+            Input::Stories => {
+                h.update(stories::corpus(42, DEFAULT_CORPUS_BYTES).as_bytes());
+                return Ok(format!("sha256:{:x}", h.finalize()));
+            }
+            Input::Text(files) | Input::Shards { files, .. } => files,
+        };
+        for path in files {
+            let mut f = std::fs::File::open(path).map_err(|e| crate::util::io_error(path, &e))?;
+            std::io::copy(&mut f, &mut h).map_err(|e| crate::util::io_error(path, &e))?;
+        }
+        Ok(format!("sha256:{:x}", h.finalize()))
+    }
+
     pub fn describe(&self) -> String {
         let names = |v: &[PathBuf]| match v {
             [one] => one.display().to_string(),

@@ -393,12 +393,18 @@ impl RunConfig {
 
     /// The preset a TOML config names, if any.
     pub fn toml_preset(path: &std::path::Path) -> Result<Option<String>> {
+        Ok(Self::toml_table(path)?.get("preset").and_then(|v| v.as_str()).map(str::to_string))
+    }
+
+    /// Whether the TOML file sets `key`.
+    pub fn toml_sets(path: &std::path::Path, key: &str) -> Result<bool> {
+        Ok(Self::toml_table(path)?.contains_key(key))
+    }
+
+    fn toml_table(path: &std::path::Path) -> Result<toml::Table> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Other(format!("--config {}: {}", path.display(), crate::util::io_reason(&e))))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| Error::Other(format!("--config {}: {}", path.display(), e.message())))?;
-        Ok(table.get("preset").and_then(|v| v.as_str()).map(str::to_string))
+        text.parse().map_err(|e: toml::de::Error| Error::Other(format!("--config {}: {}", path.display(), e.message())))
     }
 
     /// The settings `to_json` stored (a resumed run continues with them).

@@ -16,6 +16,8 @@ pub mod profile;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run;
 pub mod schedule;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod setup;
 pub mod step;
 pub mod trainer;
 

@@ -94,6 +94,7 @@ impl Trainer {
         let state = json!({
             "step": self.step, "adamw_t": self.ts.t, "rng": self.rng.0.to_string(), "shards": shards,
             "loss_scale": ls.scale, "loss_scale_clean": ls.clean, "skipped_steps": ls.skipped,
+            "corpus": self.corpus,
         });
         // The weights first: a save cut short never has its manifest, whatever it holds.
         let files = [
@@ -119,10 +120,13 @@ impl Trainer {
         changes: &[String],
         notes: &mut Vec<String>,
     ) -> Result<Trainer> {
-        let ck = Self::checkpoint_to_resume(dir, notes)?;
-        let state = checkpoint::load_json(&ck.join("trainer_state.json"))?;
-        let doc = checkpoint::load_json(&ck.join("config.json"))?;
-        let mut cfg = RunConfig::from_json(&doc["wgpt"]["train"])?;
+        Self::resume_from(gpu, &ResumePoint::find(dir, notes)?, corpus, changes)
+    }
+
+    /// `resume` from a checkpoint already found.
+    pub fn resume_from(gpu: &Gpu, at: &ResumePoint, corpus: Option<&Corpus>, changes: &[String]) -> Result<Trainer> {
+        let (dir, ck, state, doc) = (&at.dir, &at.checkpoint, &at.state, &at.config);
+        let mut cfg = at.settings()?;
         // The kernels it ran: a resumed run computes with the same ones. A checkpoint from before
         // there were variants ran every product on `register`.
         if doc["wgpt"].get("kernels").is_none() {
@@ -152,11 +156,8 @@ impl Trainer {
             cfg.set(kv)?;
         }
         let tokenizer = Tokenizer::load(&ck.join("tokenizer.json"))?;
-        let saved = checkpoint::model_from_config(&doc)?;
-        let shards: Vec<PathBuf> = state["shards"]
-            .as_array()
-            .map(|v| v.iter().filter_map(|s| s.as_str()).map(|s| dir.join(s)).collect())
-            .unwrap_or_default();
+        let saved = checkpoint::model_from_config(doc)?;
+        let shards = at.shards();
         let tokens = match (shards.is_empty(), corpus) {
             (false, None) => {
                 if let Some(gone) = shards.iter().find(|p| !p.is_file()) {
@@ -183,6 +184,7 @@ impl Trainer {
             }
         };
         let mut t = Trainer::with_tokens(gpu, cfg, tokenizer, tokens, shards)?;
+        t.corpus = at.corpus();
         if saved != t.model {
             return Err(Error::Other(format!(
                 "{}: the checkpoint's model {saved:?} differs from the run's {:?}",
@@ -208,25 +210,6 @@ impl Trainer {
         ls.skipped = state["skipped_steps"].as_u64().unwrap_or(0);
         truncate_metrics(&dir.join("metrics.jsonl"), t.step)?;
         Ok(t)
-    }
-
-    /// The checkpoint folder a resume of `dir` starts from: the newest that verifies, or the run
-    /// directory itself for runs saved before checkpoint folders existed.
-    fn checkpoint_to_resume(dir: &Path, notes: &mut Vec<String>) -> Result<PathBuf> {
-        let (found, passed) = checkpoints::latest(dir, &CHECKPOINT_FILES);
-        let damaged = !passed.is_empty();
-        notes.extend(passed);
-        if let Some((_, ck)) = found {
-            return Ok(ck);
-        }
-        if checkpoints::list(dir).is_empty() && dir.join("trainer_state.json").is_file() {
-            return Ok(dir.to_path_buf());
-        }
-        Err(Error::Other(format!(
-            "--resume: {} holds no complete checkpoint{}; delete it or pick another --out to start over",
-            dir.display(),
-            if damaged { " (every one failed its checksum)" } else { "" }
-        )))
     }
 
     /// Runs `cfg.steps` steps, reporting through `progress` and into `dir/metrics.jsonl`; saves at
@@ -384,6 +367,59 @@ fn lose_device_at() -> Option<u64> {
 /// The files of a checkpoint; a resume needs them all.
 pub const CHECKPOINT_FILES: [&str; 5] =
     ["model.safetensors", "optimizer.safetensors", "tokenizer.json", "config.json", "trainer_state.json"];
+
+/// The checkpoint a `--resume` of a run directory starts from, read but not yet loaded: what the
+/// command line is checked against (`setup::resume`) before anything is compiled.
+pub struct ResumePoint {
+    pub dir: PathBuf,
+    /// The newest checkpoint folder that verifies, or the run directory itself for runs saved
+    /// before checkpoint folders existed.
+    pub checkpoint: PathBuf,
+    /// Its trainer_state.json and config.json.
+    pub state: serde_json::Value,
+    pub config: serde_json::Value,
+}
+
+impl ResumePoint {
+    /// `notes` gets a line for every damaged checkpoint passed over.
+    pub fn find(dir: &Path, notes: &mut Vec<String>) -> Result<ResumePoint> {
+        let (found, passed) = checkpoints::latest(dir, &CHECKPOINT_FILES);
+        let damaged = !passed.is_empty();
+        notes.extend(passed);
+        let checkpoint = match found {
+            Some((_, ck)) => ck,
+            None if checkpoints::list(dir).is_empty() && dir.join("trainer_state.json").is_file() => dir.to_path_buf(),
+            None => {
+                return Err(Error::Other(format!(
+                    "--resume: {} holds no complete checkpoint{}; delete it or pick another --out to start over",
+                    dir.display(),
+                    if damaged { " (every one failed its checksum)" } else { "" }
+                )))
+            }
+        };
+        let state = checkpoint::load_json(&checkpoint.join("trainer_state.json"))?;
+        let config = checkpoint::load_json(&checkpoint.join("config.json"))?;
+        Ok(ResumePoint { dir: dir.to_path_buf(), checkpoint, state, config })
+    }
+
+    /// The run's settings as saved.
+    pub fn settings(&self) -> Result<RunConfig> {
+        RunConfig::from_json(&self.config["wgpt"]["train"])
+    }
+
+    /// The token shards the run trains on (none for runs trained from memory).
+    pub fn shards(&self) -> Vec<PathBuf> {
+        self.state["shards"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|s| s.as_str()).map(|s| self.dir.join(s)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The fingerprint of the corpus the run was made from, where the checkpoint records one.
+    pub fn corpus(&self) -> Option<String> {
+        self.state["corpus"].as_str().map(str::to_string)
+    }
+}
 
 /// Drops the records of `metrics.jsonl` after `step` (work lost with the process that logged
 /// it) and any line a crash cut short, so that the resumed run's log reads as one run.

@@ -50,6 +50,9 @@ pub struct Trainer {
     /// The shard files `tokens` come from (recorded in the checkpoint for --resume); empty when
     /// the tokens are in memory.
     pub shards: Vec<PathBuf>,
+    /// `Input::fingerprint` of the corpus the run was made from (recorded in the checkpoint, so
+    /// `--resume --data` recognizes the same corpus, moved or renamed); None for older runs.
+    pub corpus: Option<String>,
     pub train: Range<usize>,
     pub val: Range<usize>,
     pub(super) rng: Rng,
@@ -115,6 +118,7 @@ impl Trainer {
             ts,
             tokens,
             shards,
+            corpus: None,
             train,
             val,
             step: 0,
@@ -142,6 +146,7 @@ impl Trainer {
             ts,
             tokens: TokenSet::Memory(Vec::new()),
             shards: Vec::new(),
+            corpus: None,
             train: 0..0,
             val: 0..0,
             step: 0,

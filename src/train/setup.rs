@@ -1,0 +1,192 @@
+//! Run set-up for `wgpt train`: the settings a command line asks for; a new run (its directory,
+//! the corpus tokenized into it, the trainer), removed again if set-up fails; and a resumed run,
+//! the command line checked against what its checkpoint recorded, so that the command that
+//! started a run continues it with `--resume` added.
+
+use std::path::{Path, PathBuf};
+
+use super::config::RunConfig;
+use super::run::ResumePoint;
+use super::trainer::{load_corpus, Trainer};
+use crate::data::batches::{split, Tokens};
+use crate::data::dataset::{Input, TokenSet};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// The preset of a run whose command line names none (nor a config file with one).
+pub const DEFAULT_PRESET: &str = "tiny";
+
+/// What a `wgpt train` command line asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub data: Option<PathBuf>,
+    pub preset: Option<String>,
+    pub config: Option<PathBuf>,
+    pub steps: Option<u64>,
+    /// `key=value` settings in command-line order: the dedicated flags (--precision, --recompute,
+    /// --keep), then every --set.
+    pub settings: Vec<String>,
+}
+
+impl Request {
+    /// The settings of a new run: the preset (or the config file's `preset`), the config file,
+    /// --steps, then `settings`.
+    pub fn run_config(&self) -> Result<RunConfig> {
+        let config = self.config.as_deref();
+        let file_preset = config.map(RunConfig::toml_preset).transpose()?.flatten();
+        let preset = file_preset.as_deref().or(self.preset.as_deref()).unwrap_or(DEFAULT_PRESET);
+        let mut cfg = RunConfig::preset(preset).map_err(|e| match (config, &file_preset) {
+            (Some(path), Some(_)) => Error::Other(format!("--config {}: {e}", path.display())),
+            _ => e,
+        })?;
+        if let Some(path) = config {
+            cfg.apply_toml(path)?;
+        }
+        if let Some(s) = self.steps {
+            cfg.steps = s;
+        }
+        for kv in &self.settings {
+            cfg.set(kv)?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The resumable changes this command line asks of a resumed run: --steps and the settings
+    /// whose keys may change (the others were checked against the checkpoint).
+    fn changes(&self) -> Vec<String> {
+        let resumable = |kv: &&String| RunConfig::RESUMABLE.contains(&key_of(kv));
+        self.steps.iter().map(|s| format!("steps={s}")).chain(self.settings.iter().filter(resumable).cloned()).collect()
+    }
+}
+
+fn key_of(kv: &str) -> &str {
+    kv.split_once('=').map_or(kv, |(k, _)| k.trim())
+}
+
+/// A new run in `dir`, which must not exist: the directory, the corpus tokenized into
+/// `dir/tokens` (text) or the given shards, and the trainer. A failure removes the directory:
+/// no half-made run. `say` gets the progress lines (tokenization).
+pub fn start(gpu: &Gpu, cfg: &RunConfig, input: &Input, dir: &Path, say: &mut dyn FnMut(String)) -> Result<Trainer> {
+    crate::util::new_dir(dir, "pass --resume to continue it or pick another --out")?;
+    let mut setup = || -> Result<Trainer> {
+        let corpus = input.fingerprint()?;
+        let (tokenizer, shards) = match input {
+            Input::Shards { files, tokenizer } => (crate::data::Tokenizer::load(tokenizer)?, files.clone()),
+            text => {
+                let started = std::time::Instant::now();
+                let tokenizer = text.train_tokenizer(&cfg.tokenizer, cfg.vocab_size)?;
+                let shards = text.tokenize(&tokenizer, &dir.join("tokens"))?;
+                say(format!(
+                    "tokenized {} into {} shard(s) in {}/tokens ({:.1}s)",
+                    text.describe(),
+                    shards.len(),
+                    dir.display(),
+                    started.elapsed().as_secs_f64()
+                ));
+                (tokenizer, shards)
+            }
+        };
+        let tokens = TokenSet::open(&shards, tokenizer.vocab_size())?;
+        // A corpus too short for the split is named here (the trainer checks it again).
+        split(Tokens::len(&tokens), cfg.val_fraction, cfg.block_size)
+            .map_err(|e| Error::Other(format!("--data {}: {e}", input.describe())))?;
+        let mut t = Trainer::with_tokens(gpu, cfg.clone(), tokenizer, tokens, shards)?;
+        t.corpus = Some(corpus);
+        Ok(t)
+    };
+    setup().inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(dir);
+    })
+}
+
+/// The run in `dir` continued from its newest checkpoint that verifies. The command line may be
+/// the one that started the run: a --data with the same content (by fingerprint, wherever it
+/// lies), the same --preset, --config and settings are accepted; a real difference is one line
+/// naming the flag, the recorded value and the new one. Resumable settings (`RunConfig::RESUMABLE`)
+/// given on the command line change the run. `notes` gets a line per damaged checkpoint passed over.
+pub fn resume(gpu: &Gpu, dir: &Path, req: &Request, notes: &mut Vec<String>) -> Result<Trainer> {
+    let at = ResumePoint::find(dir, notes)?;
+    check_settings(&at.settings()?, req)?;
+    let corpus = match (&req.data, at.shards().is_empty()) {
+        (None, _) => None,
+        // Runs from before token shards were recorded trained from memory: the text again.
+        (Some(data), true) => Some(load_corpus(Some(data))?),
+        (Some(data), false) => {
+            check_corpus(&at, data)?;
+            None
+        }
+    };
+    Trainer::resume_from(gpu, &at, corpus.as_ref(), &req.changes())
+}
+
+/// The recorded corpus against `--data`: the same content, or one line saying what differs.
+fn check_corpus(at: &ResumePoint, data: &Path) -> Result<()> {
+    let flag = format!("--data {}", data.display());
+    let Some(recorded) = at.corpus() else {
+        return Err(Error::Other(format!(
+            "{flag}: {} records no corpus fingerprint (an older wgpt made it), so the run continues on its \
+             recorded token shards; drop --data",
+            at.dir.display()
+        )));
+    };
+    let given = Input::detect(Some(data))?.fingerprint()?;
+    if given != recorded {
+        return Err(Error::Other(format!(
+            "{flag}: not the corpus this run was made from (recorded {}, given {}); resume without --data, \
+             or start a new run with another --out",
+            short(&recorded),
+            short(&given)
+        )));
+    }
+    Ok(())
+}
+
+/// The first 12 hex digits of a fingerprint: enough to tell two apart in a message.
+fn short(fingerprint: &str) -> &str {
+    &fingerprint[..fingerprint.len().min("sha256:".len() + 12)]
+}
+
+/// The settings the checkpoint fixes against the command line's: unchanged by whatever preset,
+/// config file and --set the command names.
+fn check_settings(saved: &RunConfig, req: &Request) -> Result<()> {
+    // What the command line says, over the saved run where it names no preset or config file.
+    let asked = if req.preset.is_some() || req.config.is_some() {
+        req.run_config()?
+    } else {
+        let mut cfg = saved.clone();
+        for kv in &req.settings {
+            cfg.set(kv)?;
+        }
+        cfg
+    };
+    let (was, now) = (saved.to_json(), asked.to_json());
+    let fixed = was.as_object().into_iter().flatten().map(|(k, _)| k.as_str());
+    for key in fixed.filter(|k| !RunConfig::RESUMABLE.contains(k) && *k != "preset") {
+        if was[key] == now[key] {
+            continue;
+        }
+        let flag = match req.settings.iter().rev().find(|kv| key_of(kv) == key) {
+            Some(kv) => format!("--set {kv}"),
+            None => match (&req.config, &req.preset) {
+                (Some(path), _) if RunConfig::toml_sets(path, key)? => format!("--config {}", path.display()),
+                (_, Some(p)) => format!("--preset {p}"),
+                (Some(path), None) => format!("--config {}", path.display()),
+                (None, None) => unreachable!("without a preset or config file only --set changes a key"),
+            },
+        };
+        return Err(Error::Other(format!(
+            "{flag}: the run was started with {key}={}, and this asks for {key}={}; the checkpoint fixes {key} \
+             (keys that may change on --resume: {})",
+            plain(&was[key]),
+            plain(&now[key]),
+            RunConfig::RESUMABLE.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// A JSON setting as it is typed: strings without quotes.
+fn plain(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
