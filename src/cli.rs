@@ -149,6 +149,12 @@ pub struct TrainArgs {
     /// A TOML file of settings (`preset = "..."` and any --set key); --set wins over it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Start from the weights and tokenizer of a GPT-2 directory (as transformers' save_pretrained
+    /// writes it: config.json, model.safetensors, tokenizer.json or vocab.json + merges.txt) or of a
+    /// wgpt run, with fresh optimizer state and schedule; --data is tokenized with its tokenizer.
+    /// The architecture is the model's; block_size may be at most its n_positions.
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// Run directory for checkpoints and metrics.jsonl (default: runs/<preset>-<time>); must not
     /// exist unless --resume.
     #[arg(long)]
@@ -446,7 +452,8 @@ fn info(backend: BackendChoice) -> Result<()> {
 }
 
 fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
-    let TrainArgs { data, preset, steps, set, recompute, config, out, resume, keep, precision, viz, screenshot } = args;
+    let TrainArgs { data, preset, steps, set, recompute, config, init, out, resume, keep, precision, viz, screenshot } =
+        args;
     #[cfg(not(feature = "viz"))]
     if viz {
         return Err(no_viz());
@@ -463,7 +470,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         .chain(keep.iter().map(|k| format!("keep={k}")))
         .chain(set)
         .collect();
-    let req = Request { data, preset, config, steps, settings };
+    let req = Request { data, preset, config, init, steps, settings };
     if resume {
         let Some(dir) = out else {
             return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into()));
@@ -493,7 +500,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         let at = trainer.step;
         return run_training(gpu, trainer, &dir, at, viz, screenshot);
     }
-    let cfg = req.run_config()?;
+    let (cfg, init) = req.plan()?;
     let input = Input::detect(req.data.as_deref())?;
     let dir = out.unwrap_or_else(|| {
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -507,7 +514,10 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     }
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
     println!("adapter: {}", gpu.describe());
-    let trainer = setup::start(&gpu, &cfg, &input, &dir, &mut |line| println!("{line}"))?;
+    if let Some(init) = &init {
+        println!("starting from the model in {}", init.dir.display());
+    }
+    let trainer = setup::start(&gpu, &cfg, init.as_ref(), &input, &dir, &mut |line| println!("{line}"))?;
     println!("corpus: {}; tokenizer: {} ({} tokens)", input.describe(), cfg.tokenizer, trainer.model.vocab_size);
     println!(
         "model: {} layers, {} heads, C={}, T={}, V={}; {} train / {} val tokens; {} dispatches per step",

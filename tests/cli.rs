@@ -191,6 +191,78 @@ fn the_command_that_started_a_run_resumes_it() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The tensors of a model.safetensors, by name.
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect()
+}
+
+/// `--init DIR` starts from a model's weights and tokenizer, from a wgpt run or from a directory
+/// laid out as transformers saves GPT-2 (here with GPT-2's vocab.json + merges.txt instead of
+/// tokenizer.json): with lr 1e-30 (0 is refused) a step changes no weight by as much as half an f32
+/// ulp, so the run's checkpoint holds the model's weights bit for bit, the position table cropped
+/// to the run's block_size. Settings that contradict the model are one line, and nothing is made.
+#[test]
+fn init_starts_from_a_model_directory() {
+    let dir = scratch("init");
+    let text = std::fs::read_to_string(shared("data/tinyshakespeare.txt")).unwrap();
+    std::fs::write(dir.join("a.txt"), &text[..40_000]).unwrap();
+    std::fs::write(dir.join("b.txt"), &text[text.len() - 40_000..]).unwrap();
+    let go = |args: &[&str]| {
+        let (ok, out) = wgpt_in(&dir, args);
+        assert!(ok, "{out}");
+        out
+    };
+    let bpe =
+        ["--set", "tokenizer=bpe", "--set", "vocab_size=300", "--set", "block_size=32", "--set", "sample_tokens=4"];
+    go(&[&["train", "--data", "a.txt", "--out", "src", "--steps", "10"][..], &bpe].concat());
+    // The same model as transformers lays it out, with GPT-2's original tokenizer files.
+    std::fs::create_dir(dir.join("hf")).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(dir.join("src").join(f), dir.join("hf").join(f)).unwrap();
+    }
+    let tok: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("src/tokenizer.json")).unwrap()).unwrap();
+    std::fs::write(dir.join("hf/vocab.json"), tok["model"]["vocab"].to_string()).unwrap();
+    let merges: Vec<&str> = tok["model"]["merges"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    std::fs::write(dir.join("hf/merges.txt"), format!("#version: 0.2\n{}\n", merges.join("\n"))).unwrap();
+    let want = tensors(&dir.join("src/model.safetensors"));
+    for from in ["src", "hf"] {
+        let out = format!("ft-{from}");
+        let said = go(&[
+            "train", "--init", from, "--data", "b.txt", "--out", &out, "--steps", "1", "--set", "min_lr=0", "--set",
+            "lr=1e-30",
+        ]);
+        assert!(said.contains("starting from the model in"), "{said}");
+        let got = tensors(&dir.join(&out).join("model.safetensors"));
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+        for (name, w) in &want {
+            // tiny's block_size, 16: the first 16 of the 32 positions (C = 32 floats of 4 bytes).
+            let w = if name == "transformer.wpe.weight" { &w[..16 * 32 * 4] } else { &w[..] };
+            assert!(got[name] == w, "{from}: {name} is not the model's");
+        }
+        let tok_out: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(&out).join("tokenizer.json")).unwrap()).unwrap();
+        assert_eq!(tok_out["model"]["vocab"], tok["model"]["vocab"], "{from}: the run has another tokenizer");
+    }
+    for (args, says) in [
+        (&["--set", "n_embd=64"][..], &["--set n_embd=64", "--init src", "n_embd=32"][..]),
+        (&["--set", "block_size=64"], &["--set block_size=64", "32 positions"]),
+        (&["--resume"], &["--init", "--resume"]),
+    ] {
+        let a = [&["train", "--init", "src", "--data", "b.txt", "--out", "no"][..], args].concat();
+        let (ok, out) = wgpt_in(&dir, &a);
+        assert!(!ok, "{out}");
+        let line = out.lines().find(|l| l.contains("error")).unwrap_or_default();
+        assert!(says.iter().all(|w| line.contains(w)), "{line}");
+        assert!(!dir.join("no").exists(), "a refused --init made its --out");
+    }
+    let e = fails(&["train", "--init", s(&dir.join("b.txt")), "--out", s(&dir.join("no"))]);
+    assert!(e.contains("--init") && e.contains("b.txt"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `wgpt bench --json`: one object per preset; `--plan-only` plans GPT-2 (124M) without running
 /// it, and its parameter bytes are GPT-2's 124,439,808 parameters in f32.
 #[test]

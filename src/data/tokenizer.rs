@@ -180,6 +180,36 @@ impl Tokenizer {
         crate::util::write_atomic(path, text.as_bytes())
     }
 
+    /// The tokenizer of a model directory: its `tokenizer.json`, or GPT-2's original pair
+    /// `vocab.json` (symbol to id) and `merges.txt` (a `#version` line, then one merge per line).
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            return Self::load(&json);
+        }
+        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+        if !vocab.is_file() || !merges.is_file() {
+            return Err(Error::Other(format!(
+                "{}: no tokenizer.json, nor GPT-2's vocab.json and merges.txt",
+                dir.display()
+            )));
+        }
+        let text = std::fs::read_to_string(&vocab).map_err(|e| crate::util::io_error(&vocab, &e))?;
+        let vocab_doc: Value =
+            serde_json::from_str(&text).map_err(|e| Error::Other(format!("{}: not JSON: {e}", vocab.display())))?;
+        let text = std::fs::read_to_string(&merges).map_err(|e| crate::util::io_error(&merges, &e))?;
+        let merge_lines: Vec<Value> = text
+            .lines()
+            .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+            .map(|l| Value::String(l.to_string()))
+            .collect();
+        let doc = json!({
+            "model": {"type": "BPE", "vocab": vocab_doc, "merges": merge_lines},
+            "pre_tokenizer": {"type": "ByteLevel"},
+        });
+        Self::from_json(&doc).map_err(|e| Error::Other(format!("{} + merges.txt: {e}", vocab.display())))
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| crate::util::io_error(path, &e))?;
         let doc: Value =

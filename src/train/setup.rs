@@ -1,17 +1,24 @@
 //! Run set-up for `wgpt train`: the settings a command line asks for; a new run (its directory,
-//! the corpus tokenized into it, the trainer), removed again if set-up fails; and a resumed run,
-//! the command line checked against what its checkpoint recorded, so that the command that
-//! started a run continues it with `--resume` added.
+//! the corpus tokenized into it, the trainer), from fresh weights or from a model directory's
+//! (`--init`), removed again if set-up fails; and a resumed run, the command line checked against
+//! what its checkpoint recorded, so that the command that started a run continues it with
+//! `--resume` added.
 
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
+use super::checkpoint::{check_tokenizer, load_json, load_model, model_from_config};
+use super::checkpoints;
 use super::config::RunConfig;
-use super::run::ResumePoint;
+use super::run::{ResumePoint, CHECKPOINT_FILES};
 use super::trainer::{load_corpus, Trainer};
 use crate::data::batches::{split, Tokens};
 use crate::data::dataset::{Input, TokenSet};
+use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::model::GptConfig;
 
 /// The preset of a run whose command line names none (nor a config file with one).
 pub const DEFAULT_PRESET: &str = "tiny";
@@ -22,6 +29,8 @@ pub struct Request {
     pub data: Option<PathBuf>,
     pub preset: Option<String>,
     pub config: Option<PathBuf>,
+    /// A model directory (Hugging Face GPT-2 layout, or a wgpt run) to start from.
+    pub init: Option<PathBuf>,
     pub steps: Option<u64>,
     /// `key=value` settings in command-line order: the dedicated flags (--precision, --recompute,
     /// --keep), then every --set.
@@ -52,6 +61,56 @@ impl Request {
         Ok(cfg)
     }
 
+    /// The settings of a new run and, with --init, the model it starts from: the model's
+    /// architecture and tokenizer replace the preset's, and a setting the command line gives that
+    /// contradicts them is one line naming it. Reads and checks everything before anything is
+    /// written.
+    pub fn plan(&self) -> Result<(RunConfig, Option<Init>)> {
+        let mut cfg = self.run_config()?;
+        let Some(path) = &self.init else { return Ok((cfg, None)) };
+        let init = Init::open(path)?;
+        let m = init.model;
+        let flag = format!("--init {}", path.display());
+        for (key, have) in
+            [("n_layer", m.n_layer), ("n_head", m.n_head), ("n_embd", m.n_embd), ("vocab_size", m.vocab_size)]
+        {
+            let asked = cfg.to_json()[key].as_u64().map(|v| v as usize);
+            if let Some(given) = self.given(key)?.filter(|_| asked != Some(have)) {
+                return Err(Error::Other(format!(
+                    "{given}: the model of {flag} has {key}={have} (its config.json); drop the setting, or start from \
+                     another model"
+                )));
+            }
+            cfg.set(&format!("{key}={have}"))?;
+        }
+        if cfg.block_size > m.block_size {
+            if let Some(given) = self.given("block_size")? {
+                return Err(Error::Other(format!(
+                    "{given}: the model of {flag} has {} positions (n_positions); block_size may be at most that",
+                    m.block_size
+                )));
+            }
+            cfg.set(&format!("block_size={}", m.block_size))?;
+        }
+        cfg.tokenizer = match init.tokenizer {
+            Tokenizer::Char(_) => "char".into(),
+            Tokenizer::Bpe(_) => "bpe".into(),
+        };
+        cfg.validate()?;
+        Ok((cfg, Some(init)))
+    }
+
+    /// The flag that set `key`, if the command line or its config file did.
+    fn given(&self, key: &str) -> Result<Option<String>> {
+        if let Some(kv) = self.settings.iter().rev().find(|kv| key_of(kv) == key) {
+            return Ok(Some(format!("--set {kv}")));
+        }
+        match &self.config {
+            Some(path) if RunConfig::toml_sets(path, key)? => Ok(Some(format!("--config {}", path.display()))),
+            _ => Ok(None),
+        }
+    }
+
     /// The resumable changes this command line asks of a resumed run: --steps and the settings
     /// whose keys may change (the others were checked against the checkpoint).
     fn changes(&self) -> Vec<String> {
@@ -64,10 +123,80 @@ fn key_of(kv: &str) -> &str {
     kv.split_once('=').map_or(kv, |(k, _)| k.trim())
 }
 
+/// The model a run starts from (`--init`): its architecture (at all its positions), tokenizer and
+/// weights, read and checked.
+pub struct Init {
+    /// Where it was read: the directory given, or the newest checkpoint of a wgpt run.
+    pub dir: PathBuf,
+    pub model: GptConfig,
+    pub tokenizer: Tokenizer,
+    pub params: HashMap<String, Vec<f32>>,
+}
+
+impl Init {
+    /// A directory with `config.json` (GPT2Config keys), `model.safetensors` (Hugging Face names)
+    /// and a tokenizer (`Tokenizer::load_dir`), as transformers' `save_pretrained` or wgpt writes
+    /// them; or a wgpt run directory, whose newest checkpoint that verifies is read.
+    pub fn open(path: &Path) -> Result<Init> {
+        let flag = format!("--init {}", path.display());
+        let bad = |m: String| Error::Other(format!("{flag}: {m}"));
+        let dir = if path.join("config.json").is_file() {
+            path.to_path_buf()
+        } else if path.join("checkpoints").is_dir() {
+            let (found, _) = checkpoints::latest(path, &CHECKPOINT_FILES);
+            found.map(|(_, ck)| ck).ok_or_else(|| bad("a run directory without a complete checkpoint".into()))?
+        } else if path.is_dir() {
+            return Err(bad(
+                "not a model directory (config.json, model.safetensors and a tokenizer) nor a wgpt run directory"
+                    .into(),
+            ));
+        } else {
+            return Err(bad("no such directory".into()));
+        };
+        let model = model_from_config(&load_json(&dir.join("config.json"))?).map_err(|e| bad(e.to_string()))?;
+        let tokenizer = Tokenizer::load_dir(&dir).map_err(|e| bad(e.to_string()))?;
+        check_tokenizer(&model, &tokenizer).map_err(|e| bad(e.to_string()))?;
+        let weights = dir.join("model.safetensors");
+        if !weights.is_file() {
+            return Err(bad(format!("{} is missing", weights.display())));
+        }
+        let params = load_model(&weights, &model)?;
+        Ok(Init { dir, model, tokenizer, params })
+    }
+
+    /// The weights for a run of `block_size` positions: the position table cropped to its first
+    /// rows, as nanoGPT's `crop_block_size` does.
+    fn params_for(&self, block_size: usize) -> HashMap<String, Vec<f32>> {
+        let mut p = self.params.clone();
+        if let Some(wpe) = p.get_mut("transformer.wpe.weight") {
+            wpe.truncate(block_size * self.model.n_embd);
+        }
+        p
+    }
+}
+
 /// A new run in `dir`, which must not exist: the directory, the corpus tokenized into
-/// `dir/tokens` (text) or the given shards, and the trainer. A failure removes the directory:
-/// no half-made run. `say` gets the progress lines (tokenization).
-pub fn start(gpu: &Gpu, cfg: &RunConfig, input: &Input, dir: &Path, say: &mut dyn FnMut(String)) -> Result<Trainer> {
+/// `dir/tokens` (text) or the given shards, and the trainer, from fresh weights or from `init`'s
+/// (with its tokenizer). A failure removes the directory: no half-made run. `say` gets the
+/// progress lines (tokenization).
+pub fn start(
+    gpu: &Gpu,
+    cfg: &RunConfig,
+    init: Option<&Init>,
+    input: &Input,
+    dir: &Path,
+    say: &mut dyn FnMut(String),
+) -> Result<Trainer> {
+    if let (Some(init), Input::Shards { tokenizer, .. }) = (init, input) {
+        if Tokenizer::load(tokenizer)?.to_json() != init.tokenizer.to_json() {
+            return Err(Error::Other(format!(
+                "--data {}: token shards made with another tokenizer than the model of --init {}; give the text \
+                 instead, which is tokenized with the model's",
+                input.describe(),
+                init.dir.display()
+            )));
+        }
+    }
     crate::util::new_dir(dir, "pass --resume to continue it or pick another --out")?;
     let mut setup = || -> Result<Trainer> {
         let corpus = input.fingerprint()?;
@@ -75,7 +204,10 @@ pub fn start(gpu: &Gpu, cfg: &RunConfig, input: &Input, dir: &Path, say: &mut dy
             Input::Shards { files, tokenizer } => (crate::data::Tokenizer::load(tokenizer)?, files.clone()),
             text => {
                 let started = std::time::Instant::now();
-                let tokenizer = text.train_tokenizer(&cfg.tokenizer, cfg.vocab_size)?;
+                let tokenizer = match init {
+                    Some(init) => init.tokenizer.clone(),
+                    None => text.train_tokenizer(&cfg.tokenizer, cfg.vocab_size)?,
+                };
                 let shards = text.tokenize(&tokenizer, &dir.join("tokens"))?;
                 say(format!(
                     "tokenized {} into {} shard(s) in {}/tokens ({:.1}s)",
@@ -93,6 +225,12 @@ pub fn start(gpu: &Gpu, cfg: &RunConfig, input: &Input, dir: &Path, say: &mut dy
             .map_err(|e| Error::Other(format!("--data {}: {e}", input.describe())))?;
         let mut t = Trainer::with_tokens(gpu, cfg.clone(), tokenizer, tokens, shards)?;
         t.corpus = Some(corpus);
+        if let Some(init) = init {
+            let params = init.params_for(cfg.block_size);
+            t.ts.load_params(|name, _| {
+                params.get(name).cloned().ok_or_else(|| Error::Other(format!("--init: no {name} in the model")))
+            })?;
+        }
         Ok(t)
     };
     setup().inspect_err(|_| {
