@@ -10,7 +10,9 @@
 // time, so each read of the private row arrays, which lavapipe keeps in memory, serves 8 of them
 // too: 4 made the three kernels 1.8x faster there, 8 another 6%. The per-key values sit in small
 // arrays indexed only inside loops of constant length KB, which the driver unrolls; with KB = 16
-// it did not, and the forward ran 2x slower. Row blocks are numbered with (b, h) fastest, so
+// it did not, and the forward ran 2x slower. Those declared inside a loop are zeroed by an explicit
+// initializer: without one, Chromium's Tint left the previous iteration's sums in them (the
+// forward was wrong in the browser and right everywhere else). Row blocks are numbered with (b, h) fastest, so
 // the invocations that run side by side as SIMD lanes share t0 and loop over the same number of
 // keys (with t fastest, the causal mask left about 30% of the lanes idle), and the longest blocks
 // come first, so the last workgroups to run are short ones.
@@ -123,8 +125,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
         for (var j = 0u; j < KB; j++) {
             ko[j] = base + c + min(s + j, blk.last) * stride;
         }
-        var xa: array<vec4f, KB>;
-        var xb: array<vec4f, KB>;
+        var xa = array<vec4f, KB>();
+        var xb = array<vec4f, KB>();
         for (var d = 0u; d < p.hs; d++) {
             let qad = qa[d];
             let qbd = qb[d];
@@ -306,10 +308,10 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
         for (var j = 0u; j < KB; j++) {
             ko[j] = base + c + min(s + j, blk.last) * stride;
         }
-        var xa: array<vec4f, KB>;
-        var xb: array<vec4f, KB>;
-        var pa: array<vec4f, KB>;
-        var pb: array<vec4f, KB>;
+        var xa = array<vec4f, KB>();
+        var xb = array<vec4f, KB>();
+        var pa = array<vec4f, KB>();
+        var pb = array<vec4f, KB>();
         for (var d = 0u; d < p.hs; d++) {
             let qad = qa[d];
             let qbd = qb[d];
@@ -407,8 +409,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
             qo[j] = base + tq * stride;
             go[j] = obase + tq * c;
         }
-        var xa: array<vec4f, KB>;
-        var xb: array<vec4f, KB>;
+        var xa = array<vec4f, KB>();
+        var xb = array<vec4f, KB>();
         for (var d = 0u; d < p.hs; d++) {
             let kad = ka[d];
             let kbd = kb[d];
@@ -427,8 +429,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
             xa[j] = select(vec4f(0.0), exp(xa[j] * p.scale - m), (vec4u(t + j) >= blk.ra) & vec4(live));
             xb[j] = select(vec4f(0.0), exp(xb[j] * p.scale - m), (vec4u(t + j) >= blk.rb) & vec4(live));
         }
-        var dpa: array<vec4f, KB>;
-        var dpb: array<vec4f, KB>;
+        var dpa = array<vec4f, KB>();
+        var dpb = array<vec4f, KB>();
         for (var d = 0u; d < p.hs; d++) {
             let vad = va[d];
             let vbd = vb[d];
