@@ -206,7 +206,7 @@ serve-web: web
 # SwiftShader's WebGPU: the kernel tests (every WGSL entry point against its f64 reference, the
 # tiny GPT against PyTorch: the same test files as natively, through wasm-bindgen-test), and the
 # page end to end (web/test/page.mjs) with a run the native binary trains first.
-WEB_KERNEL_TESTS = ops_matmul ops_layernorm ops_attention ops_attention_flash ops_elementwise ops_embedding ops_xent_adamw viz_maps gpt_reference
+WEB_KERNEL_TESTS = ops_matmul ops_layernorm ops_attention ops_attention_flash ops_elementwise ops_embedding ops_xent_adamw viz_maps gpt_reference generate
 WEB_RUNNER_ENV = CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=$$(command -v chromedriver) \
 	WASM_BINDGEN_TEST_WEBDRIVER_JSON=$(CURDIR)/web/webdriver.json WASM_BINDGEN_TEST_TIMEOUT=600 WASM_BINDGEN_TEST_DRIVER_TIMEOUT=120
 
@@ -245,7 +245,7 @@ bench-web: web deps-web-test
 # The kernel tests through a second WGSL compiler path: wgpu's GL backend on Mesa's llvmpipe (naga
 # -> GLSL), besides make test's Vulkan on lavapipe (naga -> SPIR-V) and test-web's Dawn/Tint. One
 # test thread: the GL backend serialises on one context, and parallel tests time out waiting for it.
-GL_KERNEL_TESTS = ops_matmul ops_layernorm ops_attention ops_attention_flash ops_elementwise ops_embedding ops_xent_adamw gpt_reference
+GL_KERNEL_TESTS = ops_matmul ops_layernorm ops_attention ops_attention_flash ops_elementwise ops_embedding ops_xent_adamw gpt_reference generate
 deps-gl:
 	@if ldconfig -p | grep -q libEGL_mesa; then echo "deps-gl: Mesa's EGL and GL drivers are installed"; \
 	elif command -v apt-get >/dev/null; then \

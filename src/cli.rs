@@ -96,6 +96,13 @@ pub enum Command {
         /// Seed of the sampler: the same seed and prompt give the same text.
         #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole::<u64>)]
         seed: u64,
+        /// Continuations of the prompt generated side by side (one batch).
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = positive::<usize>)]
+        num_samples: usize,
+        /// Recompute a whole forward pass per token instead of keeping a KV cache (the reference
+        /// generation checks against, and the baseline of its benchmark).
+        #[arg(long, conflicts_with = "num_samples")]
+        no_cache: bool,
     },
     /// Write PNG charts of a run into its directory: loss.png (train and validation loss from
     /// metrics.jsonl) and attention_L<l>.png (every head of layer l as heat maps, from the latest
@@ -309,8 +316,12 @@ pub fn run(cli: Cli) -> Result<()> {
             encode(&data, &tokenizer, &out)
         }
         Command::Report { run_dir, layers, prompt } => report(backend, &run_dir, &layers, prompt.as_deref()),
-        Command::Sample { ckpt, prompt, tokens, temperature, top_k, seed } => {
-            sample(backend, &ckpt, &prompt, tokens, temperature, top_k, seed)
+        Command::Sample { ckpt, prompt, tokens, temperature, top_k, seed, num_samples, no_cache } => {
+            if no_cache {
+                return sample_recomputing(backend, &ckpt, &prompt, tokens, temperature, top_k, seed);
+            }
+            let sampling = crate::infer::Sampling { temperature, top_k };
+            sample(backend, &ckpt, &prompt, tokens, sampling, seed, num_samples)
         }
         Command::Viz { dir, screenshot } => viz(backend, &dir, screenshot),
     }
@@ -601,25 +612,34 @@ fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
 /// `prepare` makes of the model and tokenizer first: a mistake in the input (a prompt or text the
 /// tokenizer does not cover, a text too short) is reported before the weights are read and the GPU
 /// is set up.
+/// The model, tokenizer and weights of a run directory (or a transformers GPT-2 directory).
+#[allow(clippy::type_complexity)]
+fn read_model_dir(
+    ckpt: &Path,
+) -> Result<(crate::model::GptConfig, crate::data::Tokenizer, std::collections::HashMap<String, Vec<f32>>)> {
+    use crate::train::checkpoint::{load_json, load_model, model_from_config};
+    if !ckpt.is_dir() {
+        return Err(crate::Error::Other(format!("--ckpt {}: not a run directory", ckpt.display())));
+    }
+    let doc = load_json(&ckpt.join("config.json"))?;
+    let model = model_from_config(&doc).map_err(|e| crate::Error::Other(format!("{}: {e}", ckpt.display())))?;
+    let tokenizer = crate::data::Tokenizer::load_dir(ckpt)?;
+    crate::train::checkpoint::check_tokenizer(&model, &tokenizer)
+        .map_err(|e| crate::Error::Other(format!("{}: {e}", ckpt.display())))?;
+    let params = load_model(&ckpt.join("model.safetensors"), &model)?;
+    Ok((model, tokenizer, params))
+}
+
 fn open_checkpoint<T>(
     backend: BackendChoice,
     ckpt: &Path,
     batch: usize,
     prepare: impl FnOnce(&crate::model::GptConfig, &crate::data::Tokenizer) -> Result<T>,
 ) -> Result<(crate::train::trainer::Trainer, T)> {
-    use crate::train::checkpoint::{load_json, load_model, model_from_config};
     use crate::train::config::RunConfig;
     use crate::train::trainer::Trainer;
-    if !ckpt.is_dir() {
-        return Err(crate::Error::Other(format!("--ckpt {}: not a run directory", ckpt.display())));
-    }
-    let doc = load_json(&ckpt.join("config.json"))?;
-    let model = model_from_config(&doc).map_err(|e| crate::Error::Other(format!("{}: {e}", ckpt.display())))?;
-    let tokenizer = crate::data::Tokenizer::load(&ckpt.join("tokenizer.json"))?;
-    crate::train::checkpoint::check_tokenizer(&model, &tokenizer)
-        .map_err(|e| crate::Error::Other(format!("{}: {e}", ckpt.display())))?;
+    let (model, tokenizer, params) = read_model_dir(ckpt)?;
     let prepared = prepare(&model, &tokenizer)?;
-    let params = load_model(&ckpt.join("model.safetensors"), &model)?;
     let mut cfg = RunConfig::preset("tiny")?;
     (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) =
         (model.n_layer, model.n_head, model.n_embd, model.block_size, batch);
@@ -627,7 +647,8 @@ fn open_checkpoint<T>(
     Ok((Trainer::for_model(&gpu, cfg, model, tokenizer, &params)?, prepared))
 }
 
-fn sample(
+/// `sample --no-cache`: a whole forward pass over the context for every token.
+fn sample_recomputing(
     backend: BackendChoice,
     ckpt: &Path,
     prompt: &str,
@@ -640,8 +661,69 @@ fn sample(
         tok.encode(prompt).map_err(|e| crate::Error::Other(format!("--prompt: {e}")))
     })?;
     let mut rng = crate::data::batches::Rng(seed);
+    let started = std::time::Instant::now();
     let out = trainer.generate(&ids, tokens, temperature, top_k, &mut rng)?;
+    let secs = started.elapsed().as_secs_f64();
     println!("{}", trainer.tokenizer.decode(&out));
+    eprintln!("{tokens} tokens in {secs:.2}s ({:.1} tokens/s, whole forward per token)", tokens as f64 / secs);
+    Ok(())
+}
+
+/// Generates with the KV cache (`infer::Generator`), streaming the text of a single sample as it
+/// comes; several samples are printed when done. Stops at --tokens, at the tokenizer's end-of-text
+/// token, or at the model's context length.
+fn sample(
+    backend: BackendChoice,
+    ckpt: &Path,
+    prompt: &str,
+    tokens: usize,
+    sampling: crate::infer::Sampling,
+    seed: u64,
+    num_samples: usize,
+) -> Result<()> {
+    use std::io::Write;
+    let (model, tokenizer, params) = read_model_dir(ckpt)?;
+    let ids = tokenizer.encode(prompt).map_err(|e| crate::Error::Other(format!("--prompt: {e}")))?;
+    if ids.len() > model.block_size {
+        return Err(crate::Error::Other(format!(
+            "--prompt: {} tokens, more than the model's context of {}",
+            ids.len(),
+            model.block_size
+        )));
+    }
+    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
+    let generator = pollster::block_on(crate::infer::Generator::new(&gpu, model, num_samples, sampling))?;
+    generator.load_params(&params)?;
+    let mut rng = crate::data::batches::Rng(seed);
+    let started = std::time::Instant::now();
+    let (mut shown, mut so_far) = (String::new(), Vec::new());
+    let stream = num_samples == 1;
+    if stream {
+        print!("{prompt}");
+    }
+    let out = pollster::block_on(generator.generate(&ids, tokens, tokenizer.end_of_text(), false, &mut rng, |next| {
+        if stream {
+            // Byte-level tokens may end inside a character: print only whole ones.
+            so_far.push(next[0]);
+            let text = tokenizer.decode(&so_far);
+            if !text.ends_with('\u{fffd}') && text.len() > shown.len() && text.starts_with(shown.as_str()) {
+                print!("{}", &text[shown.len()..]);
+                let _ = std::io::stdout().flush();
+                shown = text;
+            }
+        }
+    }))?;
+    let secs = started.elapsed().as_secs_f64();
+    if stream {
+        let text = tokenizer.decode(&out[0]);
+        println!("{}", text.get(shown.len()..).unwrap_or(""));
+    } else {
+        for (i, seq) in out.iter().enumerate() {
+            println!("--- sample {} ---\n{prompt}{}", i + 1, tokenizer.decode(seq));
+        }
+    }
+    let made: usize = out.iter().map(Vec::len).sum();
+    eprintln!("{made} tokens in {secs:.2}s ({:.1} tokens/s, {} sequence(s), KV cache)", made as f64 / secs, out.len());
     Ok(())
 }
 

@@ -7,6 +7,7 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+pub mod infer;
 pub mod model;
 pub mod ops;
 pub mod train;

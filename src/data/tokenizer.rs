@@ -43,6 +43,14 @@ impl Tokenizer {
         Ok(Tokenizer::Bpe(Bpe::train(text, vocab_size)))
     }
 
+    /// GPT-2's end-of-text token, where the vocabulary has one: generation stops there.
+    pub fn end_of_text(&self) -> Option<u32> {
+        match self {
+            Tokenizer::Bpe(b) => b.id("<|endoftext|>"),
+            Tokenizer::Char(_) => None,
+        }
+    }
+
     pub fn vocab_size(&self) -> usize {
         match self {
             Tokenizer::Char(c) => c.len(),

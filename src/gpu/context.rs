@@ -62,7 +62,9 @@ impl BackendChoice {
     }
 }
 
-/// An open device and what it allows.
+/// An open device and what it allows. Cloning shares the device (wgpu's handles are shared
+/// references): a trainer keeps one to compile its sampling program when it first samples.
+#[derive(Clone)]
 pub struct Gpu {
     pub instance: wgpu::Instance,
     pub adapter: wgpu::Adapter,

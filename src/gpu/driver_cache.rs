@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use super::tuning_cache::default_dir;
 
+#[derive(Clone)]
 pub struct DriverCache {
     pub cache: wgpu::PipelineCache,
     path: PathBuf,

@@ -24,10 +24,12 @@ pub enum Family {
     Xent,
     AdamW,
     Reduce,
+    /// Generation with a KV cache: embedding at a position, attention over the cache, sampling.
+    Decode,
 }
 
 impl Family {
-    pub const ALL: [Family; 12] = [
+    pub const ALL: [Family; 13] = [
         Family::Embedding,
         Family::LayerNorm,
         Family::Matmul,
@@ -40,6 +42,7 @@ impl Family {
         Family::Xent,
         Family::AdamW,
         Family::Reduce,
+        Family::Decode,
     ];
 
     pub fn file(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Family {
             Family::Xent => "xent.wgsl",
             Family::AdamW => "adamw.wgsl",
             Family::Reduce => "reduce.wgsl",
+            Family::Decode => "decode.wgsl",
         }
     }
 
@@ -91,6 +95,7 @@ impl Family {
             Family::Xent => include_str!("../../shaders/xent.wgsl"),
             Family::AdamW => include_str!("../../shaders/adamw.wgsl"),
             Family::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Family::Decode => include_str!("../../shaders/decode.wgsl"),
         }
     }
 }

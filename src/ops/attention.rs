@@ -83,7 +83,7 @@ impl Tuned {
 
 /// Length of the private and workgroup row arrays for head size `hs` (`MAX_HS` in the shader):
 /// rounded up to a multiple of 8, so nearby sizes share a module.
-fn array_len(hs: usize) -> usize {
+pub(crate) fn array_len(hs: usize) -> usize {
     hs.next_multiple_of(8).min(MAX_HS)
 }
 

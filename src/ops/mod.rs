@@ -5,6 +5,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod attention_unfused;
+pub mod decode;
 pub mod embedding;
 pub mod gelu;
 pub mod layernorm;

@@ -20,6 +20,7 @@ pub use crate::data::dataset::{load_corpus, Corpus};
 use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PipelineCache};
+use crate::infer::{Generator, Sampling};
 use crate::model::{param_table, GptConfig, Init};
 
 /// GPT-2 initialisation from `seed`: normal(0, 0.02) weights, 0.02/sqrt(2L) for residual
@@ -62,6 +63,9 @@ pub struct Trainer {
     /// The recent good steps the outlier guard measures against (not saved: after a resume it
     /// waits for `guard::WARMUP` steps again).
     pub(super) guard: Guard,
+    /// The device, kept to compile the sampling program (`infer::Generator`) at the first sample.
+    gpu: Gpu,
+    sampler: std::sync::Mutex<Option<(Sampling, Generator)>>,
 }
 
 /// What one optimizer step did.
@@ -124,6 +128,8 @@ impl Trainer {
             step: 0,
             notice,
             guard: Guard::new(0.0),
+            gpu: gpu.clone(),
+            sampler: Default::default(),
         })
     }
 
@@ -152,6 +158,8 @@ impl Trainer {
             step: 0,
             notice: None,
             guard: Guard::new(0.0),
+            gpu: gpu.clone(),
+            sampler: Default::default(),
         })
     }
 
@@ -232,22 +240,29 @@ impl Trainer {
         top_k: usize,
         rng: &mut Rng,
     ) -> Result<Vec<u32>> {
-        let (b, t, v) = (self.cfg.batch_size, self.cfg.block_size, self.model.vocab_size);
+        let t = self.cfg.block_size;
         let mut out = prompt.to_vec();
         if out.is_empty() {
             out.push(0);
         }
         for _ in 0..n {
-            let ctx: Vec<u32> = out[out.len().saturating_sub(t)..].to_vec();
-            let mut ids = vec![0u32; b * t];
-            ids[..ctx.len()].copy_from_slice(&ctx);
-            self.ts.set_batch(&ids, &vec![0; b * t])?;
-            self.ts.run_forward();
-            let logits = self.ts.step.read_f32(self.ts.sec.logits).await?;
-            let row = &logits[(ctx.len() - 1) * v..ctx.len() * v];
-            out.push(pick(row, temperature, top_k, rng));
+            let row = self.next_logits(&out[out.len().saturating_sub(t)..]).await?;
+            out.push(pick(&row, temperature, top_k, rng));
         }
         Ok(out)
+    }
+
+    /// The logits (V) after the last token of `ctx` (at most block_size tokens), from a whole
+    /// forward pass over it: what generation computed before the KV cache, kept as its reference.
+    pub async fn next_logits(&self, ctx: &[u32]) -> Result<Vec<f32>> {
+        let (b, t, v) = (self.cfg.batch_size, self.cfg.block_size, self.model.vocab_size);
+        assert!(!ctx.is_empty() && ctx.len() <= t, "next_logits: context of 1 ..= block_size tokens");
+        let mut ids = vec![0u32; b * t];
+        ids[..ctx.len()].copy_from_slice(ctx);
+        self.ts.set_batch(&ids, &vec![0; b * t])?;
+        self.ts.run_forward();
+        let logits = self.ts.step.read_f32(self.ts.sec.logits).await?;
+        Ok(logits[(ctx.len() - 1) * v..ctx.len() * v].to_vec())
     }
 
     /// The periodic sample: `sample_tokens` tokens after the first token of the validation split,
@@ -255,9 +270,27 @@ impl Trainer {
     pub async fn sample_text(&self) -> Result<String> {
         let prompt = vec![self.tokens.get(self.val.start.min(self.tokens.len() - 1))];
         let mut rng = Rng(self.cfg.seed ^ self.step);
-        let ids =
-            self.continue_text(&prompt, self.cfg.sample_tokens, self.cfg.temperature, self.cfg.top_k, &mut rng).await?;
-        Ok(self.tokenizer.decode(&ids))
+        let sampling = Sampling { temperature: self.cfg.temperature, top_k: self.cfg.top_k };
+        let ids = self.sample(&prompt, self.cfg.sample_tokens, sampling, &mut rng).await?;
+        Ok(self.tokenizer.decode(&[prompt, ids].concat()))
+    }
+
+    /// `n` tokens after `prompt` with the current weights, from the KV-cache program (compiled at
+    /// the first call, and again only for other sampling settings), the context window sliding
+    /// past block_size. The weights travel through the host: a few passes over the parameters per
+    /// sample, against a whole forward pass per token before.
+    pub async fn sample(&self, prompt: &[u32], n: usize, sampling: Sampling, rng: &mut Rng) -> Result<Vec<u32>> {
+        let kept = self.sampler.lock().map_err(|_| Error::Other("the sampler was poisoned".into()))?.take();
+        let generator = match kept {
+            Some((s, g)) if s == sampling => g,
+            _ => Generator::new(&self.gpu, self.model, 1, sampling).await?,
+        };
+        generator.load_params(&self.ts.read_params().await?)?;
+        let ids = generator.generate(prompt, n, None, true, rng, |_| {}).await;
+        if let Ok(mut slot) = self.sampler.lock() {
+            *slot = Some((sampling, generator));
+        }
+        Ok(ids?.swap_remove(0))
     }
 
     /// The model as `transformers` and `wgpt sample` open it: `model.safetensors`, `tokenizer.json`

@@ -170,8 +170,9 @@ pub async fn sample(prompt: String, n: usize, temperature: f64, top_k: usize, se
     let s = st.try_borrow().map_err(busy)?;
     let t = s.trainer.as_ref().ok_or_else(|| fail("no model: train one or open one first"))?;
     let ids = t.tokenizer.encode(&prompt).map_err(|e| fail(format!("the prompt: {e}")))?;
-    let out = t.continue_text(&ids, n, temperature, top_k, &mut Rng(seed)).await.map_err(fail)?;
-    Ok(t.tokenizer.decode(&out))
+    let sampling = wgpt::infer::Sampling { temperature, top_k };
+    let out = t.sample(&ids, n, sampling, &mut Rng(seed)).await.map_err(fail)?;
+    Ok(t.tokenizer.decode(&[ids, out].concat()))
 }
 
 /// Every head's attention map of every layer for the first tokens of `prompt`:

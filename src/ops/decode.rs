@@ -1,0 +1,108 @@
+//! The kernels of one decoding position with a KV cache (`shaders/decode.wgsl`): the tokens'
+//! embedding at the position `pos` holds, attention of its query over the cached keys and values
+//! (storing its own first), and the next token picked from the logits on the GPU. `infer` builds
+//! the program around them.
+
+use super::attention::array_len;
+use super::{Dispatch, Family, Uniform, WG};
+use crate::graph::TensorId;
+
+/// One decoding position of B sequences: the model's sizes and the sampling rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decode {
+    pub b: usize,
+    pub c: usize,
+    pub nh: usize,
+    /// Positions the cache holds (the model's block_size).
+    pub t_max: usize,
+    pub v: usize,
+    /// 0: the largest logit.
+    pub temperature: f32,
+    /// Keep only the top_k logits (0: all).
+    pub top_k: usize,
+}
+
+impl Decode {
+    fn hs(&self) -> usize {
+        self.c / self.nh
+    }
+
+    fn uniform(&self) -> Uniform {
+        let hs = self.hs();
+        Uniform::new()
+            .u(self.b)
+            .u(self.c)
+            .u(self.nh)
+            .u(hs)
+            .u(self.t_max)
+            .u(self.v)
+            .f(1.0 / (hs as f32).sqrt())
+            .u(self.top_k)
+            .f(self.temperature)
+    }
+
+    fn dispatch(&self, entry: &'static str) -> Dispatch {
+        Dispatch::new(Family::Decode, entry).uniform(self.uniform()).size("MAX_HS", array_len(self.hs()))
+    }
+
+    /// x (B, C) = wte[tokens] + wpe[pos] (`pos`: one u32; `tokens`: B).
+    pub fn embed(&self, x: TensorId, pos: TensorId, tokens: TensorId, wte: TensorId, wpe: TensorId) -> Dispatch {
+        self.dispatch("decode_embed")
+            .arg(1, pos)
+            .arg(9, tokens)
+            .arg(2, x)
+            .arg(3, wte)
+            .arg(4, wpe)
+            .flops(&[self.b, self.c])
+            .threads((self.b * self.c) as u64, WG)
+    }
+
+    /// Positions per chunk of `attention` (`CHUNK` in the shader).
+    const CHUNK: usize = 16;
+
+    /// f32 elements of the partials `attention` leaves: (B, NH, chunks, HS + 2).
+    pub fn partials_len(&self) -> usize {
+        self.b * self.nh * self.t_max.div_ceil(Self::CHUNK) * (self.hs() + 2)
+    }
+
+    /// y (B, C): the position's k and v (from qkv (B, 3C)) stored in the caches (B, T_max, C),
+    /// then its q attending over positions 0 ..= position, in chunks of positions whose softmax
+    /// partials (`part`, `partials_len`) the second dispatch combines in order.
+    pub fn attention(
+        &self,
+        y: TensorId,
+        pos: TensorId,
+        qkv: TensorId,
+        k: TensorId,
+        v: TensorId,
+        part: TensorId,
+    ) -> [Dispatch; 2] {
+        let chunks = self.t_max.div_ceil(Self::CHUNK);
+        [
+            self.dispatch("decode_attention")
+                .arg(1, pos)
+                .arg(5, qkv)
+                .arg(6, k)
+                .arg(7, v)
+                .arg(10, part)
+                .flops(&[4, self.b, self.t_max, self.c])
+                .threads((self.b * self.nh * chunks) as u64, WG),
+            self.dispatch("decode_attention_combine")
+                .arg(1, pos)
+                .arg(2, y)
+                .arg(10, part)
+                .flops(&[3, self.b, chunks, self.c])
+                .threads((self.b * self.nh) as u64, WG),
+        ]
+    }
+
+    /// Each sequence's next token from logits (B, V) into `tokens`, with `rand` (B) uniform draws.
+    pub fn sample(&self, tokens: TensorId, logits: TensorId, rand: TensorId) -> Dispatch {
+        self.dispatch("decode_sample")
+            .arg(9, tokens)
+            .arg(2, logits)
+            .arg(8, rand)
+            .flops(&[3, self.b, self.v])
+            .threads(self.b as u64, WG)
+    }
+}

@@ -1,0 +1,120 @@
+//! Generation with the KV cache (`infer::Generator`) against the whole-forward reference
+//! (`Trainer::next_logits`, what sampling computed before the cache): greedy decoding picks at every
+//! step the largest logit of a whole forward pass over the same context (a pick within 1e-5 of it
+//! counts, and is reported), also past the context length with the window sliding; top-k sampling
+//! stays inside the top k and repeats for a seed; without sliding a run stops at the context length.
+
+mod common;
+use std::collections::HashMap;
+
+use common::*;
+use wgpt::data::batches::Rng;
+use wgpt::data::Tokenizer;
+use wgpt::infer::{Generator, Sampling};
+use wgpt::model::{param_table, GptConfig};
+use wgpt::train::config::RunConfig;
+use wgpt::train::trainer::Trainer;
+
+const MODEL: GptConfig = GptConfig { vocab_size: 37, block_size: 24, n_layer: 2, n_head: 2, n_embd: 32 };
+
+/// Weights large enough that the logits spread (GPT-2's 0.02 would make nearly every step a tie).
+fn weights() -> HashMap<String, Vec<f32>> {
+    let mut r = rng(4242);
+    param_table(&MODEL)
+        .into_iter()
+        .map(|s| {
+            let n: usize = s.shape.iter().product();
+            let v = randn(&mut r, n, 0.4);
+            let v = if s.name.contains("ln_") && s.name.ends_with("weight") {
+                v.iter().map(|x| 1.0 + x).collect()
+            } else {
+                v
+            };
+            (s.name, to32(&v))
+        })
+        .collect()
+}
+
+async fn reference(params: &HashMap<String, Vec<f32>>) -> Trainer {
+    let text: String = (0..MODEL.vocab_size as u8).map(|i| (b'A' + i) as char).collect();
+    let mut cfg = RunConfig::preset("tiny").unwrap();
+    (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) =
+        (MODEL.n_layer, MODEL.n_head, MODEL.n_embd, MODEL.block_size, 1);
+    Trainer::build_for_model(open_gpu().await, cfg, MODEL, Tokenizer::char_level(&text), params).await.unwrap()
+}
+
+async fn generator(params: &HashMap<String, Vec<f32>>, batch: usize, sampling: Sampling) -> Generator {
+    let g = Generator::new(open_gpu().await, MODEL, batch, sampling).await.unwrap();
+    g.load_params(params).unwrap();
+    g
+}
+
+#[gpu_test]
+async fn greedy_with_the_cache_follows_the_whole_forward() {
+    let params = weights();
+    let reference = reference(&params).await;
+    let g = generator(&params, 2, Sampling { temperature: 0.0, top_k: 0 }).await;
+    let prompt = [3u32, 7, 1, 9];
+    let mut seen = 0;
+    let out = g.generate(&prompt, 100, None, false, &mut Rng(1), |ids| seen += ids.len()).await.unwrap();
+    // The context holds 24 positions: the prompt's 4, then 20 generated tokens fed back, and the
+    // token predicted after the last of them.
+    assert_eq!(out[0].len(), MODEL.block_size - prompt.len() + 1);
+    assert_eq!(seen, 2 * out[0].len(), "every step reported its tokens");
+    assert_eq!(out[0], out[1], "two sequences with one prompt decode alike");
+    // Past the context, with the window sliding: when it is full, the last 12 tokens stay.
+    let slid = g.generate(&prompt, 40, None, true, &mut Rng(1), |_| {}).await.unwrap();
+    assert_eq!(slid[0].len(), 40);
+    assert_eq!(slid[0][..out[0].len()], out[0][..], "sliding changes nothing before the context is full");
+    let mut window = prompt.to_vec();
+    let (mut ties, mut distinct) = (0, 0);
+    for &id in &slid[0] {
+        let logits = reference.next_logits(&window).await.unwrap();
+        let best = logits.iter().copied().fold(f32::MIN, f32::max);
+        let margin = best - logits[id as usize];
+        assert!(margin <= 1e-5, "after {window:?}: picked {id}, {margin} below the largest logit");
+        if margin > 0.0 {
+            ties += 1;
+        }
+        let second =
+            logits.iter().enumerate().filter(|&(i, _)| i != id as usize).map(|(_, &x)| x).fold(f32::MIN, f32::max);
+        distinct += (best - second > 1e-3) as usize;
+        window.push(id);
+        if window.len() > MODEL.block_size {
+            window.drain(..window.len() - MODEL.block_size / 2);
+        }
+    }
+    // The check means something only if the steps had a clear winner.
+    assert!(distinct >= slid[0].len() / 2, "only {distinct} of {} steps had a clear largest logit", slid[0].len());
+    if ties > 0 {
+        eprintln!("note: {ties} step(s) picked a logit within 1e-5 of the largest");
+    }
+}
+
+#[gpu_test]
+async fn top_k_sampling_stays_in_the_top_k_and_repeats_for_a_seed() {
+    let params = weights();
+    let reference = reference(&params).await;
+    let k = 5;
+    let g = generator(&params, 3, Sampling { temperature: 1.0, top_k: k }).await;
+    let prompt = [2u32];
+    let a = g.generate(&prompt, 12, None, false, &mut Rng(7), |_| {}).await.unwrap();
+    let b = g.generate(&prompt, 12, None, false, &mut Rng(7), |_| {}).await.unwrap();
+    assert_eq!(a, b, "the same seed gave other tokens");
+    let c = g.generate(&prompt, 12, None, false, &mut Rng(8), |_| {}).await.unwrap();
+    assert_ne!(a, c, "another seed gave the same 36 tokens");
+    assert!(a[0] != a[1] || a[1] != a[2], "three sequences sampled alike");
+    for seq in &a {
+        let mut ctx = prompt.to_vec();
+        for &id in seq {
+            let mut logits = reference.next_logits(&ctx).await.unwrap();
+            let x = logits[id as usize];
+            logits.sort_by(|p, q| q.total_cmp(p));
+            // The cache's logits round differently from the reference's: a margin of 1e-5.
+            assert!(x >= logits[k - 1] - 1e-5, "after {ctx:?}: {id} is not among the top {k}");
+            ctx.push(id);
+        }
+    }
+    let e = g.generate(&[1; 25], 1, None, false, &mut Rng(1), |_| {}).await;
+    assert!(e.is_err_and(|e| e.to_string().contains("context of 24")));
+}
