@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use common::*;
 use wgpt::data::batches::Rng;
 use wgpt::data::Tokenizer;
+use wgpt::graph::fuse::Fusion;
 use wgpt::infer::{Generator, Sampling};
 use wgpt::model::{param_table, GptConfig};
 use wgpt::train::config::RunConfig;
@@ -44,7 +45,11 @@ async fn reference(params: &HashMap<String, Vec<f32>>) -> Trainer {
 }
 
 async fn generator(params: &HashMap<String, Vec<f32>>, batch: usize, sampling: Sampling) -> Generator {
-    let g = Generator::new(open_gpu().await, MODEL, batch, sampling).await.unwrap();
+    fused(params, batch, sampling, Fusion::Auto).await
+}
+
+async fn fused(params: &HashMap<String, Vec<f32>>, batch: usize, sampling: Sampling, fusion: Fusion) -> Generator {
+    let g = Generator::with_fusion(open_gpu().await, MODEL, batch, sampling, fusion).await.unwrap();
     g.load_params(params).unwrap();
     g
 }
@@ -62,6 +67,13 @@ async fn greedy_with_the_cache_follows_the_whole_forward() {
     assert_eq!(out[0].len(), MODEL.block_size - prompt.len() + 1);
     assert_eq!(seen, 2 * out[0].len(), "every step reported its tokens");
     assert_eq!(out[0], out[1], "two sequences with one prompt decode alike");
+    // The other program form (residual adds and GELU folded into the linears, or not) decodes the
+    // same tokens.
+    for fusion in [Fusion::Off, Fusion::Epilogues] {
+        let other = fused(&params, 1, Sampling { temperature: 0.0, top_k: 0 }, fusion).await;
+        let again = other.generate(&prompt, 100, None, false, &mut Rng(1), |_| {}).await.unwrap();
+        assert_eq!(again[0], out[0], "{fusion:?}");
+    }
     // Past the context, with the window sliding: when it is full, the last 12 tokens stay.
     let slid = g.generate(&prompt, 40, None, true, &mut Rng(1), |_| {}).await.unwrap();
     assert_eq!(slid[0].len(), 40);

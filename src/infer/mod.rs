@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use crate::data::batches::Rng;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PipelineCache, Program, Step, StorageType};
+use crate::graph::fuse::Fusion;
 use crate::graph::{Class, TensorId, Tensors};
 use crate::model::{param_table, GptConfig};
 use crate::ops::decode::Decode;
 use crate::ops::layernorm::LayerNorm;
-use crate::ops::matmul::Matmul;
+use crate::ops::matmul::{Epilogue, Matmul};
 use crate::ops::{gelu, residual, Dispatch};
 
 /// GPT-2's LayerNorm epsilon, as the training graph uses.
@@ -41,8 +42,24 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// Compiles the decode program for `batch` sequences of `model` (f32 storage).
+    /// Compiles the decode program for `batch` sequences of `model` (f32 storage), with the
+    /// fusion the training step would use on this adapter (`WGPT_FUSION`, else by adapter type).
     pub async fn new(gpu: &Gpu, model: GptConfig, batch: usize, sampling: Sampling) -> Result<Generator> {
+        Self::with_fusion(gpu, model, batch, sampling, Fusion::from_env()?).await
+    }
+
+    /// `new` with the fusion given: `Epilogues` folds the residual adds and GELU into the linears
+    /// (at B rows a step is mostly dispatches: on GPUs fewer should be faster); on lavapipe the
+    /// folded products were slower (11-12 against 6.5-7.6 ms per shakespeare-char step), so CPU
+    /// adapters keep them apart, as for training.
+    pub async fn with_fusion(
+        gpu: &Gpu,
+        model: GptConfig,
+        batch: usize,
+        sampling: Sampling,
+        fusion: Fusion,
+    ) -> Result<Generator> {
+        let fuse = fusion.resolve(gpu.info.device_type == wgpu::DeviceType::Cpu) == Fusion::Epilogues;
         let (b, c, v, t_max) = (batch, model.n_embd, model.vocab_size, model.block_size);
         if b == 0 {
             return Err(Error::Other("generation needs at least one sequence".into()));
@@ -76,21 +93,24 @@ impl Generator {
             d.push(ln.forward(out, mean, rstd, x, params[&format!("{p}.weight")], params[&format!("{p}.bias")]));
             out
         };
-        let linear =
-            |t: &mut Tensors, d: &mut Vec<Dispatch>, name: String, x: TensorId, k: usize, n: usize, p: &str| {
-                let out = act(t, name, n);
-                d.push(Matmul::new(b, k, n, false).forward(
-                    out,
-                    x,
-                    params[&format!("{p}.weight")],
-                    Some(params[&format!("{p}.bias")]),
-                ));
-                out
-            };
+        // A linear (k inputs, n outputs) with what its epilogue folds in (the residual add, GELU).
+        let linear = |t: &mut Tensors,
+                      d: &mut Vec<Dispatch>,
+                      name: String,
+                      x: TensorId,
+                      kn: (usize, usize),
+                      p: &str,
+                      e: Epilogue| {
+            let out = act(t, name, kn.1);
+            let (w, bias) = (params[&format!("{p}.weight")], params[&format!("{p}.bias")]);
+            d.push(Matmul::new(b, kn.0, kn.1, false).forward_with(out, x, w, Epilogue { bias: Some(bias), ..e }));
+            out
+        };
+        let plain = Epilogue::default();
         for l in 0..model.n_layer {
             let h = |s: &str| format!("transformer.h.{l}.{s}");
             let a = norm(&mut t, &mut d, format!("h{l}.ln_1"), x, &h("ln_1"));
-            let qkv = linear(&mut t, &mut d, format!("h{l}.c_attn"), a, c, 3 * c, &h("attn.c_attn"));
+            let qkv = linear(&mut t, &mut d, format!("h{l}.c_attn"), a, (c, 3 * c), &h("attn.c_attn"), plain);
             let (kc, vc) = (
                 t.f32(format!("h{l}.k_cache"), &[b, t_max, c], Class::Input),
                 t.f32(format!("h{l}.v_cache"), &[b, t_max, c], Class::Input),
@@ -98,16 +118,29 @@ impl Generator {
             let y = act(&mut t, format!("h{l}.attn"), c);
             let part = t.f32(format!("h{l}.attn.partials"), &[op.partials_len()], Class::Scratch);
             d.extend(op.attention(y, pos, qkv, kc, vc, part));
-            let y = linear(&mut t, &mut d, format!("h{l}.attn.c_proj"), y, c, c, &h("attn.c_proj"));
-            let r = act(&mut t, format!("h{l}.res1"), c);
-            d.push(residual::forward(r, x, y, b * c));
+            let r = if fuse {
+                let res = Epilogue { res: Some(x), ..plain };
+                linear(&mut t, &mut d, format!("h{l}.res1"), y, (c, c), &h("attn.c_proj"), res)
+            } else {
+                let y = linear(&mut t, &mut d, format!("h{l}.attn.c_proj"), y, (c, c), &h("attn.c_proj"), plain);
+                let r = act(&mut t, format!("h{l}.res1"), c);
+                d.push(residual::forward(r, x, y, b * c));
+                r
+            };
             let m = norm(&mut t, &mut d, format!("h{l}.ln_2"), r, &h("ln_2"));
-            let m = linear(&mut t, &mut d, format!("h{l}.c_fc"), m, c, 4 * c, &h("mlp.c_fc"));
             let g = act(&mut t, format!("h{l}.gelu"), 4 * c);
-            d.push(gelu::forward(g, m, b * 4 * c));
-            let m = linear(&mut t, &mut d, format!("h{l}.mlp.c_proj"), g, 4 * c, c, &h("mlp.c_proj"));
-            x = act(&mut t, format!("h{l}.res2"), c);
-            d.push(residual::forward(x, r, m, b * c));
+            if fuse {
+                let fc = Epilogue { gelu: Some(g), ..plain };
+                linear(&mut t, &mut d, format!("h{l}.c_fc"), m, (c, 4 * c), &h("mlp.c_fc"), fc);
+                let res = Epilogue { res: Some(r), ..plain };
+                x = linear(&mut t, &mut d, format!("h{l}.res2"), g, (4 * c, c), &h("mlp.c_proj"), res);
+            } else {
+                let m = linear(&mut t, &mut d, format!("h{l}.c_fc"), m, (c, 4 * c), &h("mlp.c_fc"), plain);
+                d.push(gelu::forward(g, m, b * 4 * c));
+                let m = linear(&mut t, &mut d, format!("h{l}.mlp.c_proj"), g, (4 * c, c), &h("mlp.c_proj"), plain);
+                x = act(&mut t, format!("h{l}.res2"), c);
+                d.push(residual::forward(x, r, m, b * c));
+            }
         }
         let f = norm(&mut t, &mut d, "ln_f".into(), x, "transformer.ln_f");
         let body = d.len();
