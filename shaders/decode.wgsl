@@ -17,6 +17,9 @@ struct Params {
     scale: f32,      // 1 / sqrt(HS)
     top_k: u32,      // sample: keep the top_k logits (0: all)
     temperature: f32,// sample: 0 picks the largest logit
+    v0: u32,         // embed: the bound wte holds tokens v0 .. v0 + v1 (a table too large for one
+    v1: u32,         // binding comes in shards, one dispatch each)
+    acc: u32,        // embed: add to out (later shards) instead of writing wpe + the row
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -24,17 +27,27 @@ struct Params {
 // (B) each sequence's token at that position, which decode_sample overwrites with the next one.
 @group(0) @binding(9) var<storage, read_write> tokens: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<st>;    // (B, C) or logits (B, V)
-@group(0) @binding(3) var<storage, read_write> wte: array<st>;    // (V, C)
+@group(0) @binding(3) var<storage, read_write> wte: array<st>;    // (V, C), or rows v0 .. v0 + v1
 @group(0) @binding(4) var<storage, read_write> wpe: array<st>;    // (T, C)
 
-// out[b, :] = wte[token b] + wpe[position].
+// out[b, :] = wte[token b] + wpe[position], over the shards of wte: the first writes wpe plus its
+// row where it holds the token (else 0), the others add theirs; each sum has one nonzero row.
 @compute @workgroup_size(WG)
 fn decode_embed(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     let i = flat_index(wid, nwg, lid);
     if (i >= p.b * p.c) { return; }
     let b = i / p.c;
     let ch = i % p.c;
-    out[i] = st(f32(wte[tokens[b] * p.c + ch]) + f32(wpe[pos[0] * p.c + ch]));
+    let tok = tokens[b];
+    var row = 0.0;
+    if (tok >= p.v0 && tok < p.v0 + p.v1) {
+        row = f32(wte[(tok - p.v0) * p.c + ch]);
+    }
+    if (p.acc != 0u) {
+        if (row != 0.0) { out[i] = st(f32(out[i]) + row); }
+    } else {
+        out[i] = st(row + f32(wpe[pos[0] * p.c + ch]));
+    }
 }
 
 @group(0) @binding(5) var<storage, read_write> qkv: array<st>;    // (B, 3C) this position's q | k | v

@@ -49,7 +49,7 @@ async fn generator(params: &HashMap<String, Vec<f32>>, batch: usize, sampling: S
 }
 
 async fn fused(params: &HashMap<String, Vec<f32>>, batch: usize, sampling: Sampling, fusion: Fusion) -> Generator {
-    let g = Generator::with_fusion(open_gpu().await, MODEL, batch, sampling, fusion).await.unwrap();
+    let g = Generator::with_options(open_gpu().await, MODEL, batch, sampling, fusion, None).await.unwrap();
     g.load_params(params).unwrap();
     g
 }
@@ -101,6 +101,28 @@ async fn greedy_with_the_cache_follows_the_whole_forward() {
     if ties > 0 {
         eprintln!("note: {ties} step(s) picked a logit within 1e-5 of the largest");
     }
+}
+
+/// A token table too large for one binding (here capped at 4 KiB: 64 rows of 16 channels) runs in
+/// shards, for the embedding and the lm_head: the same tokens as in one piece.
+#[gpu_test]
+async fn a_token_table_in_shards_decodes_the_same() {
+    let model = GptConfig { vocab_size: 150, n_embd: 16, ..MODEL };
+    let mut r = rng(99);
+    let params: HashMap<String, Vec<f32>> = param_table(&model)
+        .into_iter()
+        .map(|s| (s.name, to32(&randn(&mut r, s.shape.iter().product(), 0.4))))
+        .collect();
+    let greedy = Sampling { temperature: 0.0, top_k: 0 };
+    let mut outs = Vec::new();
+    for cap in [None, Some(4096)] {
+        let g = Generator::with_options(open_gpu().await, model, 2, greedy, Fusion::Auto, cap).await.unwrap();
+        g.load_params(&params).unwrap();
+        // Prompt tokens in every shard (0..64, 64..128, 128..150).
+        outs.push(g.generate(&[5, 70, 140, 3], 12, None, false, &mut Rng(1), |_| {}).await.unwrap());
+    }
+    assert_eq!(outs[0], outs[1]);
+    assert!(outs[0][0].iter().any(|&t| t >= 64), "no generated token from a later shard: {:?}", outs[0][0]);
 }
 
 #[gpu_test]

@@ -45,19 +45,21 @@ impl Generator {
     /// Compiles the decode program for `batch` sequences of `model` (f32 storage), with the
     /// fusion the training step would use on this adapter (`WGPT_FUSION`, else by adapter type).
     pub async fn new(gpu: &Gpu, model: GptConfig, batch: usize, sampling: Sampling) -> Result<Generator> {
-        Self::with_fusion(gpu, model, batch, sampling, Fusion::from_env()?).await
+        Self::with_options(gpu, model, batch, sampling, Fusion::from_env()?, None).await
     }
 
     /// `new` with the fusion given: `Epilogues` folds the residual adds and GELU into the linears
     /// (at B rows a step is mostly dispatches: on GPUs fewer should be faster); on lavapipe the
     /// folded products were slower (11-12 against 6.5-7.6 ms per shakespeare-char step), so CPU
     /// adapters keep them apart, as for training.
-    pub async fn with_fusion(
+    /// `max_binding` caps one binding below the adapter's limit (tests: the token table in shards).
+    pub async fn with_options(
         gpu: &Gpu,
         model: GptConfig,
         batch: usize,
         sampling: Sampling,
         fusion: Fusion,
+        max_binding: Option<u64>,
     ) -> Result<Generator> {
         let fuse = fusion.resolve(gpu.info.device_type == wgpu::DeviceType::Cpu) == Fusion::Epilogues;
         let (b, c, v, t_max) = (batch, model.n_embd, model.vocab_size, model.block_size);
@@ -85,8 +87,20 @@ impl Generator {
         let mut d: Vec<Dispatch> = Vec::new();
         // The architecture diagram, one position: embed -> L x (ln_1 -> attention -> add -> ln_2 ->
         // MLP -> add) -> ln_f -> lm_head -> the next token.
+        // The token table in shards of whole rows that each fit one binding (GPT-2's 154 MB table
+        // does not fit lavapipe's 128 MiB), 64 rows at a time so every shard's offset stays aligned.
+        let limit = max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
+        let rows_per = ((limit as usize / (4 * c)) / 64 * 64).max(64);
+        let wte = w("transformer.wte.weight");
+        let shards: Vec<(usize, usize, TensorId)> = (0..v)
+            .step_by(rows_per)
+            .map(|v0| {
+                let rows = rows_per.min(v - v0);
+                (v0, rows, if rows == v { wte } else { t.view(wte, v0 * c, rows * c) })
+            })
+            .collect();
         let mut x = act(&mut t, "x".into(), c);
-        d.push(op.embed(x, pos, tokens, w("transformer.wte.weight"), w("transformer.wpe.weight")));
+        d.extend(op.embed(x, pos, tokens, &shards, w("transformer.wpe.weight")));
         let norm = |t: &mut Tensors, d: &mut Vec<Dispatch>, name: String, x: TensorId, p: &str| {
             let (out, mean, rstd) =
                 (act(t, name.clone(), c), act(t, format!("{name}.mean"), 1), act(t, format!("{name}.rstd"), 1));
@@ -145,9 +159,13 @@ impl Generator {
         let f = norm(&mut t, &mut d, "ln_f".into(), x, "transformer.ln_f");
         let body = d.len();
         let logits = act(&mut t, "logits".into(), v);
-        d.push(Matmul::new(b, c, v, true).forward(logits, f, w("transformer.wte.weight"), None));
+        for &(v0, rows, shard) in &shards {
+            let head = Matmul { m: b, k: c, n: rows, trans_w: true, out_stride: v, out_col: v0 };
+            d.push(head.forward(logits, f, shard, None));
+        }
         d.push(op.sample(tokens, logits, rand));
-        let program = Program { tensors: t, dispatches: d, storage: StorageType::F32, ..Default::default() };
+        let program =
+            Program { tensors: t, dispatches: d, storage: StorageType::F32, max_binding, ..Default::default() };
         let step = Step::compile(gpu, &mut PipelineCache::new(), program).await?;
         Ok(Generator { model, batch, step, params, pos, tokens, rand, body })
     }

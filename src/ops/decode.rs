@@ -28,6 +28,10 @@ impl Decode {
     }
 
     fn uniform(&self) -> Uniform {
+        self.uniform_shard(0, self.v, false)
+    }
+
+    fn uniform_shard(&self, v0: usize, v1: usize, acc: bool) -> Uniform {
         let hs = self.hs();
         Uniform::new()
             .u(self.b)
@@ -39,22 +43,40 @@ impl Decode {
             .f(1.0 / (hs as f32).sqrt())
             .u(self.top_k)
             .f(self.temperature)
+            .u(v0)
+            .u(v1)
+            .u(acc as u32)
     }
 
     fn dispatch(&self, entry: &'static str) -> Dispatch {
         Dispatch::new(Family::Decode, entry).uniform(self.uniform()).size("MAX_HS", array_len(self.hs()))
     }
 
-    /// x (B, C) = wte[tokens] + wpe[pos] (`pos`: one u32; `tokens`: B).
-    pub fn embed(&self, x: TensorId, pos: TensorId, tokens: TensorId, wte: TensorId, wpe: TensorId) -> Dispatch {
-        self.dispatch("decode_embed")
-            .arg(1, pos)
-            .arg(9, tokens)
-            .arg(2, x)
-            .arg(3, wte)
-            .arg(4, wpe)
-            .flops(&[self.b, self.c])
-            .threads((self.b * self.c) as u64, WG)
+    /// x (B, C) = wte[tokens] + wpe[pos] (`pos`: one u32; `tokens`: B). `wte` comes as shards
+    /// (first token, rows, tensor) of a table too large for one binding; one dispatch each.
+    pub fn embed(
+        &self,
+        x: TensorId,
+        pos: TensorId,
+        tokens: TensorId,
+        wte: &[(usize, usize, TensorId)],
+        wpe: TensorId,
+    ) -> Vec<Dispatch> {
+        wte.iter()
+            .enumerate()
+            .map(|(i, &(v0, rows, shard))| {
+                Dispatch::new(Family::Decode, "decode_embed")
+                    .uniform(self.uniform_shard(v0, rows, i > 0))
+                    .size("MAX_HS", array_len(self.hs()))
+                    .arg(1, pos)
+                    .arg(9, tokens)
+                    .arg(2, x)
+                    .arg(3, shard)
+                    .arg(4, wpe)
+                    .flops(&[self.b, self.c])
+                    .threads((self.b * self.c) as u64, WG)
+            })
+            .collect()
     }
 
     /// Positions per chunk of `attention` (`CHUNK` in the shader).
