@@ -160,7 +160,7 @@ pub struct TrainArgs {
     /// writes it: config.json, model.safetensors, tokenizer.json or vocab.json + merges.txt) or of a
     /// wgpt run, with fresh optimizer state and schedule; --data is tokenized with its tokenizer.
     /// The architecture is the model's; block_size may be at most its n_positions.
-    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    #[arg(long, value_name = "DIR")]
     init: Option<PathBuf>,
     /// Run directory for checkpoints and metrics.jsonl (default: runs/<preset>-<time>); must not
     /// exist unless --resume.

@@ -181,6 +181,7 @@ fn the_command_that_started_a_run_resumes_it() {
     let (ok, out) = wgpt_in(&dir, &other.iter().map(String::as_str).collect::<Vec<_>>());
     let line = common::error_line(&out);
     assert!(!ok && line.contains("--preset shakespeare-char") && line.contains("the run was started with"), "{out}");
+    assert_eq!(std::fs::read(dir.join("run/metrics.jsonl")).unwrap(), metrics, "a refused resume changed the run");
     // The same corpus under another name in another directory, and the same settings.
     std::fs::create_dir(dir.join("moved")).unwrap();
     std::fs::rename(dir.join("a.txt"), dir.join("moved/b.txt")).unwrap();
@@ -246,10 +247,16 @@ fn init_starts_from_a_model_directory() {
             serde_json::from_slice(&std::fs::read(dir.join(&out).join("tokenizer.json")).unwrap()).unwrap();
         assert_eq!(tok_out["model"]["vocab"], tok["model"]["vocab"], "{from}: the run has another tokenizer");
     }
+    // The command that started a run from a model, with --resume added, continues it.
+    let said = go(&[
+        "train", "--init", "src", "--data", "b.txt", "--out", "ft-src", "--steps", "2", "--set", "min_lr=0", "--set",
+        "lr=1e-30", "--resume",
+    ]);
+    assert!(said.contains("resuming") && said.contains("2 steps in"), "{said}");
     for (args, says) in [
         (&["--set", "n_embd=64"][..], &["--set n_embd=64", "--init src", "n_embd=32"][..]),
         (&["--set", "block_size=64"], &["--set block_size=64", "32 positions"]),
-        (&["--resume"], &["--init", "--resume"]),
+        (&["--set", "tokenizer=char"], &["--set tokenizer=char", "bpe tokenizer"]),
     ] {
         let a = [&["train", "--init", "src", "--data", "b.txt", "--out", "no"][..], args].concat();
         let (ok, out) = wgpt_in(&dir, &a);

@@ -117,26 +117,40 @@ pub async fn probe(backends: wgpu::Backends) -> (wgpu::Instance, Vec<wgpu::Adapt
     (inst, adapters)
 }
 
-/// Runs `f` with file descriptor 2 pointed at /dev/null, then puts it back.
+/// Runs `f` with file descriptor 2 pointed at /dev/null, then puts it back, also when `f`
+/// panics. One probe at a time: two threads swapping descriptor 2 at once could leave it silenced.
 #[cfg(all(unix, not(target_arch = "wasm32")))]
 fn quietly<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: plain descriptor calls; descriptor 2 is restored and the copies closed before return.
-    unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
-        let saved = if null >= 0 { libc::dup(2) } else { -1 };
+    static SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SWAP.lock().unwrap_or_else(|e| e.into_inner());
+    struct Restore {
+        saved: i32,
+        null: i32,
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: descriptors this guard owns; 2 gets its saved copy back.
+            unsafe {
+                if self.saved >= 0 {
+                    libc::dup2(self.saved, 2);
+                    libc::close(self.saved);
+                }
+                if self.null >= 0 {
+                    libc::close(self.null);
+                }
+            }
+        }
+    }
+    // SAFETY: plain descriptor calls, close-on-exec so a child started meanwhile inherits none.
+    let _restore = unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        let saved = if null >= 0 { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) } else { -1 };
         if saved >= 0 {
             libc::dup2(null, 2);
         }
-        let out = f();
-        if saved >= 0 {
-            libc::dup2(saved, 2);
-            libc::close(saved);
-        }
-        if null >= 0 {
-            libc::close(null);
-        }
-        out
-    }
+        Restore { saved, null }
+    };
+    f()
 }
 
 /// Every adapter the instance sees (on the web, the single one the browser offers).

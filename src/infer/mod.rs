@@ -234,7 +234,7 @@ impl Generator {
                 self.step.write_u32(self.pos, &[pos as u32])?;
             } else if slide {
                 for c in &mut ctx {
-                    c.drain(..c.len() - t_max / 2);
+                    c.drain(..c.len() - (t_max / 2).max(1));
                 }
                 pos = self.prefill(&ctx)?;
             } else {

@@ -71,6 +71,17 @@ impl Request {
         let init = Init::open(path)?;
         let m = init.model;
         let flag = format!("--init {}", path.display());
+        let kind = match init.tokenizer {
+            Tokenizer::Char(_) => "char",
+            Tokenizer::Bpe(_) => "bpe",
+        };
+        if let Some(given) = self.given("tokenizer")?.filter(|_| cfg.tokenizer != kind) {
+            return Err(Error::Other(format!(
+                "{given}: the model of {flag} has a {kind} tokenizer, which the run uses; drop the setting"
+            )));
+        }
+        // The tokenizer first: a BPE preset's vocabulary rules must not judge a char model's size.
+        cfg.tokenizer = kind.into();
         for (key, have) in
             [("n_layer", m.n_layer), ("n_head", m.n_head), ("n_embd", m.n_embd), ("vocab_size", m.vocab_size)]
         {
@@ -92,10 +103,6 @@ impl Request {
             }
             cfg.set(&format!("block_size={}", m.block_size))?;
         }
-        cfg.tokenizer = match init.tokenizer {
-            Tokenizer::Char(_) => "char".into(),
-            Tokenizer::Bpe(_) => "bpe".into(),
-        };
         cfg.validate()?;
         Ok((cfg, Some(init)))
     }
@@ -140,11 +147,12 @@ impl Init {
     pub fn open(path: &Path) -> Result<Init> {
         let flag = format!("--init {}", path.display());
         let bad = |m: String| Error::Other(format!("{flag}: {m}"));
-        let dir = if path.join("config.json").is_file() {
-            path.to_path_buf()
-        } else if path.join("checkpoints").is_dir() {
+        // A wgpt run's checkpoints carry checksums; its root's copy of the model does not.
+        let dir = if path.join("checkpoints").is_dir() {
             let (found, _) = checkpoints::latest(path, &CHECKPOINT_FILES);
             found.map(|(_, ck)| ck).ok_or_else(|| bad("a run directory without a complete checkpoint".into()))?
+        } else if path.join("config.json").is_file() {
+            path.to_path_buf()
         } else if path.is_dir() {
             return Err(bad(
                 "not a model directory (config.json, model.safetensors and a tokenizer) nor a wgpt run directory"
@@ -288,8 +296,11 @@ fn short(fingerprint: &str) -> &str {
 /// The settings the checkpoint fixes against the command line's: unchanged by whatever preset,
 /// config file and --set the command names.
 fn check_settings(saved: &RunConfig, req: &Request) -> Result<()> {
-    // What the command line says, over the saved run where it names no preset or config file.
-    let asked = if req.preset.is_some() || req.config.is_some() {
+    // What the command line says, over the saved run where it names no preset, config file or
+    // model to start from (with --init, the architecture is that model's, as when it started).
+    let asked = if req.init.is_some() {
+        req.plan()?.0
+    } else if req.preset.is_some() || req.config.is_some() {
         req.run_config()?
     } else {
         let mut cfg = saved.clone();

@@ -286,6 +286,8 @@ impl Trainer {
             _ => Generator::new(&self.gpu, self.model, 1, sampling).await?,
         };
         generator.load_params(&self.ts.read_params().await?)?;
+        // A prompt longer than the context: its last block_size tokens, as a window would see.
+        let prompt = &prompt[prompt.len().saturating_sub(self.model.block_size)..];
         let ids = generator.generate(prompt, n, None, true, rng, |_| {}).await;
         if let Ok(mut slot) = self.sampler.lock() {
             *slot = Some((sampling, generator));
