@@ -198,7 +198,8 @@ async function main() {
   const rel = Math.abs(native.loss - pageLoss) / Math.abs(native.loss);
   check(rel <= 1e-4, `wgpt eval on the page's model and text gives the page's loss: ${native.loss} vs ${pageLoss} (relative ${rel.toExponential(2)})`);
   const text = execFileSync(wgpt, ['sample', '--ckpt', pageRun, '--tokens', '20', '--prompt', 'The'], NATIVE);
-  check(text.startsWith('The') && text.length > 20, `wgpt sample opens the page's model: "${text.trim().slice(0, 40)}"`);
+  // It stops at the model's context (16 positions for the page's model: 14 tokens after "The").
+  check(text.startsWith('The') && text.trim().length > 10, `wgpt sample opens the page's model: "${text.trim().slice(0, 40)}"`);
 
   // 5. A damaged model is refused in one line and the page keeps working; a native run opens.
   const broken = path.join(out, 'broken');
