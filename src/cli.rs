@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 use crate::gpu::context::{choose, probe, BackendChoice, WANTED_FEATURES};
 use crate::graph::Recompute;
+use crate::train::checkpoints::ModelDir;
 use crate::train::Precision;
 
 #[derive(Parser, Debug)]
@@ -610,26 +611,7 @@ fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
 
 /// A trainer holding a checkpoint's weights, with `batch` sequences per forward pass, and what
 /// `prepare` makes of the model and tokenizer first: a mistake in the input (a prompt or text the
-/// tokenizer does not cover, a text too short) is reported before the weights are read and the GPU
-/// is set up.
-/// The model, tokenizer and weights of a run directory (or a transformers GPT-2 directory).
-#[allow(clippy::type_complexity)]
-fn read_model_dir(
-    ckpt: &Path,
-) -> Result<(crate::model::GptConfig, crate::data::Tokenizer, std::collections::HashMap<String, Vec<f32>>)> {
-    use crate::train::checkpoint::{load_json, load_model, model_from_config};
-    if !ckpt.is_dir() {
-        return Err(crate::Error::Other(format!("--ckpt {}: not a run directory", ckpt.display())));
-    }
-    let doc = load_json(&ckpt.join("config.json"))?;
-    let model = model_from_config(&doc).map_err(|e| crate::Error::Other(format!("{}: {e}", ckpt.display())))?;
-    let tokenizer = crate::data::Tokenizer::load_dir(ckpt)?;
-    crate::train::checkpoint::check_tokenizer(&model, &tokenizer)
-        .map_err(|e| crate::Error::Other(format!("{}: {e}", ckpt.display())))?;
-    let params = load_model(&ckpt.join("model.safetensors"), &model)?;
-    Ok((model, tokenizer, params))
-}
-
+/// tokenizer does not cover, a text too short) is reported before the GPU is set up.
 fn open_checkpoint<T>(
     backend: BackendChoice,
     ckpt: &Path,
@@ -638,13 +620,14 @@ fn open_checkpoint<T>(
 ) -> Result<(crate::train::trainer::Trainer, T)> {
     use crate::train::config::RunConfig;
     use crate::train::trainer::Trainer;
-    let (model, tokenizer, params) = read_model_dir(ckpt)?;
+    let found = ModelDir::open(ckpt, &format!("--ckpt {}", ckpt.display()))?;
+    let (model, tokenizer) = (found.model, found.tokenizer);
     let prepared = prepare(&model, &tokenizer)?;
     let mut cfg = RunConfig::preset("tiny")?;
     (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) =
         (model.n_layer, model.n_head, model.n_embd, model.block_size, batch);
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-    Ok((Trainer::for_model(&gpu, cfg, model, tokenizer, &params)?, prepared))
+    Ok((Trainer::for_model(&gpu, cfg, model, tokenizer, &found.params)?, prepared))
 }
 
 /// `sample --no-cache`: a whole forward pass over the context for every token.
@@ -682,7 +665,7 @@ fn sample(
     num_samples: usize,
 ) -> Result<()> {
     use std::io::Write;
-    let (model, tokenizer, params) = read_model_dir(ckpt)?;
+    let ModelDir { model, tokenizer, params, .. } = ModelDir::open(ckpt, &format!("--ckpt {}", ckpt.display()))?;
     let ids = tokenizer.encode(prompt).map_err(|e| crate::Error::Other(format!("--prompt: {e}")))?;
     if ids.len() > model.block_size {
         return Err(crate::Error::Other(format!(
@@ -696,27 +679,20 @@ fn sample(
     generator.load_params(&params)?;
     let mut rng = crate::data::batches::Rng(seed);
     let started = std::time::Instant::now();
-    let (mut shown, mut so_far) = (String::new(), Vec::new());
+    let mut shown = crate::infer::TextStream::default();
     let stream = num_samples == 1;
     if stream {
         print!("{prompt}");
     }
     let out = pollster::block_on(generator.generate(&ids, tokens, tokenizer.end_of_text(), false, &mut rng, |next| {
-        if stream {
-            // Byte-level tokens may end inside a character: print only whole ones.
-            so_far.push(next[0]);
-            let text = tokenizer.decode(&so_far);
-            if !text.ends_with('\u{fffd}') && text.len() > shown.len() && text.starts_with(shown.as_str()) {
-                print!("{}", &text[shown.len()..]);
-                let _ = std::io::stdout().flush();
-                shown = text;
-            }
+        if let Some(text) = stream.then(|| shown.push(&tokenizer, next[0])).flatten() {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
         }
     }))?;
     let secs = started.elapsed().as_secs_f64();
     if stream {
-        let text = tokenizer.decode(&out[0]);
-        println!("{}", text.get(shown.len()..).unwrap_or(""));
+        println!("{}", shown.finish(&tokenizer));
     } else {
         for (i, seq) in out.iter().enumerate() {
             println!("--- sample {} ---\n{prompt}{}", i + 1, tokenizer.decode(seq));

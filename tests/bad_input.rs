@@ -162,7 +162,7 @@ fn flag_and_setting_mistakes_are_one_line() {
     says(&fails(&["train", "--set", "tokenizer=word"]), &["tokenizer=word", "char or bpe"]);
     says(&fails(&["train", "--set", "tokenizer=bpe", "--set", "vocab_size=0"]), &["vocab_size 0", "256 byte symbols"]);
     says(&fails(&["bench", "--preset", "tiny", "--set", "block_size=-4"]), &["block_size=-4", "positive integer"]);
-    says(&fails(&["sample", "--ckpt", "/no/such/run"]), &["--ckpt /no/such/run", "not a run directory"]);
+    says(&fails(&["sample", "--ckpt", "/no/such/run"]), &["--ckpt /no/such/run", "no such directory"]);
     // A TOML --config: an unknown preset, an unknown key, a bad value, not TOML at all.
     let dir = scratch("flags");
     let cases = [

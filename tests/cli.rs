@@ -113,7 +113,7 @@ fn checkpoints_of_another_model_or_corrupt_ones_are_refused() {
     assert!(e.contains("tokenizer.json") && e.contains("vocab_size"), "{e}");
     // Not a run directory at all.
     let e = fails(&["sample", "--ckpt", s(&data)]);
-    assert!(e.contains("not a run directory"), "{e}");
+    assert!(e.contains("not a model directory"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

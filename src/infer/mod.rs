@@ -4,6 +4,10 @@
 //! GPU, computes the logits of that position only, and picks the next tokens there: a step reads
 //! back B ids. The prompt is fed one position per step (its logits and sampling skipped).
 
+mod text;
+
+pub use text::TextStream;
+
 use std::collections::HashMap;
 
 use crate::data::batches::Rng;

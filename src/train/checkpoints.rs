@@ -3,7 +3,9 @@
 //! place, so a folder with that name is always complete. The newest is also linked into the run
 //! directory (`model.safetensors`, `config.json`, `tokenizer.json`) for `transformers` and the
 //! other commands; only the last `keep` folders stay. A resume takes the newest folder whose
-//! checksums verify and says which ones it passed over. (`checkpoint.rs` holds the file formats.)
+//! checksums verify and says which ones it passed over; `ModelDir` opens a model directory or a
+//! run's newest good checkpoint for `--init`, `sample` and `eval`. (`checkpoint.rs` holds the
+//! file formats.)
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -187,6 +189,49 @@ fn file_sha256(path: &Path) -> std::io::Result<String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A model read from a directory and checked: its architecture (from `config.json`), tokenizer and
+/// weights. What `--init`, `sample --ckpt` and `eval --ckpt` open.
+pub struct ModelDir {
+    /// Where it was read: the directory given, or the newest checkpoint of a wgpt run.
+    pub dir: PathBuf,
+    pub model: crate::model::GptConfig,
+    pub tokenizer: crate::data::Tokenizer,
+    pub params: std::collections::HashMap<String, Vec<f32>>,
+}
+
+impl ModelDir {
+    /// A directory with `config.json` (GPT2Config keys), `model.safetensors` (Hugging Face names)
+    /// and a tokenizer (`Tokenizer::load_dir`), as transformers' `save_pretrained` or wgpt writes
+    /// them; or a wgpt run directory, whose newest checkpoint that verifies is read (its root's copy
+    /// of the model carries no checksum). `flag` names the directory in errors (`--init runs/x`).
+    pub fn open(path: &Path, flag: &str) -> Result<ModelDir> {
+        use super::checkpoint::{check_tokenizer, load_json, load_model, model_from_config};
+        let bad = |m: String| Error::Other(format!("{flag}: {m}"));
+        let dir = if path.join("checkpoints").is_dir() {
+            let (found, _) = latest(path, &super::run::CHECKPOINT_FILES);
+            found.map(|(_, ck)| ck).ok_or_else(|| bad("a run directory without a complete checkpoint".into()))?
+        } else if path.join("config.json").is_file() {
+            path.to_path_buf()
+        } else if path.exists() {
+            return Err(bad(
+                "not a model directory (config.json, model.safetensors and a tokenizer) nor a wgpt run directory"
+                    .into(),
+            ));
+        } else {
+            return Err(bad("no such directory".into()));
+        };
+        let model = model_from_config(&load_json(&dir.join("config.json"))?).map_err(|e| bad(e.to_string()))?;
+        let tokenizer = crate::data::Tokenizer::load_dir(&dir).map_err(|e| bad(e.to_string()))?;
+        check_tokenizer(&model, &tokenizer).map_err(|e| bad(e.to_string()))?;
+        let weights = dir.join("model.safetensors");
+        if !weights.is_file() {
+            return Err(bad(format!("{} is missing", weights.display())));
+        }
+        let params = load_model(&weights, &model)?;
+        Ok(ModelDir { dir, model, tokenizer, params })
+    }
 }
 
 #[cfg(test)]

@@ -8,17 +8,15 @@ use std::path::{Path, PathBuf};
 
 use std::collections::HashMap;
 
-use super::checkpoint::{check_tokenizer, load_json, load_model, model_from_config};
-use super::checkpoints;
+use super::checkpoints::ModelDir;
 use super::config::RunConfig;
-use super::run::{ResumePoint, CHECKPOINT_FILES};
+use super::run::ResumePoint;
 use super::trainer::{load_corpus, Trainer};
 use crate::data::batches::{split, Tokens};
 use crate::data::dataset::{Input, TokenSet};
 use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::model::GptConfig;
 
 /// The preset of a run whose command line names none (nor a config file with one).
 pub const DEFAULT_PRESET: &str = "tiny";
@@ -68,7 +66,7 @@ impl Request {
     pub fn plan(&self) -> Result<(RunConfig, Option<Init>)> {
         let mut cfg = self.run_config()?;
         let Some(path) = &self.init else { return Ok((cfg, None)) };
-        let init = Init::open(path)?;
+        let init = Init::open(path, &format!("--init {}", path.display()))?;
         let m = init.model;
         let flag = format!("--init {}", path.display());
         let kind = match init.tokenizer {
@@ -130,57 +128,17 @@ fn key_of(kv: &str) -> &str {
     kv.split_once('=').map_or(kv, |(k, _)| k.trim())
 }
 
-/// The model a run starts from (`--init`): its architecture (at all its positions), tokenizer and
-/// weights, read and checked.
-pub struct Init {
-    /// Where it was read: the directory given, or the newest checkpoint of a wgpt run.
-    pub dir: PathBuf,
-    pub model: GptConfig,
-    pub tokenizer: Tokenizer,
-    pub params: HashMap<String, Vec<f32>>,
-}
+/// The model a run starts from (`--init`), at all its positions.
+pub type Init = ModelDir;
 
-impl Init {
-    /// A directory with `config.json` (GPT2Config keys), `model.safetensors` (Hugging Face names)
-    /// and a tokenizer (`Tokenizer::load_dir`), as transformers' `save_pretrained` or wgpt writes
-    /// them; or a wgpt run directory, whose newest checkpoint that verifies is read.
-    pub fn open(path: &Path) -> Result<Init> {
-        let flag = format!("--init {}", path.display());
-        let bad = |m: String| Error::Other(format!("{flag}: {m}"));
-        // A wgpt run's checkpoints carry checksums; its root's copy of the model does not.
-        let dir = if path.join("checkpoints").is_dir() {
-            let (found, _) = checkpoints::latest(path, &CHECKPOINT_FILES);
-            found.map(|(_, ck)| ck).ok_or_else(|| bad("a run directory without a complete checkpoint".into()))?
-        } else if path.join("config.json").is_file() {
-            path.to_path_buf()
-        } else if path.is_dir() {
-            return Err(bad(
-                "not a model directory (config.json, model.safetensors and a tokenizer) nor a wgpt run directory"
-                    .into(),
-            ));
-        } else {
-            return Err(bad("no such directory".into()));
-        };
-        let model = model_from_config(&load_json(&dir.join("config.json"))?).map_err(|e| bad(e.to_string()))?;
-        let tokenizer = Tokenizer::load_dir(&dir).map_err(|e| bad(e.to_string()))?;
-        check_tokenizer(&model, &tokenizer).map_err(|e| bad(e.to_string()))?;
-        let weights = dir.join("model.safetensors");
-        if !weights.is_file() {
-            return Err(bad(format!("{} is missing", weights.display())));
-        }
-        let params = load_model(&weights, &model)?;
-        Ok(Init { dir, model, tokenizer, params })
+/// The weights for a run of `block_size` positions: the position table cropped to its first rows,
+/// as nanoGPT's `crop_block_size` does.
+fn cropped(init: &Init, block_size: usize) -> HashMap<String, Vec<f32>> {
+    let mut p = init.params.clone();
+    if let Some(wpe) = p.get_mut("transformer.wpe.weight") {
+        wpe.truncate(block_size * init.model.n_embd);
     }
-
-    /// The weights for a run of `block_size` positions: the position table cropped to its first
-    /// rows, as nanoGPT's `crop_block_size` does.
-    fn params_for(&self, block_size: usize) -> HashMap<String, Vec<f32>> {
-        let mut p = self.params.clone();
-        if let Some(wpe) = p.get_mut("transformer.wpe.weight") {
-            wpe.truncate(block_size * self.model.n_embd);
-        }
-        p
-    }
+    p
 }
 
 /// A new run in `dir`, which must not exist: the directory, the corpus tokenized into
@@ -234,7 +192,7 @@ pub fn start(
         let mut t = Trainer::with_tokens(gpu, cfg.clone(), tokenizer, tokens, shards)?;
         t.corpus = Some(corpus);
         if let Some(init) = init {
-            let params = init.params_for(cfg.block_size);
+            let params = cropped(init, cfg.block_size);
             t.ts.load_params(|name, _| {
                 params.get(name).cloned().ok_or_else(|| Error::Other(format!("--init: no {name} in the model")))
             })?;
