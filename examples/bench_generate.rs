@@ -1,7 +1,8 @@
 //! Generation speed on the current adapter: the KV-cache program (`infer::Generator`) against a
 //! whole forward pass per token (`Trainer::continue_text`, what sampling did before), on random
 //! weights of two shapes: nanoGPT's shakespeare-char (L4 H4 C128 V65) and GPT-2 124M (L12 H12 C768
-//! V50257), both with 320 positions: a 64-token prompt, then 256 new tokens, greedy.
+//! V50257), both with 320 positions: a 64-token prompt, then 256 new tokens, greedy; and the time
+//! to the first token with the prompt in one pass or one position per step.
 //! Run: `cargo run --release --example bench_generate` (`-- --quick`: the small shape only).
 
 use std::collections::HashMap;
@@ -44,11 +45,25 @@ fn main() {
         let params = weights(&model);
         let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| i * 7 % model.vocab_size as u32).collect();
         for batch in [1, 8] {
-            let g = pollster::block_on(Generator::new(&gpu, model, batch, Sampling { temperature: 0.0, top_k: 0 }))
+            let mut g = pollster::block_on(Generator::new(&gpu, model, batch, Sampling::GREEDY))
                 .expect("the decode program compiles");
             g.load_params(&params).unwrap();
-            // One short run first: the driver compiles pipelines on first use.
-            pollster::block_on(g.generate(&prompt[..1], 1, None, false, &mut Rng(1), |_| {})).unwrap();
+            // Short runs first: the driver compiles pipelines on first use.
+            pollster::block_on(g.generate(&prompt[..2], 1, None, false, &mut Rng(1), |_| {})).unwrap();
+            // The first token: the prompt in one pass, or one position per step (alternating).
+            let mut first = [Vec::new(), Vec::new()];
+            for round in 0..4 {
+                g.one_pass = round % 2 == 0;
+                let t0 = Instant::now();
+                pollster::block_on(g.generate(&prompt, 1, None, false, &mut Rng(1), |_| {})).unwrap();
+                first[round % 2].push(format!("{:.0}", t0.elapsed().as_secs_f64() * 1e3));
+            }
+            g.one_pass = true;
+            println!(
+                "{name:17} B={batch}  first token after the {PROMPT}-token prompt: {} ms in one pass, {} ms one position per step",
+                first[0].join("/"),
+                first[1].join("/")
+            );
             let t0 = Instant::now();
             let out = pollster::block_on(g.generate(&prompt, NEW, None, false, &mut Rng(1), |_| {})).unwrap();
             let secs = t0.elapsed().as_secs_f64();
@@ -76,9 +91,9 @@ fn main() {
                 continue;
             }
         };
-        pollster::block_on(trainer.continue_text(&prompt, 1, 0.0, 0, &mut Rng(1))).unwrap();
+        pollster::block_on(trainer.continue_text(&prompt, 1, Sampling::GREEDY, &mut Rng(1))).unwrap();
         let t0 = Instant::now();
-        pollster::block_on(trainer.continue_text(&prompt, reps, 0.0, 0, &mut Rng(1))).unwrap();
+        pollster::block_on(trainer.continue_text(&prompt, reps, Sampling::GREEDY, &mut Rng(1))).unwrap();
         let per = t0.elapsed().as_secs_f64() / reps as f64;
         println!(
             "{name:17} B=1  whole forward: {reps:5} tokens, {:7.1} ms/token ({:.1} tokens/s)",

@@ -20,6 +20,7 @@ struct Params {
     v0: u32,         // embed: the bound wte holds tokens v0 .. v0 + v1 (a table too large for one
     v1: u32,         // binding comes in shards, one dispatch each)
     acc: u32,        // embed: add to out (later shards) instead of writing wpe + the row
+    top_p: f32,      // sample: keep the smallest set of most likely tokens with this much mass (1: all)
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -53,6 +54,21 @@ fn decode_embed(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
 @group(0) @binding(5) var<storage, read_write> qkv: array<st>;    // (B, 3C) this position's q | k | v
 @group(0) @binding(6) var<storage, read_write> kc: array<st>;     // (B, T_max, C) keys so far
 @group(0) @binding(7) var<storage, read_write> vc: array<st>;     // (B, T_max, C) values so far
+
+// One invocation per cache element (b, position, channel): the keys and values of one context
+// from the training forward's qkv (T_max, 3C), into the caches of sequences pos[0] ..
+// pos[0] + pos[1] (the prefill binds its span there).
+@compute @workgroup_size(WG)
+fn decode_fill(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= p.b * p.t_max * p.c) { return; }
+    let b = i / (p.t_max * p.c);
+    if (b < pos[0] || b >= pos[0] + pos[1]) { return; }
+    let r = i % (p.t_max * p.c);
+    let at = (r / p.c) * 3u * p.c + r % p.c;
+    kc[i] = qkv[at + p.c];
+    vc[i] = qkv[at + 2u * p.c];
+}
 
 // Attention of this position's query over positions 0 ..= pos, split into chunks of CHUNK
 // positions so that a long context is spread over many invocations (one per (b, head) would
@@ -151,29 +167,93 @@ fn decode_attention_combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_work
 
 @group(0) @binding(8) var<storage, read_write> rand: array<f32>;  // (B) uniform in [0, 1), from the host
 
-// One invocation per sequence b: the next token from its logits row, into tokens[b].
+// decode_sample's lanes: each owns a contiguous run of ids, so the walk below goes in id order.
+const LANES: u32 = 64u;
+var<workgroup> red_f: array<f32, LANES>;
+var<workgroup> red_u: array<u32, LANES>;
+
+// The lanes' values summed (or maxed) in a fixed tree order, read by every lane.
+fn lanes_sum(lane: u32, x: f32) -> f32 {
+    red_f[lane] = x;
+    for (var s = LANES / 2u; s > 0u; s /= 2u) {
+        workgroupBarrier();
+        if (lane < s) { red_f[lane] += red_f[lane + s]; }
+    }
+    return workgroupUniformLoad(&red_f[0]);
+}
+
+fn lanes_count(lane: u32, n: u32) -> u32 {
+    red_u[lane] = n;
+    for (var s = LANES / 2u; s > 0u; s /= 2u) {
+        workgroupBarrier();
+        if (lane < s) { red_u[lane] += red_u[lane + s]; }
+    }
+    return workgroupUniformLoad(&red_u[0]);
+}
+
+// The sum of exp((x - hi) / temperature) over the logits x >= t in this lane's ids.
+fn lane_mass(base: u32, lo_i: u32, hi_i: u32, hi: f32, t: f32) -> f32 {
+    var s = 0.0;
+    for (var i = lo_i; i < hi_i; i++) {
+        let x = f32(out[base + i]);
+        if (x >= t) { s += exp((x - hi) / p.temperature); }
+    }
+    return s;
+}
+
+// One workgroup per sequence b: the next token from its logits row, into tokens[b].
 // Temperature 0 takes the largest logit (the first, on a tie). Otherwise the logits are divided by
-// the temperature, those below the top_k-th largest dropped (ties at it kept: the threshold is
-// found by bisection on the values), and the token sampled by walking the kept probabilities in id
-// order to rand[b] times their sum. Deterministic for given logits and rand.
-@compute @workgroup_size(WG)
+// the temperature; those below the top_k-th largest are dropped, then those outside the smallest
+// set of largest logits whose probability (among the kept) reaches top_p (ties at a threshold
+// kept: both thresholds are found by bisection on the values); the token is sampled by walking the
+// kept probabilities in id order to rand[b] times their sum. Every sum runs in a fixed order, so
+// the pick is deterministic for given logits and rand.
+@compute @workgroup_size(LANES)
 fn decode_sample(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-    let b = flat_index(wid, nwg, lid);
+    let b = wid.y * nwg.x + wid.x;
     if (b >= p.b) { return; }
+    let lane = lid.x;
     let base = b * p.v;
-    var best = 0u;
-    var hi = f32(out[base]);
-    var lo = hi;
-    for (var i = 1u; i < p.v; i++) {
+    let per = (p.v + LANES - 1u) / LANES;
+    let lo_i = min(lane * per, p.v);
+    let hi_i = min(lo_i + per, p.v);
+    // The largest logit (its first id) and the smallest.
+    var best = p.v;
+    var hi = -3.0e38;
+    var lo = 3.0e38;
+    for (var i = lo_i; i < hi_i; i++) {
         let x = f32(out[base + i]);
         if (x > hi) { hi = x; best = i; }
         lo = min(lo, x);
     }
+    red_f[lane] = hi;
+    red_u[lane] = best;
+    for (var s = LANES / 2u; s > 0u; s /= 2u) {
+        workgroupBarrier();
+        if (lane < s) {
+            let x = red_f[lane + s];
+            // On a tie the lower id stays.
+            if (x > red_f[lane] || (x == red_f[lane] && red_u[lane + s] < red_u[lane])) {
+                red_f[lane] = x;
+                red_u[lane] = red_u[lane + s];
+            }
+        }
+    }
+    workgroupBarrier();
+    hi = red_f[0];
+    best = red_u[0];
+    workgroupBarrier();
+    red_f[lane] = lo;
+    for (var s = LANES / 2u; s > 0u; s /= 2u) {
+        workgroupBarrier();
+        if (lane < s) { red_f[lane] = min(red_f[lane], red_f[lane + s]); }
+    }
+    lo = workgroupUniformLoad(&red_f[0]);
     if (p.temperature <= 0.0) {
-        tokens[b] = best;
+        if (lane == 0u) { tokens[b] = best; }
         return;
     }
-    // The largest threshold that keeps at least top_k logits: count(x >= t) >= top_k.
+    // top_k: the largest threshold that keeps at least top_k logits, count(x >= t) >= top_k.
     var t = lo;
     if (p.top_k > 0u && p.top_k < p.v) {
         var a = lo;
@@ -181,27 +261,47 @@ fn decode_sample(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
         for (var it = 0u; it < 40u; it++) {
             let mid = a + (z - a) * 0.5;
             var n = 0u;
-            for (var i = 0u; i < p.v; i++) {
+            for (var i = lo_i; i < hi_i; i++) {
                 n += u32(f32(out[base + i]) >= mid);
             }
-            if (n >= p.top_k) { a = mid; } else { z = mid; }
+            if (lanes_count(lane, n) >= p.top_k) { a = mid; } else { z = mid; }
         }
         t = a;
     }
-    var sum = 0.0;
-    for (var i = 0u; i < p.v; i++) {
-        let x = f32(out[base + i]);
-        if (x >= t) { sum += exp((x - hi) / p.temperature); }
-    }
-    let goal = rand[b] * sum;
-    var acc = 0.0;
-    var pick = best;
-    for (var i = 0u; i < p.v; i++) {
-        let x = f32(out[base + i]);
-        if (x >= t) {
-            acc += exp((x - hi) / p.temperature);
-            if (acc > goal) { pick = i; break; }
+    // top_p: the largest threshold whose kept mass is at least top_p of the top_k's.
+    if (p.top_p < 1.0) {
+        let goal = p.top_p * lanes_sum(lane, lane_mass(base, lo_i, hi_i, hi, t));
+        var a = t;
+        var z = hi;
+        for (var it = 0u; it < 40u; it++) {
+            let mid = a + (z - a) * 0.5;
+            if (lanes_sum(lane, lane_mass(base, lo_i, hi_i, hi, mid)) >= goal) { a = mid; } else { z = mid; }
         }
+        t = a;
     }
-    tokens[b] = pick;
+    // Each lane's kept mass; lane 0 adds them in lane order and walks the lane where rand falls.
+    red_f[lane] = lane_mass(base, lo_i, hi_i, hi, t);
+    workgroupBarrier();
+    if (lane == 0u) {
+        var sum = 0.0;
+        for (var j = 0u; j < LANES; j++) { sum += red_f[j]; }
+        let goal = rand[b] * sum;
+        var acc = 0.0;
+        var pick = best;
+        var j = 0u;
+        while (j + 1u < LANES && acc + red_f[j] <= goal) {
+            acc += red_f[j];
+            j++;
+        }
+        let end = min(j * per + per, p.v);
+        for (var i = min(j * per, p.v); i < end; i++) {
+            let x = f32(out[base + i]);
+            if (x >= t) {
+                pick = i;
+                acc += exp((x - hi) / p.temperature);
+                if (acc > goal) { break; }
+            }
+        }
+        tokens[b] = pick;
+    }
 }

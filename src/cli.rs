@@ -94,6 +94,10 @@ pub enum Command {
         /// Sample among the K most likely tokens only (0 = all).
         #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole::<usize>)]
         top_k: usize,
+        /// Then sample among the smallest set of most likely tokens whose probability reaches P
+        /// (nucleus sampling; 1 = all).
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = top_p)]
+        top_p: f64,
         /// Seed of the sampler: the same seed and prompt give the same text.
         #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole::<u64>)]
         seed: u64,
@@ -250,6 +254,14 @@ fn tflops(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// `--top-p P`: a number in (0, 1].
+fn top_p(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
+        _ => Err(format!("expected a number in (0, 1] (1 keeps every token), got '{s}'")),
+    }
+}
+
 /// `--temperature T`: a finite number >= 0.
 fn temperature(s: &str) -> std::result::Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -317,11 +329,11 @@ pub fn run(cli: Cli) -> Result<()> {
             encode(&data, &tokenizer, &out)
         }
         Command::Report { run_dir, layers, prompt } => report(backend, &run_dir, &layers, prompt.as_deref()),
-        Command::Sample { ckpt, prompt, tokens, temperature, top_k, seed, num_samples, no_cache } => {
+        Command::Sample { ckpt, prompt, tokens, temperature, top_k, top_p, seed, num_samples, no_cache } => {
+            let sampling = crate::infer::Sampling { temperature, top_k, top_p };
             if no_cache {
-                return sample_recomputing(backend, &ckpt, &prompt, tokens, temperature, top_k, seed);
+                return sample_recomputing(backend, &ckpt, &prompt, tokens, sampling, seed);
             }
-            let sampling = crate::infer::Sampling { temperature, top_k };
             sample(backend, &ckpt, &prompt, tokens, sampling, seed, num_samples)
         }
         Command::Viz { dir, screenshot } => viz(backend, &dir, screenshot),
@@ -636,8 +648,7 @@ fn sample_recomputing(
     ckpt: &Path,
     prompt: &str,
     tokens: usize,
-    temperature: f64,
-    top_k: usize,
+    sampling: crate::infer::Sampling,
     seed: u64,
 ) -> Result<()> {
     let (trainer, ids) = open_checkpoint(backend, ckpt, 1, |_, tok| {
@@ -645,7 +656,7 @@ fn sample_recomputing(
     })?;
     let mut rng = crate::data::batches::Rng(seed);
     let started = std::time::Instant::now();
-    let out = trainer.generate(&ids, tokens, temperature, top_k, &mut rng)?;
+    let out = trainer.generate(&ids, tokens, sampling, &mut rng)?;
     let secs = started.elapsed().as_secs_f64();
     println!("{}", trainer.tokenizer.decode(&out));
     eprintln!("{tokens} tokens in {secs:.2}s ({:.1} tokens/s, whole forward per token)", tokens as f64 / secs);

@@ -141,6 +141,9 @@ fn flag_and_setting_mistakes_are_one_line() {
     says(&fails(&["bench", "--steps", "0"]), &["--steps", "whole number >= 1", "wgpt bench --help"]);
     says(&fails(&["sample", "--ckpt", ".", "--temperature", "nan"]), &["--temperature", "finite number >= 0"]);
     says(&fails(&["sample", "--ckpt", ".", "--temperature", "-0.5"]), &["--temperature", "finite number >= 0"]);
+    says(&fails(&["sample", "--ckpt", ".", "--top-p", "0"]), &["--top-p", "(0, 1]"]);
+    says(&fails(&["sample", "--ckpt", ".", "--top-p", "1.5"]), &["--top-p", "(0, 1]"]);
+    says(&fails(&["train", "--set", "top_p=0"]), &["top_p must be in (0, 1]"]);
     says(&fails(&["sample", "--ckpt", ".", "--tokens", "-3"]), &["--tokens", "whole number >= 0"]);
     says(&fails(&["train", "--precision", "f8"]), &["'f8'", "--precision", "possible values: f32, f16"]);
     says(&fails(&["train", "--stepz", "3"]), &["--stepz", "a similar argument exists: '--steps'"]);

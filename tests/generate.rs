@@ -2,7 +2,8 @@
 //! (`Trainer::next_logits`, what sampling computed before the cache): greedy decoding picks at every
 //! step the largest logit of a whole forward pass over the same context (a pick within 1e-5 of it
 //! counts, and is reported), also past the context length with the window sliding; top-k sampling
-//! stays inside the top k and repeats for a seed; without sliding a run stops at the context length.
+//! stays inside the top k and repeats for a seed, top-p inside the nucleus (after top-k); without
+//! sliding a run stops at the context length.
 
 mod common;
 use std::collections::HashMap;
@@ -58,7 +59,7 @@ async fn fused(params: &HashMap<String, Vec<f32>>, batch: usize, sampling: Sampl
 async fn greedy_with_the_cache_follows_the_whole_forward() {
     let params = weights();
     let reference = reference(&params).await;
-    let g = generator(&params, 2, Sampling { temperature: 0.0, top_k: 0 }).await;
+    let g = generator(&params, 2, Sampling::GREEDY).await;
     let prompt = [3u32, 7, 1, 9];
     let mut seen = 0;
     let out = g.generate(&prompt, 100, None, false, &mut Rng(1), |ids| seen += ids.len()).await.unwrap();
@@ -70,7 +71,7 @@ async fn greedy_with_the_cache_follows_the_whole_forward() {
     // The other program form (residual adds and GELU folded into the linears, or not) decodes the
     // same tokens.
     for fusion in [Fusion::Off, Fusion::Epilogues] {
-        let other = fused(&params, 1, Sampling { temperature: 0.0, top_k: 0 }, fusion).await;
+        let other = fused(&params, 1, Sampling::GREEDY, fusion).await;
         let again = other.generate(&prompt, 100, None, false, &mut Rng(1), |_| {}).await.unwrap();
         assert_eq!(again[0], out[0], "{fusion:?}");
     }
@@ -104,7 +105,8 @@ async fn greedy_with_the_cache_follows_the_whole_forward() {
 }
 
 /// A token table too large for one binding (here capped at 4 KiB: 64 rows of 16 channels) runs in
-/// shards, for the embedding and the lm_head: the same tokens as in one piece.
+/// shards, for the embedding and the lm_head: the same tokens as in one piece. (Under that cap
+/// the prompt goes one position per step, against one pass without it.)
 #[gpu_test]
 async fn a_token_table_in_shards_decodes_the_same() {
     let model = GptConfig { vocab_size: 150, n_embd: 16, ..MODEL };
@@ -113,7 +115,7 @@ async fn a_token_table_in_shards_decodes_the_same() {
         .into_iter()
         .map(|s| (s.name, to32(&randn(&mut r, s.shape.iter().product(), 0.4))))
         .collect();
-    let greedy = Sampling { temperature: 0.0, top_k: 0 };
+    let greedy = Sampling::GREEDY;
     let mut outs = Vec::new();
     for cap in [None, Some(4096)] {
         let g = Generator::with_options(open_gpu().await, model, 2, greedy, Fusion::Auto, cap).await.unwrap();
@@ -130,7 +132,7 @@ async fn top_k_sampling_stays_in_the_top_k_and_repeats_for_a_seed() {
     let params = weights();
     let reference = reference(&params).await;
     let k = 5;
-    let g = generator(&params, 3, Sampling { temperature: 1.0, top_k: k }).await;
+    let g = generator(&params, 3, Sampling { temperature: 1.0, top_k: k, top_p: 1.0 }).await;
     let prompt = [2u32];
     let a = g.generate(&prompt, 12, None, false, &mut Rng(7), |_| {}).await.unwrap();
     let b = g.generate(&prompt, 12, None, false, &mut Rng(7), |_| {}).await.unwrap();
@@ -151,4 +153,102 @@ async fn top_k_sampling_stays_in_the_top_k_and_repeats_for_a_seed() {
     }
     let e = g.generate(&[1; 25], 1, None, false, &mut Rng(1), |_| {}).await;
     assert!(e.is_err_and(|e| e.to_string().contains("context of 24")));
+}
+
+/// The smallest logit of the nucleus: the fewest likeliest tokens (among the top k; 0: all) whose
+/// probability at temperature 1 reaches `top_p`.
+fn nucleus_floor(logits: &[f32], top_k: usize, top_p: f64) -> f32 {
+    let mut l = logits.to_vec();
+    l.sort_by(|p, q| q.total_cmp(p));
+    if top_k > 0 {
+        l.truncate(top_k);
+    }
+    let w: Vec<f64> = l.iter().map(|&x| ((x - l[0]) as f64).exp()).collect();
+    let goal = top_p * w.iter().sum::<f64>();
+    let mut acc = 0.0;
+    for (i, wi) in w.iter().enumerate() {
+        acc += wi;
+        if acc >= goal {
+            return l[i];
+        }
+    }
+    l[l.len() - 1]
+}
+
+#[gpu_test]
+async fn top_p_sampling_stays_in_the_nucleus() {
+    let params = weights();
+    let reference = reference(&params).await;
+    for (top_k, top_p) in [(0, 0.6), (0, 0.9), (6, 0.8)] {
+        let g = generator(&params, 3, Sampling { temperature: 1.0, top_k, top_p }).await;
+        let out = g.generate(&[5], 10, None, false, &mut Rng(11), |_| {}).await.unwrap();
+        let again = g.generate(&[5], 10, None, false, &mut Rng(11), |_| {}).await.unwrap();
+        assert_eq!(out, again, "top_p {top_p}: the same seed gave other tokens");
+        let mut below_top = 0;
+        for seq in &out {
+            let mut ctx = vec![5u32];
+            for &id in seq {
+                let logits = reference.next_logits(&ctx).await.unwrap();
+                let x = logits[id as usize];
+                let floor = nucleus_floor(&logits, top_k, top_p);
+                // The cache's logits round differently from the reference's: a margin of 1e-5.
+                assert!(
+                    x >= floor - 1e-5,
+                    "top_k {top_k} top_p {top_p}, after {ctx:?}: {id} ({x}) is outside the nucleus (>= {floor})"
+                );
+                below_top += usize::from(x < logits.iter().cloned().fold(f32::MIN, f32::max));
+                ctx.push(id);
+            }
+        }
+        // 30 picks, none below the top: sampling would not be sampling.
+        if top_p == 0.9 {
+            assert!(below_top > 0, "top_p 0.9: every one of 30 picks was the likeliest token");
+        }
+    }
+}
+
+/// The host's sampler (`sample --no-cache`) keeps the same nucleus.
+#[test]
+fn host_pick_keeps_the_nucleus() {
+    use wgpt::train::trainer::pick;
+    let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
+    let seen = |top_p: f64| {
+        let mut rng = Rng(3);
+        let mut seen = [false; 3];
+        for _ in 0..400 {
+            seen[pick(&logits, Sampling { temperature: 1.0, top_k: 0, top_p }, &mut rng) as usize] = true;
+        }
+        seen
+    };
+    assert_eq!(seen(0.5), [true, false, false]);
+    assert_eq!(seen(0.6), [true, true, false]);
+    assert_eq!(seen(1.0), [true, true, true]);
+}
+
+/// The prompt goes in one pass whose keys and values fill every sequence's cache; once the window
+/// slides, the sequences' contexts differ and each gets a pass of its own. Either way each
+/// sequence samples from its own context's top 3, as the whole forward ranks them.
+#[gpu_test]
+async fn the_prompt_in_one_pass_fills_every_sequence_cache() {
+    let params = weights();
+    let reference = reference(&params).await;
+    let k = 3;
+    let g = generator(&params, 3, Sampling { temperature: 1.0, top_k: k, top_p: 1.0 }).await;
+    let prompt = [3u32, 7, 1, 9, 30, 2, 2, 14, 8];
+    // 9 + 15 tokens fill the 24 positions; the window then slides to the last 12 and goes on.
+    let out = g.generate(&prompt, 26, None, true, &mut Rng(5), |_| {}).await.unwrap();
+    assert!(out[0] != out[1] && out[1] != out[2] && out[0] != out[2], "sampled sequences alike: {out:?}");
+    for (i, seq) in out.iter().enumerate() {
+        let mut window = prompt.to_vec();
+        for &id in seq {
+            let mut logits = reference.next_logits(&window).await.unwrap();
+            let x = logits[id as usize];
+            logits.sort_by(|p, q| q.total_cmp(p));
+            assert!(x >= logits[k - 1] - 1e-5, "sequence {i}, after {window:?}: {id} is not among the top {k}");
+            window.push(id);
+            if window.len() > MODEL.block_size {
+                window.drain(..window.len() - MODEL.block_size / 2);
+            }
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! position is data the kernels read), that runs one position of B sequences per step on the
 //! training kernels (B rows each) plus `ops::decode`'s, keeps each layer's keys and values on the
 //! GPU, computes the logits of that position only, and picks the next tokens there: a step reads
-//! back B ids. The prompt is fed one position per step (its logits and sampling skipped).
+//! back B ids. The prompt goes in one pass first: the training kernels' forward over all positions
+//! of the contexts, each layer's keys and values copied into the caches.
 
 mod text;
 
@@ -16,7 +17,9 @@ use crate::gpu::{Gpu, PipelineCache, Program, Step, StorageType};
 use crate::graph::fuse::Fusion;
 use crate::graph::{Class, TensorId, Tensors};
 use crate::model::{param_table, GptConfig};
+use crate::ops::attention::Attention;
 use crate::ops::decode::Decode;
+use crate::ops::embedding::Embedding;
 use crate::ops::layernorm::LayerNorm;
 use crate::ops::matmul::{Epilogue, Matmul};
 use crate::ops::{gelu, residual, Dispatch};
@@ -30,6 +33,14 @@ pub struct Sampling {
     pub temperature: f64,
     /// Only the top_k most likely tokens (0: all).
     pub top_k: usize,
+    /// Then only the smallest set of most likely tokens whose probability reaches top_p (nucleus
+    /// sampling; 1: all).
+    pub top_p: f64,
+}
+
+impl Sampling {
+    /// Always the most likely token.
+    pub const GREEDY: Sampling = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0 };
 }
 
 pub struct Generator {
@@ -41,8 +52,16 @@ pub struct Generator {
     pos: TensorId,
     tokens: TensorId,
     rand: TensorId,
-    /// Dispatches of the model up to the logits (the rest: lm_head and sampling).
+    /// Whether the prompt goes in one pass where it can (set false to measure the other way).
+    pub one_pass: bool,
+    /// The sequences a prefill pass fills: the first and how many (None: no prefill program; the
+    /// prompt goes one position per step).
+    prefill_span: Option<TensorId>,
+    /// The context of a prefill pass (block_size).
+    prefill_ids: TensorId,
+    /// Dispatches of the model up to the logits, of one decoding step (then the prefill's).
     body: usize,
+    decode_end: usize,
 }
 
 impl Generator {
@@ -85,9 +104,9 @@ impl Generator {
             v,
             temperature: sampling.temperature as f32,
             top_k: sampling.top_k,
+            top_p: sampling.top_p as f32,
         };
         let act = |t: &mut Tensors, name: String, n: usize| t.f32(name, &[b, n], Class::Activation);
-        let ln = LayerNorm { rows: b, c, eps: LN_EPS };
         let mut d: Vec<Dispatch> = Vec::new();
         // The architecture diagram, one position: embed -> L x (ln_1 -> attention -> add -> ln_2 ->
         // MLP -> add) -> ln_f -> lm_head -> the next token.
@@ -103,64 +122,25 @@ impl Generator {
                 (v0, rows, if rows == v { wte } else { t.view(wte, v0 * c, rows * c) })
             })
             .collect();
+        let caches: Vec<(TensorId, TensorId)> = (0..model.n_layer)
+            .map(|l| {
+                (
+                    t.f32(format!("h{l}.k_cache"), &[b, t_max, c], Class::Input),
+                    t.f32(format!("h{l}.v_cache"), &[b, t_max, c], Class::Input),
+                )
+            })
+            .collect();
+        let blocks = Blocks { params: &params, c, fuse };
         let mut x = act(&mut t, "x".into(), c);
         d.extend(op.embed(x, pos, tokens, &shards, w("transformer.wpe.weight")));
-        let norm = |t: &mut Tensors, d: &mut Vec<Dispatch>, name: String, x: TensorId, p: &str| {
-            let (out, mean, rstd) =
-                (act(t, name.clone(), c), act(t, format!("{name}.mean"), 1), act(t, format!("{name}.rstd"), 1));
-            d.push(ln.forward(out, mean, rstd, x, params[&format!("{p}.weight")], params[&format!("{p}.bias")]));
-            out
-        };
-        // A linear (k inputs, n outputs) with what its epilogue folds in (the residual add, GELU).
-        let linear = |t: &mut Tensors,
-                      d: &mut Vec<Dispatch>,
-                      name: String,
-                      x: TensorId,
-                      kn: (usize, usize),
-                      p: &str,
-                      e: Epilogue| {
-            let out = act(t, name, kn.1);
-            let (w, bias) = (params[&format!("{p}.weight")], params[&format!("{p}.bias")]);
-            d.push(Matmul::new(b, kn.0, kn.1, false).forward_with(out, x, w, Epilogue { bias: Some(bias), ..e }));
-            out
-        };
-        let plain = Epilogue::default();
-        for l in 0..model.n_layer {
-            let h = |s: &str| format!("transformer.h.{l}.{s}");
-            let a = norm(&mut t, &mut d, format!("h{l}.ln_1"), x, &h("ln_1"));
-            let qkv = linear(&mut t, &mut d, format!("h{l}.c_attn"), a, (c, 3 * c), &h("attn.c_attn"), plain);
-            let (kc, vc) = (
-                t.f32(format!("h{l}.k_cache"), &[b, t_max, c], Class::Input),
-                t.f32(format!("h{l}.v_cache"), &[b, t_max, c], Class::Input),
-            );
+        for (l, &(kc, vc)) in caches.iter().enumerate() {
+            let qkv = blocks.to_qkv(&mut t, &mut d, b, l, "", x);
             let y = act(&mut t, format!("h{l}.attn"), c);
             let part = t.f32(format!("h{l}.attn.partials"), &[op.partials_len()], Class::Scratch);
             d.extend(op.attention(y, pos, qkv, kc, vc, part));
-            let r = if fuse {
-                let res = Epilogue { res: Some(x), ..plain };
-                linear(&mut t, &mut d, format!("h{l}.res1"), y, (c, c), &h("attn.c_proj"), res)
-            } else {
-                let y = linear(&mut t, &mut d, format!("h{l}.attn.c_proj"), y, (c, c), &h("attn.c_proj"), plain);
-                let r = act(&mut t, format!("h{l}.res1"), c);
-                d.push(residual::forward(r, x, y, b * c));
-                r
-            };
-            let m = norm(&mut t, &mut d, format!("h{l}.ln_2"), r, &h("ln_2"));
-            let g = act(&mut t, format!("h{l}.gelu"), 4 * c);
-            if fuse {
-                let fc = Epilogue { gelu: Some(g), ..plain };
-                linear(&mut t, &mut d, format!("h{l}.c_fc"), m, (c, 4 * c), &h("mlp.c_fc"), fc);
-                let res = Epilogue { res: Some(r), ..plain };
-                x = linear(&mut t, &mut d, format!("h{l}.res2"), g, (4 * c, c), &h("mlp.c_proj"), res);
-            } else {
-                let m = linear(&mut t, &mut d, format!("h{l}.c_fc"), m, (c, 4 * c), &h("mlp.c_fc"), plain);
-                d.push(gelu::forward(g, m, b * 4 * c));
-                let m = linear(&mut t, &mut d, format!("h{l}.mlp.c_proj"), g, (4 * c, c), &h("mlp.c_proj"), plain);
-                x = act(&mut t, format!("h{l}.res2"), c);
-                d.push(residual::forward(x, r, m, b * c));
-            }
+            x = blocks.after_attention(&mut t, &mut d, b, l, "", x, y);
         }
-        let f = norm(&mut t, &mut d, "ln_f".into(), x, "transformer.ln_f");
+        let f = blocks.norm(&mut t, &mut d, b, "ln_f".into(), x, "transformer.ln_f");
         let body = d.len();
         let logits = act(&mut t, "logits".into(), v);
         for &(v0, rows, shard) in &shards {
@@ -168,10 +148,52 @@ impl Generator {
             d.push(head.forward(logits, f, shard, None));
         }
         d.push(op.sample(tokens, logits, rand));
+        let decode_end = d.len();
+        let mut prefill_span = None;
+        // The prompt in one pass: the training kernels' forward over all block_size positions of
+        // one context (zero-padded), each layer's keys and values copied into the caches of the
+        // sequences that share it (all of them, for the prompt; one, after the window slides). The
+        // last layer stops there, and no logits: only the caches are wanted. Where the widest
+        // activation (the MLP's, 4C per position) does not fit one binding, the prompt goes one
+        // position per step.
+        let prefill_ids = t.u32("prefill.ids", &[t_max], Class::Input);
+        if t_max * 4 * c * 4 <= limit as usize {
+            let span = t.u32("prefill.span", &[2], Class::Input);
+            let mut x = t.f32("prefill.x", &[t_max, c], Class::Activation);
+            let whole = Embedding { b: 1, t: t_max, c, v, block: t_max, v0: 0 };
+            for &(v0, n, shard) in &shards {
+                d.push(Embedding { v: n, v0, ..whole }.forward(x, prefill_ids, shard, w("transformer.wpe.weight")));
+            }
+            let causal = Attention { b: 1, t: t_max, nh: model.n_head, hs: c / model.n_head };
+            for (l, &(kc, vc)) in caches.iter().enumerate() {
+                let qkv = blocks.to_qkv(&mut t, &mut d, t_max, l, "prefill.", x);
+                d.push(op.fill(span, qkv, kc, vc));
+                if l + 1 < model.n_layer {
+                    let y = t.f32(format!("prefill.h{l}.attn"), &[t_max, c], Class::Activation);
+                    let lse = t.f32(format!("prefill.h{l}.lse"), &[model.n_head, t_max], Class::Scratch);
+                    d.push(causal.forward(y, lse, qkv));
+                    x = blocks.after_attention(&mut t, &mut d, t_max, l, "prefill.", x, y);
+                }
+            }
+            prefill_span = Some(span);
+        }
         let program =
             Program { tensors: t, dispatches: d, storage: StorageType::F32, max_binding, ..Default::default() };
         let step = Step::compile(gpu, &mut PipelineCache::new(), program).await?;
-        Ok(Generator { model, batch, step, params, pos, tokens, rand, body })
+        Ok(Generator {
+            model,
+            batch,
+            step,
+            params,
+            pos,
+            tokens,
+            rand,
+            one_pass: true,
+            prefill_span,
+            prefill_ids,
+            body,
+            decode_end,
+        })
     }
 
     /// Writes the weights, keyed by Hugging Face name.
@@ -218,7 +240,7 @@ impl Generator {
         loop {
             let draws: Vec<f32> = (0..b).map(|_| rng.uniform() as f32).collect();
             self.step.write_f32(self.rand, &draws)?;
-            self.step.run();
+            self.step.run_range(0..self.decode_end);
             let next = self.step.read_u32(self.tokens).await?;
             for (i, &id) in next.iter().enumerate() {
                 ctx[i].push(id);
@@ -248,18 +270,143 @@ impl Generator {
         Ok(out)
     }
 
-    /// Fills the caches with every sequence's context but its last token, at positions 0 ..,
-    /// and sets up the step for that last one; returns its position.
+    /// Fills the caches with every sequence's context but its last token and sets up the step for
+    /// that one; returns its position. In one pass for all sequences when they share their
+    /// context (the prompt), else one pass each, over all positions: those past the context hold
+    /// padding, which every later step overwrites before reading it.
     fn prefill(&self, ctx: &[Vec<u32>]) -> Result<usize> {
-        let len = ctx[0].len();
-        for pos in 0..len {
-            self.step.write_u32(self.pos, &[pos as u32])?;
-            self.step.write_u32(self.tokens, &ctx.iter().map(|c| c[pos]).collect::<Vec<_>>())?;
-            if pos + 1 < len {
-                // Only the caches are wanted from these positions.
-                self.step.run_range(0..self.body);
+        let (len, t_max, b) = (ctx[0].len(), self.model.block_size, self.batch);
+        match self.prefill_span {
+            Some(span) if len > 1 && self.one_pass => {
+                let shared = ctx.iter().all(|c| *c == ctx[0]);
+                let spans: Vec<(usize, usize)> = if shared { vec![(0, b)] } else { (0..b).map(|i| (i, 1)).collect() };
+                for (first, n) in spans {
+                    let mut ids = vec![0u32; t_max];
+                    ids[..len].copy_from_slice(&ctx[first]);
+                    self.step.write_u32(self.prefill_ids, &ids)?;
+                    self.step.write_u32(span, &[first as u32, n as u32])?;
+                    self.step.run_range(self.decode_end..self.step.len());
+                }
+            }
+            _ => {
+                for pos in 0..len - 1 {
+                    self.step.write_u32(self.pos, &[pos as u32])?;
+                    self.step.write_u32(self.tokens, &ctx.iter().map(|c| c[pos]).collect::<Vec<_>>())?;
+                    // Only the caches are wanted from these positions.
+                    self.step.run_range(0..self.body);
+                }
             }
         }
+        self.step.write_u32(self.pos, &[len as u32 - 1])?;
+        self.step.write_u32(self.tokens, &ctx.iter().map(|c| c[len - 1]).collect::<Vec<_>>())?;
         Ok(len - 1)
+    }
+}
+
+/// A transformer block's pieces on any number of rows, shared by the decode step (B rows) and the
+/// prefill (B x block_size rows): tensor names start with `pre`.
+struct Blocks<'a> {
+    params: &'a HashMap<String, TensorId>,
+    c: usize,
+    /// Residual adds and GELU folded into the linears' epilogues.
+    fuse: bool,
+}
+
+impl Blocks<'_> {
+    fn act(&self, t: &mut Tensors, name: String, rows: usize, n: usize) -> TensorId {
+        t.f32(name, &[rows, n], Class::Activation)
+    }
+
+    fn norm(
+        &self,
+        t: &mut Tensors,
+        d: &mut Vec<Dispatch>,
+        rows: usize,
+        name: String,
+        x: TensorId,
+        p: &str,
+    ) -> TensorId {
+        let (out, mean, rstd) = (
+            self.act(t, name.clone(), rows, self.c),
+            self.act(t, format!("{name}.mean"), rows, 1),
+            self.act(t, format!("{name}.rstd"), rows, 1),
+        );
+        let ln = LayerNorm { rows, c: self.c, eps: LN_EPS };
+        d.push(ln.forward(out, mean, rstd, x, self.params[&format!("{p}.weight")], self.params[&format!("{p}.bias")]));
+        out
+    }
+
+    /// A linear (k inputs, n outputs) with what its epilogue folds in (the residual add, GELU).
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        t: &mut Tensors,
+        d: &mut Vec<Dispatch>,
+        rows: usize,
+        name: String,
+        x: TensorId,
+        (k, n): (usize, usize),
+        p: &str,
+        e: Epilogue,
+    ) -> TensorId {
+        let out = self.act(t, name, rows, n);
+        let (w, bias) = (self.params[&format!("{p}.weight")], self.params[&format!("{p}.bias")]);
+        d.push(Matmul::new(rows, k, n, false).forward_with(out, x, w, Epilogue { bias: Some(bias), ..e }));
+        out
+    }
+
+    /// Layer l up to its attention's input: ln_1, then c_attn's qkv (rows, 3C).
+    fn to_qkv(
+        &self,
+        t: &mut Tensors,
+        d: &mut Vec<Dispatch>,
+        rows: usize,
+        l: usize,
+        pre: &str,
+        x: TensorId,
+    ) -> TensorId {
+        let h = |s: &str| format!("transformer.h.{l}.{s}");
+        let a = self.norm(t, d, rows, format!("{pre}h{l}.ln_1"), x, &h("ln_1"));
+        let c = self.c;
+        self.linear(t, d, rows, format!("{pre}h{l}.c_attn"), a, (c, 3 * c), &h("attn.c_attn"), Epilogue::default())
+    }
+
+    /// The rest of layer l from the attention's output y: projection, add, ln_2, MLP, add.
+    #[allow(clippy::too_many_arguments)]
+    fn after_attention(
+        &self,
+        t: &mut Tensors,
+        d: &mut Vec<Dispatch>,
+        rows: usize,
+        l: usize,
+        pre: &str,
+        x: TensorId,
+        y: TensorId,
+    ) -> TensorId {
+        let h = |s: &str| format!("transformer.h.{l}.{s}");
+        let n = |s: &str| format!("{pre}h{l}.{s}");
+        let (c, plain) = (self.c, Epilogue::default());
+        let r = if self.fuse {
+            self.linear(t, d, rows, n("res1"), y, (c, c), &h("attn.c_proj"), Epilogue { res: Some(x), ..plain })
+        } else {
+            let y = self.linear(t, d, rows, n("attn.c_proj"), y, (c, c), &h("attn.c_proj"), plain);
+            let r = self.act(t, n("res1"), rows, c);
+            d.push(residual::forward(r, x, y, rows * c));
+            r
+        };
+        let m = self.norm(t, d, rows, n("ln_2"), r, &h("ln_2"));
+        let g = self.act(t, n("gelu"), rows, 4 * c);
+        if self.fuse {
+            let fc = Epilogue { gelu: Some(g), ..plain };
+            self.linear(t, d, rows, n("c_fc"), m, (c, 4 * c), &h("mlp.c_fc"), fc);
+            self.linear(t, d, rows, n("res2"), g, (4 * c, c), &h("mlp.c_proj"), Epilogue { res: Some(r), ..plain })
+        } else {
+            let m = self.linear(t, d, rows, n("c_fc"), m, (c, 4 * c), &h("mlp.c_fc"), plain);
+            d.push(gelu::forward(g, m, rows * 4 * c));
+            let m = self.linear(t, d, rows, n("mlp.c_proj"), g, (4 * c, c), &h("mlp.c_proj"), plain);
+            let x = self.act(t, n("res2"), rows, c);
+            d.push(residual::forward(x, r, m, rows * c));
+            x
+        }
     }
 }

@@ -20,6 +20,8 @@ pub struct Decode {
     pub temperature: f32,
     /// Keep only the top_k logits (0: all).
     pub top_k: usize,
+    /// Then only the most likely tokens whose probability reaches top_p (1: all).
+    pub top_p: f32,
 }
 
 impl Decode {
@@ -46,6 +48,7 @@ impl Decode {
             .u(v0)
             .u(v1)
             .u(acc as u32)
+            .f(self.top_p)
     }
 
     fn dispatch(&self, entry: &'static str) -> Dispatch {
@@ -118,13 +121,27 @@ impl Decode {
         ]
     }
 
-    /// Each sequence's next token from logits (B, V) into `tokens`, with `rand` (B) uniform draws.
+    /// The caches (B, T_max, C) of the sequences `span` (two u32: the first and how many) from one
+    /// whole context's keys and values in qkv (T_max, 3C), the training forward's (the prefill).
+    pub fn fill(&self, span: TensorId, qkv: TensorId, k: TensorId, v: TensorId) -> Dispatch {
+        self.dispatch("decode_fill")
+            .arg(1, span)
+            .arg(5, qkv)
+            .arg(6, k)
+            .arg(7, v)
+            .flops(&[self.b, self.t_max, self.c])
+            .threads((self.b * self.t_max * self.c) as u64, WG)
+    }
+
+    /// Each sequence's next token from logits (B, V) into `tokens`, with `rand` (B) uniform draws:
+    /// one workgroup of `LANES` per sequence (a GPT-2 row is 50257 logits, and the thresholds
+    /// take 40 passes over it each).
     pub fn sample(&self, tokens: TensorId, logits: TensorId, rand: TensorId) -> Dispatch {
         self.dispatch("decode_sample")
             .arg(9, tokens)
             .arg(2, logits)
             .arg(8, rand)
             .flops(&[3, self.b, self.v])
-            .threads(self.b as u64, WG)
+            .groups(super::grid(self.b as u64))
     }
 }

@@ -34,6 +34,8 @@ pub struct RunConfig {
     pub sample_tokens: usize,
     pub temperature: f64,
     pub top_k: usize,
+    /// Nucleus sampling: the smallest set of likeliest tokens with this much probability (1: all).
+    pub top_p: f64,
     pub seed: u64,
     pub val_fraction: f64,
     /// "char" or "bpe".
@@ -78,7 +80,7 @@ impl RunConfig {
     /// and what makes a step fit in less memory (storage precision, recomputation, the micro-batch:
     /// `batch_size` x `grad_accum` sequences are drawn in the same order whatever the split). The
     /// rest fixes the model, the data or the optimizer.
-    pub const RESUMABLE: [&'static str; 23] = [
+    pub const RESUMABLE: [&'static str; 24] = [
         "steps",
         "lr",
         "min_lr",
@@ -89,6 +91,7 @@ impl RunConfig {
         "sample_tokens",
         "temperature",
         "top_k",
+        "top_p",
         "log_every",
         "save_every",
         "keep",
@@ -126,6 +129,7 @@ impl RunConfig {
             sample_tokens: 200,
             temperature: 0.8,
             top_k: 0,
+            top_p: 1.0,
             seed: 1337,
             val_fraction: 0.1,
             tokenizer: "char".into(),
@@ -240,6 +244,7 @@ impl RunConfig {
             "sample_tokens" => num!(sample_tokens, "a non-negative integer"),
             "temperature" => num!(temperature, "a number"),
             "top_k" => num!(top_k, "a non-negative integer"),
+            "top_p" => num!(top_p, "a number in (0, 1]"),
             "seed" => num!(seed, "a non-negative integer"),
             "val_fraction" => num!(val_fraction, "a number in [0, 1)"),
             "vocab_size" => num!(vocab_size, "a positive integer"),
@@ -328,6 +333,7 @@ impl RunConfig {
             ("beta2", self.beta2),
             ("grad_clip", self.grad_clip),
             ("temperature", self.temperature),
+            ("top_p", self.top_p),
             ("val_fraction", self.val_fraction),
             ("outlier_z", self.outlier_z),
         ];
@@ -360,6 +366,9 @@ impl RunConfig {
         }
         if self.weight_decay < 0.0 || self.temperature < 0.0 {
             return bad("weight_decay and temperature must be >= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p must be in (0, 1] (1 keeps every token)");
         }
         if self.tokenizer == "bpe" && self.vocab_size < 256 {
             return Err(format!(
@@ -431,7 +440,7 @@ impl RunConfig {
             "min_lr": self.min_lr, "warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay,
             "beta1": self.beta1, "beta2": self.beta2, "grad_clip": self.grad_clip, "eval_every": self.eval_every,
             "eval_batches": self.eval_batches, "sample_every": self.sample_every, "sample_tokens": self.sample_tokens,
-            "temperature": self.temperature, "top_k": self.top_k, "seed": self.seed, "val_fraction": self.val_fraction,
+            "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p, "seed": self.seed, "val_fraction": self.val_fraction,
             "tokenizer": self.tokenizer, "vocab_size": self.vocab_size, "log_every": self.log_every,
             "grad_accum": self.grad_accum, "precision": self.precision.name(), "recompute": self.recompute.name(),
             "save_every": self.save_every, "keep": self.keep, "max_bad_steps": self.max_bad_steps,

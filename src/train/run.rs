@@ -63,11 +63,10 @@ impl Trainer {
         &self,
         prompt: &[u32],
         n: usize,
-        temperature: f64,
-        top_k: usize,
+        sampling: crate::infer::Sampling,
         rng: &mut Rng,
     ) -> Result<Vec<u32>> {
-        pollster::block_on(self.continue_text(prompt, n, temperature, top_k, rng))
+        pollster::block_on(self.continue_text(prompt, n, sampling, rng))
     }
 }
 

@@ -231,15 +231,8 @@ impl Trainer {
         Ok((total / (windows * t) as f64, windows * t))
     }
 
-    /// Continues `prompt` by `n` tokens (temperature 0 = greedy; top_k 0 = all tokens).
-    pub async fn continue_text(
-        &self,
-        prompt: &[u32],
-        n: usize,
-        temperature: f64,
-        top_k: usize,
-        rng: &mut Rng,
-    ) -> Result<Vec<u32>> {
+    /// Continues `prompt` by `n` tokens with a whole forward pass per token (`sample --no-cache`).
+    pub async fn continue_text(&self, prompt: &[u32], n: usize, sampling: Sampling, rng: &mut Rng) -> Result<Vec<u32>> {
         let t = self.cfg.block_size;
         let mut out = prompt.to_vec();
         if out.is_empty() {
@@ -247,7 +240,7 @@ impl Trainer {
         }
         for _ in 0..n {
             let row = self.next_logits(&out[out.len().saturating_sub(t)..]).await?;
-            out.push(pick(&row, temperature, top_k, rng));
+            out.push(pick(&row, sampling, rng));
         }
         Ok(out)
     }
@@ -270,7 +263,7 @@ impl Trainer {
     pub async fn sample_text(&self) -> Result<String> {
         let prompt = vec![self.tokens.get(self.val.start.min(self.tokens.len() - 1))];
         let mut rng = Rng(self.cfg.seed ^ self.step);
-        let sampling = Sampling { temperature: self.cfg.temperature, top_k: self.cfg.top_k };
+        let sampling = Sampling { temperature: self.cfg.temperature, top_k: self.cfg.top_k, top_p: self.cfg.top_p };
         let ids = self.sample(&prompt, self.cfg.sample_tokens, sampling, &mut rng).await?;
         Ok(self.tokenizer.decode(&[prompt, ids].concat()))
     }
@@ -326,19 +319,29 @@ pub struct StepReport {
     pub tokens_per_s: f64,
 }
 
-/// Samples an index from logits: softmax at `temperature` over the `top_k` largest (argmax when
-/// temperature is 0).
-pub fn pick(logits: &[f32], temperature: f64, top_k: usize, rng: &mut Rng) -> u32 {
+/// Samples an index from logits on the host (the reference of `decode_sample`): softmax at the
+/// temperature over the `top_k` largest, then over the smallest set of those whose probability
+/// reaches `top_p` (argmax when the temperature is 0).
+pub fn pick(logits: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    if temperature <= 0.0 {
+    if sampling.temperature <= 0.0 {
         return idx[0] as u32;
     }
-    if top_k > 0 {
-        idx.truncate(top_k);
+    if sampling.top_k > 0 {
+        idx.truncate(sampling.top_k);
     }
     let m = logits[idx[0]] as f64;
-    let w: Vec<f64> = idx.iter().map(|&i| ((logits[i] as f64 - m) / temperature).exp()).collect();
+    let mut w: Vec<f64> = idx.iter().map(|&i| ((logits[i] as f64 - m) / sampling.temperature).exp()).collect();
+    if sampling.top_p < 1.0 {
+        let goal = sampling.top_p * w.iter().sum::<f64>();
+        let mut acc = 0.0;
+        let keep = w.iter().position(|&wi| {
+            acc += wi;
+            acc >= goal
+        });
+        w.truncate(keep.map_or(w.len(), |i| i + 1));
+    }
     let mut r = rng.uniform() * w.iter().sum::<f64>();
     for (k, &wi) in w.iter().enumerate() {
         r -= wi;
@@ -346,7 +349,7 @@ pub fn pick(logits: &[f32], temperature: f64, top_k: usize, rng: &mut Rng) -> u3
             return idx[k] as u32;
         }
     }
-    idx[idx.len() - 1] as u32
+    idx[w.len() - 1] as u32
 }
 
 /// Evaluation needs at least one window of `block_size` tokens and the next one.

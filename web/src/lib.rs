@@ -170,7 +170,7 @@ pub async fn sample(prompt: String, n: usize, temperature: f64, top_k: usize, se
     let s = st.try_borrow().map_err(busy)?;
     let t = s.trainer.as_ref().ok_or_else(|| fail("no model: train one or open one first"))?;
     let ids = t.tokenizer.encode(&prompt).map_err(|e| fail(format!("the prompt: {e}")))?;
-    let sampling = wgpt::infer::Sampling { temperature, top_k };
+    let sampling = wgpt::infer::Sampling { temperature, top_k, top_p: 1.0 };
     let out = t.sample(&ids, n, sampling, &mut Rng(seed)).await.map_err(fail)?;
     Ok(t.tokenizer.decode(&[ids, out].concat()))
 }
