@@ -3,7 +3,8 @@
 //! step the largest logit of a whole forward pass over the same context (a pick within 1e-5 of it
 //! counts, and is reported), also past the context length with the window sliding; top-k sampling
 //! stays inside the top k and repeats for a seed, top-p inside the nucleus (after top-k); without
-//! sliding a run stops at the context length.
+//! sliding a run stops at the context length. Against transformers: greedy picks the largest of
+//! GPT2LMHeadModel's logits (the reference fixture's) after every prefix of its input ids.
 
 mod common;
 use std::collections::HashMap;
@@ -251,4 +252,46 @@ async fn the_prompt_in_one_pass_fills_every_sequence_cache() {
             }
         }
     }
+}
+
+/// Greedy decoding against transformers: the fixture's logits are GPT2LMHeadModel's at every
+/// position of its input ids, so the largest after each prefix is the token `generate(do_sample=
+/// False)` picks next. Every prefix of both rows (1 to 16 tokens: prefill and first step) picks it
+/// here (or a logit within 1e-5 of it, reported).
+#[gpu_test]
+async fn greedy_picks_what_transformers_picks_after_every_prefix() {
+    let fx = common::fixture::load();
+    let model = GptConfig { vocab_size: 65, block_size: 16, n_layer: 2, n_head: 2, n_embd: 32 };
+    let params: HashMap<String, Vec<f32>> =
+        fx.f32s.iter().filter_map(|(k, v)| Some((k.strip_prefix("param.")?.to_string(), v.clone()))).collect();
+    let g = generator_of(model, &params).await;
+    let (ids, logits) = (&fx.i32s["input_ids"], &fx.f32s["logits"]);
+    let (mut ties, mut clear) = (0, 0);
+    for b in 0..2 {
+        for len in 1..=16 {
+            let prompt: Vec<u32> = ids[b * 16..b * 16 + len].iter().map(|&i| i as u32).collect();
+            let next = g.generate(&prompt, 1, None, false, &mut Rng(1), |_| {}).await.unwrap()[0][0];
+            let row = &logits[(b * 16 + len - 1) * 65..(b * 16 + len) * 65];
+            let best = row.iter().copied().fold(f32::MIN, f32::max);
+            let margin = best - row[next as usize];
+            assert!(
+                margin <= 1e-5,
+                "row {b}, prefix of {len}: picked {next}, {margin} below transformers' largest logit"
+            );
+            ties += usize::from(margin > 0.0);
+            let second =
+                row.iter().enumerate().filter(|&(i, _)| i != next as usize).map(|(_, &x)| x).fold(f32::MIN, f32::max);
+            clear += usize::from(best - second > 1e-3);
+        }
+    }
+    assert!(clear >= 16, "only {clear} of 32 prefixes had a clear largest logit");
+    if ties > 0 {
+        eprintln!("note: {ties} prefix(es) picked a logit within 1e-5 of the largest");
+    }
+}
+
+async fn generator_of(model: GptConfig, params: &HashMap<String, Vec<f32>>) -> Generator {
+    let g = Generator::with_options(open_gpu().await, model, 1, Sampling::GREEDY, Fusion::Auto, None).await.unwrap();
+    g.load_params(params).unwrap();
+    g
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod fixture;
 pub mod process;
 
 #[cfg(not(target_arch = "wasm32"))]
