@@ -245,7 +245,7 @@ bench-web: web deps-web-test
 # The kernel tests through a second WGSL compiler path: wgpu's GL backend on Mesa's llvmpipe (naga
 # -> GLSL), besides make test's Vulkan on lavapipe (naga -> SPIR-V) and test-web's Dawn/Tint. One
 # test thread: the GL backend serialises on one context, and parallel tests time out waiting for it.
-GL_KERNEL_TESTS = ops_matmul ops_layernorm ops_attention ops_attention_flash ops_elementwise ops_embedding ops_xent_adamw gpt_reference generate
+GL_KERNEL_TESTS = ops_matmul ops_layernorm ops_attention ops_attention_flash ops_elementwise ops_embedding ops_xent_adamw gpt_reference generate eval
 deps-gl:
 	@if ldconfig -p | grep -q libEGL_mesa; then echo "deps-gl: Mesa's EGL and GL drivers are installed"; \
 	elif command -v apt-get >/dev/null; then \

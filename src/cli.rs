@@ -65,6 +65,11 @@ pub enum Command {
         /// step on this adapter. Uses the adapter's binding limits, or WebGPU's defaults without one.
         #[arg(long)]
         plan_only: bool,
+        /// With --plan-only: the memory the step must fit (e.g. 24GiB; default WGPT_DEVICE_MEMORY):
+        /// says whether it does, and for each precision and recompute policy the largest
+        /// micro-batch that fits and the grad_accum keeping the tokens per step.
+        #[arg(long, value_name = "SIZE", requires = "plan_only", value_parser = size)]
+        memory: Option<u64>,
         /// f32 or f16 storage (same as --set precision=...).
         #[arg(long, value_parser = PossibleValuesParser::new(Precision::NAMES))]
         precision: Option<String>,
@@ -254,6 +259,13 @@ fn tflops(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// `--memory SIZE`: bytes, or a number with K, M or G (GiB and the like too).
+fn size(s: &str) -> std::result::Result<u64, String> {
+    crate::gpu::faults::parse_bytes(s)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("expected a size such as 24GiB, 512M or 1000000 (bytes), got '{s}'"))
+}
+
 /// `--top-p P`: a number in (0, 1].
 fn top_p(s: &str) -> std::result::Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -305,7 +317,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info => info(backend),
         Command::Train(args) => train(backend, args),
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
-        Command::Bench { preset, steps, set, profile, peak_tflops, json, plan_only, precision, recompute } => {
+        Command::Bench { preset, steps, set, profile, peak_tflops, json, plan_only, memory, precision, recompute } => {
             let set: Vec<String> = precision
                 .iter()
                 .map(|p| format!("precision={p}"))
@@ -313,7 +325,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .chain(set)
                 .collect();
             let profile = profile.then_some(crate::train::bench::ProfileAsk { peak_tflops });
-            bench(backend, &preset, steps, &set, BenchMode { profile, json, plan_only })
+            bench(backend, &preset, steps, &set, BenchMode { profile, json, plan_only, memory })
         }
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
             let input = crate::data::dataset::Input::detect(Some(&data))?;
@@ -621,13 +633,13 @@ fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
     }
 }
 
-/// A trainer holding a checkpoint's weights, with `batch` sequences per forward pass, and what
-/// `prepare` makes of the model and tokenizer first: a mistake in the input (a prompt or text the
-/// tokenizer does not cover, a text too short) is reported before the GPU is set up.
+/// A forward-only trainer holding a checkpoint's weights, for `windows` windows at a time at most,
+/// and what `prepare` makes of the model and tokenizer first: a mistake in the input (a prompt or
+/// text the tokenizer does not cover, a text too short) is reported before the GPU is set up.
 fn open_checkpoint<T>(
     backend: BackendChoice,
     ckpt: &Path,
-    batch: usize,
+    windows: impl FnOnce(&crate::model::GptConfig, &T) -> usize,
     prepare: impl FnOnce(&crate::model::GptConfig, &crate::data::Tokenizer) -> Result<T>,
 ) -> Result<(crate::train::trainer::Trainer, T)> {
     use crate::train::config::RunConfig;
@@ -636,10 +648,11 @@ fn open_checkpoint<T>(
     let (model, tokenizer) = (found.model, found.tokenizer);
     let prepared = prepare(&model, &tokenizer)?;
     let mut cfg = RunConfig::preset("tiny")?;
-    (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) =
-        (model.n_layer, model.n_head, model.n_embd, model.block_size, batch);
+    (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) =
+        (model.n_layer, model.n_head, model.n_embd, model.block_size);
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-    Ok((Trainer::for_model(&gpu, cfg, model, tokenizer, &found.params)?, prepared))
+    let windows = windows(&model, &prepared);
+    Ok((Trainer::forward_only(&gpu, cfg, model, tokenizer, &found.params, windows)?, prepared))
 }
 
 /// `sample --no-cache`: a whole forward pass over the context for every token.
@@ -651,9 +664,12 @@ fn sample_recomputing(
     sampling: crate::infer::Sampling,
     seed: u64,
 ) -> Result<()> {
-    let (trainer, ids) = open_checkpoint(backend, ckpt, 1, |_, tok| {
-        tok.encode(prompt).map_err(|e| crate::Error::Other(format!("--prompt: {e}")))
-    })?;
+    let (trainer, ids) = open_checkpoint(
+        backend,
+        ckpt,
+        |_, _| 1,
+        |_, tok| tok.encode(prompt).map_err(|e| crate::Error::Other(format!("--prompt: {e}"))),
+    )?;
     let mut rng = crate::data::batches::Rng(seed);
     let started = std::time::Instant::now();
     let out = trainer.generate(&ids, tokens, sampling, &mut rng)?;
@@ -717,7 +733,8 @@ fn sample(
 fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) -> Result<()> {
     let corpus = crate::train::trainer::load_corpus(data)?;
     let in_text = |e: crate::Error| crate::Error::Other(format!("{}: {e}", corpus.source));
-    let (trainer, tokens) = open_checkpoint(backend, ckpt, 8, |model, tok| {
+    let windows = |model: &crate::model::GptConfig, t: &Vec<u32>| (t.len() - 1) / model.block_size;
+    let (trainer, tokens) = open_checkpoint(backend, ckpt, windows, |model, tok| {
         let tokens = tok.encode(&corpus.text).map_err(|e| {
             in_text(crate::Error::Other(format!("{e}; evaluate on text the checkpoint's tokenizer covers")))
         })?;
@@ -738,6 +755,7 @@ struct BenchMode {
     profile: Option<crate::train::bench::ProfileAsk>,
     json: bool,
     plan_only: bool,
+    memory: Option<u64>,
 }
 
 fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String], mode: BenchMode) -> Result<()> {
@@ -775,13 +793,32 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             }
         }
         let cfg = &*cfg;
+        let budget = crate::train::budget::Budget {
+            memory: mode.memory.or(gpu.as_ref().and_then(|g| g.memory_cap)),
+            max_buffer: gpu.as_ref().map_or(256 << 20, |g| g.max_buffer()),
+            max_binding: gpu.as_ref().map_or(128 << 20, |g| g.max_binding()),
+            align: gpu.as_ref().map_or(256, |g| g.align()),
+        };
         let r = match &gpu {
             Some(g) if !mode.plan_only => crate::train::bench::bench(g, cfg, steps, mode.profile)?,
-            Some(g) => crate::train::bench::plan_only(cfg, g.max_binding(), g.align())?,
-            None => crate::train::bench::plan_only(cfg, 128 << 20, 256)?,
+            _ => crate::train::bench::plan_only(cfg, budget.max_binding, budget.max_buffer, budget.align)?,
         };
+        let fits = if mode.plan_only && budget.memory.is_some() { Some(budget.fits(cfg)?) } else { None };
         if mode.json {
-            println!("{}", r.to_json(&adapter));
+            let mut j = r.to_json(&adapter);
+            if let Some(fits) = &fits {
+                j["memory_budget"] = budget.memory.into();
+                j["fits"] = budget.check(cfg)?.0.into();
+                j["largest_batches"] = fits
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({"precision": f.precision.name(), "recompute": f.recompute.name(),
+                            "batch_size": f.batch, "bytes": f.bytes, "grad_accum": f.grad_accum})
+                    })
+                    .collect::<Vec<_>>()
+                    .into();
+            }
+            println!("{j}");
             continue;
         }
         let timing = match (r.ms_per_step, r.tokens_per_s) {
@@ -799,6 +836,9 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             r.dispatches
         );
         println!("    {}", r.plan.summary());
+        if let Some(fits) = &fits {
+            print!("{}", budget.report(cfg, fits)?);
+        }
         if let (Some(p), Some(ms)) = (&r.profile, r.ms_per_step) {
             print!("{}", p.to_text(ms));
         }

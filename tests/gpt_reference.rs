@@ -189,3 +189,54 @@ async fn two_micro_batches_accumulate_to_the_reference_gradients() {
         assert_close(&format!("accumulated grad {name}"), &to64(&got), &want, 2e-4 * max_abs(&want), 1e-3);
     }
 }
+
+/// A memory plan split across many buffers (a low buffer limit, like `WGPT_MAX_BUFFER_SIZE`)
+/// places the same tensors in other buffers only: the loss, every gradient and the parameters
+/// after two AdamW steps are the one-buffer-per-class plan's, bit for bit.
+#[gpu_test]
+async fn a_plan_split_across_buffers_gives_the_same_bits() {
+    let model = GptConfig { vocab_size: 1200, block_size: 16, n_layer: 2, n_head: 2, n_embd: 128 };
+    let batch = 8;
+    let mut r = rng(8);
+    let init: HashMap<String, Vec<f32>> = wgpt::model::param_table(&model)
+        .iter()
+        .map(|s| (s.name.clone(), to32(&randn(&mut r, s.numel(), 0.05))))
+        .collect();
+    let ids: Vec<u32> = (0..batch * 16).map(|i| ((i * 37 + 11) % 1200) as u32).collect();
+    let targets: Vec<u32> = (0..batch * 16).map(|i| ((i * 91 + 5) % 1200) as u32).collect();
+    let bits = |v: &HashMap<String, Vec<f32>>| -> HashMap<String, Vec<u32>> {
+        v.iter().map(|(k, x)| (k.clone(), x.iter().map(|f| f.to_bits()).collect())).collect()
+    };
+    let run = async |max_buffer: Option<u64>| {
+        let mut cfg = StepConfig::new(model, batch);
+        cfg.max_buffer = max_buffer;
+        let mut ts = TrainStep::build(open_gpu().await, &mut PipelineCache::new(), cfg).await.unwrap();
+        let parts = |name: &str| ts.step.plan.arenas.iter().filter(|a| a.name == name && a.size > 0).count();
+        let counts = (parts("work"), parts("params"), parts("optimizer"));
+        ts.load_params(|name, _| Ok(init[name].clone())).unwrap();
+        let mut losses = Vec::new();
+        let mut grads = HashMap::new();
+        for _ in 0..2 {
+            ts.set_batch(&ids, &targets).unwrap();
+            ts.run_forward();
+            ts.run_backward();
+            grads = bits(&ts.read_grads().await.unwrap());
+            losses.push(ts.run_optimizer(1e-3).await.unwrap().loss.to_bits());
+            ts.run_zero_grads();
+        }
+        (counts, losses, grads, bits(&ts.read_params().await.unwrap()))
+    };
+    let one = run(None).await;
+    // The largest tensors are the flat decay groups of params, grads and both moments (550k
+    // elements, 2.2 MB); 2.5 MiB buffers split the moments and the activations.
+    let split = run(Some(5 << 19)).await;
+    assert_eq!(one.0, (1, 1, 1), "without a limit each class takes one buffer");
+    assert!(split.0 .0 >= 2 && split.0 .2 >= 2, "the limit should split the work and optimizer arenas: {:?}", split.0);
+    assert_eq!(one.1, split.1, "losses differ");
+    for (name, g) in &one.2 {
+        assert!(g == &split.2[name], "gradient {name} differs");
+    }
+    for (name, p) in &one.3 {
+        assert!(p == &split.3[name], "parameter {name} differs after two steps");
+    }
+}

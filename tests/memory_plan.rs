@@ -1,15 +1,23 @@
 //! The memory plan of a whole training step (no GPU needed): no two tensors that are live at the
 //! same dispatch share a byte, views stay inside their base, the flat layouts of params, grads and
-//! moments agree, and lifetime planning beats one buffer per tensor.
+//! moments agree, lifetime planning beats one buffer per tensor, and under a buffer limit no arena
+//! passes it; a forward-only program has no memory for gradients or moments.
 
 use wgpt::graph::memplan::plan;
 use wgpt::model::GptConfig;
 use wgpt::train::{StepConfig, TrainStep};
 
 fn check(cfg: StepConfig, max_binding: u64) {
+    check_split(cfg, max_binding, u64::MAX);
+}
+
+fn check_split(cfg: StepConfig, max_binding: u64, max_buffer: u64) {
     let (program, sections) = TrainStep::program(cfg, max_binding).unwrap();
     let t = &program.tensors;
-    let p = plan(t, &program.dispatches, 256);
+    let p = plan(t, &program.dispatches, 256, max_buffer);
+    for a in &p.arenas {
+        assert!(a.size <= max_buffer, "arena {} holds {} bytes, over the limit of {max_buffer}", a.label(), a.size);
+    }
     let n = t.len();
     let mut checked = 0;
     for a in 0..n {
@@ -77,4 +85,58 @@ fn recomputing_step_plans_are_sound() {
         // 64 KiB bindings split the MLP's matmuls into row chunks: dropped roots with several producers.
         check(cfg, 64 << 10);
     }
+}
+
+/// A 112 KiB buffer limit: the optimizer and work arenas take several buffers (the largest
+/// tensor, the flat decay group of this model's parameters, is 108 KiB), and the plan stays sound.
+#[test]
+fn a_plan_under_a_buffer_limit_is_split_and_sound() {
+    let model = GptConfig { vocab_size: 64, block_size: 32, n_layer: 2, n_head: 4, n_embd: 32 };
+    let cfg = StepConfig::new(model, 3);
+    let (program, _) = TrainStep::program(cfg, 64 << 10).unwrap();
+    let largest = program.tensors.list.iter().filter(|t| t.view.is_none()).map(|t| t.bytes()).max().unwrap();
+    assert!(largest <= 112 << 10, "the largest tensor is {largest} bytes");
+    let p = plan(&program.tensors, &program.dispatches, 256, 112 << 10);
+    let parts = |name: &str| p.arenas.iter().filter(|a| a.name == name).count();
+    assert!(parts("work") >= 2 && parts("optimizer") >= 2, "{:?}", p.arenas);
+    check_split(cfg, 64 << 10, 112 << 10);
+}
+
+#[test]
+fn a_forward_only_plan_has_no_gradients_or_moments() {
+    let model = GptConfig { vocab_size: 64, block_size: 32, n_layer: 2, n_head: 4, n_embd: 32 };
+    let cfg = StepConfig { forward_only: true, ..StepConfig::new(model, 3) };
+    let (program, sections) = TrainStep::program(cfg, 128 << 20).unwrap();
+    let p = plan(&program.tensors, &program.dispatches, 256, u64::MAX);
+    assert_eq!(p.class_bytes(wgpt::graph::Class::Grad), 0);
+    assert_eq!(p.class_bytes(wgpt::graph::Class::Optim), 0);
+    assert!(sections.backward.is_empty() && sections.optimizer.is_empty());
+    let full = TrainStep::program(StepConfig::new(model, 3), 128 << 20).unwrap().0;
+    let full = plan(&full.tensors, &full.dispatches, 256, u64::MAX);
+    assert!(p.total() < full.total() / 2, "forward only {} vs training {}", p.total(), full.total());
+}
+
+/// The budget planner (`bench --plan-only --memory`): each largest micro-batch fits and one more
+/// sequence does not; f16 storage and block recomputation fit at least as many.
+#[test]
+fn the_budget_planner_finds_the_largest_fitting_batch() {
+    use wgpt::train::budget::Budget;
+    use wgpt::train::config::RunConfig;
+    let mut cfg = RunConfig::preset("shakespeare-char").unwrap();
+    cfg.set("batch_tokens=12288").unwrap();
+    let budget = Budget { memory: Some(96 << 20), max_buffer: 256 << 20, max_binding: 128 << 20, align: 256 };
+    let fits = budget.fits(&cfg).unwrap();
+    assert_eq!(fits.len(), 10, "2 precisions x 5 policies");
+    for f in &fits {
+        assert!(f.batch > 0, "{f:?}: nothing fits 96 MiB");
+        let at = |b: usize| RunConfig { precision: f.precision, recompute: f.recompute, batch_size: b, ..cfg.clone() };
+        let (ok, bytes) = budget.check(&at(f.batch)).unwrap();
+        assert!(ok && bytes <= 96 << 20 && bytes == f.bytes, "{f:?}");
+        assert!(!budget.check(&at(f.batch + 1)).unwrap().0, "{f:?}: one more sequence fits too");
+        assert_eq!(f.grad_accum, 12288usize.div_ceil(f.batch * cfg.block_size), "{f:?}");
+    }
+    let batch =
+        |p: &str, r: &str| fits.iter().find(|f| f.precision.name() == p && f.recompute.name() == r).unwrap().batch;
+    assert!(batch("f16", "none") >= batch("f32", "none"));
+    assert!(batch("f32", "block") > batch("f32", "none"));
 }

@@ -198,7 +198,7 @@ async fn unfused_is_deterministic() {
 /// Bytes of the distinct non-persistent (activation and scratch) tensors that the dispatches of
 /// `family` bind, as the memory plan lays them out.
 fn planned_bytes(tensors: &Tensors, dispatches: &[Dispatch], family: Family) -> u64 {
-    let p = plan(tensors, dispatches, 256);
+    let p = plan(tensors, dispatches, 256, u64::MAX);
     let roots: BTreeSet<TensorId> = dispatches
         .iter()
         .filter(|d| d.family == family)
@@ -214,7 +214,7 @@ fn planned_bytes(tensors: &Tensors, dispatches: &[Dispatch], family: Family) -> 
 fn step_bytes(t: usize) -> (u64, u64) {
     let model = GptConfig { vocab_size: 64, block_size: t, n_layer: 1, n_head: 4, n_embd: 64 };
     let (program, _) = TrainStep::program(StepConfig::new(model, 2), 128 << 20).unwrap();
-    let p = plan(&program.tensors, &program.dispatches, 256);
+    let p = plan(&program.tensors, &program.dispatches, 256, u64::MAX);
     let work = p.arenas.last().unwrap().size;
     (planned_bytes(&program.tensors, &program.dispatches, Family::Attention), work)
 }

@@ -89,7 +89,7 @@ fn every_policy_gives_the_loss_and_gradients_of_none_bit_for_bit() {
 /// Activation bytes of the memory plan of one training step (no GPU needed).
 fn activation_bytes(sc: StepConfig, max_binding: u64) -> u64 {
     let (p, _) = TrainStep::program(sc, max_binding).unwrap();
-    plan(&p.tensors, &p.dispatches, 256).class_bytes(Class::Activation)
+    plan(&p.tensors, &p.dispatches, 256, u64::MAX).class_bytes(Class::Activation)
 }
 
 #[test]

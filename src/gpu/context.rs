@@ -77,6 +77,8 @@ pub struct Gpu {
     pub faults: Faults,
     /// `WGPT_DEVICE_MEMORY`: the most memory a compiled step may plan (None: what the device allows).
     pub memory_cap: Option<u64>,
+    /// `WGPT_MAX_BUFFER_SIZE`: one buffer's limit below the adapter's (None: the adapter's).
+    pub buffer_cap: Option<u64>,
     /// The driver's pipeline cache kept on disk, where the backend has one (`driver_cache.rs`).
     pub driver_cache: Option<DriverCache>,
 }
@@ -232,14 +234,31 @@ impl Gpu {
             .await
             .map_err(|e| Error::Device { adapter: info.name.clone(), reason: e.to_string() })?;
         let faults = Faults::watch(&device);
-        let memory_cap = faults::memory_cap()?;
+        let (memory_cap, buffer_cap) = (faults::memory_cap()?, faults::buffer_cap()?);
         let driver_cache = DriverCache::open(&device, &info, features, None);
-        Ok(Gpu { instance, adapter, device, queue, info, features, limits, faults, memory_cap, driver_cache })
+        Ok(Gpu {
+            instance,
+            adapter,
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            faults,
+            memory_cap,
+            buffer_cap,
+            driver_cache,
+        })
     }
 
     /// Largest byte range one storage binding may cover.
     pub fn max_binding(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size
+    }
+
+    /// Largest buffer a memory plan may make (`WGPT_MAX_BUFFER_SIZE` may lower it).
+    pub fn max_buffer(&self) -> u64 {
+        self.buffer_cap.map_or(self.limits.max_buffer_size, |c| c.min(self.limits.max_buffer_size))
     }
 
     /// Storage-binding offsets are rounded to this many bytes.

@@ -24,6 +24,9 @@ pub struct Program {
     pub storage: StorageType,
     /// Caps the bytes of one binding below the adapter's limit (None: the adapter's limit).
     pub max_binding: Option<u64>,
+    /// Caps the bytes of one buffer below the adapter's limit (None: the adapter's, or
+    /// `WGPT_MAX_BUFFER_SIZE`).
+    pub max_buffer: Option<u64>,
     /// Which kernel variants to run (default: chosen per adapter).
     pub kernels: KernelPolicy,
 }
@@ -63,21 +66,24 @@ pub(crate) fn debug_enabled() -> bool {
 
 impl Step {
     pub async fn compile(gpu: &Gpu, cache: &mut PipelineCache, program: Program) -> Result<Step> {
-        let Program { tensors, mut dispatches, storage, max_binding, kernels } = program;
+        let Program { tensors, mut dispatches, storage, max_binding, max_buffer, kernels } = program;
         let choices = tuning::choose(gpu, cache, &kernels, storage, &mut dispatches).await?;
         let max_binding = max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
-        let plan = plan(&tensors, &dispatches, gpu.align());
-
-        for a in &plan.arenas {
-            if a.size > gpu.limits.max_buffer_size {
-                return Err(Error::Limit {
-                    tensor: format!("arena '{}'", a.name),
-                    what: "max_buffer_size",
-                    needed: Bytes(a.size),
-                    limit: Bytes(gpu.limits.max_buffer_size),
-                    advice: FIT_ADVICE.into(),
-                });
-            }
+        let max_buffer = max_buffer.map_or(gpu.max_buffer(), |m| m.min(gpu.max_buffer()));
+        let plan = plan(&tensors, &dispatches, gpu.align(), max_buffer);
+        // Arenas split between tensors: only a tensor larger than a buffer can overflow one.
+        if let Some(t) = tensors.list.iter().find(|t| t.view.is_none() && t.bytes() > max_buffer) {
+            return Err(Error::Limit {
+                tensor: t.name.clone(),
+                what: "max_buffer_size",
+                needed: Bytes(t.bytes()),
+                limit: Bytes(max_buffer),
+                advice: FIT_ADVICE.into(),
+            });
+        }
+        if debug_enabled() && plan.arenas.len() > 6 {
+            let parts: Vec<String> = plan.arenas.iter().map(|a| format!("{} {:#}", a.label(), Bytes(a.size))).collect();
+            eprintln!("memory plan buffers: {}", parts.join(", "));
         }
         for d in &dispatches {
             for &(_, t) in &d.args {
@@ -112,7 +118,7 @@ impl Step {
             .map(|a| {
                 (a.size > 0).then(|| {
                     gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some(a.name),
+                        label: Some(&a.label()),
                         size: a.size.div_ceil(4) * 4,
                         usage: wgpu::BufferUsages::STORAGE
                             | wgpu::BufferUsages::COPY_SRC
@@ -315,15 +321,22 @@ impl Step {
         self.fault().map_or(Ok(()), |fault| Err(Error::Gpu(fault)))
     }
 
-    fn locate(&self, id: TensorId) -> (&wgpu::Buffer, u64, u64) {
+    fn locate(&self, id: TensorId) -> Result<(&wgpu::Buffer, u64, u64)> {
         let p = self.plan.placement[id.index()];
+        if p.arena == crate::graph::memplan::UNPLACED {
+            return Err(Error::Other(format!(
+                "tensor '{}' has no memory in this program (no dispatch uses it: a forward-only program has no \
+                 gradients or optimizer state)",
+                self.tensors.get(id).name
+            )));
+        }
         let buf = self.buffers[p.arena].as_ref().expect("tensor in an empty arena");
-        (buf, p.offset, p.size)
+        Ok((buf, p.offset, p.size))
     }
 
     /// Writes host data into a tensor (ids, hyper-parameters, weights).
     pub fn write(&self, id: TensorId, bytes: &[u8]) -> Result<()> {
-        let (buf, off, size) = self.locate(id);
+        let (buf, off, size) = self.locate(id)?;
         if bytes.len() as u64 != size {
             return Err(Error::Other(format!(
                 "write to tensor '{}': {} bytes given, {} expected",
@@ -364,7 +377,7 @@ impl Step {
     /// Outputs (loss, norms) go through the staging buffer made at compile time; other tensors
     /// (checkpoints, tests) through a temporary one.
     pub async fn read(&self, id: TensorId) -> Result<Vec<u8>> {
-        let (buf, off, size) = self.locate(id);
+        let (buf, off, size) = self.locate(id)?;
         let padded = size.div_ceil(4) * 4;
         let arena = self.plan.placement[id.index()].arena;
         let temp;

@@ -47,17 +47,26 @@ fn one_line(s: &str) -> String {
 
 /// `WGPT_DEVICE_MEMORY` (bytes, or with a K/M/G suffix): the most GPU memory a step may plan.
 pub fn memory_cap() -> Result<Option<u64>> {
-    match std::env::var("WGPT_DEVICE_MEMORY") {
-        Ok(v) if !v.trim().is_empty() => parse_bytes(&v).map(Some).ok_or_else(|| {
-            Error::Other(format!(
-                "WGPT_DEVICE_MEMORY: '{v}' is not a size; expected bytes or a number with K, M or G (e.g. 512M)"
-            ))
+    size_env("WGPT_DEVICE_MEMORY")
+}
+
+/// `WGPT_MAX_BUFFER_SIZE` (as above): one buffer's limit, lowered below the adapter's (tests split
+/// small models into many buffers with it).
+pub fn buffer_cap() -> Result<Option<u64>> {
+    size_env("WGPT_MAX_BUFFER_SIZE")
+}
+
+fn size_env(name: &str) -> Result<Option<u64>> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => parse_bytes(&v).filter(|&b| b > 0).map(Some).ok_or_else(|| {
+            Error::Other(format!("{name}: '{v}' is not a size; expected bytes or a number with K, M or G (e.g. 512M)"))
         }),
         _ => Ok(None),
     }
 }
 
-fn parse_bytes(s: &str) -> Option<u64> {
+/// Bytes, or a number with a K, M or G suffix (KiB, MB and the like read the same: powers of 2).
+pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((i, _)) => (&s[..i], s[i..].trim_end_matches(['B', 'b', 'i'])),

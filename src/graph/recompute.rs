@@ -189,7 +189,7 @@ pub fn saving(
     without: (&Tensors, &[Dispatch]),
     align: u64,
 ) -> String {
-    let (a, b) = (plan(with.0, with.1, align), plan(without.0, without.1, align));
+    let (a, b) = (plan(with.0, with.1, align, u64::MAX), plan(without.0, without.1, align, u64::MAX));
     let act = |p: &MemoryPlan| p.class_bytes(Class::Activation);
     format!(
         "recompute {}: activations {:#} vs {:#} without (saved {:#}); plan {:#} vs {:#}; {} forward dispatches re-run",

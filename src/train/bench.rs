@@ -70,10 +70,11 @@ fn model(cfg: &RunConfig) -> GptConfig {
 }
 
 /// The memory plan of a preset's training step, without allocating or running anything (for
-/// models too large to step on this adapter). `max_binding` and `align` are the adapter's limits.
-pub fn plan_only(cfg: &RunConfig, max_binding: u64, align: u64) -> Result<BenchResult> {
+/// models too large to step on this adapter). `max_binding`, `max_buffer` and `align` are the
+/// adapter's limits.
+pub fn plan_only(cfg: &RunConfig, max_binding: u64, max_buffer: u64, align: u64) -> Result<BenchResult> {
     let (program, _) = TrainStep::program(StepConfig::for_run(model(cfg), cfg), max_binding)?;
-    let planned = plan(&program.tensors, &program.dispatches, align);
+    let planned = plan(&program.tensors, &program.dispatches, align, max_buffer);
     Ok(BenchResult {
         preset: cfg.preset.clone(),
         batch: cfg.batch_size,
@@ -113,6 +114,7 @@ impl BenchResult {
             "model_flops_per_step": profile::model_flops(&self.model, self.batch * self.seq),
             "profile": self.profile.as_ref().zip(self.ms_per_step).map(|(p, ms)| p.to_json(ms)),
             "peak_bytes": p.total(),
+            "buffers": p.arenas.iter().filter(|a| a.size > 0).map(|a| serde_json::json!({"arena": a.label(), "bytes": a.size})).collect::<Vec<_>>(),
             "param_bytes": p.class_bytes(Class::Param),
             "grad_bytes": p.class_bytes(Class::Grad),
             "optimizer_bytes": p.class_bytes(Class::Optim),

@@ -45,6 +45,9 @@ pub struct RunConfig {
     pub log_every: u64,
     /// Micro-batches per optimizer step (gradient accumulation).
     pub grad_accum: usize,
+    /// Tokens per optimizer step asked for with `batch_tokens` (0: none): grad_accum follows it
+    /// whatever order batch_size and block_size are set in.
+    pub batch_tokens: usize,
     /// Storage type of activations and gradients (f16 with dynamic loss scaling).
     pub precision: Precision,
     /// Activations recomputed in the backward pass instead of kept: none, gelu, norm, attn, block.
@@ -136,6 +139,7 @@ impl RunConfig {
             vocab_size: 512,
             log_every: 10,
             grad_accum: 1,
+            batch_tokens: 0,
             precision: Precision::F32,
             recompute: Recompute::None,
             save_every: 0,
@@ -216,6 +220,22 @@ impl RunConfig {
     }
 
     fn apply(&mut self, kv: &str) -> Result<()> {
+        self.apply_key(kv)?;
+        let micro = self.batch_size * self.block_size;
+        if self.batch_tokens > 0 && micro > 0 {
+            if !self.batch_tokens.is_multiple_of(micro) {
+                return Err(Error::Other(format!(
+                    "--set {}: batch_tokens={} is not a multiple of batch_size x block_size = {micro} tokens",
+                    kv.trim(),
+                    self.batch_tokens
+                )));
+            }
+            self.grad_accum = self.batch_tokens / micro;
+        }
+        Ok(())
+    }
+
+    fn apply_key(&mut self, kv: &str) -> Result<()> {
         let (k, v) = kv.split_once('=').ok_or_else(|| Error::Other(format!("--set {kv}: expected KEY=VALUE")))?;
         let (k, v) = (k.trim(), v.trim());
         let bad = |what: &str| Error::Other(format!("--set {k}={v}: expected {what}"));
@@ -249,19 +269,17 @@ impl RunConfig {
             "val_fraction" => num!(val_fraction, "a number in [0, 1)"),
             "vocab_size" => num!(vocab_size, "a positive integer"),
             "log_every" => num!(log_every, "a positive integer"),
-            "grad_accum" => num!(grad_accum, "a positive integer"),
+            "grad_accum" => {
+                num!(grad_accum, "a positive integer");
+                self.batch_tokens = 0;
+            }
             "save_every" => num!(save_every, "a non-negative integer"),
             "keep" => num!(keep, "a positive integer"),
             "max_bad_steps" => num!(max_bad_steps, "a positive integer"),
             "outlier_z" => num!(outlier_z, "a number of standard deviations (0: off)"),
-            // The global batch in tokens, as in "0.5M tokens per step": sets grad_accum.
+            // The global batch in tokens, as in "0.5M tokens per step": sets grad_accum (below).
             "batch_tokens" => {
-                let tokens: usize = v.parse().map_err(|_| bad("a positive integer"))?;
-                let micro = self.batch_size * self.block_size;
-                if tokens == 0 || !tokens.is_multiple_of(micro) {
-                    return Err(bad(&format!("a multiple of batch_size x block_size = {micro} tokens")));
-                }
-                self.grad_accum = tokens / micro;
+                self.batch_tokens = v.parse().ok().filter(|&t| t > 0).ok_or_else(|| bad("a positive integer"))?;
             }
             "precision" => self.precision = Precision::parse(v).map_err(|_| bad("f32 or f16"))?,
             "autotune" => {
@@ -467,6 +485,13 @@ mod tests {
         assert_eq!(cfg.beta1, 0.9, "a rejected setting leaves the configuration unchanged");
         cfg.set("batch_tokens=1536").unwrap();
         assert_eq!(cfg.grad_accum, 2, "1536 tokens = 2 micro-batches of 12 x 64");
+        // Whatever order: a later batch_size keeps the tokens per step.
+        cfg.set("batch_size=4").unwrap();
+        assert_eq!(cfg.grad_accum, 6, "1536 tokens = 6 micro-batches of 4 x 64");
+        assert!(cfg.set("batch_size=5").unwrap_err().to_string().contains("not a multiple"));
+        cfg.set("grad_accum=3").unwrap();
+        cfg.set("batch_size=2").unwrap();
+        assert_eq!(cfg.grad_accum, 3, "an explicit grad_accum replaces batch_tokens");
 
         let dir = std::env::temp_dir().join(format!("wgpt-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -2,6 +2,8 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod budget;
 pub mod checkpoint;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod checkpoints;

@@ -55,6 +55,18 @@ impl Trainer {
         pollster::block_on(self.evaluate())
     }
 
+    /// `build_forward_only`, blocking.
+    pub fn forward_only(
+        gpu: &Gpu,
+        cfg: RunConfig,
+        model: GptConfig,
+        tokenizer: Tokenizer,
+        params: &HashMap<String, Vec<f32>>,
+        windows: usize,
+    ) -> Result<Trainer> {
+        pollster::block_on(Trainer::build_forward_only(gpu, cfg, model, tokenizer, params, windows))
+    }
+
     pub fn eval_windows(&self, tokens: &[u32]) -> Result<(f64, usize)> {
         pollster::block_on(self.score_windows(tokens))
     }

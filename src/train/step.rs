@@ -32,6 +32,12 @@ pub struct StepConfig {
     /// Caps the bytes of one storage binding below the adapter's limit (tests use it to force
     /// the split of the token table and logits that large vocabularies need).
     pub max_binding: Option<u64>,
+    /// Caps the bytes of one buffer below the adapter's limit (tests: a plan split into many
+    /// buffers).
+    pub max_buffer: Option<u64>,
+    /// Only the forward pass and the loss (evaluation, the whole-forward sampler): no backward,
+    /// no optimizer, and no memory for gradients or moments.
+    pub forward_only: bool,
     /// Micro-batches summed into one optimizer step (their gradients accumulate; the loss of each
     /// is scaled by 1/grad_accum so the sum is the mean over all of them).
     pub grad_accum: usize,
@@ -80,6 +86,8 @@ impl StepConfig {
             adamw: AdamW::default(),
             max_grad_norm: 1.0,
             max_binding: None,
+            max_buffer: None,
+            forward_only: false,
             grad_accum: 1,
             precision: Precision::F32,
             recompute: Recompute::None,
@@ -108,6 +116,20 @@ pub struct TrainStep {
 /// order that costs the least: f16 storage, recomputation, then a smaller micro-batch at the same
 /// tokens per step.
 fn with_fit_advice(e: Error, cfg: &StepConfig, gpu: &Gpu) -> Error {
+    if cfg.forward_only {
+        let advice = if cfg.batch > 1 {
+            format!("evaluate fewer windows at once (here {})", cfg.batch)
+        } else {
+            "the model's forward pass over one window needs more than this adapter allows: use an adapter with more \
+             memory, or a model with a shorter context"
+                .to_string()
+        };
+        return match e {
+            Error::OutOfMemory { plan, available, .. } => Error::OutOfMemory { plan, available, advice },
+            Error::Limit { tensor, what, needed, limit, .. } => Error::Limit { tensor, what, needed, limit, advice },
+            e => e,
+        };
+    }
     let mut ways = Vec::new();
     if cfg.precision == Precision::F32 && gpu.features.contains(wgpu::Features::SHADER_F16) {
         ways.push("--precision f16 (halves activations and gradients)".to_string());
@@ -175,16 +197,22 @@ impl TrainStep {
         if cfg.grad_accum == 0 {
             return Err(Error::Other("step: grad_accum must be at least 1".into()));
         }
-        // Parameter gradients always accumulate; the optimizer section zeroes them after use.
-        let backward = Autodiff::new(&mut g, &layout.root_grads(), true)
-            .with_loss_scale(hyper)
-            .with_recompute(cfg.recompute)
-            .backward(1.0 / cfg.grad_accum as f32);
-        let max_elems = (max_binding / 4) as usize;
-        let mut opt = optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
-        let zero = zero_grads(&mut g.t, &layout, max_elems);
-        let nz = zero.len();
-        opt.extend(zero);
+        let (backward, opt, nz) = if cfg.forward_only {
+            (Vec::new(), Vec::new(), 0)
+        } else {
+            // Parameter gradients always accumulate; the optimizer section zeroes them after use.
+            let backward = Autodiff::new(&mut g, &layout.root_grads(), true)
+                .with_loss_scale(hyper)
+                .with_recompute(cfg.recompute)
+                .backward(1.0 / cfg.grad_accum as f32);
+            let max_elems = (max_binding / 4) as usize;
+            let mut opt =
+                optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
+            let zero = zero_grads(&mut g.t, &layout, max_elems);
+            let nz = zero.len();
+            opt.extend(zero);
+            (backward, opt, nz)
+        };
 
         let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
         let dispatches = forward.into_iter().chain(backward).chain(opt).collect();
@@ -243,6 +271,7 @@ impl TrainStep {
         let limit = cfg.max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
         let (mut program, s) = Self::program(cfg, limit)?;
         program.max_binding = Some(limit);
+        program.max_buffer = cfg.max_buffer;
         program.kernels.recorded = recorded.clone();
         if cfg.recompute != Recompute::None && crate::gpu::executor::debug_enabled() {
             let (base, _) = Self::program(StepConfig { recompute: Recompute::None, ..cfg }, limit)?;
@@ -287,9 +316,11 @@ impl TrainStep {
             if p.compute != p.param {
                 self.step.write_f32(p.compute, &data)?;
             }
-            let zeros = vec![0f32; data.len()];
-            self.step.write_f32(p.m, &zeros)?;
-            self.step.write_f32(p.v, &zeros)?;
+            if !self.sec.backward.is_empty() {
+                let zeros = vec![0f32; data.len()];
+                self.step.write_f32(p.m, &zeros)?;
+                self.step.write_f32(p.v, &zeros)?;
+            }
         }
         Ok(())
     }

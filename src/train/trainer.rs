@@ -143,6 +143,41 @@ impl Trainer {
         params: &HashMap<String, Vec<f32>>,
     ) -> Result<Trainer> {
         let ts = TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::new(model, cfg.batch_size)).await?;
+        Self::holding(gpu, cfg, model, tokenizer, params, ts)
+    }
+
+    /// A trainer that only scores and samples (`wgpt eval`, `sample --no-cache`): a forward-only
+    /// program (no gradients, no optimizer state) at the largest batch of at most `windows`
+    /// (rounded up to a power of two, at most 64) that fits the adapter, smaller ones tried when
+    /// the device refuses. The batch does not change a score: the loss is summed per window.
+    pub async fn build_forward_only(
+        gpu: &Gpu,
+        mut cfg: RunConfig,
+        model: GptConfig,
+        tokenizer: Tokenizer,
+        params: &HashMap<String, Vec<f32>>,
+        windows: usize,
+    ) -> Result<Trainer> {
+        let mut batch = forward_batch(gpu, model, windows);
+        let ts = loop {
+            let step = StepConfig { forward_only: true, ..StepConfig::new(model, batch) };
+            match TrainStep::build(gpu, &mut PipelineCache::new(), step).await {
+                Err(Error::OutOfMemory { .. } | Error::Limit { .. }) if batch > 1 => batch /= 2,
+                built => break built?,
+            }
+        };
+        cfg.batch_size = batch;
+        Self::holding(gpu, cfg, model, tokenizer, params, ts)
+    }
+
+    fn holding(
+        gpu: &Gpu,
+        cfg: RunConfig,
+        model: GptConfig,
+        tokenizer: Tokenizer,
+        params: &HashMap<String, Vec<f32>>,
+        ts: TrainStep,
+    ) -> Result<Trainer> {
         ts.load_params(|name, _| Ok(params[name].clone()))?;
         Ok(Trainer {
             rng: Rng(cfg.seed),
@@ -350,6 +385,25 @@ pub fn pick(logits: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
         }
     }
     idx[w.len() - 1] as u32
+}
+
+/// The largest power-of-two batch of at most `windows` (and 64) whose forward-only program fits the
+/// adapter's buffer limit and `WGPT_DEVICE_MEMORY`, judged from its memory plan (no GPU work).
+fn forward_batch(gpu: &Gpu, model: GptConfig, windows: usize) -> usize {
+    let mut batch = windows.clamp(1, 64).next_power_of_two();
+    while batch > 1 {
+        let cfg = StepConfig { forward_only: true, ..StepConfig::new(model, batch) };
+        if let Ok((program, _)) = TrainStep::program(cfg, gpu.max_binding()) {
+            let max = gpu.max_buffer();
+            let plan = crate::graph::memplan::plan(&program.tensors, &program.dispatches, gpu.align(), max);
+            let too_big = program.tensors.list.iter().any(|t| t.view.is_none() && t.bytes() > max);
+            if !too_big && gpu.memory_cap.is_none_or(|cap| plan.total() <= cap) {
+                return batch;
+            }
+        }
+        batch /= 2;
+    }
+    1
 }
 
 /// Evaluation needs at least one window of `block_size` tokens and the next one.

@@ -1,0 +1,122 @@
+//! `wgpt bench --plan-only --memory SIZE`: whether a preset's training step fits a memory budget
+//! and the adapter's buffer limit, and for each precision × recompute policy the largest
+//! micro-batch that fits and the grad_accum that keeps the run's tokens per step. All from memory
+//! plans: nothing is allocated or run.
+
+use super::bench::plan_only;
+use super::config::RunConfig;
+use super::precision::Precision;
+use crate::error::{Bytes, Result};
+use crate::graph::Recompute;
+
+/// What a plan must fit: the memory budget (None: only the buffer limit) and the adapter's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub memory: Option<u64>,
+    pub max_buffer: u64,
+    pub max_binding: u64,
+    pub align: u64,
+}
+
+/// The largest micro-batch of one precision × recompute policy.
+#[derive(Debug, Clone)]
+pub struct Fit {
+    pub precision: Precision,
+    pub recompute: Recompute,
+    /// 0: not even one sequence fits.
+    pub batch: usize,
+    /// The plan at that batch (at batch 1 when none fits).
+    pub bytes: u64,
+    /// Micro-batches per step for the run's tokens per step (rounded up where they do not divide).
+    pub grad_accum: usize,
+}
+
+/// Micro-batches are searched up to this many sequences.
+const MAX_BATCH: usize = 4096;
+
+impl Budget {
+    /// The plan's bytes at `cfg`, and whether it fits: no tensor over the buffer limit (arenas
+    /// split between tensors, so only a tensor alone can pass it) and the total within the budget.
+    pub fn check(&self, cfg: &RunConfig) -> Result<(bool, u64)> {
+        let r = plan_only(cfg, self.max_binding, self.max_buffer, self.align)?;
+        let total = r.plan.total();
+        let buffers = r.plan.arenas.iter().all(|a| a.size <= self.max_buffer);
+        Ok((buffers && self.memory.is_none_or(|m| total <= m), total))
+    }
+
+    /// For every precision × recompute policy, the largest micro-batch of `cfg`'s shape that fits.
+    pub fn fits(&self, cfg: &RunConfig) -> Result<Vec<Fit>> {
+        let tokens = cfg.batch_size * cfg.block_size * cfg.grad_accum;
+        let mut out = Vec::new();
+        for precision in [Precision::F32, Precision::F16] {
+            for recompute in Recompute::ALL {
+                let at = |b: usize| RunConfig { precision, recompute, batch_size: b, grad_accum: 1, ..cfg.clone() };
+                let (ok, first) = self.check(&at(1))?;
+                let (mut good, mut bytes) = (if ok { 1 } else { 0 }, first);
+                if ok {
+                    // Double while it fits, then bisect between the last fit and the first miss.
+                    let mut bad = None;
+                    while good < MAX_BATCH {
+                        match self.check(&at(good * 2))? {
+                            (true, b) => (good, bytes) = (good * 2, b),
+                            _ => {
+                                bad = Some(good * 2);
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(mut bad) = bad {
+                        while bad - good > 1 {
+                            let mid = (good + bad) / 2;
+                            match self.check(&at(mid))? {
+                                (true, b) => (good, bytes) = (mid, b),
+                                _ => bad = mid,
+                            }
+                        }
+                    }
+                }
+                let grad_accum = if good == 0 { 0 } else { tokens.div_ceil(good * cfg.block_size) };
+                out.push(Fit { precision, recompute, batch: good, bytes, grad_accum });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The table `bench --plan-only --memory` prints after the preset's own line.
+    pub fn report(&self, cfg: &RunConfig, fits: &[Fit]) -> Result<String> {
+        let (ok, total) = self.check(cfg)?;
+        let against = match self.memory {
+            Some(m) => format!("{:#} of memory and {:#} buffers", Bytes(m), Bytes(self.max_buffer)),
+            None => format!("{:#} buffers (no memory budget: give --memory)", Bytes(self.max_buffer)),
+        };
+        let tokens = cfg.batch_size * cfg.block_size * cfg.grad_accum;
+        let mut s = format!(
+            "{} as set (B={}, grad_accum={}, {}, recompute {}): {:#}, {} against {against}\n",
+            cfg.preset,
+            cfg.batch_size,
+            cfg.grad_accum,
+            cfg.precision.name(),
+            cfg.recompute.name(),
+            Bytes(total),
+            if ok { "fits" } else { "does not fit" }
+        );
+        s +=
+            &format!("  precision recompute  largest micro-batch  plan          grad_accum for {tokens} tokens/step\n");
+        for f in fits {
+            let (batch, accum) = if f.batch == 0 {
+                ("none fits".to_string(), "-".to_string())
+            } else {
+                let exact = tokens.is_multiple_of(f.batch * cfg.block_size);
+                (format!("B={}", f.batch), format!("{}{}", f.grad_accum, if exact { "" } else { " (rounded up)" }))
+            };
+            s += &format!(
+                "  {:<9} {:<10} {:<20} {:<13} {accum}\n",
+                f.precision.name(),
+                f.recompute.name(),
+                batch,
+                format!("{:#}", Bytes(f.bytes))
+            );
+        }
+        Ok(s)
+    }
+}
