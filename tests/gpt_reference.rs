@@ -24,8 +24,11 @@ async fn build(fx: &Fixture) -> TrainStep {
 }
 
 async fn build_fused(fx: &Fixture, fusion: Fusion) -> TrainStep {
+    build_with(fx, StepConfig { fusion, ..StepConfig::new(GptConfig::tiny(), 2) }).await
+}
+
+async fn build_with(fx: &Fixture, cfg: StepConfig) -> TrainStep {
     let mut cache = PipelineCache::new();
-    let cfg = StepConfig { fusion, ..StepConfig::new(GptConfig::tiny(), 2) };
     let ts = TrainStep::build(open_gpu().await, &mut cache, cfg).await.unwrap();
     ts.load_params(|name, _| Ok(fx.f32s[&format!("param.{name}")].clone())).unwrap();
     let ids: Vec<u32> = fx.i32s["input_ids"].iter().map(|&x| x as u32).collect();
@@ -37,8 +40,20 @@ async fn build_fused(fx: &Fixture, fusion: Fusion) -> TrainStep {
 #[gpu_test]
 async fn tiny_gpt_matches_pytorch_reference() {
     let fx = load();
-    let mut ts = build(&fx).await;
+    matches_reference(&fx, build(&fx).await).await;
+}
 
+/// The flat parameter groups split into many (at most 2048 elements each, as GPT-2 124M's are at
+/// `GROUP_MAX` for a 256 MiB buffer): the same reference, to the same bounds.
+#[gpu_test]
+async fn tiny_gpt_matches_pytorch_reference_with_split_parameter_groups() {
+    let fx = load();
+    let ts = build_with(&fx, StepConfig { group_max: 2048, ..StepConfig::new(GptConfig::tiny(), 2) }).await;
+    assert!(ts.sec.layout.groups.len() >= 8, "{} groups", ts.sec.layout.groups.len());
+    matches_reference(&fx, ts).await;
+}
+
+async fn matches_reference(fx: &Fixture, mut ts: TrainStep) {
     ts.run_forward();
     let logits = to64(&ts.step.read_f32(ts.sec.logits).await.unwrap());
     // Logits are O(1) sums of 32-term f32 dot products through 2 blocks; PyTorch sums in another order.

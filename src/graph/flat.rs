@@ -1,8 +1,9 @@
 //! The flat layout shared by parameters, gradients and both AdamW moments (and, with fp16
-//! storage, the f16 compute copy of the parameters): two contiguous groups (with weight decay,
-//! without), each tensor a view at the same offset in all of them, padded to 128 elements so every
-//! view starts on a 256-byte binding boundary in f32 and f16. AdamW, the gradient norm and
-//! checkpointing are then each a pass over a few ranges.
+//! storage, the f16 compute copy of the parameters): contiguous groups (with weight decay,
+//! without; each split where it would pass `GROUP_MAX` elements), each tensor a view at the same
+//! offset in all of them, padded to 128 elements so every view starts on a 256-byte binding
+//! boundary in f32 and f16. AdamW, the gradient norm and checkpointing are then each a pass over
+//! a few ranges, and a group is one tensor in each class: the memory plan never cuts one.
 
 use std::collections::HashMap;
 
@@ -11,6 +12,11 @@ use crate::model::ParamSpec;
 
 /// Elements a view offset is rounded to (256 bytes of f16, 512 of f32).
 pub const PAD: usize = 128;
+
+/// The most elements one group holds unless one parameter alone is larger: 256 MiB of f32,
+/// WebGPU's default buffer limit. Fixed, not the adapter's, so the layout (and the gradient
+/// norm's order of sums) is the same on every adapter.
+pub const GROUP_MAX: usize = 64 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -62,54 +68,79 @@ impl FlatLayout {
     /// `storage` is the type the kernels read weights and write gradients in: f32 masters and
     /// moments always, gradients and (when not f32) a compute copy of the weights in `storage`.
     pub fn new(t: &mut Tensors, specs: &[ParamSpec], storage: DType) -> Self {
+        Self::with_group_max(t, specs, storage, GROUP_MAX)
+    }
+
+    /// `new` with groups of at most `group_max` elements (tests split small models with it).
+    pub fn with_group_max(t: &mut Tensors, specs: &[ParamSpec], storage: DType, group_max: usize) -> Self {
         let mut layout = FlatLayout::default();
+        let padded = |s: &ParamSpec| s.numel().div_ceil(PAD) * PAD;
         for decay in [true, false] {
-            let members: Vec<&ParamSpec> = specs.iter().filter(|s| s.decay == decay).collect();
-            let mut offsets = Vec::new();
+            // Runs of parameters in table order, each within group_max (or one larger parameter).
+            let mut runs: Vec<Vec<&ParamSpec>> = Vec::new();
             let mut len = 0;
-            for s in &members {
-                offsets.push(len);
-                len += s.numel().div_ceil(PAD) * PAD;
+            for s in specs.iter().filter(|s| s.decay == decay) {
+                if runs.is_empty() || (len > 0 && len + padded(s) > group_max) {
+                    runs.push(Vec::new());
+                    len = 0;
+                }
+                runs.last_mut().unwrap().push(s);
+                len += padded(s);
             }
-            if len == 0 {
-                continue;
+            for (part, members) in runs.iter().enumerate() {
+                layout.add_group(t, members, decay, part, storage);
             }
-            let tag = if decay { "decay" } else { "no_decay" };
-            let group = Group {
-                decay,
-                len,
-                param: t.f32(format!("params.{tag}"), &[len], Class::Param),
-                grad: t.add(format!("grads.{tag}"), &[len], storage, Class::Grad),
-                m: t.f32(format!("adam_m.{tag}"), &[len], Class::Optim),
-                v: t.f32(format!("adam_v.{tag}"), &[len], Class::Optim),
-                copy: (storage != DType::F32).then(|| t.add(format!("params16.{tag}"), &[len], storage, Class::Param)),
-            };
-            for (s, &off) in members.iter().zip(&offsets) {
-                let view = |t: &mut Tensors, base: TensorId, prefix: &str| {
-                    let id = t.view(base, off, s.numel());
-                    let tensor = &mut t.list[id.index()];
-                    tensor.name = format!("{prefix}{}", s.name);
-                    tensor.shape = s.shape.clone();
-                    id
-                };
-                let param = view(t, group.param, "");
-                layout.params.push(FlatParam {
-                    spec: (*s).clone(),
-                    group: layout.groups.len(),
-                    offset: off,
-                    compute: group.copy.map_or(param, |c| view(t, c, "f16.")),
-                    param,
-                    grad: view(t, group.grad, "grad."),
-                    m: view(t, group.m, "adam_m."),
-                    v: view(t, group.v, "adam_v."),
-                });
-            }
-            layout.groups.push(group);
         }
         // Back to model order, so listings read like the model.
         let order: HashMap<&str, usize> = specs.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
         layout.params.sort_by_key(|p| order[p.spec.name.as_str()]);
         layout
+    }
+
+    /// One group of `members` (in order), each a view at the same offset in params, grads and
+    /// moments.
+    fn add_group(&mut self, t: &mut Tensors, members: &[&ParamSpec], decay: bool, part: usize, storage: DType) {
+        let mut offsets = Vec::new();
+        let mut len = 0;
+        for s in members {
+            offsets.push(len);
+            len += s.numel().div_ceil(PAD) * PAD;
+        }
+        if len == 0 {
+            return;
+        }
+        let kind = if decay { "decay" } else { "no_decay" };
+        let tag = if part == 0 { kind.to_string() } else { format!("{kind}.{part}") };
+        let group = Group {
+            decay,
+            len,
+            param: t.f32(format!("params.{tag}"), &[len], Class::Param),
+            grad: t.add(format!("grads.{tag}"), &[len], storage, Class::Grad),
+            m: t.f32(format!("adam_m.{tag}"), &[len], Class::Optim),
+            v: t.f32(format!("adam_v.{tag}"), &[len], Class::Optim),
+            copy: (storage != DType::F32).then(|| t.add(format!("params16.{tag}"), &[len], storage, Class::Param)),
+        };
+        for (s, &off) in members.iter().zip(&offsets) {
+            let view = |t: &mut Tensors, base: TensorId, prefix: &str| {
+                let id = t.view(base, off, s.numel());
+                let tensor = &mut t.list[id.index()];
+                tensor.name = format!("{prefix}{}", s.name);
+                tensor.shape = s.shape.clone();
+                id
+            };
+            let param = view(t, group.param, "");
+            self.params.push(FlatParam {
+                spec: (*s).clone(),
+                group: self.groups.len(),
+                offset: off,
+                compute: group.copy.map_or(param, |c| view(t, c, "f16.")),
+                param,
+                grad: view(t, group.grad, "grad."),
+                m: view(t, group.m, "adam_m."),
+                v: view(t, group.v, "adam_v."),
+            });
+        }
+        self.groups.push(group);
     }
 
     pub fn by_name(&self) -> HashMap<String, &FlatParam> {

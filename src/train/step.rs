@@ -38,6 +38,8 @@ pub struct StepConfig {
     /// Only the forward pass and the loss (evaluation, the whole-forward sampler): no backward,
     /// no optimizer, and no memory for gradients or moments.
     pub forward_only: bool,
+    /// The most elements of one flat parameter group (`graph::flat::GROUP_MAX`; tests lower it).
+    pub group_max: usize,
     /// Micro-batches summed into one optimizer step (their gradients accumulate; the loss of each
     /// is scaled by 1/grad_accum so the sum is the mean over all of them).
     pub grad_accum: usize,
@@ -88,6 +90,7 @@ impl StepConfig {
             max_binding: None,
             max_buffer: None,
             forward_only: false,
+            group_max: crate::graph::flat::GROUP_MAX,
             grad_accum: 1,
             precision: Precision::F32,
             recompute: Recompute::None,
@@ -168,7 +171,7 @@ impl TrainStep {
         g.max_binding = max_binding;
         g.act = cfg.precision.dtype();
         let specs = param_table(&cfg.model);
-        let layout = FlatLayout::new(&mut g.t, &specs, g.act);
+        let layout = FlatLayout::with_group_max(&mut g.t, &specs, g.act, cfg.group_max);
         let (b, t) = (cfg.batch, cfg.seq);
         let ids = g.t.u32("input_ids", &[b, t], Class::Input);
         let targets = g.t.u32("targets", &[b, t], Class::Input);
