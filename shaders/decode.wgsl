@@ -241,7 +241,8 @@ fn decode_sample(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     }
     workgroupBarrier();
     hi = red_f[0];
-    best = red_u[0];
+    // No logit above -3e38 (all NaN, say): token 0 rather than an id outside the vocabulary.
+    best = select(red_u[0], 0u, red_u[0] >= p.v);
     workgroupBarrier();
     red_f[lane] = lo;
     for (var s = LANES / 2u; s > 0u; s /= 2u) {

@@ -89,7 +89,7 @@ pub fn plan(tensors: &Tensors, dispatches: &[Dispatch], align: u64, max_buffer: 
                 placement[i] = Placement { arena: UNPLACED, offset: 0, size: 0 };
                 continue;
             }
-            if off > 0 && off + t.bytes() > max_buffer {
+            if off > 0 && align_up(off + t.bytes(), align) > max_buffer {
                 *by_class.entry(class).or_insert(0) += off;
                 arenas.push(Arena { name: class.name(), part: arena - first_of(&arenas, class), size: off });
                 (arena, off) = (arenas.len(), 0);

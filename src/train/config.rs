@@ -221,15 +221,10 @@ impl RunConfig {
 
     fn apply(&mut self, kv: &str) -> Result<()> {
         self.apply_key(kv)?;
+        // Re-derived after every setting, so the order they come in does not matter; `check` says
+        // when the final sizes do not divide it.
         let micro = self.batch_size * self.block_size;
-        if self.batch_tokens > 0 && micro > 0 {
-            if !self.batch_tokens.is_multiple_of(micro) {
-                return Err(Error::Other(format!(
-                    "--set {}: batch_tokens={} is not a multiple of batch_size x block_size = {micro} tokens",
-                    kv.trim(),
-                    self.batch_tokens
-                )));
-            }
+        if self.batch_tokens > 0 && micro > 0 && self.batch_tokens.is_multiple_of(micro) {
             self.grad_accum = self.batch_tokens / micro;
         }
         Ok(())
@@ -328,6 +323,13 @@ impl RunConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.check().map_err(|m| Error::Other(format!("config: {m}")))?;
+        let micro = self.batch_size * self.block_size;
+        if self.batch_tokens > 0 && self.batch_tokens != micro * self.grad_accum {
+            return Err(Error::Other(format!(
+                "--set batch_tokens={}: not a multiple of batch_size x block_size = {micro} tokens",
+                self.batch_tokens
+            )));
+        }
         // The model's own rules (n_embd divisible by n_head, the head size limit), checked once every
         // setting is in (each --set alone may pass through a combination that does not fit).
         crate::model::GptConfig {
@@ -488,7 +490,13 @@ mod tests {
         // Whatever order: a later batch_size keeps the tokens per step.
         cfg.set("batch_size=4").unwrap();
         assert_eq!(cfg.grad_accum, 6, "1536 tokens = 6 micro-batches of 4 x 64");
-        assert!(cfg.set("batch_size=5").unwrap_err().to_string().contains("not a multiple"));
+        cfg.set("batch_size=5").unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("not a multiple"), "5 x 64 does not divide 1536");
+        cfg.set("block_size=32").unwrap();
+        cfg.set("batch_size=6").unwrap();
+        assert_eq!(cfg.grad_accum, 8, "1536 tokens = 8 micro-batches of 6 x 32, whatever passed on the way");
+        cfg.validate().unwrap();
+        cfg.set("block_size=64").unwrap();
         cfg.set("grad_accum=3").unwrap();
         cfg.set("batch_size=2").unwrap();
         assert_eq!(cfg.grad_accum, 3, "an explicit grad_accum replaces batch_tokens");

@@ -120,13 +120,9 @@ pub struct TrainStep {
 /// tokens per step.
 fn with_fit_advice(e: Error, cfg: &StepConfig, gpu: &Gpu) -> Error {
     if cfg.forward_only {
-        let advice = if cfg.batch > 1 {
-            format!("evaluate fewer windows at once (here {})", cfg.batch)
-        } else {
-            "the model's forward pass over one window needs more than this adapter allows: use an adapter with more \
-             memory, or a model with a shorter context"
-                .to_string()
-        };
+        let advice = "the model's forward pass over one window needs more than this adapter allows: use an adapter \
+                      with more memory or larger buffers"
+            .to_string();
         return match e {
             Error::OutOfMemory { plan, available, .. } => Error::OutOfMemory { plan, available, advice },
             Error::Limit { tensor, what, needed, limit, .. } => Error::Limit { tensor, what, needed, limit, advice },

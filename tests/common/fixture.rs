@@ -5,8 +5,6 @@ use std::collections::HashMap;
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::shared;
-
 pub struct Fixture {
     pub f32s: HashMap<String, Vec<f32>>,
     pub i32s: HashMap<String, Vec<i32>>,
@@ -17,7 +15,7 @@ pub struct Fixture {
 fn fixture_bytes() -> Vec<u8> {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        let path = shared("fixtures/gpt2_tiny_reference.safetensors");
+        let path = super::shared("fixtures/gpt2_tiny_reference.safetensors");
         std::fs::read(&path).unwrap_or_else(|e| {
             panic!("reference fixture {} unreadable: {e} (set WGPT_SHARED to the shared/ folder)", path.display())
         })

@@ -5,8 +5,8 @@
 //! kernel tests run unchanged on both.
 #![allow(dead_code)]
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod fixture;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod process;
 
 #[cfg(not(target_arch = "wasm32"))]
