@@ -807,16 +807,7 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
         if mode.json {
             let mut j = r.to_json(&adapter);
             if let Some(fits) = &fits {
-                j["memory_budget"] = budget.memory.into();
-                j["fits"] = budget.check(cfg)?.0.into();
-                j["largest_batches"] = fits
-                    .iter()
-                    .map(|f| {
-                        serde_json::json!({"precision": f.precision.name(), "recompute": f.recompute.name(),
-                            "batch_size": f.batch, "bytes": f.bytes, "grad_accum": f.grad_accum})
-                    })
-                    .collect::<Vec<_>>()
-                    .into();
+                budget.add_json(&mut j, cfg, fits)?;
             }
             println!("{j}");
             continue;

@@ -82,6 +82,22 @@ impl Budget {
         Ok(out)
     }
 
+    /// `bench --plan-only --memory --json`: the budget, whether `cfg` fits it and every `Fit`,
+    /// added to the preset's object.
+    pub fn add_json(&self, j: &mut serde_json::Value, cfg: &RunConfig, fits: &[Fit]) -> Result<()> {
+        j["memory_budget"] = self.memory.into();
+        j["fits"] = self.check(cfg)?.0.into();
+        j["largest_batches"] = fits
+            .iter()
+            .map(|f| {
+                serde_json::json!({"precision": f.precision.name(), "recompute": f.recompute.name(),
+                    "batch_size": f.batch, "bytes": f.bytes, "grad_accum": f.grad_accum})
+            })
+            .collect::<Vec<_>>()
+            .into();
+        Ok(())
+    }
+
     /// The table `bench --plan-only --memory` prints after the preset's own line.
     pub fn report(&self, cfg: &RunConfig, fits: &[Fit]) -> Result<String> {
         let (ok, total) = self.check(cfg)?;
