@@ -59,8 +59,9 @@ pub struct Generator {
     prefill_span: Option<TensorId>,
     /// The context of a prefill pass (block_size).
     prefill_ids: TensorId,
-    /// Dispatches of the model up to the logits, of one decoding step (then the prefill's).
+    /// Dispatches of the model up to the logits (the caches of a position without its token).
     body: usize,
+    /// Dispatches of one decoding step; the prefill's follow.
     decode_end: usize,
 }
 
