@@ -84,7 +84,8 @@ fn main() {
         if model.vocab_size > 200 {
             tok = Tokenizer::bpe(&text, model.vocab_size).unwrap_or(tok);
         }
-        let trainer = match Trainer::for_model(&gpu, cfg, model, tok, &params) {
+        // What `sample --no-cache` runs: a forward-only program holding the logits whole.
+        let trainer = match Trainer::forward_only(&gpu, cfg, model, tok, &params, 1, true) {
             Ok(t) => t,
             Err(e) => {
                 println!("{name:17} B=1  whole forward: not measured ({e})");

@@ -81,7 +81,7 @@ fn main() -> wgpt::Result<()> {
         ids[..ctx.len()].copy_from_slice(&ctx);
         step.set_batch(&ids, &vec![0; batch * t])?;
         step.run_forward();
-        let logits = pollster::block_on(step.step.read_f32(step.sec.logits))?;
+        let logits = pollster::block_on(step.step.read_f32(step.sec.logits.expect("one chunk of logits")))?;
         let v = chars.len();
         let row = &logits[(ctx.len() - 1) * v..ctx.len() * v];
         let next = (0..v).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();

@@ -1,14 +1,15 @@
 // Fused softmax cross-entropy over the vocabulary. Forward: per-row loss = logsumexp(logits) −
 // logits[target] in f32 (max subtracted first), keeping the log-sum-exp for backward. Backward:
 // dlogits = (softmax − onehot) · scale, written in place over the logits (they are not needed again).
+// The logits may be one chunk of rows: row r of the chunk is row row0 + r of the per-row tensors.
 
-struct Params { rows: u32, V: u32, scale: f32 }
+struct Params { rows: u32, V: u32, scale: f32, row0: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 
-@group(0) @binding(1) var<storage, read_write> losses: array<f32>;   // (rows)
-@group(0) @binding(2) var<storage, read_write> lse: array<f32>;      // (rows)
+@group(0) @binding(1) var<storage, read_write> losses: array<f32>;   // (row0 + rows)
+@group(0) @binding(2) var<storage, read_write> lse: array<f32>;      // (row0 + rows)
 @group(0) @binding(3) var<storage, read_write> logits: array<st>;    // (rows, V); backward: dlogits
-@group(0) @binding(4) var<storage, read_write> targets: array<u32>;  // (rows)
+@group(0) @binding(4) var<storage, read_write> targets: array<u32>;  // (row0 + rows)
 
 // One invocation per row, one pass with a running maximum (online softmax).
 @compute @workgroup_size(WG)
@@ -28,13 +29,13 @@ fn xent_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
         }
     }
     let l = m + log(s);
-    lse[r] = l;
-    losses[r] = l - f32(logits[base + targets[r]]);
+    lse[p.row0 + r] = l;
+    losses[p.row0 + r] = l - f32(logits[base + targets[p.row0 + r]]);
 }
 
 // dlogits_i = (softmax_i - onehot_i) * scale, in f32 until the store.
 fn dlogit(i: u32, scale: f32) -> st {
-    let r = i / p.V;
+    let r = p.row0 + i / p.V;
     let prob = exp(f32(logits[i]) - lse[r]);
     return st((prob - select(0.0, 1.0, i % p.V == targets[r])) * scale);
 }

@@ -65,6 +65,10 @@ pub enum Command {
         /// step on this adapter. Uses the adapter's binding limits, or WebGPU's defaults without one.
         #[arg(long)]
         plan_only: bool,
+        /// Build the step (every buffer created, every pipeline built) and run nothing: shows
+        /// that a shape fits this adapter without the time a step would take.
+        #[arg(long, conflicts_with_all = ["plan_only", "profile"])]
+        compile_only: bool,
         /// With --plan-only: the memory the step must fit (e.g. 24GiB; default WGPT_DEVICE_MEMORY):
         /// says whether it does, and for each precision and recompute policy the largest
         /// micro-batch that fits and the grad_accum keeping the tokens per step.
@@ -317,7 +321,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info => info(backend),
         Command::Train(args) => train(backend, args),
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
-        Command::Bench { preset, steps, set, profile, peak_tflops, json, plan_only, memory, precision, recompute } => {
+        Command::Bench {
+            preset,
+            steps,
+            set,
+            profile,
+            peak_tflops,
+            json,
+            plan_only,
+            compile_only,
+            memory,
+            precision,
+            recompute,
+        } => {
             let set: Vec<String> = precision
                 .iter()
                 .map(|p| format!("precision={p}"))
@@ -325,7 +341,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .chain(set)
                 .collect();
             let profile = profile.then_some(crate::train::bench::ProfileAsk { peak_tflops });
-            bench(backend, &preset, steps, &set, BenchMode { profile, json, plan_only, memory })
+            bench(backend, &preset, steps, &set, BenchMode { profile, json, plan_only, compile_only, memory })
         }
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
             let input = crate::data::dataset::Input::detect(Some(&data))?;
@@ -641,6 +657,7 @@ fn open_checkpoint<T>(
     ckpt: &Path,
     windows: impl FnOnce(&crate::model::GptConfig, &T) -> usize,
     prepare: impl FnOnce(&crate::model::GptConfig, &crate::data::Tokenizer) -> Result<T>,
+    keep_logits: bool,
 ) -> Result<(crate::train::trainer::Trainer, T)> {
     use crate::train::config::RunConfig;
     use crate::train::trainer::Trainer;
@@ -652,7 +669,7 @@ fn open_checkpoint<T>(
         (model.n_layer, model.n_head, model.n_embd, model.block_size);
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
     let windows = windows(&model, &prepared);
-    Ok((Trainer::forward_only(&gpu, cfg, model, tokenizer, &found.params, windows)?, prepared))
+    Ok((Trainer::forward_only(&gpu, cfg, model, tokenizer, &found.params, windows, keep_logits)?, prepared))
 }
 
 /// `sample --no-cache`: a whole forward pass over the context for every token.
@@ -669,6 +686,7 @@ fn sample_recomputing(
         ckpt,
         |_, _| 1,
         |_, tok| tok.encode(prompt).map_err(|e| crate::Error::Other(format!("--prompt: {e}"))),
+        true,
     )?;
     let mut rng = crate::data::batches::Rng(seed);
     let started = std::time::Instant::now();
@@ -734,13 +752,19 @@ fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) ->
     let corpus = crate::train::trainer::load_corpus(data)?;
     let in_text = |e: crate::Error| crate::Error::Other(format!("{}: {e}", corpus.source));
     let windows = |model: &crate::model::GptConfig, t: &Vec<u32>| (t.len() - 1) / model.block_size;
-    let (trainer, tokens) = open_checkpoint(backend, ckpt, windows, |model, tok| {
-        let tokens = tok.encode(&corpus.text).map_err(|e| {
-            in_text(crate::Error::Other(format!("{e}; evaluate on text the checkpoint's tokenizer covers")))
-        })?;
-        crate::train::trainer::check_windows(tokens.len(), model.block_size).map_err(in_text)?;
-        Ok(tokens)
-    })?;
+    let (trainer, tokens) = open_checkpoint(
+        backend,
+        ckpt,
+        windows,
+        |model, tok| {
+            let tokens = tok.encode(&corpus.text).map_err(|e| {
+                in_text(crate::Error::Other(format!("{e}; evaluate on text the checkpoint's tokenizer covers")))
+            })?;
+            crate::train::trainer::check_windows(tokens.len(), model.block_size).map_err(in_text)?;
+            Ok(tokens)
+        },
+        false,
+    )?;
     let (loss, n) = trainer.eval_windows(&tokens).map_err(in_text)?;
     if json {
         println!("{}", serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": n}));
@@ -755,6 +779,7 @@ struct BenchMode {
     profile: Option<crate::train::bench::ProfileAsk>,
     json: bool,
     plan_only: bool,
+    compile_only: bool,
     memory: Option<u64>,
 }
 
@@ -800,6 +825,7 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             align: gpu.as_ref().map_or(256, |g| g.align()),
         };
         let r = match &gpu {
+            Some(g) if mode.compile_only => crate::train::bench::compile_only(g, cfg)?,
             Some(g) if !mode.plan_only => crate::train::bench::bench(g, cfg, steps, mode.profile)?,
             _ => crate::train::bench::plan_only(cfg, budget.max_binding, budget.max_buffer, budget.align)?,
         };
@@ -812,8 +838,9 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             println!("{j}");
             continue;
         }
-        let timing = match (r.ms_per_step, r.tokens_per_s) {
-            (Some(ms), Some(tps)) => format!("{ms:10.1} ms/step  {tps:10.0} tokens/s"),
+        let timing = match (r.ms_per_step, r.tokens_per_s, r.compile_s) {
+            (Some(ms), Some(tps), _) => format!("{ms:10.1} ms/step  {tps:10.0} tokens/s"),
+            (_, _, Some(s)) => format!("(compiled in {s:.1} s, not run)"),
             _ => "(plan only)".into(),
         };
         println!(

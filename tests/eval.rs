@@ -35,7 +35,8 @@ async fn forward_only_scores_like_the_training_step_at_any_batch() {
     let training = Trainer::build_for_model(gpu, cfg.clone(), MODEL, tok.clone(), &params).await.unwrap();
     let want = training.score_windows(&tokens).await.unwrap();
     for windows in [1, 5, 64] {
-        let t = Trainer::build_forward_only(gpu, cfg.clone(), MODEL, tok.clone(), &params, windows).await.unwrap();
+        let t =
+            Trainer::build_forward_only(gpu, cfg.clone(), MODEL, tok.clone(), &params, windows, false).await.unwrap();
         assert_eq!(t.cfg.batch_size, windows.next_power_of_two().min(64), "windows {windows}");
         let plan = &t.ts.step.plan;
         assert_eq!(plan.class_bytes(Class::Grad) + plan.class_bytes(Class::Optim), 0, "gradient or moment memory");

@@ -24,7 +24,7 @@ fn gpt_residual_adds_and_gelus_fold_into_the_linears() {
     let ids = g.t.u32("input_ids", &[2, 16], Class::Input);
     let targets = g.t.u32("targets", &[2, 16], Class::Input);
     let loss = g.t.f32("loss", &[4], Class::Output);
-    gpt::record(&mut g, &cfg, &layout.param_ids(), ids, targets, loss).unwrap();
+    gpt::record(&mut g, &cfg, &layout.param_ids(), ids, targets, loss, usize::MAX).unwrap();
     let before = g.nodes.len();
     assert_eq!(g.clone().fuse(Recompute::None, Fusion::Off), Fused::default());
     let mut aliased = g.clone();
@@ -121,7 +121,7 @@ fn residual_block(fusion: Fusion, policy: Recompute, extra_reader: bool) -> (Fus
     let folded = g.fuse(policy, fusion);
     let mut d = g.forward_dispatches();
     let grads: HashMap<_, _> = params.iter().map(|&(p, d, _)| (p, d)).collect();
-    d.extend(Autodiff::new(&mut g, &grads, false).with_recompute(policy).backward(1.0));
+    d.extend(Autodiff::new(&mut g, &grads, false).with_recompute(policy).backward(1.0).late);
     let step = pollster::block_on(Step::compile(
         gpu(),
         &mut PipelineCache::new(),

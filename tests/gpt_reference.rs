@@ -53,11 +53,124 @@ async fn tiny_gpt_matches_pytorch_reference_with_split_parameter_groups() {
     matches_reference(&fx, ts).await;
 }
 
+/// The lm_head and the loss in chunks of 8 rows (4 chunks, each chunk's gradient taken inside the
+/// forward section, its logits gone after it): the same reference, to the same bounds.
+#[gpu_test]
+async fn tiny_gpt_matches_pytorch_reference_with_chunked_logits() {
+    let fx = load();
+    let ts = build_with(&fx, StepConfig { logits_chunk: Some(8), ..StepConfig::new(GptConfig::tiny(), 2) }).await;
+    assert_eq!(ts.sec.head_grads.len(), 4, "4 chunks, each with its gradient");
+    assert!(ts.sec.logits.is_none(), "no whole logits");
+    matches_reference(&fx, ts).await;
+}
+
+/// Chunked logits against whole ones. Every row's logits, loss and dlogits come from the same
+/// kernels, so the loss and every gradient but wte's are the same bits. wte's gradient adds each
+/// chunk's product (in chunk order) instead of one product over all R rows: the same f32 terms
+/// dlogits[r, v]·x[r, c] grouped differently, so the two differ by rounding only. Any summation of
+/// n terms is within (n−1)·u·Σ|terms| of the exact sum (u = 2⁻²⁴); with ln_f's output bounded by
+/// |x[r, c]| ≤ √C·|w_c| + |b_c| (a normalized row has norm √C), the two are within
+/// 2·(R+1)·u·(2·S + |g|) of each other, S = Σ_r |dlogits[r, v]|·(√C·|w_c| + |b_c|) from the
+/// reference logits, |g| the whole path's entry (bounding the embedding's share). A chunk dropped,
+/// doubled or misplaced is off by whole terms, far above that. The loss-only pass (`run_loss`)
+/// gives the same loss and writes no gradient.
+#[gpu_test]
+async fn chunked_logits_give_the_whole_logits_bits_but_for_wte_within_rounding() {
+    let fx = load();
+    let whole = step_bits(&build(&fx).await).await;
+    let ts = build_with(&fx, StepConfig { logits_chunk: Some(8), ..StepConfig::new(GptConfig::tiny(), 2) }).await;
+    let chunked = step_bits(&ts).await;
+    assert_eq!(chunked.0, whole.0, "loss bits differ");
+    let wte = "transformer.wte.weight";
+    for (name, bits) in &whole.1 {
+        if name != wte {
+            assert!(bits == &chunked.1[name], "gradient {name} differs with chunked logits");
+        }
+    }
+    let m = GptConfig::tiny();
+    let (v, c, rows) = (m.vocab_size, m.n_embd, fx.i32s["targets"].len());
+    let (w, b) = (&fx.f32s["param.transformer.ln_f.weight"], &fx.f32s["param.transformer.ln_f.bias"]);
+    let logits = &fx.f32s["logits"];
+    let mut dl_abs = vec![0.0f64; v];
+    for r in 0..rows {
+        let row: Vec<f64> = logits[r * v..(r + 1) * v].iter().map(|&x| x as f64).collect();
+        let mx = row.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = row.iter().map(|x| (x - mx).exp()).sum();
+        for (j, x) in row.iter().enumerate() {
+            let onehot = if j == fx.i32s["targets"][r] as usize { 1.0 } else { 0.0 };
+            dl_abs[j] += ((x - mx).exp() / z - onehot).abs() / rows as f64;
+        }
+    }
+    let u = f32::EPSILON as f64 / 2.0;
+    let (mut worst, mut differ) = (0.0f64, 0);
+    for (i, (&gw, &gc)) in whole.1[wte].iter().zip(&chunked.1[wte]).enumerate() {
+        let (gw, gc) = (f32::from_bits(gw) as f64, f32::from_bits(gc) as f64);
+        let (tok, ch) = (i / c, i % c);
+        let s = 1.01 * dl_abs[tok] * ((c as f64).sqrt() * (w[ch] as f64).abs() + (b[ch] as f64).abs());
+        let bound = 2.0 * (rows + 1) as f64 * u * (2.0 * s + gw.abs());
+        assert!((gw - gc).abs() <= bound, "dwte[{tok}, {ch}]: {gc} chunked vs {gw} whole, bound {bound:e}");
+        worst = worst.max((gw - gc).abs() / bound.max(f64::MIN_POSITIVE));
+        differ += (gw != gc) as usize;
+    }
+    println!(
+        "dwte: {differ} of {} entries differ in rounding; the largest difference is {worst:.3} of its bound",
+        v * c
+    );
+
+    ts.run_zero_grads();
+    ts.run_loss();
+    assert_eq!(ts.stats().await.unwrap().loss.to_bits(), whole.0, "the loss-only pass gives another loss");
+    let grads = ts.read_grads().await.unwrap();
+    assert!(grads.values().flatten().all(|&g| g == 0.0), "the loss-only pass wrote a gradient");
+}
+
+/// Activations wider than the residual stream that exceed one binding (a 32 KiB limit, forced, on
+/// a model of small weights and long rows: B=8, T=64, C=16, where the stream takes 32 KiB): the
+/// GELUs run in windows of rows and attention in windows of sequences, as the matmuls already did.
+/// Every row's values come from the same kernels, so the loss is the same bits; parameter
+/// gradients add the windows' partial sums in another grouping, within f32 rounding of the
+/// unsplit ones.
+#[gpu_test]
+async fn activations_larger_than_a_binding_run_in_windows() {
+    let model = GptConfig { vocab_size: 64, block_size: 64, n_layer: 2, n_head: 2, n_embd: 16 };
+    let batch = 8;
+    let mut r = rng(9);
+    let init: HashMap<String, Vec<f32>> = wgpt::model::param_table(&model)
+        .iter()
+        .map(|s| (s.name.clone(), to32(&randn(&mut r, s.numel(), 0.3))))
+        .collect();
+    let ids: Vec<u32> = (0..batch * 64).map(|i| ((i * 37 + 11) % 64) as u32).collect();
+    let targets: Vec<u32> = (0..batch * 64).map(|i| ((i * 91 + 5) % 64) as u32).collect();
+    let run = async |max_binding: Option<u64>| {
+        let cfg = StepConfig { max_binding, ..StepConfig::new(model, batch) };
+        let ts = TrainStep::build(open_gpu().await, &mut PipelineCache::new(), cfg).await.unwrap();
+        let count = |prefix: &str| ts.step.dispatches.iter().filter(|d| d.entry.starts_with(prefix)).count();
+        let counts = ["attention_forward", "gelu_forward"].map(count);
+        ts.load_params(|name, _| Ok(init[name].clone())).unwrap();
+        ts.set_batch(&ids, &targets).unwrap();
+        ts.run_forward();
+        ts.run_backward();
+        (counts, ts.stats().await.unwrap().loss, ts.read_grads().await.unwrap())
+    };
+    let (whole, loss1, g1) = run(None).await;
+    // qkv (8 sequences of 12 KiB, 96 KiB) in 4 windows of 2 sequences; the MLP's 128 KiB in 4.
+    let (split, loss2, g2) = run(Some(32 << 10)).await;
+    assert_eq!(whole, [2, 2], "unsplit: one dispatch per op and layer");
+    assert_eq!(split, [8, 8], "split: attention by sequences, GELU by rows");
+    assert_eq!(loss2.to_bits(), loss1.to_bits(), "the loss must be the same bits");
+    for (name, a) in &g1 {
+        let a = to64(a);
+        assert_close(&format!("grad {name}"), &to64(&g2[name]), &a, 1e-5 * max_abs(&a), 1e-4);
+    }
+}
+
 async fn matches_reference(fx: &Fixture, mut ts: TrainStep) {
     ts.run_forward();
-    let logits = to64(&ts.step.read_f32(ts.sec.logits).await.unwrap());
-    // Logits are O(1) sums of 32-term f32 dot products through 2 blocks; PyTorch sums in another order.
-    assert_close("logits", &logits, &to64(&fx.f32s["logits"]), 2e-5, 1e-4);
+    if let Some(logits) = ts.sec.logits {
+        let logits = to64(&ts.step.read_f32(logits).await.unwrap());
+        // Logits are O(1) sums of 32-term f32 dot products through 2 blocks; PyTorch sums in another order.
+        assert_close("logits", &logits, &to64(&fx.f32s["logits"]), 2e-5, 1e-4);
+    }
     let loss = ts.stats().await.unwrap().loss as f64;
     assert_close("loss", &[loss], &[fx.f32s["loss"][0] as f64], 1e-5, 1e-5);
 

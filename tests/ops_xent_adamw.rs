@@ -11,7 +11,7 @@ use wgpt::ops::xent::CrossEntropy;
 #[test]
 fn xent_cpu_backward_matches_finite_differences() {
     let mut r = rng(3);
-    let op = CrossEntropy { rows: 3, v: 7 };
+    let op = CrossEntropy { rows: 3, v: 7, row0: 0 };
     let logits = randn(&mut r, 21, 2.0);
     let targets = vec![0, 6, 3];
     let scale = 1.0 / 3.0;
@@ -23,7 +23,7 @@ fn xent_cpu_backward_matches_finite_differences() {
 async fn xent_kernels_match_reference() {
     for (s, &(rows, v)) in [(1, 1), (5, 65), (70, 300)].iter().enumerate() {
         let mut r = rng(50 + s as u64);
-        let op = CrossEntropy { rows, v };
+        let op = CrossEntropy { rows, v, row0: 0 };
         let logits = randn(&mut r, rows * v, 4.0);
         let targets: Vec<u32> = (0..rows).map(|_| r.random_range(0..v as u32)).collect();
         let mut k = Kit::new();
@@ -48,6 +48,39 @@ async fn xent_kernels_match_reference() {
         let want = op.cpu_backward(&logits, &targets, scale as f64);
         assert_close("xent dlogits (in place)", &ran.get(li).await, &want, 1e-6, 1e-4);
     }
+}
+
+/// The lm_head's chunks: each chunk binds its own logits and the whole per-row tensors at `row0`;
+/// every row's loss, lse and dlogits are those of the whole-logits kernels, bit for bit.
+#[gpu_test]
+async fn xent_kernels_take_chunks_of_rows() {
+    let (rows, v) = (70, 300);
+    let mut r = rng(57);
+    let logits = randn(&mut r, rows * v, 4.0);
+    let targets: Vec<u32> = (0..rows).map(|_| r.random_range(0..v as u32)).collect();
+    let scale = 1.0 / rows as f32;
+    let whole = CrossEntropy { rows, v, row0: 0 };
+    let mut k = Kit::new();
+    let ti = k.input_u32("targets", &targets);
+    let li = k.input("logits", &logits);
+    let (losses, lse) = (k.output("losses", rows), k.output("lse", rows));
+    k.push([whole.forward(losses, lse, li, ti), whole.backward(li, lse, ti, scale, None)]);
+    let (closses, clse) = (k.output("chunk losses", rows), k.output("chunk lse", rows));
+    let mut chunks = Vec::new();
+    for (row0, n) in [(0, 32), (32, 33), (65, 5)] {
+        let op = CrossEntropy { rows: n, v, row0 };
+        let ci = k.input("chunk logits", &logits[row0 * v..(row0 + n) * v]);
+        k.push([op.forward(closses, clse, ci, ti), op.backward(ci, clse, ti, scale, None)]);
+        chunks.push(ci);
+    }
+    let ran = k.run().await;
+    assert_eq!(ran.get_bits(closses).await, ran.get_bits(losses).await, "chunked losses");
+    assert_eq!(ran.get_bits(clse).await, ran.get_bits(lse).await, "chunked lse");
+    let mut d = Vec::new();
+    for c in chunks {
+        d.extend(ran.get_bits(c).await);
+    }
+    assert_eq!(d, ran.get_bits(li).await, "chunked dlogits");
 }
 
 #[gpu_test]

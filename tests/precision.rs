@@ -165,7 +165,7 @@ async fn f16_elementwise_and_xent_match_reference() {
         check16("f16 residual db (accumulated)", &ran.get(db).await, &add(&prior, &g), 0.0);
     }
     // Cross-entropy: logits f16, losses and log-sum-exp f32, dlogits written over the logits.
-    let op = CrossEntropy { rows: 20, v: 65 };
+    let op = CrossEntropy { rows: 20, v: 65, row0: 0 };
     let logits = randn16(&mut r, op.rows * op.v, 3.0);
     let targets: Vec<u32> = (0..op.rows).map(|_| r.random_range(0..op.v as u32)).collect();
     let mut kit = Kit::f16();

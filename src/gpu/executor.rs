@@ -297,11 +297,16 @@ impl Step {
 
     /// Records `range` of the dispatch list into one compute pass and submits it.
     pub fn run_range(&self, range: Range<usize>) {
+        self.run_ranges(&[range]);
+    }
+
+    /// Records the `ranges` of the dispatch list, in order, into one compute pass and submits it.
+    pub fn run_ranges(&self, ranges: &[Range<usize>]) {
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         {
             let mut pass =
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("step"), timestamp_writes: None });
-            for c in &self.compiled[range] {
+            for c in ranges.iter().flat_map(|r| &self.compiled[r.clone()]) {
                 pass.set_pipeline(&c.kernel.pipeline);
                 pass.set_bind_group(0, &c.bind_group, &[]);
                 pass.dispatch_workgroups(c.groups[0], c.groups[1], c.groups[2]);

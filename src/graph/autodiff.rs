@@ -160,12 +160,20 @@ impl<'a> Autodiff<'a> {
         self.g.t.f32(format!("scratch.{name}"), &[n.max(1)], Class::Scratch)
     }
 
-    /// The backward dispatch list. `scale` multiplies dLoss/dlogits (1 for a plain mean loss;
-    /// 1/k when k micro-batches are accumulated).
-    pub fn backward(mut self, scale: f32) -> Vec<Dispatch> {
-        let mut d = Vec::new();
+    /// The backward dispatches. `scale` multiplies dLoss/dlogits (1 for a plain mean loss;
+    /// 1/k when k micro-batches are accumulated). The rules of an eager group (a chunk of the
+    /// lm_head and its loss, `Graph::eager`) go in `Backward::early`, to run right after the
+    /// group's forward; the rest, in reverse order of the forward, in `Backward::late`.
+    pub fn backward(mut self, scale: f32) -> Backward {
+        let mut out = Backward { early: vec![(0, Vec::new()); self.g.eager.len()], late: Vec::new() };
         let nodes = self.g.nodes.clone();
-        for node in nodes.iter().rev() {
+        for i in 0..nodes.len() {
+            if let Some(e) = self.g.eager_group(i) {
+                out.early[e].0 = i;
+            }
+        }
+        for (i, node) in nodes.iter().enumerate().rev() {
+            let mut d = Vec::new();
             match *node {
                 // xent_backward: dlogits = (softmax − onehot) · scale, in place over the logits.
                 Node::CrossEntropy { op, lse, logits, targets, scale: row_scale, .. } => {
@@ -271,7 +279,40 @@ impl<'a> Autodiff<'a> {
                     d.extend(op.backward(dwte, at, dwpe, dout, buckets));
                 }
             }
+            match self.g.eager_group(i) {
+                // Walking backwards, a group's first rule is its last node's: later rules go after.
+                Some(e) => out.early[e].1.extend(d),
+                None => out.late.extend(d),
+            }
         }
-        d
+        out
+    }
+}
+
+/// The backward pass as `Autodiff::backward` schedules it.
+#[derive(Debug, Default)]
+pub struct Backward {
+    /// Per eager group: the index of its last forward node, and the dispatches that follow it.
+    pub early: Vec<(usize, Vec<Dispatch>)>,
+    /// Everything else, after the forward pass.
+    pub late: Vec<Dispatch>,
+}
+
+impl Backward {
+    /// The forward pass of `g` with each eager group's gradient after its last node, and the
+    /// ranges those gradients take in it (a loss-only pass skips them).
+    pub fn forward_with_early(&mut self, g: &Graph) -> (Vec<Dispatch>, Vec<std::ops::Range<usize>>) {
+        let (mut list, mut ranges) = (Vec::new(), Vec::new());
+        for (i, node) in g.nodes.iter().enumerate() {
+            list.push(node.forward());
+            for (last, d) in self.early.iter_mut() {
+                if *last == i && !d.is_empty() {
+                    let start = list.len();
+                    list.append(d);
+                    ranges.push(start..list.len());
+                }
+            }
+        }
+        (list, ranges)
     }
 }

@@ -87,6 +87,14 @@ impl Recompute {
                 drop.remove(&root(logits));
             }
         }
+        // An eager group's gradient runs inside the forward pass, while what it reads still lives.
+        for (i, node) in g.nodes.iter().enumerate() {
+            if g.eager_group(i).is_some() {
+                for t in node.writes().into_iter().chain(node.reads()) {
+                    drop.remove(&root(t));
+                }
+            }
+        }
         drop.retain(|&r| g.t.get(r).class == Class::Activation);
         drop
     }

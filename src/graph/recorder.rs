@@ -97,11 +97,21 @@ pub struct Graph {
     /// Transformer block scopes as (first node index, block): nodes from that index on belong to
     /// the block (None: outside every block) until the next marker. Recomputation reads them.
     pub scopes: Vec<(usize, Option<usize>)>,
+    /// Logits chunks whose gradient the step takes right after their forward (`lm_head_loss`):
+    /// the nodes that write or read one form a group, see `eager_group`.
+    pub eager: Vec<TensorId>,
 }
 
 impl Default for Graph {
     fn default() -> Self {
-        Graph { t: Tensors::default(), nodes: Vec::new(), max_binding: u64::MAX, act: DType::F32, scopes: Vec::new() }
+        Graph {
+            t: Tensors::default(),
+            nodes: Vec::new(),
+            max_binding: u64::MAX,
+            act: DType::F32,
+            scopes: Vec::new(),
+            eager: Vec::new(),
+        }
     }
 }
 
@@ -111,6 +121,16 @@ fn gcd(a: usize, b: usize) -> usize {
     } else {
         gcd(b, a % b)
     }
+}
+
+/// The fewest rows whose windows of every tensor in `widths` ((row width, element type) pairs)
+/// span whole 256-byte units, so chunks of a multiple of it start where a binding may.
+fn row_step(widths: &[(usize, DType)]) -> usize {
+    let unit = |w: usize, d: DType| {
+        let e = (256 / d.size()) as usize;
+        e / gcd(w.max(1), e)
+    };
+    widths.iter().map(|&(w, d)| unit(w, d)).fold(1, |a, b| a * b / gcd(a, b))
 }
 
 fn shape_err(what: &str, got: &[usize], want: &str) -> Error {
@@ -139,6 +159,13 @@ impl Graph {
     /// Nodes recorded from here on belong to no block.
     pub fn end_block(&mut self) {
         self.scopes.push((self.nodes.len(), None));
+    }
+
+    /// The eager group (an index into `eager`) node `i` belongs to, if any.
+    pub fn eager_group(&self, i: usize) -> Option<usize> {
+        let node = &self.nodes[i];
+        let touched: Vec<TensorId> = node.writes().into_iter().chain(node.reads()).map(|t| self.t.root(t)).collect();
+        self.eager.iter().position(|e| touched.contains(e))
     }
 
     /// The block node `i` was recorded in, if any.
@@ -281,17 +308,25 @@ impl Graph {
             return Err(shape_err(name, &s, &format!("3C with C divisible by {nh} heads")));
         }
         let c = c3 / 3;
-        let op = Attention { b, t, nh, hs: c / nh };
         let out = self.act(name.to_string(), &[b, t, c]);
         let lse = self.stat(format!("{name}.lse"), &[b, nh, t]);
-        self.nodes.push(Node::Attention { op, out, lse, qkv });
+        // Sequences are independent: more than one binding holds takes several dispatches.
+        for (n, [out, lse, qkv]) in self.windows(b, [(out, t * c), (lse, nh * t), (qkv, t * c3)]) {
+            let op = Attention { b: n, t, nh, hs: c / nh };
+            self.nodes.push(Node::Attention { op, out, lse, qkv });
+        }
         Ok(out)
     }
 
+    /// GELU, in windows of rows where the MLP's 4C-wide rows exceed one binding. (The residual
+    /// stream, B·T·C, is bound whole by the embedding, LayerNorms and adds.)
     pub fn gelu(&mut self, name: &str, x: TensorId) -> Result<TensorId> {
         let s = self.shape(x).to_vec();
         let out = self.act(name.to_string(), &s);
-        self.nodes.push(Node::Gelu { n: s.iter().product(), out, x });
+        let (width, rows) = (*s.last().unwrap(), s.iter().product::<usize>() / s.last().unwrap());
+        for (n, [out, x]) in self.windows(rows, [(out, width), (x, width)]) {
+            self.nodes.push(Node::Gelu { n: n * width, out, x });
+        }
         Ok(out)
     }
 
@@ -305,44 +340,95 @@ impl Graph {
         Ok(out)
     }
 
+    /// The tensors' windows over chunks of `rows` rows (each given with its row width in
+    /// elements) that fit one binding: `(rows in the chunk, windows)`, the tensors themselves
+    /// when one chunk holds every row.
+    fn windows<const N: usize>(&mut self, rows: usize, tensors: [(TensorId, usize); N]) -> Vec<(usize, [TensorId; N])> {
+        let widths: Vec<(usize, DType)> = tensors.iter().map(|&(t, w)| (w, self.t.get(t).dtype)).collect();
+        self.row_chunks(rows, &widths)
+            .into_iter()
+            .map(|(r0, n)| (n, tensors.map(|(t, w)| self.window(t, r0 * w, n * w))))
+            .collect()
+    }
+
     /// Mean cross-entropy of logits (.., V) against targets (..) u32, written to `loss[index]`.
-    /// Logits larger than one binding are taken in chunks of rows.
     pub fn cross_entropy(&mut self, logits: TensorId, targets: TensorId, loss: TensorId, index: usize) -> Result<()> {
         let s = self.shape(logits).to_vec();
         let v = *s.last().unwrap();
         let rows = s.iter().product::<usize>() / v;
+        let (losses, lse) = self.xent_outputs(targets, rows)?;
+        self.xent_rows(logits, 0, targets, losses, lse, rows);
+        self.nodes.push(Node::Mean { rows, out: loss, index, losses });
+        Ok(())
+    }
+
+    /// The tied lm_head (x (.., C) @ wte (V, C)^T) and the mean cross-entropy against targets,
+    /// `chunk` rows at a time, written to `loss[index]`. With several chunks each has its own
+    /// logits tensor, and the step takes a chunk's gradient (dlogits, its rows of dx, its share of
+    /// dwte) right after its loss (`eager`), so only one chunk of logits is ever held. Returns the
+    /// logits when one chunk holds them all.
+    pub fn lm_head_loss(
+        &mut self,
+        x: TensorId,
+        wte: TensorId,
+        targets: TensorId,
+        loss: TensorId,
+        index: usize,
+        chunk: usize,
+    ) -> Result<Option<TensorId>> {
+        let c = *self.shape(x).last().unwrap();
+        let rows = self.t.get(x).numel() / c;
+        let (losses, lse) = self.xent_outputs(targets, rows)?;
+        // A chunk's rows of x must start on a binding offset boundary.
+        let step = row_step(&[(c, self.act)]);
+        let per = if rows <= chunk { rows } else { (chunk / step).max(1) * step };
+        let chunks: Vec<(usize, usize)> = (0..rows).step_by(per.max(1)).map(|r0| (r0, per.min(rows - r0))).collect();
+        let mut whole = None;
+        for (i, &(r0, n)) in chunks.iter().enumerate() {
+            let name = if chunks.len() == 1 { "logits".to_string() } else { format!("logits.{i}") };
+            let xv = self.window(x, r0 * c, n * c);
+            if xv != x {
+                self.t.list[xv.index()].shape = vec![n, c];
+            }
+            let logits = self.linear(&name, xv, wte, None, true)?; // (n, V)
+            self.xent_rows(logits, r0, targets, losses, lse, rows);
+            if chunks.len() == 1 {
+                whole = Some(logits);
+            } else {
+                self.eager.push(logits);
+            }
+        }
+        self.nodes.push(Node::Mean { rows, out: loss, index, losses });
+        Ok(whole)
+    }
+
+    /// The per-row losses (kept readable after the step: evaluation counts rows) and log-sum-exps.
+    fn xent_outputs(&mut self, targets: TensorId, rows: usize) -> Result<(TensorId, TensorId)> {
         if self.t.get(targets).numel() != rows {
             return Err(shape_err("targets", self.shape(targets), &format!("{rows} positions")));
         }
-        // Per-row losses stay readable after the step (evaluation counts rows).
-        let losses = self.t.f32("xent.losses", &[rows], Class::Output);
-        let lse = self.t.f32("xent.lse", &[rows], Class::Activation);
-        for (r0, n) in self.row_chunks(rows, &[(v, self.act), (1, DType::F32)]) {
-            let win = |t: &mut Tensors, x: TensorId, width: usize| {
-                if n == rows {
-                    x
-                } else {
-                    t.view(x, r0 * width, n * width)
-                }
-            };
-            let (lg, tg, ls, le) = (
-                win(&mut self.t, logits, v),
-                win(&mut self.t, targets, 1),
-                win(&mut self.t, losses, 1),
-                win(&mut self.t, lse, 1),
-            );
-            let op = CrossEntropy { rows: n, v };
-            self.nodes.push(Node::CrossEntropy {
-                op,
-                losses: ls,
-                lse: le,
-                logits: lg,
-                targets: tg,
-                scale: 1.0 / rows as f32,
-            });
+        Ok((self.t.f32("xent.losses", &[rows], Class::Output), self.t.f32("xent.lse", &[rows], Class::Activation)))
+    }
+
+    /// Cross-entropy nodes for `logits` (n, V), rows row0.. of the `rows`-row loss; logits larger
+    /// than one binding are taken in windows of rows.
+    fn xent_rows(
+        &mut self,
+        logits: TensorId,
+        row0: usize,
+        targets: TensorId,
+        losses: TensorId,
+        lse: TensorId,
+        rows: usize,
+    ) {
+        let s = self.shape(logits).to_vec();
+        let v = *s.last().unwrap();
+        let n = s.iter().product::<usize>() / v;
+        for (r0, m) in self.row_chunks(n, &[(v, self.act)]) {
+            let lg = if m == n { logits } else { self.t.view(logits, r0 * v, m * v) };
+            let op = CrossEntropy { rows: m, v, row0: row0 + r0 };
+            self.nodes.push(Node::CrossEntropy { op, losses, lse, logits: lg, targets, scale: 1.0 / rows as f32 });
         }
-        self.nodes.push(Node::Mean { rows, out: loss, index, losses });
-        Ok(())
     }
 
     /// Splits `rows` rows into chunks whose windows of every tensor (one per (row width, element
@@ -354,11 +440,7 @@ impl Graph {
         let per = if fit >= rows {
             rows
         } else {
-            let unit = |w: usize, d: DType| {
-                let e = (256 / d.size()) as usize;
-                e / gcd(w.max(1), e)
-            };
-            let step = widths.iter().map(|&(w, d)| unit(w, d)).fold(1, |a, b| a * b / gcd(a, b));
+            let step = row_step(widths);
             (fit / step).max(1) * step
         };
         (0..rows).step_by(per).map(|r0| (r0, per.min(rows - r0))).collect()

@@ -1,5 +1,6 @@
 //! GPT-2 as a list of graph calls, in the order of the architecture diagram:
-//! embed → L × (ln_1 → attention → add → ln_2 → MLP → add) → ln_f → lm_head (tied to wte) → loss.
+//! embed → L × (ln_1 → attention → add → ln_2 → MLP → add) → ln_f → lm_head (tied to wte) → loss,
+//! the last two a chunk of rows at a time.
 
 use std::collections::HashMap;
 
@@ -7,8 +8,19 @@ use super::config::GptConfig;
 use crate::error::Result;
 use crate::graph::{Graph, TensorId};
 
+/// The lm_head and the loss take this many logits (rows × V) at a time: 64 MiB of f32, within
+/// WebGPU's default 128 MiB binding. A constant, so the chunks (and the order in which dwte sums
+/// them) depend on the model's shape only, never on the adapter.
+pub const LOGITS_CHUNK: usize = 1 << 24;
+
+/// Rows of logits per chunk for this model (GPT-2's 50,257 tokens: 333, rounded to whole bindings).
+pub fn logits_chunk_rows(cfg: &GptConfig) -> usize {
+    (LOGITS_CHUNK / cfg.vocab_size.max(1)).max(1)
+}
+
 /// Records the model on `g`. `p` maps Hugging Face names to parameter tensors; `ids` and
-/// `targets` are (B, T) u32. The mean loss lands in `loss[0]`. Returns the logits (B, T, V).
+/// `targets` are (B, T) u32. The mean loss lands in `loss[0]`. The logits are computed `chunk`
+/// rows at a time; returns them (B, T, V) when one chunk holds them all.
 pub fn record(
     g: &mut Graph,
     cfg: &GptConfig,
@@ -16,7 +28,8 @@ pub fn record(
     ids: TensorId,
     targets: TensorId,
     loss: TensorId,
-) -> Result<TensorId> {
+    chunk: usize,
+) -> Result<Option<TensorId>> {
     let w = |name: &str| p[name];
     let mut x = g.embedding(ids, w("transformer.wte.weight"), w("transformer.wpe.weight"))?; // (B, T, C)
     for l in 0..cfg.n_layer {
@@ -38,7 +51,5 @@ pub fn record(
     }
     g.end_block();
     let x = g.layernorm("ln_f", x, w("transformer.ln_f.weight"), w("transformer.ln_f.bias"))?;
-    let logits = g.linear("logits", x, w("transformer.wte.weight"), None, true)?; // (B, T, V), tied head
-    g.cross_entropy(logits, targets, loss, 0)?;
-    Ok(logits)
+    g.lm_head_loss(x, w("transformer.wte.weight"), targets, loss, 0, chunk) // tied head: x @ wte^T → loss
 }

@@ -8,14 +8,17 @@ use crate::graph::TensorId;
 pub struct CrossEntropy {
     pub rows: usize,
     pub v: usize,
+    /// The logits' first row in the per-row tensors (losses, lse, targets): a chunk of rows
+    /// binds those whole and its own logits only.
+    pub row0: usize,
 }
 
 impl CrossEntropy {
     fn params(&self, scale: f32) -> Uniform {
-        Uniform::new().u(self.rows).u(self.v).f(scale)
+        Uniform::new().u(self.rows).u(self.v).f(scale).u(self.row0)
     }
 
-    /// losses (rows), lse (rows) from logits (rows, V) and targets (rows) u32.
+    /// losses, lse (rows row0..row0 + rows) from logits (rows, V) and targets u32.
     pub fn forward(&self, losses: TensorId, lse: TensorId, logits: TensorId, targets: TensorId) -> Dispatch {
         Dispatch::new(Family::Xent, "xent_forward")
             .uniform(self.params(0.0))

@@ -34,7 +34,9 @@ pub struct BenchResult {
     pub choices: Vec<Choice>,
     pub dispatches: usize,
     pub plan: MemoryPlan,
-    /// None with `plan_only`: nothing was run.
+    /// Seconds `TrainStep::build` took (buffers, pipelines, bind groups); None with `plan_only`.
+    pub compile_s: Option<f64>,
+    /// None with `plan_only` or `compile_only`: nothing was run.
     pub ms_per_step: Option<f64>,
     pub tokens_per_s: Option<f64>,
     /// FLOPs and bytes of one step, from the dispatch list.
@@ -88,10 +90,55 @@ pub fn plan_only(cfg: &RunConfig, max_binding: u64, max_buffer: u64, align: u64)
         dispatches: program.dispatches.len(),
         cost: Cost::sum(&program.dispatches, &planned),
         plan: planned,
+        compile_s: None,
         ms_per_step: None,
         tokens_per_s: None,
         profile: None,
     })
+}
+
+/// Builds the step — every buffer created, every pipeline and bind group made — and runs
+/// nothing: shows that a shape fits the adapter's limits without the time a step would take.
+pub fn compile_only(gpu: &Gpu, cfg: &RunConfig) -> Result<BenchResult> {
+    let model = model(cfg);
+    let started = Instant::now();
+    let ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::for_run(model, cfg)))?;
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).ok();
+    let compile_s = started.elapsed().as_secs_f64();
+    if let Some(fault) = ts.fault() {
+        return Err(crate::error::Error::Other(format!("compiling the step: {fault}")));
+    }
+    Ok(measured(cfg, model, &ts, Some(compile_s), None, None))
+}
+
+/// The result for a built step, with what was measured on it.
+fn measured(
+    cfg: &RunConfig,
+    model: GptConfig,
+    ts: &TrainStep,
+    compile_s: Option<f64>,
+    secs: Option<f64>,
+    profile: Option<Profile>,
+) -> BenchResult {
+    let n = cfg.batch_size * cfg.block_size;
+    BenchResult {
+        preset: cfg.preset.clone(),
+        batch: cfg.batch_size,
+        seq: cfg.block_size,
+        model,
+        precision: cfg.precision,
+        recompute: cfg.recompute,
+        matmul: cfg.matmul,
+        attention: cfg.attention,
+        choices: ts.step.choices.clone(),
+        dispatches: ts.step.len(),
+        cost: Cost::sum(&ts.step.dispatches, &ts.step.plan),
+        plan: ts.step.plan.clone(),
+        compile_s,
+        ms_per_step: secs.map(|s| s * 1e3),
+        tokens_per_s: secs.map(|s| n as f64 / s),
+        profile,
+    }
 }
 
 impl BenchResult {
@@ -120,6 +167,7 @@ impl BenchResult {
             "optimizer_bytes": p.class_bytes(Class::Optim),
             "activation_bytes": p.class_bytes(Class::Activation),
             "scratch_bytes": p.class_bytes(Class::Scratch),
+            "compile_s": self.compile_s,
             "step_ms": self.ms_per_step,
             "tokens_per_s": self.tokens_per_s,
             // For comparison: what llm.c's CUDA trainer allocates for activations at this shape
@@ -136,7 +184,9 @@ impl BenchResult {
 /// Times `steps` training steps after one warm-up step; with `ask`, then profiles one more.
 pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, ask: Option<ProfileAsk>) -> Result<BenchResult> {
     let model = model(cfg);
+    let started = Instant::now();
     let mut ts = pollster::block_on(TrainStep::build(gpu, &mut PipelineCache::new(), StepConfig::for_run(model, cfg)))?;
+    let compile_s = started.elapsed().as_secs_f64();
     let params = init_params(&model, cfg.seed);
     ts.load_params(|name, _| Ok(params[name].clone()))?;
     let n = cfg.batch_size * cfg.block_size;
@@ -163,21 +213,5 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, ask: Option<ProfileAsk>) 
         }
         None => None,
     };
-    Ok(BenchResult {
-        preset: cfg.preset.clone(),
-        batch: cfg.batch_size,
-        seq: cfg.block_size,
-        model,
-        precision: cfg.precision,
-        recompute: cfg.recompute,
-        matmul: cfg.matmul,
-        attention: cfg.attention,
-        choices: ts.step.choices.clone(),
-        dispatches: ts.step.len(),
-        cost: Cost::sum(&ts.step.dispatches, &ts.step.plan),
-        plan: ts.step.plan.clone(),
-        ms_per_step: Some(secs * 1e3),
-        tokens_per_s: Some(n as f64 / secs),
-        profile,
-    })
+    Ok(measured(cfg, model, &ts, Some(compile_s), Some(secs), profile))
 }

@@ -63,8 +63,9 @@ impl Trainer {
         tokenizer: Tokenizer,
         params: &HashMap<String, Vec<f32>>,
         windows: usize,
+        keep_logits: bool,
     ) -> Result<Trainer> {
-        pollster::block_on(Trainer::build_forward_only(gpu, cfg, model, tokenizer, params, windows))
+        pollster::block_on(Trainer::build_forward_only(gpu, cfg, model, tokenizer, params, windows, keep_logits))
     }
 
     pub fn eval_windows(&self, tokens: &[u32]) -> Result<(f64, usize)> {

@@ -16,7 +16,6 @@ use crate::model::{gpt, param_table, GptConfig};
 use crate::ops::adamw::AdamW;
 use crate::ops::embedding::Embedding;
 use crate::ops::matmul::Variant;
-use crate::ops::Dispatch;
 
 use super::config::RunConfig;
 use super::optimizer::{optimizer_dispatches, zero_grads, CLIP, GRAD_NORM, LOSS, SKIPPED};
@@ -56,6 +55,9 @@ pub struct StepConfig {
     /// What `graph::fuse` folds (`build` settles `Auto` from `WGPT_FUSION`, else by adapter type;
     /// `program` alone takes it as `Epilogues`).
     pub fusion: Fusion,
+    /// Rows of logits per chunk of the lm_head and loss (None: `gpt::logits_chunk_rows`, set by
+    /// the model's shape; `Some(usize::MAX)` keeps them whole, for readers of the logits).
+    pub logits_chunk: Option<usize>,
 }
 
 impl StepConfig {
@@ -98,6 +100,7 @@ impl StepConfig {
             attention: None,
             autotune: Autotune::Auto,
             fusion: Fusion::Auto,
+            logits_chunk: None,
         }
     }
 }
@@ -175,7 +178,8 @@ impl TrainStep {
         // lr, bias corrections, loss scale, the outlier ceilings on the gradient norm and the loss.
         let hyper = g.t.f32("adamw.hyper", &[6], Class::Input);
 
-        let logits = gpt::record(&mut g, &cfg.model, &layout.param_ids(), ids, targets, scalars)?;
+        let chunk = cfg.logits_chunk.unwrap_or_else(|| gpt::logits_chunk_rows(&cfg.model));
+        let logits = gpt::record(&mut g, &cfg.model, &layout.param_ids(), ids, targets, scalars, chunk)?;
         // Residual adds and GELUs go into the matmuls beside them (`graph::fuse`).
         g.fuse(cfg.recompute, cfg.fusion);
         let (embedding, buckets) = match g.nodes[0] {
@@ -192,25 +196,26 @@ impl TrainStep {
                 _ => None,
             })
             .expect("the model ends with the mean loss");
-        let forward: Vec<Dispatch> = g.forward_dispatches();
         if cfg.grad_accum == 0 {
             return Err(Error::Other("step: grad_accum must be at least 1".into()));
         }
-        let (backward, opt, nz) = if cfg.forward_only {
-            (Vec::new(), Vec::new(), 0)
+        // With chunked logits the forward section also takes each chunk's gradient (`head_grads`).
+        let (forward, head_grads, backward, opt, nz) = if cfg.forward_only {
+            (g.forward_dispatches(), Vec::new(), Vec::new(), Vec::new(), 0)
         } else {
             // Parameter gradients always accumulate; the optimizer section zeroes them after use.
-            let backward = Autodiff::new(&mut g, &layout.root_grads(), true)
+            let mut backward = Autodiff::new(&mut g, &layout.root_grads(), true)
                 .with_loss_scale(hyper)
                 .with_recompute(cfg.recompute)
                 .backward(1.0 / cfg.grad_accum as f32);
+            let (forward, head_grads) = backward.forward_with_early(&g);
             let max_elems = (max_binding / 4) as usize;
             let mut opt =
                 optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
             let zero = zero_grads(&mut g.t, &layout, max_elems);
             let nz = zero.len();
             opt.extend(zero);
-            (backward, opt, nz)
+            (forward, head_grads, backward.late, opt, nz)
         };
 
         let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
@@ -238,6 +243,7 @@ impl TrainStep {
             buckets,
             embedding,
             forward: 0..nf,
+            head_grads,
             backward: nf..nf + nb,
             optimizer: nf + nb..nf + nb + no,
             zero_grads: nf + nb + no - nz..nf + nb + no,
@@ -378,8 +384,21 @@ impl TrainStep {
         self.step.write_u32(self.sec.buckets, &self.sec.embedding.buckets(ids))
     }
 
+    /// The forward section: the loss and, with chunked logits, the lm_head's gradients.
     pub fn run_forward(&self) {
         self.step.run_range(self.sec.forward.clone());
+    }
+
+    /// The forward pass and the loss only (evaluation): no gradient is written.
+    pub fn run_loss(&self) {
+        let mut ranges = Vec::new();
+        let mut at = self.sec.forward.start;
+        for g in &self.sec.head_grads {
+            ranges.push(at..g.start);
+            at = g.end;
+        }
+        ranges.push(at..self.sec.forward.end);
+        self.step.run_ranges(&ranges);
     }
 
     pub fn run_backward(&self) {
@@ -490,14 +509,18 @@ pub struct Sections {
     pub layout: FlatLayout,
     pub ids: TensorId,
     pub targets: TensorId,
-    pub logits: TensorId,
+    /// The logits (B, T, V) when one chunk holds them all (`StepConfig::logits_chunk`).
+    pub logits: Option<TensorId>,
     /// Per-position losses (B·T), kept after the step.
     pub losses: TensorId,
     pub scalars: TensorId,
     pub hyper: TensorId,
     pub buckets: TensorId,
     pub embedding: Embedding,
+    /// The forward pass and the loss; with chunked logits, each chunk's gradient too.
     pub forward: Range<usize>,
+    /// The chunks' gradients inside `forward`, which a loss-only pass (`run_loss`) skips.
+    pub head_grads: Vec<Range<usize>>,
     pub backward: Range<usize>,
     pub optimizer: Range<usize>,
     pub zero_grads: Range<usize>,

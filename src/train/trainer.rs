@@ -150,6 +150,7 @@ impl Trainer {
     /// program (no gradients, no optimizer state) at the largest batch of at most `windows`
     /// (rounded up to a power of two, at most 64) that fits the adapter, smaller ones tried when
     /// the device refuses. The batch does not change a score: the loss is summed per window.
+    /// `keep_logits` holds them whole for `next_logits` (else they are made a chunk at a time).
     pub async fn build_forward_only(
         gpu: &Gpu,
         mut cfg: RunConfig,
@@ -157,10 +158,16 @@ impl Trainer {
         tokenizer: Tokenizer,
         params: &HashMap<String, Vec<f32>>,
         windows: usize,
+        keep_logits: bool,
     ) -> Result<Trainer> {
-        let mut batch = forward_batch(gpu, model, windows);
+        let step = |batch| StepConfig {
+            forward_only: true,
+            logits_chunk: keep_logits.then_some(usize::MAX),
+            ..StepConfig::new(model, batch)
+        };
+        let mut batch = forward_batch(gpu, step, windows);
         let ts = loop {
-            let step = StepConfig { forward_only: true, ..StepConfig::new(model, batch) };
+            let step = step(batch);
             match TrainStep::build(gpu, &mut PipelineCache::new(), step).await {
                 Err(Error::OutOfMemory { .. } | Error::Limit { .. }) if batch > 1 => batch /= 2,
                 built => break built?,
@@ -235,7 +242,7 @@ impl Trainer {
         for _ in 0..self.cfg.eval_batches {
             let (ids, targets) = sample(&self.tokens, range, self.cfg.batch_size, self.cfg.block_size, &mut rng);
             self.ts.set_batch(&ids, &targets)?;
-            self.ts.run_forward();
+            self.ts.run_loss();
             total += self.ts.stats().await?.loss as f64;
         }
         Ok(total / self.cfg.eval_batches as f64)
@@ -256,7 +263,7 @@ impl Trainer {
         let (mut total, mut windows) = (0.0, 0usize);
         for (ids, targets, real) in sequential(&v, &(0..v.len()), self.cfg.batch_size, t) {
             self.ts.set_batch(&ids, &targets)?;
-            self.ts.run_forward();
+            self.ts.run_loss();
             // The loss is the mean over the batch; padded rows repeat the first window, so
             // read per-row losses to count only the real ones.
             let rows = self.ts.row_losses().await?;
@@ -287,9 +294,12 @@ impl Trainer {
         assert!(!ctx.is_empty() && ctx.len() <= t, "next_logits: context of 1 ..= block_size tokens");
         let mut ids = vec![0u32; b * t];
         ids[..ctx.len()].copy_from_slice(ctx);
+        let Some(whole) = self.ts.sec.logits else {
+            return Err(Error::Other("next_logits: this program makes its logits a chunk at a time".into()));
+        };
         self.ts.set_batch(&ids, &vec![0; b * t])?;
-        self.ts.run_forward();
-        let logits = self.ts.step.read_f32(self.ts.sec.logits).await?;
+        self.ts.run_loss();
+        let logits = self.ts.step.read_f32(whole).await?;
         Ok(logits[(ctx.len() - 1) * v..ctx.len() * v].to_vec())
     }
 
@@ -389,11 +399,10 @@ pub fn pick(logits: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
 
 /// The largest power-of-two batch of at most `windows` (and 64) whose forward-only program fits the
 /// adapter's buffer limit and `WGPT_DEVICE_MEMORY`, judged from its memory plan (no GPU work).
-fn forward_batch(gpu: &Gpu, model: GptConfig, windows: usize) -> usize {
+fn forward_batch(gpu: &Gpu, step: impl Fn(usize) -> StepConfig, windows: usize) -> usize {
     let mut batch = windows.clamp(1, 64).next_power_of_two();
     while batch > 1 {
-        let cfg = StepConfig { forward_only: true, ..StepConfig::new(model, batch) };
-        if let Ok((program, _)) = TrainStep::program(cfg, gpu.max_binding()) {
+        if let Ok((program, _)) = TrainStep::program(step(batch), gpu.max_binding()) {
             let max = gpu.max_buffer();
             let plan = crate::graph::memplan::plan(&program.tensors, &program.dispatches, gpu.align(), max);
             let too_big = program.tensors.list.iter().any(|t| t.view.is_none() && t.bytes() > max);

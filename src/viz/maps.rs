@@ -75,7 +75,7 @@ impl AttentionProbe {
         let ids = g.t.u32("input_ids", &[1, t], Class::Input);
         let targets = g.t.u32("targets", &[1, t], Class::Input);
         let scalars = g.t.f32("scalars", &[4], Class::Output);
-        gpt::record(&mut g, &model, &layout.param_ids(), ids, targets, scalars)?;
+        gpt::record(&mut g, &model, &layout.param_ids(), ids, targets, scalars, gpt::logits_chunk_rows(&model))?;
         // Gradients and moments are never bound: as planned (not persistent) tensors without a
         // lifetime they take no memory.
         for gr in &layout.groups {
