@@ -31,6 +31,8 @@ done
 (cd "$OUT" && tar cJf tests.tar.xz tests && rm -rf tests)
 mkdir -p "$OUT/shared/fixtures"
 cp "$SHARED/fixtures/gpt2_tiny_reference.safetensors" "$OUT/shared/fixtures/"
+mkdir -p "$OUT/shared/data"
+cp "$SHARED/data/tinyshakespeare.txt" "$OUT/shared/data/"
 
 # The Vulkan loader (the NVIDIA driver brings its ICD, not always libvulkan.so.1).
 if command -v apt-get >/dev/null; then

@@ -105,6 +105,10 @@ if [ -n "$have_torch" ]; then
         say "PyTorch stopped early: $(tail -1 "$OUTDIR/torch.err")"
 fi
 
+# ---- 4b. wgpt eval on a GPT-2-shaped transformers directory, against transformers' loss --------
+WGPT_BIN="$G/wgpt" timeout 300 python3 scripts/eval-gpt2-shape.py "$G/shared/data/tinyshakespeare.txt" 2>&1 |
+    sed 's/^/bench-gpu: /' | tee "$OUTDIR/eval-gpt2.txt" || say "the GPT-2 eval stopped early"
+
 # ---- 5. table -------------------------------------------------------------------------------------
 python3 - "$LOG" "${gpu_name:-$adapter}" <<'EOF'
 import json, os, sys

@@ -139,6 +139,19 @@ fn the_budget_planner_finds_the_largest_fitting_batch() {
         |p: &str, r: &str| fits.iter().find(|f| f.precision.name() == p && f.recompute.name() == r).unwrap().batch;
     assert!(batch("f16", "none") >= batch("f32", "none"));
     assert!(batch("f32", "block") > batch("f32", "none"));
+
+    // A run that does not fit gets one line with the smallest change that does: here a smaller
+    // micro-batch at the same tokens per step; with nothing fitting at all, it says so.
+    let largest = batch("f32", "none");
+    let over = RunConfig { batch_size: 2 * largest, grad_accum: 3, ..cfg.clone() };
+    let advice = budget.advice(&over, &budget.fits(&over).unwrap()).unwrap().expect("B too large: advice");
+    let want = format!("--set batch_size={largest} --set grad_accum=6 (the same tokens per step)");
+    assert!(advice.starts_with("to fit: ") && advice.ends_with(&want), "{advice}");
+    let fitting = RunConfig { batch_size: largest, ..cfg.clone() };
+    assert_eq!(budget.advice(&fitting, &fits).unwrap(), None, "a run that fits gets no advice");
+    let tiny = Budget { memory: Some(1 << 10), ..budget };
+    let none = tiny.advice(&cfg, &tiny.fits(&cfg).unwrap()).unwrap().unwrap();
+    assert!(none.starts_with("nothing fits"), "{none}");
 }
 
 /// The lm_head and loss in chunks of 16 rows, each chunk's gradient inside the forward section:

@@ -85,19 +85,16 @@ impl Step {
             let parts: Vec<String> = plan.arenas.iter().map(|a| format!("{} {:#}", a.label(), Bytes(a.size))).collect();
             eprintln!("memory plan buffers: {}", parts.join(", "));
         }
+        if let Some((t, size)) = plan.widest_binding(&dispatches).filter(|&(_, s)| s > max_binding) {
+            return Err(Error::Limit {
+                tensor: tensors.get(t).name.clone(),
+                what: "max_storage_buffer_binding_size",
+                needed: Bytes(size),
+                limit: Bytes(max_binding),
+                advice: FIT_ADVICE.into(),
+            });
+        }
         for d in &dispatches {
-            for &(_, t) in &d.args {
-                let size = plan.placement[t.index()].size;
-                if size > max_binding {
-                    return Err(Error::Limit {
-                        tensor: tensors.get(t).name.clone(),
-                        what: "max_storage_buffer_binding_size",
-                        needed: Bytes(size),
-                        limit: Bytes(max_binding),
-                        advice: FIT_ADVICE.into(),
-                    });
-                }
-            }
             let maxg = gpu.limits.max_compute_workgroups_per_dimension;
             if let Some(&g) = d.groups.iter().find(|&&g| g > maxg) {
                 return Err(Error::Workgroups { entry: d.entry.to_string(), groups: g, limit: maxg });

@@ -203,6 +203,16 @@ fn first_of(arenas: &[Arena], class: Class) -> usize {
 }
 
 impl MemoryPlan {
+    /// The widest range any of `dispatches` binds, and its tensor: what must fit the adapter's
+    /// storage binding limit.
+    pub fn widest_binding(&self, dispatches: &[Dispatch]) -> Option<(TensorId, u64)> {
+        dispatches
+            .iter()
+            .flat_map(|d| &d.args)
+            .map(|&(_, t)| (t, self.placement[t.index()].size))
+            .max_by_key(|&(_, s)| s)
+    }
+
     pub fn total(&self) -> u64 {
         self.arenas.iter().map(|a| a.size).sum()
     }

@@ -34,6 +34,8 @@ pub struct BenchResult {
     pub choices: Vec<Choice>,
     pub dispatches: usize,
     pub plan: MemoryPlan,
+    /// The widest range one dispatch binds (bytes): it must fit the adapter's binding limit.
+    pub widest_binding: u64,
     /// Seconds `TrainStep::build` took (buffers, pipelines, bind groups); None with `plan_only`.
     pub compile_s: Option<f64>,
     /// None with `plan_only` or `compile_only`: nothing was run.
@@ -89,6 +91,7 @@ pub fn plan_only(cfg: &RunConfig, max_binding: u64, max_buffer: u64, align: u64)
         choices: Vec::new(),
         dispatches: program.dispatches.len(),
         cost: Cost::sum(&program.dispatches, &planned),
+        widest_binding: planned.widest_binding(&program.dispatches).map_or(0, |(_, s)| s),
         plan: planned,
         compile_s: None,
         ms_per_step: None,
@@ -133,6 +136,7 @@ fn measured(
         choices: ts.step.choices.clone(),
         dispatches: ts.step.len(),
         cost: Cost::sum(&ts.step.dispatches, &ts.step.plan),
+        widest_binding: ts.step.plan.widest_binding(&ts.step.dispatches).map_or(0, |(_, s)| s),
         plan: ts.step.plan.clone(),
         compile_s,
         ms_per_step: secs.map(|s| s * 1e3),

@@ -36,12 +36,14 @@ const MAX_BATCH: usize = 4096;
 
 impl Budget {
     /// The plan's bytes at `cfg`, and whether it fits: no tensor over the buffer limit (arenas
-    /// split between tensors, so only a tensor alone can pass it) and the total within the budget.
+    /// split between tensors, so only a tensor alone can pass it), no binding over the binding
+    /// limit (the residual stream, B·T·C, is bound whole) and the total within the budget.
     pub fn check(&self, cfg: &RunConfig) -> Result<(bool, u64)> {
         let r = plan_only(cfg, self.max_binding, self.max_buffer, self.align)?;
         let total = r.plan.total();
         let buffers = r.plan.arenas.iter().all(|a| a.size <= self.max_buffer);
-        Ok((buffers && self.memory.is_none_or(|m| total <= m), total))
+        let bindings = r.widest_binding <= self.max_binding;
+        Ok((buffers && bindings && self.memory.is_none_or(|m| total <= m), total))
     }
 
     /// For every precision × recompute policy, the largest micro-batch of `cfg`'s shape that fits.
@@ -87,6 +89,7 @@ impl Budget {
     pub fn add_json(&self, j: &mut serde_json::Value, cfg: &RunConfig, fits: &[Fit]) -> Result<()> {
         j["memory_budget"] = self.memory.into();
         j["fits"] = self.check(cfg)?.0.into();
+        j["advice"] = self.advice(cfg, fits)?.into();
         j["largest_batches"] = fits
             .iter()
             .map(|f| {
@@ -96,6 +99,53 @@ impl Budget {
             .collect::<Vec<_>>()
             .into();
         Ok(())
+    }
+
+    /// For a `cfg` that does not fit, the one change that fits and alters the run the least: a
+    /// smaller micro-batch with the same tokens per step (the same training, slower), else f16
+    /// storage, else block recomputation, else both, at the run's batch; else the largest batch
+    /// anything fits. None when `cfg` fits.
+    pub fn advice(&self, cfg: &RunConfig, fits: &[Fit]) -> Result<Option<String>> {
+        if self.check(cfg)?.0 {
+            return Ok(None);
+        }
+        let fit = |p: Precision, r: Recompute| fits.iter().find(|f| f.precision == p && f.recompute == r);
+        let b = cfg.batch_size;
+        let tokens = b * cfg.grad_accum;
+        let at = |p: Precision, r: Recompute| {
+            let mut ways = Vec::new();
+            if p != cfg.precision {
+                ways.push(format!("--precision {}", p.name()));
+            }
+            if r != cfg.recompute {
+                ways.push(format!("--recompute {}", r.name()));
+            }
+            ways.join(" ")
+        };
+        let micro = |f: &Fit| {
+            let accum = tokens.div_ceil(f.batch);
+            let exact = if tokens.is_multiple_of(f.batch) { "the same" } else { "at least the" };
+            format!("--set batch_size={} --set grad_accum={accum} ({exact} tokens per step)", f.batch)
+        };
+        let line = match fit(cfg.precision, cfg.recompute).filter(|f| f.batch > 0) {
+            Some(f) => format!("to fit: {}", micro(f)),
+            None => {
+                let whole = [
+                    (Precision::F16, cfg.recompute),
+                    (cfg.precision, Recompute::Block),
+                    (Precision::F16, Recompute::Block),
+                ];
+                match whole.iter().find(|&&(p, r)| fit(p, r).is_some_and(|f| f.batch >= b)) {
+                    Some(&(p, r)) => format!("to fit: {}", at(p, r)),
+                    None => match fits.iter().filter(|f| f.batch > 0).max_by_key(|f| f.batch) {
+                        Some(f) => format!("to fit: {} {}", at(f.precision, f.recompute), micro(f)),
+                        None => "nothing fits, not even one sequence: a smaller model or block_size, or more memory"
+                            .to_string(),
+                    },
+                }
+            }
+        };
+        Ok(Some(line))
     }
 
     /// The table `bench --plan-only --memory` prints after the preset's own line.
@@ -116,6 +166,9 @@ impl Budget {
             Bytes(total),
             if ok { "fits" } else { "does not fit" }
         );
+        if let Some(advice) = self.advice(cfg, fits)? {
+            s += &format!("{advice}\n");
+        }
         s +=
             &format!("  precision recompute  largest micro-batch  plan          grad_accum for {tokens} tokens/step\n");
         for f in fits {
