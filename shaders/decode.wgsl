@@ -165,7 +165,16 @@ fn decode_attention_combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_work
     }
 }
 
-@group(0) @binding(8) var<storage, read_write> rand: array<f32>;  // (B) uniform in [0, 1), from the host
+@group(0) @binding(8) var<storage, read_write> rand: array<f32>;  // (T_max, B) uniform in [0, 1), from the host
+// (T_max, B) the token each sequence picked at each position: several steps run in one submission
+// and the host reads their tokens together.
+@group(0) @binding(11) var<storage, read_write> history: array<u32>;
+
+// Sequence b's next token: the next step's input, and this position's entry in the history.
+fn emit(b: u32, id: u32) {
+    tokens[b] = id;
+    history[pos[0] * p.b + b] = id;
+}
 
 // decode_sample's lanes: each owns a contiguous run of ids, so the walk below goes in id order.
 const LANES: u32 = 64u;
@@ -206,7 +215,7 @@ fn lane_mass(base: u32, lo_i: u32, hi_i: u32, hi: f32, t: f32) -> f32 {
 // the temperature; those below the top_k-th largest are dropped, then those outside the smallest
 // set of largest logits whose probability (among the kept) reaches top_p (ties at a threshold
 // kept: both thresholds are found by bisection on the values); the token is sampled by walking the
-// kept probabilities in id order to rand[b] times their sum. Every sum runs in a fixed order, so
+// kept probabilities in id order to its draw times their sum. Every sum runs in a fixed order, so
 // the pick is deterministic for given logits and rand.
 @compute @workgroup_size(LANES)
 fn decode_sample(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
@@ -251,7 +260,7 @@ fn decode_sample(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     }
     lo = workgroupUniformLoad(&red_f[0]);
     if (p.temperature <= 0.0) {
-        if (lane == 0u) { tokens[b] = best; }
+        if (lane == 0u) { emit(b, best); }
         return;
     }
     // top_k: the largest threshold that keeps at least top_k logits, count(x >= t) >= top_k.
@@ -286,7 +295,7 @@ fn decode_sample(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     if (lane == 0u) {
         var sum = 0.0;
         for (var j = 0u; j < LANES; j++) { sum += red_f[j]; }
-        let goal = rand[b] * sum;
+        let goal = rand[pos[0] * p.b + b] * sum;
         var acc = 0.0;
         var pick = best;
         var j = 0u;
@@ -303,6 +312,12 @@ fn decode_sample(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
                 if (acc > goal) { break; }
             }
         }
-        tokens[b] = pick;
+        emit(b, pick);
     }
+}
+
+// The step's last dispatch: the next step decodes the next position, without the host.
+@compute @workgroup_size(1)
+fn decode_advance() {
+    pos[0] += 1u;
 }

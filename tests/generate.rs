@@ -105,6 +105,47 @@ async fn greedy_with_the_cache_follows_the_whole_forward() {
     }
 }
 
+/// Several decoding steps per submission (`steps_per_submit`, the tokens read back together) give
+/// the tokens of one step per submission, sampling and with the window sliding, and stream every
+/// step's tokens; with a stop token each sequence ends at its first one, however many steps ran
+/// past it in the last burst.
+#[gpu_test]
+async fn bursts_of_steps_give_the_tokens_of_single_steps() {
+    let params = weights();
+    let sampling = Sampling { temperature: 1.0, top_k: 0, top_p: 1.0 };
+    let run = async |steps: usize, stop: Option<u32>| {
+        let mut g = generator(&params, 3, sampling).await;
+        g.steps_per_submit = steps;
+        let mut streamed = vec![Vec::new(); 3];
+        let out = g
+            .generate(&[2, 9], 45, stop, true, &mut Rng(17), |ids| {
+                for (s, &id) in streamed.iter_mut().zip(ids) {
+                    s.push(id);
+                }
+            })
+            .await
+            .unwrap();
+        (out, streamed)
+    };
+    let (single, streamed) = run(1, None).await;
+    assert_eq!(streamed, single, "one step per submission: the stream and the result differ");
+    assert!(single.iter().all(|o| o.len() == 45), "45 tokens past a 24-position context");
+    assert!(single[0] != single[1], "sampled sequences should differ");
+    for steps in [3, 8] {
+        let (burst, streamed) = run(steps, None).await;
+        assert_eq!(burst, single, "{steps} steps per submission");
+        assert_eq!(streamed, single, "{steps} steps per submission: the stream");
+    }
+    let stop = single[0][5];
+    for steps in [1, 8] {
+        let (out, _) = run(steps, Some(stop)).await;
+        for (o, full) in out.iter().zip(&single) {
+            let end = full.iter().position(|&t| t == stop).map_or(full.len(), |p| p + 1);
+            assert_eq!(o[..], full[..end], "{steps} steps per submission, stop token {stop}");
+        }
+    }
+}
+
 /// A token table too large for one binding (here capped at 4 KiB: 64 rows of 16 channels) runs in
 /// shards, for the embedding and the lm_head: the same tokens as in one piece. (Under that cap
 /// the prompt goes one position per step, against one pass without it.)

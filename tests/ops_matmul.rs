@@ -425,3 +425,57 @@ async fn row_chunks_on(v: Variant) {
     );
     assert!(ran.get_bits(dx).await == ran.get_bits(dx_c).await, "{v:?} dx: row chunks differ from the whole product");
 }
+
+/// Generation's few-row products (`ops::gemv`), f32 storage as the decode program uses: both weight
+/// layouts, 1 to 11 rows (one and two blocks of 8), K and N off multiples of 4, and the epilogues,
+/// against the f64 reference within the bound of a K-term f32 sum (see `bound`); the lm_head in two
+/// shards of columns gives the unsharded bits.
+#[gpu_test]
+async fn gemv_matches_reference() {
+    use wgpt::ops::gemv;
+    for (s, &(m, k, n)) in [(1, 37, 53), (3, 64, 130), (8, 30, 7), (11, 129, 40)].iter().enumerate() {
+        for trans_w in [false, true] {
+            let op = Matmul { m, k, n, trans_w, out_stride: n, out_col: 0 };
+            let mut r = rng(900 + s as u64);
+            let x = f32_rounded(randn(&mut r, m * k, 1.0));
+            let w = f32_rounded(randn(&mut r, k * n, 1.0));
+            let bias = f32_rounded(randn(&mut r, n, 1.0));
+            let res = f32_rounded(randn(&mut r, m * n, 1.0));
+            let mut kit = Kit::new();
+            let (xi, wi, bi, ri) =
+                (kit.input("x", &x), kit.input("w", &w), kit.input("bias", &bias), kit.input("res", &res));
+            let [out, out_nb, out_res, act, sharded] =
+                ["out", "out_nb", "out_res", "act", "sharded"].map(|o| kit.output(o, m * n));
+            kit.push([
+                gemv::forward(&op, out, xi, wi, Epilogue { bias: Some(bi), ..Epilogue::default() }),
+                gemv::forward(&op, out_nb, xi, wi, Epilogue::default()),
+                gemv::forward(&op, out_res, xi, wi, Epilogue { bias: Some(bi), res: Some(ri), gelu: Some(act) }),
+            ]);
+            if trans_w {
+                let split = n / 2;
+                let (w0, w1) = (kit.input("w0", &w[..split * k]), kit.input("w1", &w[split * k..]));
+                kit.push([
+                    gemv::forward(&Matmul { n: split, ..op }, sharded, xi, w0, Epilogue::default()),
+                    gemv::forward(&Matmul { n: n - split, out_col: split, ..op }, sharded, xi, w1, Epilogue::default()),
+                ]);
+            }
+            let ran = kit.run().await;
+            let what = |e: &str| format!("{e} M={m} K={k} N={n} trans_w={trans_w}");
+            let fwd = op.cpu_forward(&x, &w, Some(&bias));
+            let fwd_abs = op.cpu_forward(&abs(&x), &abs(&w), Some(&abs(&bias)));
+            assert_within(&what("gemv"), &ran.get(out).await, &fwd, &bound(&fwd_abs, k, 1));
+            let plain = op.cpu_forward(&x, &w, None);
+            let plain_abs = op.cpu_forward(&abs(&x), &abs(&w), None);
+            assert_within(&what("gemv no bias"), &ran.get(out_nb).await, &plain, &bound(&plain_abs, k, 0));
+            let with_res = add(&fwd, &res);
+            let res_bound = bound(&add(&fwd_abs, &abs(&res)), k, 2);
+            assert_within(&what("gemv residual"), &ran.get(out_res).await, &with_res, &res_bound);
+            let act_want = gelu::cpu_forward(&ran.get(out_res).await);
+            assert_close(&what("gemv gelu"), &ran.get(act).await, &act_want, 1e-6, 1e-5);
+            if trans_w {
+                let [a, b] = [sharded, out_nb].map(|t| ran.get_bits(t));
+                assert!(a.await == b.await, "{}", what("gemv sharded lm_head != whole"));
+            }
+        }
+    }
+}

@@ -371,6 +371,21 @@ impl Step {
         }
     }
 
+    /// Writes `data` into an f32 tensor from element `at` on, leaving the rest as it is.
+    pub fn write_f32_at(&self, id: TensorId, at: usize, data: &[f32]) -> Result<()> {
+        let (buf, off, size) = self.locate(id)?;
+        let t = self.tensors.get(id);
+        if t.dtype != DType::F32 || (at + data.len()) as u64 * 4 > size {
+            return Err(Error::Other(format!(
+                "write to tensor '{}': {} f32 values at {at} do not fit its {size} bytes",
+                t.name,
+                data.len()
+            )));
+        }
+        self.queue.write_buffer(buf, off + at as u64 * 4, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
     pub fn write_u32(&self, id: TensorId, data: &[u32]) -> Result<()> {
         self.write(id, bytemuck::cast_slice(data))
     }

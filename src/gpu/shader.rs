@@ -26,10 +26,12 @@ pub enum Family {
     Reduce,
     /// Generation with a KV cache: embedding at a position, attention over the cache, sampling.
     Decode,
+    /// Products of a few rows (generation's linears and lm_head at one position).
+    Gemv,
 }
 
 impl Family {
-    pub const ALL: [Family; 13] = [
+    pub const ALL: [Family; 14] = [
         Family::Embedding,
         Family::LayerNorm,
         Family::Matmul,
@@ -43,6 +45,7 @@ impl Family {
         Family::AdamW,
         Family::Reduce,
         Family::Decode,
+        Family::Gemv,
     ];
 
     pub fn file(self) -> &'static str {
@@ -60,6 +63,7 @@ impl Family {
             Family::AdamW => "adamw.wgsl",
             Family::Reduce => "reduce.wgsl",
             Family::Decode => "decode.wgsl",
+            Family::Gemv => "gemv.wgsl + gelu_fn.wgsl",
         }
     }
 
@@ -96,6 +100,9 @@ impl Family {
             Family::AdamW => include_str!("../../shaders/adamw.wgsl"),
             Family::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Family::Decode => include_str!("../../shaders/decode.wgsl"),
+            Family::Gemv => {
+                concat!(include_str!("../../shaders/gemv.wgsl"), include_str!("../../shaders/gelu_fn.wgsl"))
+            }
         }
     }
 }

@@ -136,12 +136,28 @@ impl Decode {
     /// Each sequence's next token from logits (B, V) into `tokens`, with `rand` (B) uniform draws:
     /// one workgroup of `LANES` per sequence (a GPT-2 row is 50257 logits, and the thresholds
     /// take 40 passes over it each).
-    pub fn sample(&self, tokens: TensorId, logits: TensorId, rand: TensorId) -> Dispatch {
+    /// The next token of each sequence from its logits (B, V), into `tokens` (B) and row pos of
+    /// `history` (T_max, B); `rand` (T_max, B) holds each position's draws.
+    pub fn sample(
+        &self,
+        tokens: TensorId,
+        history: TensorId,
+        pos: TensorId,
+        logits: TensorId,
+        rand: TensorId,
+    ) -> Dispatch {
         self.dispatch("decode_sample")
+            .arg(1, pos)
             .arg(9, tokens)
+            .arg(11, history)
             .arg(2, logits)
             .arg(8, rand)
             .flops(&[3, self.b, self.v])
             .groups(super::grid(self.b as u64))
+    }
+
+    /// pos += 1: the last dispatch of a step, so steps can follow each other in one submission.
+    pub fn advance(&self, pos: TensorId) -> Dispatch {
+        self.dispatch("decode_advance").arg(1, pos).groups([1, 1, 1])
     }
 }

@@ -8,6 +8,7 @@ pub mod attention_unfused;
 pub mod decode;
 pub mod embedding;
 pub mod gelu;
+pub mod gemv;
 pub mod layernorm;
 pub mod matmul;
 pub mod reduce;
