@@ -165,6 +165,12 @@ impl<'a> Autodiff<'a> {
     /// lm_head and its loss, `Graph::eager`) go in `Backward::early`, to run right after the
     /// group's forward; the rest, in reverse order of the forward, in `Backward::late`.
     pub fn backward(mut self, scale: f32) -> Backward {
+        // Eager groups run in forward order but are walked last first: a gradient they share
+        // (dwte) must accumulate in every group, which only parameter accumulation guarantees.
+        assert!(
+            self.g.eager.is_empty() || self.accumulate_params,
+            "autodiff: chunked logits need accumulate_params (their dwte writes run out of walk order)"
+        );
         let mut out = Backward { early: vec![(0, Vec::new()); self.g.eager.len()], late: Vec::new() };
         let nodes = self.g.nodes.clone();
         for i in 0..nodes.len() {

@@ -13,7 +13,7 @@ use crate::graph::{Graph, TensorId};
 /// them) depend on the model's shape only, never on the adapter.
 pub const LOGITS_CHUNK: usize = 1 << 24;
 
-/// Rows of logits per chunk for this model (GPT-2's 50,257 tokens: 333, rounded to whole bindings).
+/// Rows of logits per chunk for this model (GPT-2's 50,257 tokens: 333).
 pub fn logits_chunk_rows(cfg: &GptConfig) -> usize {
     (LOGITS_CHUNK / cfg.vocab_size.max(1)).max(1)
 }

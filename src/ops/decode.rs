@@ -133,11 +133,10 @@ impl Decode {
             .threads((self.b * self.t_max * self.c) as u64, WG)
     }
 
-    /// Each sequence's next token from logits (B, V) into `tokens`, with `rand` (B) uniform draws:
-    /// one workgroup of `LANES` per sequence (a GPT-2 row is 50257 logits, and the thresholds
-    /// take 40 passes over it each).
     /// The next token of each sequence from its logits (B, V), into `tokens` (B) and row pos of
-    /// `history` (T_max, B); `rand` (T_max, B) holds each position's draws.
+    /// `history` (T_max, B); `rand` (T_max, B) holds each position's draws. One workgroup of
+    /// `LANES` per sequence (a GPT-2 row is 50257 logits, and the thresholds take 40 passes over
+    /// it each).
     pub fn sample(
         &self,
         tokens: TensorId,
