@@ -62,6 +62,23 @@ fn num_blocks() -> u32 {
     return p.b * p.nh * ((p.t + R - 1u) / R);
 }
 
+// Where the kernels below read the other side (keys and values; queries and dout in
+// attention_backward_dkv): KB consecutive rows s .. s + KB - 1, clamped to `last`, of a tensor
+// whose row r starts at element first + r * stride. `mine` is the row this invocation loads for
+// its subgroup in variant `shared`. How they are read (`qkv8`, `dout8`), how invocations map to
+// row blocks (`block_of`) and how far the loops run (`keys_last`, `queries_first`) come from the
+// file appended to this one: attention_own.wgsl (`rows`) or attention_shared.wgsl (`shared`).
+struct Rows8 { at: array<u32, KB>, mine: u32 }
+
+fn rows8(first: u32, s: u32, last: u32, stride: u32) -> Rows8 {
+    var r: Rows8;
+    for (var j = 0u; j < KB; j++) {
+        r.at[j] = first + min(s + j, last) * stride;
+    }
+    r.mine = first + min(s + lane_in_subgroup(), last) * stride;
+    return r;
+}
+
 // Element of q for (b, t = 0, h) in qkv; k and v follow at + C and + 2C.
 fn qkv_base(bh: u32) -> u32 {
     return (bh / p.nh) * p.t * 3u * p.nh * p.hs + (bh % p.nh) * p.hs;
@@ -84,11 +101,12 @@ fn lse4(o: vec4u) -> vec4f {
 @compute @workgroup_size(WG)
 fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     let i = flat_index(wid, nwg, lid);
-    if (i >= num_blocks()) { return; }
-    let blk = block(i, true);
+    if (i >= lane_blocks()) { return; }
+    let blk = block_of(i, true);
     let base = qkv_base(blk.bh);
     let c = p.nh * p.hs;
     let stride = 3u * c;  // qkv elements per position
+    let last = keys_last(blk);
 
     var qa: array<vec4f, MAX_HS>;  // qa[d][r]: channel d of row t0 + r
     var qb: array<vec4f, MAX_HS>;  // qb[d][r]: channel d of row t0 + 4 + r
@@ -120,20 +138,17 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
     }
     // Keys in blocks of KB (s .. s + KB - 1, clamped to the last row and masked): each q and o
     // element read from the private arrays then serves KB keys.
-    for (var s = 1u; s <= blk.last; s += KB) {
-        var ko: array<u32, KB>;
-        for (var j = 0u; j < KB; j++) {
-            ko[j] = base + c + min(s + j, blk.last) * stride;
-        }
+    for (var s = 1u; s <= last; s += KB) {
+        let ko = rows8(base + c, s, last, stride);
         var xa = array<vec4f, KB>();
         var xb = array<vec4f, KB>();
         for (var d = 0u; d < p.hs; d++) {
             let qad = qa[d];
             let qbd = qb[d];
+            let k = qkv8(ko, d);
             for (var j = 0u; j < KB; j++) {
-                let k = f32(qkv[ko[j] + d]);
-                xa[j] += qad * k;
-                xb[j] += qbd * k;
+                xa[j] += qad * k[j];
+                xb[j] += qbd * k[j];
             }
         }
         // Causal mask: row t sees key s + j only if s + j <= t (which also drops the clamped
@@ -163,10 +178,10 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups)
         for (var d = 0u; d < p.hs; d++) {
             var oad = oa[d] * fa;
             var obd = ob[d] * fb;
+            let v = qkv8(ko, c + d);
             for (var j = 0u; j < KB; j++) {
-                let v = f32(qkv[ko[j] + c + d]);
-                oad += xa[j] * v;
-                obd += xb[j] * v;
+                oad += xa[j] * v[j];
+                obd += xb[j] * v[j];
             }
             oa[d] = oad;
             ob[d] = obd;
@@ -271,11 +286,12 @@ fn store_grad(o: u32, v: f32) {
 @compute @workgroup_size(WG)
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     let i = flat_index(wid, nwg, lid);
-    if (i >= num_blocks()) { return; }
-    let blk = block(i, true);
+    if (i >= lane_blocks()) { return; }
+    let blk = block_of(i, true);
     let base = qkv_base(blk.bh);
     let c = p.nh * p.hs;
     let stride = 3u * c;
+    let last = keys_last(blk);
 
     var qa: array<vec4f, MAX_HS>;
     var qb: array<vec4f, MAX_HS>;
@@ -303,11 +319,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
     let ma = lse4(vec4u(row0) + blk.ca);
     let mb = lse4(vec4u(row0) + blk.cb);
     // Keys in blocks of KB, as in the forward.
-    for (var s = 0u; s <= blk.last; s += KB) {
-        var ko: array<u32, KB>;
-        for (var j = 0u; j < KB; j++) {
-            ko[j] = base + c + min(s + j, blk.last) * stride;
-        }
+    for (var s = 0u; s <= last; s += KB) {
+        let ko = rows8(base + c, s, last, stride);
         var xa = array<vec4f, KB>();
         var xb = array<vec4f, KB>();
         var pa = array<vec4f, KB>();
@@ -317,13 +330,13 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
             let qbd = qb[d];
             let gad = ga[d];
             let gbd = gb[d];
+            let k = qkv8(ko, d);
+            let v = qkv8(ko, c + d);
             for (var j = 0u; j < KB; j++) {
-                let k = f32(qkv[ko[j] + d]);
-                let v = f32(qkv[ko[j] + c + d]);
-                xa[j] += qad * k;
-                xb[j] += qbd * k;
-                pa[j] += gad * v;
-                pb[j] += gbd * v;
+                xa[j] += qad * k[j];
+                xb[j] += qbd * k[j];
+                pa[j] += gad * v[j];
+                pb[j] += gbd * v[j];
             }
         }
         // Causal mask: rows t < s + j get nothing from key s + j (nor from the clamped copies).
@@ -335,10 +348,10 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
         for (var d = 0u; d < p.hs; d++) {
             var dqad = dqa[d];
             var dqbd = dqb[d];
+            let k = qkv8(ko, d);
             for (var j = 0u; j < KB; j++) {
-                let k = f32(qkv[ko[j] + d]);
-                dqad += xa[j] * k;
-                dqbd += xb[j] * k;
+                dqad += xa[j] * k[j];
+                dqbd += xb[j] * k[j];
             }
             dqa[d] = dqad;
             dqb[d] = dqbd;
@@ -370,8 +383,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
 @compute @workgroup_size(WG)
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
     let i = flat_index(wid, nwg, lid);
-    if (i >= num_blocks()) { return; }
-    let blk = block(i, false);
+    if (i >= lane_blocks()) { return; }
+    let blk = block_of(i, false);
     let base = qkv_base(blk.bh);
     let obase = out_base(blk.bh);
     let c = p.nh * p.hs;
@@ -401,23 +414,18 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
     // Queries in blocks of KB (t .. t + KB - 1, clamped to T - 1 and masked): each k, v, dk and
     // dv element read from the private arrays then serves KB queries.
     let tl = p.t - 1u;
-    for (var t = blk.t0; t < p.t; t += KB) {
-        var qo: array<u32, KB>;
-        var go: array<u32, KB>;
-        for (var j = 0u; j < KB; j++) {
-            let tq = min(t + j, tl);
-            qo[j] = base + tq * stride;
-            go[j] = obase + tq * c;
-        }
+    for (var t = queries_first(blk); t < p.t; t += KB) {
+        let qo = rows8(base, t, tl, stride);
+        let go = rows8(obase, t, tl, c);
         var xa = array<vec4f, KB>();
         var xb = array<vec4f, KB>();
         for (var d = 0u; d < p.hs; d++) {
             let kad = ka[d];
             let kbd = kb[d];
+            let q = qkv8(qo, d);
             for (var j = 0u; j < KB; j++) {
-                let q = f32(qkv[qo[j] + d]);
-                xa[j] += kad * q;
-                xb[j] += kbd * q;
+                xa[j] += kad * q[j];
+                xb[j] += kbd * q[j];
             }
         }
         // Causal mask: query t + j sees only keys s <= t + j; the clamped copies past T - 1 see
@@ -436,12 +444,12 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
             let vbd = vb[d];
             var dvad = dva[d];
             var dvbd = dvb[d];
+            let g = dout8(go, d);
             for (var j = 0u; j < KB; j++) {
-                let g = f32(dout[go[j] + d]);
-                dpa[j] += vad * g;
-                dpb[j] += vbd * g;
-                dvad += xa[j] * g;
-                dvbd += xb[j] * g;
+                dpa[j] += vad * g[j];
+                dpb[j] += vbd * g[j];
+                dvad += xa[j] * g[j];
+                dvbd += xb[j] * g[j];
             }
             dva[d] = dvad;
             dvb[d] = dvbd;
@@ -455,10 +463,10 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgr
         for (var d = 0u; d < p.hs; d++) {
             var dkad = dka[d];
             var dkbd = dkb[d];
+            let q = qkv8(qo, d);
             for (var j = 0u; j < KB; j++) {
-                let q = f32(qkv[qo[j] + d]);
-                dkad += xa[j] * q;
-                dkbd += xb[j] * q;
+                dkad += xa[j] * q[j];
+                dkbd += xb[j] * q[j];
             }
             dka[d] = dkad;
             dkb[d] = dkbd;

@@ -172,6 +172,55 @@ async fn flash_kernels_match_unfused() {
     }
 }
 
+/// Runs the flash forward and both backward passes (overwrite, and accumulate onto a prior) on
+/// variant `v` in `kit`'s storage type; returns out, lse, dqkv and the accumulated dqkv.
+async fn run_flash(kit: Kit, v: Variant, a: &Attention, seed: u64) -> Vec<Vec<f64>> {
+    let (qkv, dout, prior) = inputs(a, seed, 1.0);
+    let mut k = kit.attention(v);
+    let qkvi = k.input("qkv", &qkv);
+    let douti = k.input("dout", &dout);
+    let out = k.output("out", a.b * a.t * a.c());
+    let lse = k.output32("lse", a.b * a.nh * a.t);
+    let d = k.scratch("D", a.scratch_len());
+    let acc = k.input("dqkv_acc", &prior);
+    let dqkv = k.output("dqkv", qkv.len());
+    k.push([a.forward(out, lse, qkvi)]);
+    k.push(a.backward(acc, true, d, douti, qkvi, out, lse));
+    k.push(a.backward(dqkv, false, d, douti, qkvi, out, lse));
+    let ran = k.run().await;
+    let mut got = Vec::new();
+    for id in [out, lse, dqkv, acc] {
+        got.push(ran.get(id).await);
+    }
+    got
+}
+
+// `shared` is `rows` with the loads shared across a subgroup and extra masked steps that add exact
+// zeros: the same values, in f32 and f16 storage, on T off the 8-row blocks and across the 64-row
+// groups of a subgroup (70, 130), and with head sizes that are not multiples of 8. (Head sizes
+// up to 16 only: every other size is another pair of modules to compile; flash_kernels_match_unfused
+// runs `shared` at 128.)
+#[gpu_test]
+async fn shared_gives_the_values_of_rows() {
+    if !attention_variants(16).await.contains(&Variant::Shared) {
+        eprintln!("skipped: this adapter's subgroups are not 8 consecutive invocations");
+        return;
+    }
+    let shapes = [att(1, 1, 1, 1), att(2, 5, 3, 7), att(2, 70, 2, 16), att(3, 130, 1, 12)];
+    for (s, a) in shapes.iter().enumerate() {
+        for f16 in [false, true] {
+            let kit = || if f16 { Kit::f16() } else { Kit::new() };
+            let rows = run_flash(kit(), Variant::Rows, a, 900 + s as u64).await;
+            let shared = run_flash(kit(), Variant::Shared, a, 900 + s as u64).await;
+            for (name, (r, sh)) in ["out", "lse", "dqkv", "dqkv (accumulate)"].iter().zip(rows.iter().zip(&shared)) {
+                assert!(r.iter().all(|x| x.is_finite()), "{name} of rows is not finite");
+                let diff = r.iter().zip(sh).position(|(x, y)| x != y);
+                assert!(diff.is_none(), "shared and rows differ in {name} at {diff:?}, {} f16={f16}", label(a, 1.0));
+            }
+        }
+    }
+}
+
 #[gpu_test]
 async fn unfused_is_deterministic() {
     // Fixed-order sums and no atomics: two runs of the same dispatches give identical bits.

@@ -81,6 +81,8 @@ pub struct Gpu {
     pub buffer_cap: Option<u64>,
     /// The driver's pipeline cache kept on disk, where the backend has one (`driver_cache.rs`).
     pub driver_cache: Option<DriverCache>,
+    /// Subgroups exactly 8 wide, each 8 consecutive invocations (`subgroup_lanes.rs`).
+    pub consecutive_lanes_of_8: bool,
 }
 
 /// Lower is better: real GPUs first, the CPU (lavapipe, SwiftShader, WARP) last.
@@ -236,6 +238,9 @@ impl Gpu {
         let faults = Faults::watch(&device);
         let (memory_cap, buffer_cap) = (faults::memory_cap()?, faults::buffer_cap()?);
         let driver_cache = DriverCache::open(&device, &info, features, None);
+        let sizes = (info.subgroup_min_size, info.subgroup_max_size);
+        let consecutive_lanes_of_8 =
+            super::subgroup_lanes::consecutive_lanes_of_8(&device, &queue, sizes, features).await;
         Ok(Gpu {
             instance,
             adapter,
@@ -248,6 +253,7 @@ impl Gpu {
             memory_cap,
             buffer_cap,
             driver_cache,
+            consecutive_lanes_of_8,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod faults;
 pub mod pipeline;
 pub mod profile;
 pub mod shader;
+pub mod subgroup_lanes;
 pub mod tuning;
 pub mod tuning_cache;
 

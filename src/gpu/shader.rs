@@ -17,6 +17,8 @@ pub enum Family {
     /// EXPERIMENTAL_COOPERATIVE_MATRIX and SHADER_F16).
     MatmulCoop,
     Attention,
+    /// `attention.wgsl` with the `shared` variant appended (needs the SUBGROUP feature).
+    AttentionShared,
     /// The O(T^2) reference attention (tests only).
     AttentionUnfused,
     Gelu,
@@ -31,13 +33,14 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 14] = [
+    pub const ALL: [Family; 15] = [
         Family::Embedding,
         Family::LayerNorm,
         Family::Matmul,
         Family::MatmulSubgroup,
         Family::MatmulCoop,
         Family::Attention,
+        Family::AttentionShared,
         Family::AttentionUnfused,
         Family::Gelu,
         Family::Residual,
@@ -55,7 +58,8 @@ impl Family {
             Family::Matmul => "matmul.wgsl + gelu_fn.wgsl",
             Family::MatmulSubgroup => "matmul.wgsl + matmul_subgroup.wgsl + gelu_fn.wgsl",
             Family::MatmulCoop => "matmul.wgsl + matmul_coop.wgsl + gelu_fn.wgsl",
-            Family::Attention => "attention.wgsl + attention_tiled.wgsl",
+            Family::Attention => "attention.wgsl + attention_own.wgsl + attention_tiled.wgsl",
+            Family::AttentionShared => "attention.wgsl + attention_shared.wgsl",
             Family::AttentionUnfused => "attention_unfused.wgsl",
             Family::Gelu => "gelu.wgsl + gelu_fn.wgsl",
             Family::Residual => "residual.wgsl",
@@ -88,7 +92,14 @@ impl Family {
             Family::Attention => {
                 concat!(
                     include_str!("../../shaders/attention.wgsl"),
+                    include_str!("../../shaders/attention_own.wgsl"),
                     include_str!("../../shaders/attention_tiled.wgsl")
+                )
+            }
+            Family::AttentionShared => {
+                concat!(
+                    include_str!("../../shaders/attention.wgsl"),
+                    include_str!("../../shaders/attention_shared.wgsl")
                 )
             }
             Family::AttentionUnfused => include_str!("../../shaders/attention_unfused.wgsl"),

@@ -1,9 +1,10 @@
 //! Causal multi-head self-attention over the fused qkv (B, T, 3C), flash style (O(T) memory per
-//! head, the row log-sum-exp saved for backward), in two variants: `rows` (8 rows per invocation
-//! in private arrays, shaped for CPU adapters; `shaders/attention.wgsl`) and `tiled` (one row per
-//! invocation, the other side streamed through workgroup memory, shaped for GPUs;
-//! `shaders/attention_tiled.wgsl`). The unfused O(T²) WGSL reference the tests compare these
-//! kernels with is in `attention_unfused.rs`.
+//! head, the row log-sum-exp saved for backward), in three variants: `rows` (8 rows per invocation
+//! in private arrays, shaped for CPU adapters; `shaders/attention.wgsl` with `attention_own.wgsl`),
+//! `shared` (the same kernels with each load shared across a subgroup of 8; with
+//! `attention_shared.wgsl`) and `tiled` (one row per invocation, the other side streamed through
+//! workgroup memory, shaped for GPUs; `attention_tiled.wgsl`). The unfused O(T²) WGSL reference
+//! the tests compare these kernels with is in `attention_unfused.rs`.
 
 use super::{grid, Dispatch, Family, Tunable, Uniform, WG};
 use crate::graph::TensorId;
@@ -21,15 +22,19 @@ pub enum Variant {
     /// 64 rows per workgroup, one per invocation, the keys (queries) staged in tiles of 16 through
     /// workgroup memory: for GPUs, where 8 rows of private arrays per invocation spill.
     Tiled,
+    /// `rows` with the other side's loads shared across a subgroup of 8 (lanes are 8 row blocks
+    /// of one head): for CPU adapters with 8-wide subgroups.
+    Shared,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::Rows, Variant::Tiled];
+    pub const ALL: [Variant; 3] = [Variant::Rows, Variant::Tiled, Variant::Shared];
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::Rows => "rows",
             Variant::Tiled => "tiled",
+            Variant::Shared => "shared",
         }
     }
 
@@ -40,7 +45,7 @@ impl Variant {
     /// (invocations per workgroup, bytes of workgroup memory) at head size `hs`.
     pub fn needs(self, hs: usize) -> (u32, u32) {
         match self {
-            Variant::Rows => (WG, 0),
+            Variant::Rows | Variant::Shared => (WG, 0),
             Variant::Tiled => (64, (2 * 16 * array_len(hs) * 4) as u32),
         }
     }
@@ -53,6 +58,10 @@ impl Variant {
             (Variant::Tiled, Kernel::Forward) => "attention_forward_tiled",
             (Variant::Tiled, Kernel::Dq) => "attention_backward_dq_tiled",
             (Variant::Tiled, Kernel::Dkv) => "attention_backward_dkv_tiled",
+            // The `rows` entry points, in the module of attention_shared.wgsl.
+            (Variant::Shared, Kernel::Forward) => "attention_forward",
+            (Variant::Shared, Kernel::Dq) => "attention_backward_dq",
+            (Variant::Shared, Kernel::Dkv) => "attention_backward_dkv",
         }
     }
 }
@@ -127,8 +136,9 @@ impl Attention {
 
     /// A dispatch of `entry` whose private row arrays hold this head size, not the largest one
     /// the kernels allow.
-    fn kernel(&self, entry: &'static str) -> Dispatch {
-        Dispatch::new(Family::Attention, entry).size("MAX_HS", array_len(self.hs))
+    fn kernel(&self, variant: Variant, entry: &'static str) -> Dispatch {
+        let family = if variant == Variant::Shared { Family::AttentionShared } else { Family::Attention };
+        Dispatch::new(family, entry).size("MAX_HS", array_len(self.hs))
     }
 
     /// A pass on a variant, without its tensors. Every pass is built on `rows`; the compiled
@@ -141,12 +151,13 @@ impl Attention {
             Kernel::Dkv => 8 * self.hs + 4,
         };
         let d = self
-            .kernel(variant.entry(kernel))
+            .kernel(variant, variant.entry(kernel))
             .uniform(self.params(acc))
             .flops(&[self.b * self.nh, self.causal_pairs(), per_pair])
             .tunable(Tunable::Attention(Tuned { op: *self, kernel, acc, variant }));
         match variant {
             Variant::Rows => d.threads(self.blocks() as u64, WG),
+            Variant::Shared => d.threads((self.b * self.nh * self.t.div_ceil(64) * 8) as u64, WG),
             Variant::Tiled => d.groups(grid((self.b * self.nh * self.t.div_ceil(64)) as u64)),
         }
     }
@@ -189,7 +200,7 @@ impl Attention {
     /// probs (B, NH, T, T) f32 = exp(q k^T * scale - lse) per head, 0 above the diagonal: the
     /// softmax probabilities recomputed from the forward's saved lse (B, NH, T), for display.
     pub fn probs(&self, probs: TensorId, lse: TensorId, qkv: TensorId) -> Dispatch {
-        self.kernel("attention_probs")
+        self.kernel(Variant::Rows, "attention_probs")
             .uniform(self.params(false))
             .arg(2, lse)
             .arg(3, qkv)
