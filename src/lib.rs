@@ -4,6 +4,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod gpu;
 pub mod graph;

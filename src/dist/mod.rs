@@ -1,0 +1,41 @@
+//! Data-parallel training: the ranks of a job and how they exchange gradients. A `Comm` connects
+//! one process (or thread) to its peers; `reduce` sums gradients over ranks in rank order, so the
+//! result does not depend on how the sum is split across them. Today: one process (`Solo`) and
+//! in-process peers (`Threads`, for tests and several adapters in one process).
+
+pub mod reduce;
+pub mod threads;
+
+use crate::error::Result;
+
+pub use reduce::sum_in_rank_order;
+pub use threads::Threads;
+
+/// One rank's connection to the job. Collective calls must be made by every rank, in the same
+/// order, with parts of agreed lengths.
+pub trait Comm: Send {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Sends `parts[j]` to rank j (`parts.len()` is the job's size) and returns what every rank
+    /// sent this one, in rank order.
+    fn all_to_all(&self, parts: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>>;
+    /// Every rank's `mine`, in rank order.
+    fn all_gather(&self, mine: Vec<f32>) -> Result<Vec<Vec<f32>>> {
+        self.all_to_all(vec![mine; self.size()])
+    }
+}
+
+/// A job of one: every collective is the identity.
+pub struct Solo;
+
+impl Comm for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_to_all(&self, parts: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+        Ok(parts)
+    }
+}
