@@ -26,6 +26,16 @@ fn zero(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     dst[i] = st(0.0);
 }
 
+// Gradient accumulation over micro-batches (`ops::reduce::fold`): dst += src, then src = 0, so
+// src can take the next micro-batch's gradient from zero.
+@compute @workgroup_size(WG)
+fn fold(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= p.rows) { return; }
+    dst[i] = st(f32(dst[i]) + f32(src[i]));
+    src[i] = st(0.0);
+}
+
 // One invocation per (chunk k, column c): partial[k, c] = sum of src[r, c] over the chunk's rows.
 @compute @workgroup_size(WG)
 fn colsum_partial(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {

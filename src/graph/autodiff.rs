@@ -20,6 +20,8 @@ pub struct Autodiff<'a> {
     views: HashMap<(TensorId, usize, usize), TensorId>,
     /// Windows already written, per gradient root, as (offset, length).
     written: HashMap<TensorId, Vec<(usize, usize)>>,
+    /// Writes into each parameter-gradient window (root, offset, length) in one backward pass.
+    param_writes: HashMap<(TensorId, usize, usize), usize>,
     /// Parameter gradients always accumulate (gradient accumulation across micro-batches).
     accumulate_params: bool,
     /// The host-written tensor whose slot 3 is the dynamic loss scale (training steps).
@@ -47,6 +49,7 @@ impl<'a> Autodiff<'a> {
             grad: root_grads.clone(),
             views: HashMap::new(),
             written: HashMap::new(),
+            param_writes: HashMap::new(),
             accumulate_params,
             loss_scale: None,
             re: Recomputer::default(),
@@ -125,6 +128,9 @@ impl<'a> Autodiff<'a> {
             windows.push((off, len));
         }
         let param = self.g.t.get(root).class == Class::Grad;
+        if param {
+            *self.param_writes.entry((root, off, len)).or_default() += 1;
+        }
         (id, seen || (self.accumulate_params && param))
     }
 
@@ -171,7 +177,7 @@ impl<'a> Autodiff<'a> {
             self.g.eager.is_empty() || self.accumulate_params,
             "autodiff: chunked logits need accumulate_params (their dwte writes run out of walk order)"
         );
-        let mut out = Backward { early: vec![(0, Vec::new()); self.g.eager.len()], late: Vec::new() };
+        let mut out = Backward { early: vec![(0, Vec::new()); self.g.eager.len()], ..Default::default() };
         let nodes = self.g.nodes.clone();
         for i in 0..nodes.len() {
             if let Some(e) = self.g.eager_group(i) {
@@ -291,6 +297,14 @@ impl<'a> Autodiff<'a> {
                 None => out.late.extend(d),
             }
         }
+        // Written twice, or overlapping another written window (an embedding shard of wte).
+        let overlaps = |&(r, o, l): &(TensorId, usize, usize), &(r2, o2, l2): &(TensorId, usize, usize)| {
+            r == r2 && (o, l) != (o2, l2) && o < o2 + l2 && o2 < o + l
+        };
+        let all: Vec<_> = self.param_writes.iter().map(|(&w, &n)| (w, n)).collect();
+        out.multi_written =
+            all.iter().filter(|(w, n)| *n > 1 || all.iter().any(|(w2, _)| overlaps(w, w2))).map(|&(w, _)| w).collect();
+        out.multi_written.sort();
         out
     }
 }
@@ -302,6 +316,10 @@ pub struct Backward {
     pub early: Vec<(usize, Vec<Dispatch>)>,
     /// Everything else, after the forward pass.
     pub late: Vec<Dispatch>,
+    /// Parameter-gradient windows (root, offset, length) that more than one rule writes (the tied
+    /// wte: lm_head and embedding). Accumulated in place over micro-batches, their sums would
+    /// interleave the micro-batches' terms; the step folds them separately (`TrainStep`).
+    pub multi_written: Vec<(TensorId, usize, usize)>,
 }
 
 impl Backward {

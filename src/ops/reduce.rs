@@ -20,6 +20,17 @@ pub fn zero(dst: TensorId, n: usize) -> Dispatch {
     Dispatch::new(Family::Reduce, "zero").uniform(params(n, 0, 1, false, 0, 0, 0.0)).arg(1, dst).threads(n as u64, WG)
 }
 
+/// dst (n) += src (n), then src = 0: one micro-batch's gradient added to the sum of the earlier
+/// ones, and its buffer cleared for the next.
+pub fn fold(dst: TensorId, src: TensorId, n: usize) -> Dispatch {
+    Dispatch::new(Family::Reduce, "fold")
+        .uniform(params(n, 0, 1, false, 0, 0, 0.0))
+        .arg(1, dst)
+        .arg(2, src)
+        .flops(&[n])
+        .threads(n as u64, WG)
+}
+
 /// Elements of the f32 scratch `colsum` needs.
 pub fn colsum_scratch(rows: usize, cols: usize) -> usize {
     rows.div_ceil(COLSUM_CHUNK) * cols

@@ -52,7 +52,11 @@ impl Budget {
         let mut out = Vec::new();
         for precision in [Precision::F32, Precision::F16] {
             for recompute in Recompute::ALL {
-                let at = |b: usize| RunConfig { precision, recompute, batch_size: b, grad_accum: 1, ..cfg.clone() };
+                // Planned at the grad_accum the batch needs: with more than one micro-batch the
+                // step keeps an accumulator for the tied wte's gradient (`train/accumulate.rs`).
+                let accum = |b: usize| tokens.div_ceil(b * cfg.block_size).max(1);
+                let at =
+                    |b: usize| RunConfig { precision, recompute, batch_size: b, grad_accum: accum(b), ..cfg.clone() };
                 let (ok, first) = self.check(&at(1))?;
                 let (mut good, mut bytes) = (if ok { 1 } else { 0 }, first);
                 if ok {

@@ -1,5 +1,6 @@
 //! Training: the compiled step (model + backward + optimizer) and the optimizer section.
 
+pub mod accumulate;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]

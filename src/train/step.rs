@@ -20,6 +20,7 @@ use crate::ops::matmul::Variant;
 use super::config::RunConfig;
 use super::optimizer::{optimizer_dispatches, zero_grads, CLIP, GRAD_NORM, LOSS, SKIPPED};
 use super::precision::{LossScale, Precision};
+use crate::dist::{sum_in_rank_order, Comm, Solo};
 
 #[derive(Debug, Clone, Copy)]
 pub struct StepConfig {
@@ -40,8 +41,10 @@ pub struct StepConfig {
     /// The most elements of one flat parameter group (`graph::flat::GROUP_MAX`; tests lower it).
     pub group_max: usize,
     /// Micro-batches summed into one optimizer step (their gradients accumulate; the loss of each
-    /// is scaled by 1/grad_accum so the sum is the mean over all of them).
+    /// is scaled by 1/(grad_accum · ranks) so the sum is the mean over all of them).
     pub grad_accum: usize,
+    /// Ranks of a data-parallel job whose gradients are summed before the optimizer (`dist`).
+    pub ranks: usize,
     /// Storage type of activations and gradients (see `Precision`).
     pub precision: Precision,
     /// Activations the backward pass recomputes instead of keeping (gradients are unchanged).
@@ -73,6 +76,7 @@ impl StepConfig {
             // grad_clip = 0 turns clipping off, as in nanoGPT: the clip factor min(1, inf) is 1.
             max_grad_norm: if cfg.grad_clip > 0.0 { cfg.grad_clip as f32 } else { f32::INFINITY },
             grad_accum: cfg.grad_accum,
+            ranks: 1,
             precision: cfg.precision,
             recompute: cfg.recompute,
             matmul: cfg.matmul,
@@ -94,6 +98,7 @@ impl StepConfig {
             forward_only: false,
             group_max: crate::graph::flat::GROUP_MAX,
             grad_accum: 1,
+            ranks: 1,
             precision: Precision::F32,
             recompute: Recompute::None,
             matmul: None,
@@ -196,30 +201,36 @@ impl TrainStep {
                 _ => None,
             })
             .expect("the model ends with the mean loss");
-        if cfg.grad_accum == 0 {
-            return Err(Error::Other("step: grad_accum must be at least 1".into()));
+        if cfg.grad_accum == 0 || cfg.ranks == 0 {
+            return Err(Error::Other("step: grad_accum and ranks must be at least 1".into()));
         }
         // With chunked logits the forward section also takes each chunk's gradient (`head_grads`).
-        let (forward, head_grads, backward, opt, nz) = if cfg.forward_only {
-            (g.forward_dispatches(), Vec::new(), Vec::new(), Vec::new(), 0)
+        let (forward, head_grads, backward, (fold_mid, fold_last), opt, nz) = if cfg.forward_only {
+            (g.forward_dispatches(), Vec::new(), Vec::new(), Default::default(), Vec::new(), 0)
         } else {
             // Parameter gradients always accumulate; the optimizer section zeroes them after use.
             let mut backward = Autodiff::new(&mut g, &layout.root_grads(), true)
                 .with_loss_scale(hyper)
                 .with_recompute(cfg.recompute)
-                .backward(1.0 / cfg.grad_accum as f32);
+                .backward(1.0 / (cfg.grad_accum * cfg.ranks) as f32);
             let (forward, head_grads) = backward.forward_with_early(&g);
             let max_elems = (max_binding / 4) as usize;
+            let folds = match cfg.grad_accum {
+                1 => Default::default(),
+                _ => super::accumulate::micro_folds(&mut g.t, &backward.multi_written, max_elems),
+            };
             let mut opt =
                 optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
             let zero = zero_grads(&mut g.t, &layout, max_elems);
             let nz = zero.len();
             opt.extend(zero);
-            (forward, head_grads, backward.late, opt, nz)
+            (forward, head_grads, backward.late, folds, opt, nz)
         };
 
         let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
-        let dispatches = forward.into_iter().chain(backward).chain(opt).collect();
+        let (nm, nl) = (fold_mid.len(), fold_last.len());
+        let dispatches = forward.into_iter().chain(backward).chain(fold_mid).chain(fold_last).chain(opt).collect();
+        let nbf = nb + nm + nl;
         let program = Program {
             tensors: g.t,
             dispatches,
@@ -245,8 +256,10 @@ impl TrainStep {
             forward: 0..nf,
             head_grads,
             backward: nf..nf + nb,
-            optimizer: nf + nb..nf + nb + no,
-            zero_grads: nf + nb + no - nz..nf + nb + no,
+            fold_mid: nf + nb..nf + nb + nm,
+            fold_last: nf + nb + nm..nf + nbf,
+            optimizer: nf + nbf..nf + nbf + no,
+            zero_grads: nf + nbf + no - nz..nf + nbf + no,
         };
         Ok((program, sections))
     }
@@ -269,6 +282,15 @@ impl TrainStep {
                 "precision f16: the adapter ({}) has no shader-f16 feature; use --precision f32",
                 gpu.info.name
             )));
+        }
+        if cfg.precision == Precision::F16 && cfg.ranks > 1 {
+            // One rank adds each micro-batch's unrounded f32 gradient to an f16 sum; the ranks'
+            // sums would be rounded to f16 first, so the bits would not match.
+            return Err(Error::Other(
+                "data-parallel training runs in f32 storage for now (f16 sums would differ from one rank's); \
+                 use --precision f32"
+                    .into(),
+            ));
         }
         let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
         let fusion = if cfg.fusion == Fusion::Auto { Fusion::from_env()? } else { cfg.fusion };
@@ -425,9 +447,24 @@ impl TrainStep {
     }
 
     /// One optimizer step over `grad_accum` micro-batches: forward and backward for each (their
-    /// gradients add up), then clip and AdamW in the last submission. The loss is their mean. A step
-    /// whose gradients overflowed is skipped (nothing changes but the loss scale).
+    /// gradients add up in micro-batch order, `accumulate`), then clip and AdamW in the last
+    /// submission. The loss is their mean. A step whose gradients overflowed is skipped (nothing
+    /// changes but the loss scale).
     pub async fn train_micro(&mut self, micro: &[(&[u32], &[u32])], lr: f64) -> Result<StepStats> {
+        self.train_micro_ranked(&Solo, micro, lr).await
+    }
+
+    /// `train_micro` as one rank of a data-parallel job of `ranks` (the step's config) whose
+    /// micro-batches are numbered rank-major: rank r holds the job's micro-batches r·A .. r·A + A.
+    /// The ranks' gradient sums are added in rank order (`dist::sum_in_rank_order`) before the
+    /// optimizer, and the optimizer's outlier guard sees the job's last micro-batch loss, so the
+    /// parameters are the bits of one rank running all N·A micro-batches.
+    pub async fn train_micro_ranked(
+        &mut self,
+        comm: &dyn Comm,
+        micro: &[(&[u32], &[u32])],
+        lr: f64,
+    ) -> Result<StepStats> {
         if micro.len() != self.cfg.grad_accum {
             return Err(Error::Other(format!(
                 "step: {} micro-batches given, grad_accum is {}",
@@ -435,23 +472,53 @@ impl TrainStep {
                 self.cfg.grad_accum
             )));
         }
+        if comm.size() != self.cfg.ranks {
+            return Err(Error::Other(format!(
+                "step: compiled for {} ranks, the job has {}",
+                self.cfg.ranks,
+                comm.size()
+            )));
+        }
         // Validate every micro-batch before running any, so a bad one leaves no partial sums behind.
         for (ids, targets) in micro {
             self.check_batch(ids, targets)?;
         }
         self.write_hyper(lr)?;
-        let mut loss = 0.0;
+        let pass = self.sec.forward.start..self.sec.backward.end;
+        let mut losses = Vec::new();
         for (ids, targets) in &micro[..micro.len() - 1] {
             self.set_batch(ids, targets)?;
-            self.step.run_range(self.sec.forward.start..self.sec.backward.end);
-            loss += self.stats().await?.loss as f64;
+            self.step.run_ranges(&[pass.clone(), self.sec.fold_mid.clone()]);
+            losses.push(self.stats().await?.loss);
         }
         let (ids, targets) = micro[micro.len() - 1];
         self.set_batch(ids, targets)?;
-        self.step.run();
+        if comm.size() > 1 {
+            self.step.run_ranges(&[pass, self.sec.fold_last.clone()]);
+            losses.push(self.stats().await?.loss);
+            self.sum_grads_over_ranks(comm).await?;
+            losses = comm.all_gather(losses)?.concat();
+            self.step.write_f32_at(self.sec.scalars, LOSS, &losses[losses.len() - 1..])?;
+            self.step.run_range(self.sec.optimizer.clone());
+        } else {
+            self.step.run_ranges(&[pass, self.sec.fold_last.start..self.sec.optimizer.end]);
+        }
         let mut s = self.finish_step().await?;
-        s.loss = ((loss + s.loss as f64) / micro.len() as f64) as f32;
+        if comm.size() == 1 {
+            losses.push(s.loss);
+        }
+        s.loss = (losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64) as f32;
         Ok(s)
+    }
+
+    /// Replaces this rank's gradient sums by the job's, read back and added in rank order.
+    async fn sum_grads_over_ranks(&self, comm: &dyn Comm) -> Result<()> {
+        for g in &self.sec.layout.groups {
+            let mut grads = self.step.read_f32(g.grad).await?;
+            sum_in_rank_order(comm, &mut grads)?;
+            self.step.write_f32(g.grad, &grads)?;
+        }
+        Ok(())
     }
 
     /// Reads the results of an optimizer section that has run: counts the step unless it was
@@ -524,6 +591,10 @@ pub struct Sections {
     pub backward: Range<usize>,
     pub optimizer: Range<usize>,
     pub zero_grads: Range<usize>,
+    /// With grad_accum > 1: after each micro-batch but the last, and after the last, the folds
+    /// of the gradient windows several rules write (`accumulate::micro_folds`).
+    pub fold_mid: Range<usize>,
+    pub fold_last: Range<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
