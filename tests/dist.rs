@@ -106,3 +106,18 @@ fn ranks_that_disagree_on_the_length_get_an_error() {
     });
     assert!(results.iter().any(|r| r.as_ref().is_err_and(|e| e.contains("disagree on the model"))), "{results:?}");
 }
+
+#[test]
+fn skipping_draws_lands_where_drawing_them_does() {
+    // A rank skips the other ranks' micro-batches (`Rng::skip`) instead of drawing them.
+    use wgpt::data::batches::Rng;
+    for n in [0u64, 1, 17, 1000] {
+        let (mut drawn, mut skipped) = (Rng(5), Rng(5));
+        for _ in 0..n {
+            drawn.next_u64();
+        }
+        skipped.skip(n);
+        assert_eq!(drawn, skipped, "after {n} draws");
+        assert_eq!(drawn.next_u64(), skipped.next_u64());
+    }
+}

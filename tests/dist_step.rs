@@ -11,6 +11,8 @@ use rand::Rng;
 use wgpt::dist::{Comm, Threads};
 use wgpt::gpu::PipelineCache;
 use wgpt::model::GptConfig;
+use wgpt::train::config::RunConfig;
+use wgpt::train::trainer::{load_corpus, Trainer};
 use wgpt::train::{StepConfig, TrainStep};
 
 const STEPS: usize = 3;
@@ -83,5 +85,40 @@ fn ranks_give_the_bits_of_one_rank_accumulating() {
             let swapped = train(&wgpt::dist::Solo, 3, &|m| 2 - m);
             assert!(!differing(&one, &swapped).is_empty(), "micro-batch order left no trace in the bits");
         }
+    }
+}
+
+/// A trainer of the tiny preset on tinyshakespeare as one rank of `comm`'s job (ranks set in
+/// its config), trained 3 steps; its parameters' bits.
+fn trainer_bits(grad_accum: usize, comm: Box<dyn Comm>) -> HashMap<String, Vec<u32>> {
+    let corpus = load_corpus(Some(&shared("data/tinyshakespeare.txt"))).unwrap();
+    let mut cfg = RunConfig::preset("tiny").unwrap();
+    (cfg.grad_accum, cfg.ranks) = (grad_accum, comm.size());
+    let mut t = Trainer::new(gpu(), cfg, &corpus).unwrap();
+    t.join(comm).unwrap();
+    for _ in 0..STEPS {
+        pollster::block_on(t.train_step()).unwrap();
+    }
+    let params = pollster::block_on(t.ts.read_params()).unwrap();
+    params.into_iter().map(|(k, v)| (k, v.iter().map(|x| x.to_bits()).collect())).collect()
+}
+
+// The trainer draws a step's micro-batches from one stream, rank-major, so N trainers joined to
+// a job train on the sequences one trainer with grad_accum × N draws, and end with its bits.
+#[test]
+fn trainers_on_ranks_train_like_one_trainer() {
+    let ranks = 2;
+    let one = trainer_bits(ranks, Box::new(wgpt::dist::Solo));
+    let job = Threads::job(ranks);
+    let got: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = job.into_iter().map(|c| s.spawn(move || trainer_bits(1, Box::new(c)))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (r, g) in got.iter().enumerate() {
+        let diff = differing(&one, g);
+        assert!(
+            diff.is_empty(),
+            "trainer rank {r} of {ranks} differs from one trainer with grad_accum {ranks}: {diff:?}"
+        );
     }
 }

@@ -17,6 +17,12 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// The state after `n` more draws of `next_u64` (SplitMix64's state moves by a constant per
+    /// draw): a rank skips the other ranks' micro-batches without drawing them.
+    pub fn skip(&mut self, n: u64) {
+        self.0 = self.0.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    }
+
     /// Uniform in 0..n (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
@@ -83,7 +89,8 @@ pub fn split(len: usize, val_fraction: f64, block: usize) -> Result<(std::ops::R
     Ok((0..boundary, boundary..len))
 }
 
-/// Draws `b` windows from `range`: (ids, targets), each B·T, targets = ids shifted by one.
+/// Draws `b` windows from `range`: (ids, targets), each B·T, targets = ids shifted by one. Takes
+/// exactly `b` draws of `rng` (`Rng::skip` relies on it).
 pub fn sample(
     tokens: &impl Tokens,
     range: &std::ops::Range<usize>,

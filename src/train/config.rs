@@ -43,8 +43,11 @@ pub struct RunConfig {
     /// Target vocabulary of the BPE tokenizer (char-level takes the corpus's characters).
     pub vocab_size: usize,
     pub log_every: u64,
-    /// Micro-batches per optimizer step (gradient accumulation).
+    /// Micro-batches per optimizer step (gradient accumulation), per rank.
     pub grad_accum: usize,
+    /// Ranks of the data-parallel job running this config (1: one process). Set by how the run
+    /// was started, not a `--set` key, and not recorded: a run may resume at another rank count.
+    pub ranks: usize,
     /// Tokens per optimizer step asked for with `batch_tokens` (0: none): grad_accum follows it
     /// whatever order batch_size and block_size are set in.
     pub batch_tokens: usize,
@@ -139,6 +142,7 @@ impl RunConfig {
             vocab_size: 512,
             log_every: 10,
             grad_accum: 1,
+            ranks: 1,
             batch_tokens: 0,
             precision: Precision::F32,
             recompute: Recompute::None,

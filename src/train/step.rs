@@ -76,7 +76,7 @@ impl StepConfig {
             // grad_clip = 0 turns clipping off, as in nanoGPT: the clip factor min(1, inf) is 1.
             max_grad_norm: if cfg.grad_clip > 0.0 { cfg.grad_clip as f32 } else { f32::INFINITY },
             grad_accum: cfg.grad_accum,
-            ranks: 1,
+            ranks: cfg.ranks,
             precision: cfg.precision,
             recompute: cfg.recompute,
             matmul: cfg.matmul,

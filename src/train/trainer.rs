@@ -18,6 +18,7 @@ use crate::data::batches::{sample, sequential, split, Rng, Tokens};
 use crate::data::dataset::TokenSet;
 pub use crate::data::dataset::{load_corpus, Corpus};
 use crate::data::Tokenizer;
+use crate::dist::{Comm, Solo};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PipelineCache};
 use crate::infer::{Generator, Sampling};
@@ -66,6 +67,8 @@ pub struct Trainer {
     /// The device, kept to compile the sampling program (`infer::Generator`) at the first sample.
     gpu: Gpu,
     sampler: std::sync::Mutex<Option<(Sampling, Generator)>>,
+    /// This process's place in a data-parallel job (`Solo` by default; `join`).
+    comm: Box<dyn Comm>,
 }
 
 /// What one optimizer step did.
@@ -130,6 +133,7 @@ impl Trainer {
             guard: Guard::new(0.0),
             gpu: gpu.clone(),
             sampler: Default::default(),
+            comm: Box::new(Solo),
         })
     }
 
@@ -202,6 +206,7 @@ impl Trainer {
             guard: Guard::new(0.0),
             gpu: gpu.clone(),
             sampler: Default::default(),
+            comm: Box::new(Solo),
         })
     }
 
@@ -214,17 +219,38 @@ impl Trainer {
         }
     }
 
+    /// Makes this trainer rank `comm.rank()` of a data-parallel job; its config's `ranks` (the
+    /// step was compiled for it) must be the job's size.
+    pub fn join(&mut self, comm: Box<dyn Comm>) -> Result<()> {
+        if comm.size() != self.cfg.ranks {
+            return Err(Error::Other(format!(
+                "the trainer was built for {} ranks, the job has {}",
+                self.cfg.ranks,
+                comm.size()
+            )));
+        }
+        self.comm = comm;
+        Ok(())
+    }
+
     /// One optimizer step: `grad_accum` micro-batches drawn from the training split, the lr of
     /// this step, the outlier guard's ceilings (a step the GPU skips leaves the weights as they
-    /// were). Counts the step and feeds the guard with it when it was good.
+    /// were). Counts the step and feeds the guard with it when it was good. In a job of N ranks
+    /// the step's N·grad_accum micro-batches are drawn from one stream, rank-major (rank r takes
+    /// r·A .. r·A + A), so the data does not depend on N: one rank with grad_accum × N draws the
+    /// same sequences.
     pub async fn train_step(&mut self) -> Result<Stepped> {
         let lr = self.schedule().lr(self.step);
-        let (b, t) = (self.cfg.batch_size, self.cfg.block_size);
+        let (b, t, a) = (self.cfg.batch_size, self.cfg.block_size, self.cfg.grad_accum);
+        let (rank, ranks) = (self.comm.rank() as u64, self.comm.size() as u64);
+        let mut rng = self.rng;
+        rng.skip(rank * (a * b) as u64);
         let batches: Vec<(Vec<u32>, Vec<u32>)> =
-            (0..self.cfg.grad_accum).map(|_| sample(&self.tokens, &self.train, b, t, &mut self.rng)).collect();
+            (0..a).map(|_| sample(&self.tokens, &self.train, b, t, &mut rng)).collect();
+        self.rng.skip(ranks * (a * b) as u64);
         let micro: Vec<(&[u32], &[u32])> = batches.iter().map(|(i, t)| (&i[..], &t[..])).collect();
         self.ts.ceilings = self.guard.ceilings();
-        let stats = self.ts.train_micro(&micro, lr).await?;
+        let stats = self.ts.train_micro_ranked(&*self.comm, &micro, lr).await?;
         self.step += 1;
         if !stats.skipped && stats.loss.is_finite() {
             self.guard.push(stats.grad_norm, stats.loss);
