@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: bench-peer bench-gpu-prepare bench-gpu deps-gl test-gl deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci
+.PHONY: bench-peer bench-gpu-prepare bench-gpu deps-gl test-gl deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci deps-mpi test-mpi
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -252,6 +252,22 @@ deps-gl:
 		echo "deps-gl: installing Mesa's EGL and GL drivers (libegl1, libegl-mesa0, libgl1-mesa-dri)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null; \
 	else echo "deps-gl: install Mesa's EGL and GL drivers (llvmpipe)" >&2; exit 1; fi
+
+# Data-parallel training under mpirun (cargo feature mpi, tests/mpi.rs): Open MPI and libclang
+# (for the mpi crate's bindings) from apt when missing.
+deps-mpi:
+	@if command -v mpirun >/dev/null && ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
+		echo "deps-mpi: Open MPI and libclang are installed"; \
+	elif command -v apt-get >/dev/null; then \
+		echo "deps-mpi: installing openmpi-bin libopenmpi-dev libclang-dev"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev libclang-dev >/dev/null; \
+	else \
+		echo "deps-mpi: install Open MPI (or MPICH) and libclang"; \
+	fi
+
+test-mpi: deps deps-mpi
+	cargo clippy --features mpi --all-targets -- -D warnings
+	cargo test --features mpi --test mpi --test dist --test dist_step
 
 test-gl: deps-gl
 	WGPU_BACKEND=gl WGPT_REQUIRE_BACKEND=gl cargo test $(GL_KERNEL_TESTS:%=--test %) -- --test-threads=1

@@ -510,6 +510,10 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     if viz {
         return Err(no_viz());
     }
+    // Under mpirun, one rank of a data-parallel job: MPI starts before anything else.
+    let job = crate::dist::launch::detect()?;
+    let (place, local_rank) = job.unwrap_or((crate::dist::Place::ALONE, 0));
+    let comm = job.map(|(place, _)| crate::dist::launch::connect(place)).transpose()?;
     // Ctrl-C and SIGTERM save a checkpoint before the process ends.
     crate::train::interrupt::install()?;
     use crate::data::dataset::Input;
@@ -522,7 +526,15 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         .chain(keep.iter().map(|k| format!("keep={k}")))
         .chain(set)
         .collect();
-    let req = Request { data, preset, config, init, steps, settings };
+    let req = Request { data, preset, config, init, steps, settings, place };
+    let join = |t: &mut crate::train::trainer::Trainer, comm: Option<Box<dyn crate::dist::Comm>>| match comm {
+        Some(c) => t.join(c),
+        None => Ok(()),
+    };
+    if !place.leads() {
+        let comm = comm.expect("a rank other than 0 is in a job");
+        return crate::train::setup::follow(backend, local_rank, &req, out.as_deref(), resume, comm);
+    }
     if resume {
         let Some(dir) = out else {
             return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into()));
@@ -538,13 +550,14 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
                 return Err(crate::util::io_error(&metrics, &e));
             }
         }
-        let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
+        let gpu = pollster::block_on(crate::gpu::Gpu::for_local_rank(backend, local_rank))?;
         let mut notes = Vec::new();
         let trainer = setup::resume(&gpu, &dir, &req, &mut notes);
         for n in notes {
             println!("{n}");
         }
-        let trainer = trainer?;
+        let mut trainer = trainer?;
+        join(&mut trainer, comm)?;
         println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
         if let Some(n) = &trainer.notice {
             println!("{n}");
@@ -564,12 +577,22 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
             dir.display()
         )));
     }
-    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
+    let gpu = pollster::block_on(crate::gpu::Gpu::for_local_rank(backend, local_rank))?;
     println!("adapter: {}", gpu.describe());
     if let Some(init) = &init {
         println!("starting from the model in {}", init.dir.display());
     }
-    let trainer = setup::start(&gpu, &cfg, init.as_ref(), &input, &dir, &mut |line| println!("{line}"))?;
+    let mut trainer = setup::start(&gpu, &cfg, init.as_ref(), &input, &dir, &mut |line| println!("{line}"))?;
+    join(&mut trainer, comm)?;
+    if place.ranks > 1 {
+        println!(
+            "data-parallel: {} ranks, {} sequences per step ({} per rank x grad_accum {})",
+            place.ranks,
+            place.ranks * cfg.batch_size * cfg.grad_accum,
+            cfg.batch_size,
+            cfg.grad_accum
+        );
+    }
     println!("corpus: {}; tokenizer: {} ({} tokens)", input.describe(), cfg.tokenizer, trainer.model.vocab_size);
     println!(
         "model: {} layers, {} heads, C={}, T={}, V={}; {} train / {} val tokens; {} dispatches per step",

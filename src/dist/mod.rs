@@ -1,8 +1,13 @@
 //! Data-parallel training: the ranks of a job and how they exchange gradients. A `Comm` connects
 //! one process (or thread) to its peers; `reduce` sums gradients over ranks in rank order, so the
-//! result does not depend on how the sum is split across them. Today: one process (`Solo`) and
-//! in-process peers (`Threads`, for tests and several adapters in one process).
+//! result does not depend on how the sum is split across them. Communicators: one process
+//! (`Solo`), in-process peers (`Threads`, for tests and several adapters in one process) and MPI
+//! (`mpi::Mpi`, cargo feature `mpi`, one process per rank under `mpirun`).
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod launch;
+#[cfg(all(feature = "mpi", not(target_arch = "wasm32")))]
+pub mod mpi;
 pub mod reduce;
 pub mod threads;
 
@@ -22,6 +27,28 @@ pub trait Comm: Send {
     /// Every rank's `mine`, in rank order.
     fn all_gather(&self, mine: Vec<f32>) -> Result<Vec<Vec<f32>>> {
         self.all_to_all(vec![mine; self.size()])
+    }
+}
+
+/// Where a process stands in its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub rank: usize,
+    pub ranks: usize,
+}
+
+impl Place {
+    pub const ALONE: Place = Place { rank: 0, ranks: 1 };
+
+    /// Rank 0 logs, evaluates, samples and writes the run directory; the others only train.
+    pub fn leads(&self) -> bool {
+        self.rank == 0
+    }
+}
+
+impl Default for Place {
+    fn default() -> Self {
+        Place::ALONE
     }
 }
 

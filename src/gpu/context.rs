@@ -176,32 +176,51 @@ pub async fn list_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) 
 
 /// Picks the adapter: `name` (substring, case-insensitive; `WGPU_ADAPTER_NAME` for the CLI)
 /// filters first, then the device-type preference decides.
-pub fn choose(mut adapters: Vec<wgpu::Adapter>, name: Option<&str>) -> Option<wgpu::Adapter> {
+pub fn choose(adapters: Vec<wgpu::Adapter>, name: Option<&str>) -> Option<wgpu::Adapter> {
+    choose_nth(adapters, name, 0)
+}
+
+/// `choose`, taking the `k`-th (modulo their number) of the adapters that tie for the best: the
+/// GPU of a data-parallel rank, by its local rank on the machine.
+pub fn choose_nth(mut adapters: Vec<wgpu::Adapter>, name: Option<&str>, k: usize) -> Option<wgpu::Adapter> {
     if let Some(name) = name {
         let name = name.to_lowercase();
         adapters.retain(|a| a.get_info().name.to_lowercase().contains(&name));
     }
     // Ties (lavapipe on Vulkan and on GL) go to the native compute APIs over GL.
-    adapters.sort_by_key(|a| {
+    let key = |a: &wgpu::Adapter| {
         let i = a.get_info();
         (preference(i.device_type), i.backend == wgpu::Backend::Gl)
-    });
-    adapters.into_iter().next()
+    };
+    adapters.sort_by_key(key);
+    let best = adapters.first().map(key)?;
+    let n = adapters.iter().take_while(|a| key(a) == best).count();
+    adapters.into_iter().nth(k % n)
 }
 
 impl Gpu {
     /// Opens the preferred adapter of the chosen backends, honouring `WGPU_ADAPTER_NAME`.
     pub async fn new(choice: BackendChoice) -> Result<Gpu> {
-        Self::with_name(choice, std::env::var("WGPU_ADAPTER_NAME").ok().as_deref()).await
+        Self::for_local_rank(choice, 0).await
+    }
+
+    /// `new` for local rank `k` of a data-parallel job: the k-th of the equally preferred
+    /// adapters (one GPU per rank on a machine with several; all share the one there is).
+    pub async fn for_local_rank(choice: BackendChoice, k: usize) -> Result<Gpu> {
+        Self::with_name_nth(choice, std::env::var("WGPU_ADAPTER_NAME").ok().as_deref(), k).await
     }
 
     /// Like `new`, with the adapter-name filter given explicitly.
     pub async fn with_name(choice: BackendChoice, name: Option<&str>) -> Result<Gpu> {
+        Self::with_name_nth(choice, name, 0).await
+    }
+
+    async fn with_name_nth(choice: BackendChoice, name: Option<&str>, k: usize) -> Result<Gpu> {
         let mut seen = 0;
         for backends in choice.tiers() {
             let (instance, adapters) = probe(backends).await;
             seen += adapters.len();
-            if let Some(adapter) = choose(adapters, name) {
+            if let Some(adapter) = choose_nth(adapters, name, k) {
                 return Self::open(instance, adapter).await;
             }
         }

@@ -3,6 +3,7 @@
 //! every `save_every` steps, at the end and on SIGINT/SIGTERM; resume from the newest checkpoint;
 //! device faults; and the blocking forms of the trainer's async calls.
 
+use crate::dist::Place;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -132,13 +133,21 @@ impl Trainer {
         changes: &[String],
         notes: &mut Vec<String>,
     ) -> Result<Trainer> {
-        Self::resume_from(gpu, &ResumePoint::find(dir, notes)?, corpus, changes)
+        Self::resume_from(gpu, &ResumePoint::find(dir, notes)?, corpus, changes, Place::ALONE)
     }
 
-    /// `resume` from a checkpoint already found.
-    pub fn resume_from(gpu: &Gpu, at: &ResumePoint, corpus: Option<&Corpus>, changes: &[String]) -> Result<Trainer> {
+    /// `resume` from a checkpoint already found, as `place` in a data-parallel job (which may have
+    /// another number of ranks than the one that saved it; only rank 0 touches the directory).
+    pub fn resume_from(
+        gpu: &Gpu,
+        at: &ResumePoint,
+        corpus: Option<&Corpus>,
+        changes: &[String],
+        place: Place,
+    ) -> Result<Trainer> {
         let (dir, ck, state, doc) = (&at.dir, &at.checkpoint, &at.state, &at.config);
         let mut cfg = at.settings()?;
+        cfg.ranks = place.ranks;
         // The kernels it ran: a resumed run computes with the same ones. A checkpoint from before
         // there were variants ran every product on `register`.
         if doc["wgpt"].get("kernels").is_none() {
@@ -220,7 +229,9 @@ impl Trainer {
         }
         ls.clean = state["loss_scale_clean"].as_u64().unwrap_or(0);
         ls.skipped = state["skipped_steps"].as_u64().unwrap_or(0);
-        truncate_metrics(&dir.join("metrics.jsonl"), t.step)?;
+        if place.leads() {
+            truncate_metrics(&dir.join("metrics.jsonl"), t.step)?;
+        }
         Ok(t)
     }
 
@@ -250,11 +261,21 @@ impl Trainer {
     }
 
     fn steps(&mut self, dir: &Path, stop: u64, mut progress: impl Progress) -> Result<()> {
+        // In a data-parallel job only rank 0 writes the run directory, evaluates and samples.
+        let leader = self.leads();
         let io = |e: std::io::Error| crate::util::io_error(&dir.join("metrics.jsonl"), &e);
-        let mut metrics =
-            std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?;
-        let mut record = |v: serde_json::Value| writeln!(metrics, "{v}").map_err(io);
-        let tokens_per_step = (self.cfg.batch_size * self.cfg.block_size * self.cfg.grad_accum) as f64;
+        let mut metrics = match leader {
+            true => Some(
+                std::fs::OpenOptions::new().create(true).append(true).open(dir.join("metrics.jsonl")).map_err(io)?,
+            ),
+            false => None,
+        };
+        let mut record = |v: serde_json::Value| match &mut metrics {
+            Some(m) => writeln!(m, "{v}").map_err(io),
+            None => Ok(()),
+        };
+        // The whole job's: every rank trains batch_size x grad_accum sequences per step.
+        let tokens_per_step = (self.cfg.batch_size * self.cfg.block_size * self.cfg.grad_accum * self.cfg.ranks) as f64;
         let (started, first) = (Instant::now(), self.step);
         let mut window = (Instant::now(), 0u64);
         // Steps in a row whose loss or gradients were not finite, or that were outliers (each
@@ -264,6 +285,10 @@ impl Trainer {
         let lose_device_at = lose_device_at();
         while self.step < self.cfg.steps.min(stop) {
             if let Some(signal) = interrupt::pending() {
+                if !leader {
+                    let checkpoint = "rank 0 saves the job's checkpoint".to_string();
+                    return Err(Error::Interrupted { signal, step: self.step, checkpoint });
+                }
                 let ck = interrupt::save_for_signal(|| self.save(dir))?;
                 return Err(Error::Interrupted { signal, step: self.step, checkpoint: ck.display().to_string() });
             }
@@ -327,30 +352,36 @@ impl Trainer {
                     self.step, self.cfg.steps, s.loss, lr, s.grad_norm, tps, eta
                 ));
                 let ls = &self.ts.loss_scale;
-                record(json!({
+                let mut line = json!({
                     "step": self.step, "loss": s.loss, "lr": lr, "grad_norm": s.grad_norm, "tokens_per_s": tps,
                     "loss_scale": ls.scale, "skipped_steps": ls.skipped,
-                }))?;
+                });
+                if self.cfg.ranks > 1 {
+                    line["ranks"] = json!(self.cfg.ranks);
+                    line["comm_s"] = json!(s.comm_s);
+                }
+                record(line)?;
                 window = (Instant::now(), 0);
             }
             let last = self.step == self.cfg.steps;
-            let evaluate = (self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every)) || last;
+            let evaluate =
+                leader && ((self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every)) || last);
             if evaluate {
                 let val = self.eval()?;
                 progress.line(&format!("step {:>6}  val loss {val:.4}  perplexity {:.2}", self.step, val.exp()));
                 progress.eval(self.step, val);
                 record(json!({"step": self.step, "val_loss": val, "val_perplexity": val.exp()}))?;
             }
-            if evaluate || (self.cfg.save_every > 0 && self.step.is_multiple_of(self.cfg.save_every)) {
+            if evaluate || (leader && self.cfg.save_every > 0 && self.step.is_multiple_of(self.cfg.save_every)) {
                 self.save(dir)?;
             }
-            if (self.cfg.sample_every > 0 && self.step.is_multiple_of(self.cfg.sample_every)) || last {
+            if leader && ((self.cfg.sample_every > 0 && self.step.is_multiple_of(self.cfg.sample_every)) || last) {
                 let text = pollster::block_on(self.sample_text())?;
                 progress.line(&format!("sample at step {}:\n{text}\n", self.step));
                 record(json!({"step": self.step, "sample": text}))?;
             }
         }
-        if self.step < self.cfg.steps {
+        if self.step < self.cfg.steps && leader {
             self.save(dir)?;
             progress.line(&format!("stopped at step {}; checkpoint saved", self.step));
         }

@@ -4,6 +4,7 @@
 //! what its checkpoint recorded, so that the command that started a run continues it with
 //! `--resume` added.
 
+use crate::dist::Place;
 use std::path::{Path, PathBuf};
 
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ pub struct Request {
     /// `key=value` settings in command-line order: the dedicated flags (--precision, --recompute,
     /// --keep), then every --set.
     pub settings: Vec<String>,
+    /// This process's place in a data-parallel job (`dist::launch`).
+    pub place: Place,
 }
 
 impl Request {
@@ -56,6 +59,7 @@ impl Request {
             cfg.set(kv)?;
         }
         cfg.validate()?;
+        cfg.ranks = self.place.ranks;
         Ok(cfg)
     }
 
@@ -221,7 +225,7 @@ pub fn resume(gpu: &Gpu, dir: &Path, req: &Request, notes: &mut Vec<String>) -> 
             None
         }
     };
-    Trainer::resume_from(gpu, &at, corpus.as_ref(), &req.changes())
+    Trainer::resume_from(gpu, &at, corpus.as_ref(), &req.changes(), req.place)
 }
 
 /// The recorded corpus against `--data`: the same content, or one line saying what differs.
@@ -296,4 +300,36 @@ fn check_settings(saved: &RunConfig, req: &Request) -> Result<()> {
 /// A JSON setting as it is typed: strings without quotes.
 fn plain(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// A rank other than 0 of a data-parallel job: the same run as rank 0 (the same settings, corpus
+/// and checkpoint), trained in step with it, silently. It writes nothing of the run: a new run's
+/// tokens go to a scratch directory removed at the end; a resumed run reads rank 0's directory.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn follow(
+    backend: crate::gpu::BackendChoice,
+    local_rank: usize,
+    req: &Request,
+    out: Option<&Path>,
+    resume: bool,
+    comm: Box<dyn crate::dist::Comm>,
+) -> Result<()> {
+    let gpu = pollster::block_on(Gpu::for_local_rank(backend, local_rank))?;
+    let (mut trainer, dir, scratch) = match (resume, out) {
+        (true, Some(dir)) => (self::resume(&gpu, dir, req, &mut Vec::new())?, dir.to_path_buf(), None),
+        (true, None) => return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into())),
+        (false, _) => {
+            let (cfg, init) = req.plan()?;
+            let input = Input::detect(req.data.as_deref())?;
+            let scratch = std::env::temp_dir().join(format!("wgpt-rank{}-{}", req.place.rank, std::process::id()));
+            let t = start(&gpu, &cfg, init.as_ref(), &input, &scratch, &mut |_| {})?;
+            (t, scratch.clone(), Some(scratch))
+        }
+    };
+    trainer.join(comm)?;
+    let run = trainer.run(&dir, |_: &str| {});
+    if let Some(s) = scratch {
+        let _ = std::fs::remove_dir_all(s);
+    }
+    run
 }

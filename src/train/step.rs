@@ -493,17 +493,27 @@ impl TrainStep {
         }
         let (ids, targets) = micro[micro.len() - 1];
         self.set_batch(ids, targets)?;
+        #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
+        let mut comm_s = 0.0;
         if comm.size() > 1 {
             self.step.run_ranges(&[pass, self.sec.fold_last.clone()]);
             losses.push(self.stats().await?.loss);
+            // (No clock in a browser's wasm; its jobs would be in-process threads anyway.)
+            #[cfg(not(target_arch = "wasm32"))]
+            let started = std::time::Instant::now();
             self.sum_grads_over_ranks(comm).await?;
             losses = comm.all_gather(losses)?.concat();
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                comm_s = started.elapsed().as_secs_f64();
+            }
             self.step.write_f32_at(self.sec.scalars, LOSS, &losses[losses.len() - 1..])?;
             self.step.run_range(self.sec.optimizer.clone());
         } else {
             self.step.run_ranges(&[pass, self.sec.fold_last.start..self.sec.optimizer.end]);
         }
         let mut s = self.finish_step().await?;
+        s.comm_s = comm_s;
         if comm.size() == 1 {
             losses.push(s.loss);
         }
@@ -543,6 +553,7 @@ impl TrainStep {
             skipped: s[SKIPPED] != 0.0,
             outlier: s[SKIPPED] == 2.0,
             loss_scale: self.loss_scale.scale,
+            comm_s: 0.0,
         })
     }
 
@@ -608,4 +619,7 @@ pub struct StepStats {
     /// Skipped by the outlier guard (the loss or gradient norm above its ceiling).
     pub outlier: bool,
     pub loss_scale: f32,
+    /// Seconds the step spent summing gradients over ranks (read back, exchange, write back; 0
+    /// alone).
+    pub comm_s: f64,
 }

@@ -219,6 +219,12 @@ impl Trainer {
         }
     }
 
+    /// Whether this trainer is rank 0 of its job (or alone): the one that logs, evaluates,
+    /// samples and writes the run directory.
+    pub fn leads(&self) -> bool {
+        self.comm.rank() == 0
+    }
+
     /// Makes this trainer rank `comm.rank()` of a data-parallel job; its config's `ranks` (the
     /// step was compiled for it) must be the job's size.
     pub fn join(&mut self, comm: Box<dyn Comm>) -> Result<()> {

@@ -1,0 +1,111 @@
+//! `mpirun -np N wgpt train` (cargo feature `mpi`; `make test-mpi` runs these with Open MPI on
+//! loopback): N ranks write the model one rank writes with grad_accum × N, byte for byte, a run
+//! resumes at another rank count, and a build without the feature says how to get one.
+
+mod common;
+use std::path::{Path, PathBuf};
+#[cfg(feature = "mpi")]
+use std::process::Command;
+
+use common::process::{run, wgpt};
+#[cfg(not(feature = "mpi"))]
+use common::*;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgpt-mpi-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A tiny run's arguments: `steps` steps, no evaluation until the last, the default corpus.
+fn train_args(out: &Path, steps: u64, more: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> =
+        ["train", "--preset", "tiny", "--set", "eval_every=0", "--set", "sample_tokens=8"].map(String::from).to_vec();
+    a.extend(["--steps".into(), steps.to_string(), "--out".into(), out.display().to_string()]);
+    a.extend(more.iter().map(|s| s.to_string()));
+    a
+}
+
+#[cfg(feature = "mpi")]
+fn mpirun(np: usize, args: &[String]) -> common::process::Ended {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()]);
+    // Loopback only; one lavapipe thread per rank on this 2-core machine.
+    c.args(["--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo"]);
+    c.args(["--mca", "pml", "ob1", "-x", "LP_NUM_THREADS=1", "-x", "XDG_RUNTIME_DIR"]);
+    c.arg(env!("CARGO_BIN_EXE_wgpt")).args(args);
+    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    run(&mut c)
+}
+
+#[cfg(feature = "mpi")]
+fn have_mpirun() -> bool {
+    let found = Command::new("mpirun").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(found || std::env::var("CI").is_err(), "CI runs the MPI tests with mpirun installed (make test-mpi)");
+    if !found {
+        eprintln!("skipped: no mpirun (apt-get install openmpi-bin libopenmpi-dev)");
+    }
+    found
+}
+
+#[cfg(feature = "mpi")]
+fn model_bytes(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn ranks_write_the_model_of_one_rank_accumulating() {
+    if !have_mpirun() {
+        return;
+    }
+    for np in [2, 3] {
+        let (job, one) = (scratch_dir(&format!("job{np}")), scratch_dir(&format!("one{np}")));
+        let ran = mpirun(np, &train_args(&job, 3, &[]));
+        assert!(ran.ok(), "mpirun -np {np}:\n{}", ran.all);
+        assert!(ran.stdout.contains(&format!("data-parallel: {np} ranks")), "{}", ran.stdout);
+        let alone = run(wgpt().args(train_args(&one, 3, &["--set", &format!("grad_accum={np}")])));
+        assert!(alone.ok(), "{}", alone.all);
+        assert!(model_bytes(&job) == model_bytes(&one), "{np} ranks and one rank with grad_accum {np} differ");
+        let metrics = std::fs::read_to_string(job.join("metrics.jsonl")).unwrap();
+        assert!(metrics.contains(&format!("\"ranks\":{np}")) && metrics.contains("\"comm_s\""), "{metrics}");
+        for d in [job, one] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+}
+
+// A checkpoint does not depend on the rank count: a one-rank run with grad_accum 2 resumed as a
+// job of 2 ranks (grad_accum 1) ends as the one-rank run resumed alone.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_run_resumes_at_another_rank_count() {
+    if !have_mpirun() {
+        return;
+    }
+    let (a, b) = (scratch_dir("resume-a"), scratch_dir("resume-b"));
+    for d in [&a, &b] {
+        let first = run(wgpt().args(train_args(d, 2, &["--set", "grad_accum=2"])));
+        assert!(first.ok(), "{}", first.all);
+    }
+    let job = mpirun(2, &train_args(&a, 4, &["--resume", "--set", "grad_accum=1"]));
+    assert!(job.ok(), "{}", job.all);
+    let alone = run(wgpt().args(train_args(&b, 4, &["--resume"])));
+    assert!(alone.ok(), "{}", alone.all);
+    assert!(model_bytes(&a) == model_bytes(&b), "resumed on 2 ranks differs from resumed alone");
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_says_how_to_build_one() {
+    let out = scratch_dir("nompi");
+    let ran =
+        run(wgpt().args(train_args(&out, 1, &[])).env("OMPI_COMM_WORLD_SIZE", "2").env("OMPI_COMM_WORLD_RANK", "0"));
+    assert!(!ran.ok());
+    let line = error_line(&ran.all);
+    assert!(line.contains("rank 0 of 2") && line.contains("--features mpi"), "{line}");
+    assert!(!out.exists(), "a failed start left {}", out.display());
+}
