@@ -122,3 +122,29 @@ fn trainers_on_ranks_train_like_one_trainer() {
         );
     }
 }
+
+// Ranks started with different settings are refused when they join, with the setting named.
+#[test]
+fn ranks_that_disagree_are_refused_at_the_start() {
+    let corpus = load_corpus(Some(&shared("data/tinyshakespeare.txt"))).unwrap();
+    let job = Threads::job(2);
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = job
+            .into_iter()
+            .enumerate()
+            .map(|(r, c)| {
+                let corpus = &corpus;
+                s.spawn(move || {
+                    let mut cfg = RunConfig::preset("tiny").unwrap();
+                    (cfg.ranks, cfg.seed) = (2, 1 + r as u64);
+                    let mut t = Trainer::new(gpu(), cfg, corpus).unwrap();
+                    t.join(Box::new(c)).unwrap_err().to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for e in &errors {
+        assert!(e.contains("differ in setting seed"), "{e}");
+    }
+}

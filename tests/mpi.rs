@@ -28,14 +28,20 @@ fn train_args(out: &Path, steps: u64, more: &[&str]) -> Vec<String> {
 
 #[cfg(feature = "mpi")]
 fn mpirun(np: usize, args: &[String]) -> common::process::Ended {
+    run(&mut mpirun_command(np, args))
+}
+
+#[cfg(feature = "mpi")]
+fn mpirun_command(np: usize, args: &[String]) -> Command {
     let mut c = Command::new("mpirun");
     c.args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()]);
     // Loopback only; one lavapipe thread per rank on this 2-core machine.
     c.args(["--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo"]);
-    c.args(["--mca", "pml", "ob1", "-x", "LP_NUM_THREADS=1", "-x", "XDG_RUNTIME_DIR"]);
+    c.args(["--mca", "pml", "ob1", "-x", "LP_NUM_THREADS=1", "-x", "XDG_RUNTIME_DIR", "-x", "WGPT_COMM_TIMEOUT"]);
     c.arg(env!("CARGO_BIN_EXE_wgpt")).args(args);
     c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    run(&mut c)
+    c.env("WGPT_COMM_TIMEOUT", "60");
+    c
 }
 
 #[cfg(feature = "mpi")]
@@ -108,4 +114,44 @@ fn a_build_without_mpi_says_how_to_build_one() {
     let line = error_line(&ran.all);
     assert!(line.contains("rank 0 of 2") && line.contains("--features mpi"), "{line}");
     assert!(!out.exists(), "a failed start left {}", out.display());
+}
+
+/// The pid of the wgpt process that is rank `rank` of a job writing to `out`.
+#[cfg(feature = "mpi")]
+fn rank_pid(out: &Path, rank: usize) -> Option<String> {
+    let want_env = format!("OMPI_COMM_WORLD_RANK={rank}");
+    let want_arg = out.display().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_string_lossy().to_string();
+        pid.parse::<u32>().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let environ = std::fs::read(e.path().join("environ")).ok()?;
+        let has = |buf: &[u8], s: &str| buf.split(|&b| b == 0).any(|x| x == s.as_bytes());
+        (has(&cmdline, &want_arg) && has(&environ, &want_env) && !has(&cmdline, "mpirun")).then_some(pid)
+    })
+}
+
+// A rank stopped (SIGSTOP: alive, silent) leaves the others waiting in the exchange: after
+// WGPT_COMM_TIMEOUT they stop with one line saying why, and mpirun ends the job.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_stopped_rank_ends_the_job_within_the_timeout() {
+    if !have_mpirun() {
+        return;
+    }
+    let out = scratch_dir("stopped");
+    let mut cmd = mpirun_command(2, &train_args(&out, 100_000, &["--set", "log_every=1"]));
+    cmd.env("WGPT_COMM_TIMEOUT", "5");
+    let mut job = common::process::Watched::start(&mut cmd);
+    assert!(job.wait_until("step 3", |all| all.contains("step      3/")), "{}", job.output());
+    let pid = rank_pid(&out, 1).expect("rank 1's process");
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let stopped = std::time::Instant::now();
+    let ended = job.finish();
+    let waited = stopped.elapsed();
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    assert!(!ended.ok(), "the job went on:\n{}", ended.all);
+    assert!(waited.as_secs() < 60, "the job took {waited:?} to end after a rank stopped");
+    assert!(ended.all.contains("have not joined the gradient exchange for 5 s"), "{}", ended.all);
+    let _ = std::fs::remove_dir_all(out);
 }

@@ -1,6 +1,10 @@
 //! The MPI communicator (cargo feature `mpi`): one process per rank under `mpirun`. Only the
 //! all-to-all exchanges of `Comm` are used; sums are wgpt's own (`reduce`), in rank order.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use mpi::datatype::{Partition, PartitionMut};
 use mpi::traits::{Communicator, CommunicatorCollectives};
 
@@ -9,6 +13,11 @@ use crate::error::{Error, Result};
 
 pub struct Mpi {
     world: mpi::topology::SimpleCommunicator,
+    /// Milliseconds since `epoch` at which the exchange in progress started (0: none).
+    waiting_since: Arc<AtomicU64>,
+    /// An exchange has completed (the watchdog's shorter limit applies).
+    first_done: Arc<AtomicBool>,
+    epoch: Instant,
     // Dropping the universe finalizes MPI: it lives as long as the communicator.
     _universe: mpi::environment::Universe,
 }
@@ -17,10 +26,48 @@ pub struct Mpi {
 unsafe impl Send for Mpi {}
 
 impl Mpi {
-    /// Initializes MPI (once per process).
+    /// Initializes MPI (once per process) and a watchdog: an exchange that waits longer than
+    /// `WGPT_COMM_TIMEOUT` seconds (default 60) for the other ranks (one stopped, hung, or lost
+    /// its device) ends this process with one line; mpirun then ends the job. Checkpoints are
+    /// written whole or not at all, so the last one stays intact. The first exchange may wait ten
+    /// times as long: it also waits for the slowest rank to compile its step. Rank 0's
+    /// evaluations and checkpoints happen while the others wait: the timeout must exceed them.
     pub fn init() -> Result<Mpi> {
+        let timeout =
+            match std::env::var("WGPT_COMM_TIMEOUT") {
+                Ok(v) => v.trim().parse::<f64>().ok().filter(|s| *s > 0.0).ok_or_else(|| {
+                    Error::Other(format!("WGPT_COMM_TIMEOUT={v}: expected a number of seconds above 0"))
+                })?,
+                Err(_) => 60.0,
+            };
         let universe = mpi::initialize().ok_or_else(|| Error::Other("MPI was already initialized".into()))?;
-        Ok(Mpi { world: universe.world(), _universe: universe })
+        let world = universe.world();
+        let (waiting_since, epoch) = (Arc::new(AtomicU64::new(0)), Instant::now());
+        let first_done = Arc::new(AtomicBool::new(false));
+        let (watched, done, rank, size) = (waiting_since.clone(), first_done.clone(), world.rank(), world.size());
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let since = watched.load(Ordering::Relaxed);
+            let now = epoch.elapsed().as_millis() as u64;
+            let limit = if done.load(Ordering::Relaxed) { timeout } else { 10.0 * timeout };
+            if since > 0 && now.saturating_sub(since) as f64 > limit * 1000.0 {
+                eprintln!(
+                    "wgpt: error: rank {rank} of {size}: the other ranks have not joined the gradient exchange for \
+                     {limit} s (one stopped, hung or lost its device; WGPT_COMM_TIMEOUT sets the wait); stopping, \
+                     the last checkpoint is intact"
+                );
+                std::process::exit(3);
+            }
+        });
+        Ok(Mpi { world, waiting_since, first_done, epoch, _universe: universe })
+    }
+
+    fn exchange<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.waiting_since.store(self.epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+        let out = f();
+        self.waiting_since.store(0, Ordering::Relaxed);
+        self.first_done.store(true, Ordering::Relaxed);
+        out
     }
 }
 
@@ -42,7 +89,7 @@ impl Comm for Mpi {
         }
         let send_counts = parts.iter().map(|p| count(p.len())).collect::<Result<Vec<i32>>>()?;
         let mut recv_counts = vec![0i32; n];
-        self.world.all_to_all_into(&send_counts[..], &mut recv_counts[..]);
+        self.exchange(|| self.world.all_to_all_into(&send_counts[..], &mut recv_counts[..]));
         let displs = |counts: &[i32]| -> Vec<i32> {
             counts.iter().scan(0i32, |at, &c| Some(std::mem::replace(at, *at + c))).collect()
         };
@@ -54,7 +101,7 @@ impl Comm for Mpi {
         {
             let send = Partition::new(&flat[..], &send_counts[..], &send_displs[..]);
             let mut into = PartitionMut::new(&mut recv[..], &recv_counts[..], &recv_displs[..]);
-            self.world.all_to_all_varcount_into(&send, &mut into);
+            self.exchange(|| self.world.all_to_all_varcount_into(&send, &mut into));
         }
         Ok((0..n).map(|i| recv[recv_displs[i] as usize..(recv_displs[i] + recv_counts[i]) as usize].to_vec()).collect())
     }

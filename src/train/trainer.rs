@@ -235,8 +235,25 @@ impl Trainer {
                 comm.size()
             )));
         }
+        check_same_run(&*comm, &self.agreed())?;
         self.comm = comm;
         Ok(())
+    }
+
+    /// What every rank of a job must agree on, by name: wgpt's version, each setting, the
+    /// corpus's tokens, the model and the kernel variant of every product (a variant may round
+    /// differently, so the ranks' gradients would not add up to one rank's).
+    fn agreed(&self) -> Vec<(String, String)> {
+        let mut out = vec![("wgpt version".to_string(), env!("CARGO_PKG_VERSION").to_string())];
+        if let Some(obj) = self.cfg.to_json().as_object() {
+            out.extend(obj.iter().map(|(k, v)| (format!("setting {k}"), v.to_string())));
+        }
+        let first: Vec<u32> = (0..self.tokens.len().min(4096)).map(|i| self.tokens.get(i)).collect();
+        out.push(("corpus (--data)".into(), format!("{} tokens, {:?}", self.tokens.len(), first)));
+        out.push(("model".into(), format!("{:?}", self.model)));
+        let kernels: Vec<String> = self.ts.step.choices.iter().map(|c| format!("{}={:?}", c.key, c.variant)).collect();
+        out.push(("kernel variants (use --set matmul=… or autotune=off)".into(), kernels.join(",")));
+        out
     }
 
     /// One optimizer step: `grad_accum` micro-batches drawn from the training split, the lr of
@@ -451,6 +468,35 @@ fn forward_batch(gpu: &Gpu, step: impl Fn(usize) -> StepConfig, windows: usize) 
 pub fn check_windows(tokens: usize, block_size: usize) -> Result<()> {
     if tokens < block_size + 1 {
         return Err(Error::Other(format!("the text has {tokens} tokens, fewer than one window of {block_size} + 1")));
+    }
+    Ok(())
+}
+
+/// Refuses a job whose ranks disagree on what they run: every rank sends a 32-bit hash of each
+/// agreed item (two f32 of 16 bits, exact), and each compares with rank 0's; one line names the
+/// first item that differs.
+fn check_same_run(comm: &dyn Comm, items: &[(String, String)]) -> Result<()> {
+    use std::hash::{Hash, Hasher};
+    let hashes: Vec<f32> = items
+        .iter()
+        .flat_map(|(_, v)| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            v.hash(&mut h);
+            let x = h.finish() as u32;
+            [(x >> 16) as f32, (x & 0xffff) as f32]
+        })
+        .collect();
+    let all = comm.all_gather(hashes.clone())?;
+    for (r, theirs) in all.iter().enumerate() {
+        let differs = (0..items.len()).find(|&i| theirs.get(2 * i..2 * i + 2) != hashes.get(2 * i..2 * i + 2));
+        if let Some(i) = differs.or((theirs.len() != hashes.len()).then_some(items.len() - 1)) {
+            return Err(Error::Other(format!(
+                "data-parallel job: rank {r} and rank {} differ in {}; start every rank with the same wgpt, \
+                 command line and corpus",
+                comm.rank(),
+                items[i].0
+            )));
+        }
     }
     Ok(())
 }
