@@ -2,7 +2,7 @@
 //! (lane = local index % 8). Attention's `shared` variant maps its lanes by that layout and
 //! broadcasts between them, so the layout is checked once per device by a small kernel rather
 //! than in every kernel: a fallback inside the kernels made LLVM compile each twice (115 s on
-//! lavapipe) and a test in their inner loops cost a third of their speed.
+//! lavapipe) and a test in their inner loops made the forward 26–38 ms instead of 22.
 
 const PROBE: &str = r#"
 @group(0) @binding(0) var<storage, read_write> ok: array<u32>;
