@@ -34,10 +34,21 @@ fn micro_batch(s: usize, m: usize) -> (Vec<u32>, Vec<u32>) {
 /// micro-batches (rank-major: rank r takes the job's micro-batches r·accum ..); returns the
 /// parameters' bits.
 fn train(comm: &dyn Comm, accum: usize, order: &dyn Fn(usize) -> usize) -> HashMap<String, Vec<u32>> {
+    train_virtual(comm, accum, 1, order)
+}
+
+/// `train` with each rank standing for `virtual_ranks` ranks of `accum` micro-batches each.
+fn train_virtual(
+    comm: &dyn Comm,
+    accum: usize,
+    virtual_ranks: usize,
+    order: &dyn Fn(usize) -> usize,
+) -> HashMap<String, Vec<u32>> {
     pollster::block_on(async {
         let gpu = open_gpu().await;
         let mut cfg = StepConfig::new(model(), BATCH);
-        (cfg.grad_accum, cfg.ranks) = (accum, comm.size());
+        (cfg.grad_accum, cfg.ranks, cfg.virtual_ranks) = (accum, comm.size(), virtual_ranks);
+        let accum = accum * virtual_ranks;
         let mut ts = TrainStep::build(gpu, &mut PipelineCache::new(), cfg).await.unwrap();
         let mut r = rng(42);
         ts.load_params(|_, shape| Ok(randn(&mut r, shape.iter().product(), 0.1).iter().map(|&x| x as f32).collect()))
@@ -53,10 +64,10 @@ fn train(comm: &dyn Comm, accum: usize, order: &dyn Fn(usize) -> usize) -> HashM
     })
 }
 
-fn on_threads(ranks: usize) -> Vec<HashMap<String, Vec<u32>>> {
+fn on_threads(ranks: usize, accum: usize) -> Vec<HashMap<String, Vec<u32>>> {
     let job = Threads::job(ranks);
     std::thread::scope(|s| {
-        let handles: Vec<_> = job.into_iter().map(|c| s.spawn(move || train(&c, 1, &|m| m))).collect();
+        let handles: Vec<_> = job.into_iter().map(|c| s.spawn(move || train(&c, accum, &|m| m))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
@@ -72,7 +83,7 @@ fn differing(a: &HashMap<String, Vec<u32>>, b: &HashMap<String, Vec<u32>>) -> Ve
 fn ranks_give_the_bits_of_one_rank_accumulating() {
     for ranks in [2, 3] {
         let one = train(&wgpt::dist::Solo, ranks, &|m| m);
-        for (r, got) in on_threads(ranks).iter().enumerate() {
+        for (r, got) in on_threads(ranks, 1).iter().enumerate() {
             let diff = differing(&one, got);
             assert!(
                 diff.is_empty(),
@@ -86,6 +97,25 @@ fn ranks_give_the_bits_of_one_rank_accumulating() {
             assert!(!differing(&one, &swapped).is_empty(), "micro-batch order left no trace in the bits");
         }
     }
+}
+
+// With A > 1 micro-batches per rank, N ranks add N sums of A: one process reaches their bits
+// with virtual_ranks N (its A·N micro-batches in N groups), and not without it.
+#[test]
+fn virtual_ranks_give_the_bits_of_ranks_accumulating() {
+    let (ranks, accum) = (2, 2);
+    let reference = train_virtual(&wgpt::dist::Solo, accum, ranks, &|m| m);
+    for (r, got) in on_threads(ranks, accum).iter().enumerate() {
+        let diff = differing(&reference, got);
+        assert!(
+            diff.is_empty(),
+            "rank {r} of {ranks} with grad_accum {accum} differs from virtual_ranks {ranks}: {diff:?}"
+        );
+    }
+    // The comparison can fail: one process summing the four micro-batches in one run,
+    // ((G0 + G1) + G2) + G3, differs from (G0 + G1) + (G2 + G3).
+    let flat = train(&wgpt::dist::Solo, accum * ranks, &|m| m);
+    assert!(!differing(&reference, &flat).is_empty(), "the grouping of the sums left no trace in the bits");
 }
 
 /// A trainer of the tiny preset on tinyshakespeare as one rank of `comm`'s job (ranks set in

@@ -48,6 +48,13 @@ pub struct RunConfig {
     /// Ranks of the data-parallel job running this config (1: one process). Set by how the run
     /// was started, not a `--set` key, and not recorded: a run may resume at another rank count.
     pub ranks: usize,
+    /// One process standing for a job of this many ranks, for its bits: the step's grad_accum
+    /// micro-batches go in this many groups whose sums add in rank order, as `mpirun -np N` with
+    /// grad_accum / N each would (`--set virtual_ranks`; it must divide grad_accum).
+    pub virtual_ranks: usize,
+    /// ZeRO stage 1 in a job of several ranks: each keeps the AdamW moments of its shard of the
+    /// parameters only, updates that shard and gathers the rest (`--set zero=0|1`; the same bits).
+    pub zero: bool,
     /// Tokens per optimizer step asked for with `batch_tokens` (0: none): grad_accum follows it
     /// whatever order batch_size and block_size are set in.
     pub batch_tokens: usize,
@@ -86,7 +93,7 @@ impl RunConfig {
     /// and what makes a step fit in less memory (storage precision, recomputation, the micro-batch:
     /// `batch_size` x `grad_accum` sequences are drawn in the same order whatever the split). The
     /// rest fixes the model, the data or the optimizer.
-    pub const RESUMABLE: [&'static str; 24] = [
+    pub const RESUMABLE: [&'static str; 26] = [
         "steps",
         "lr",
         "min_lr",
@@ -107,6 +114,8 @@ impl RunConfig {
         "recompute",
         "batch_size",
         "grad_accum",
+        "virtual_ranks",
+        "zero",
         "batch_tokens",
         "matmul",
         "autotune",
@@ -143,6 +152,8 @@ impl RunConfig {
             log_every: 10,
             grad_accum: 1,
             ranks: 1,
+            virtual_ranks: 1,
+            zero: false,
             batch_tokens: 0,
             precision: Precision::F32,
             recompute: Recompute::None,
@@ -272,6 +283,14 @@ impl RunConfig {
                 num!(grad_accum, "a positive integer");
                 self.batch_tokens = 0;
             }
+            "virtual_ranks" => num!(virtual_ranks, "a positive integer"),
+            "zero" => {
+                self.zero = match v {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(bad("0 or 1 (ZeRO stage 1: AdamW moments sharded over the ranks)")),
+                }
+            }
             "save_every" => num!(save_every, "a non-negative integer"),
             "keep" => num!(keep, "a positive integer"),
             "max_bad_steps" => num!(max_bad_steps, "a positive integer"),
@@ -334,6 +353,13 @@ impl RunConfig {
                 self.batch_tokens
             )));
         }
+        if !self.grad_accum.is_multiple_of(self.virtual_ranks) {
+            return Err(Error::Other(format!(
+                "--set virtual_ranks={}: it must divide grad_accum ({}), the micro-batches of the ranks it stands \
+                 for: use grad_accum = (each rank's grad_accum) x virtual_ranks",
+                self.virtual_ranks, self.grad_accum
+            )));
+        }
         // The model's own rules (n_embd divisible by n_head, the head size limit), checked once every
         // setting is in (each --set alone may pass through a combination that does not fit).
         crate::model::GptConfig {
@@ -379,8 +405,8 @@ impl RunConfig {
         if self.grad_clip < 0.0 || self.grad_clip.is_nan() {
             return bad("grad_clip must be >= 0 (0 turns clipping off)");
         }
-        if self.eval_batches == 0 || self.log_every == 0 || self.grad_accum == 0 {
-            return bad("eval_batches, log_every and grad_accum must be positive");
+        if self.eval_batches == 0 || self.log_every == 0 || self.grad_accum == 0 || self.virtual_ranks == 0 {
+            return bad("eval_batches, log_every, grad_accum and virtual_ranks must be positive");
         }
         if self.keep == 0 || self.max_bad_steps == 0 {
             return bad("keep and max_bad_steps must be positive");
@@ -466,7 +492,8 @@ impl RunConfig {
             "eval_batches": self.eval_batches, "sample_every": self.sample_every, "sample_tokens": self.sample_tokens,
             "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p, "seed": self.seed, "val_fraction": self.val_fraction,
             "tokenizer": self.tokenizer, "vocab_size": self.vocab_size, "log_every": self.log_every,
-            "grad_accum": self.grad_accum, "precision": self.precision.name(), "recompute": self.recompute.name(),
+            "grad_accum": self.grad_accum, "virtual_ranks": self.virtual_ranks, "zero": u8::from(self.zero),
+            "precision": self.precision.name(), "recompute": self.recompute.name(),
             "save_every": self.save_every, "keep": self.keep, "max_bad_steps": self.max_bad_steps,
             "outlier_z": self.outlier_z, "matmul": self.matmul.map_or("auto", Variant::name), "autotune": self.autotune.name(),
             "attention": self.attention.map_or("auto", attention::Variant::name),

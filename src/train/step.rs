@@ -20,7 +20,7 @@ use crate::ops::matmul::Variant;
 use super::config::RunConfig;
 use super::optimizer::{optimizer_dispatches, zero_grads, CLIP, GRAD_NORM, LOSS, SKIPPED};
 use super::precision::{LossScale, Precision};
-use crate::dist::{sum_in_rank_order, Comm, Solo};
+use crate::dist::Solo;
 
 #[derive(Debug, Clone, Copy)]
 pub struct StepConfig {
@@ -45,6 +45,11 @@ pub struct StepConfig {
     pub grad_accum: usize,
     /// Ranks of a data-parallel job whose gradients are summed before the optimizer (`dist`).
     pub ranks: usize,
+    /// One process standing for a job of this many ranks: its step takes grad_accum micro-batches
+    /// per virtual rank and adds the virtual ranks' sums in rank order on the GPU
+    /// (`accumulate::rank_folds`), so it reaches the bits of that job (the reference of
+    /// `--set virtual_ranks`).
+    pub virtual_ranks: usize,
     /// Storage type of activations and gradients (see `Precision`).
     pub precision: Precision,
     /// Activations the backward pass recomputes instead of keeping (gradients are unchanged).
@@ -75,8 +80,10 @@ impl StepConfig {
             },
             // grad_clip = 0 turns clipping off, as in nanoGPT: the clip factor min(1, inf) is 1.
             max_grad_norm: if cfg.grad_clip > 0.0 { cfg.grad_clip as f32 } else { f32::INFINITY },
-            grad_accum: cfg.grad_accum,
+            // The run's grad_accum counts all of its micro-batches; the step's, one virtual rank's.
+            grad_accum: cfg.grad_accum / cfg.virtual_ranks.max(1),
             ranks: cfg.ranks,
+            virtual_ranks: cfg.virtual_ranks,
             precision: cfg.precision,
             recompute: cfg.recompute,
             matmul: cfg.matmul,
@@ -99,6 +106,7 @@ impl StepConfig {
             group_max: crate::graph::flat::GROUP_MAX,
             grad_accum: 1,
             ranks: 1,
+            virtual_ranks: 1,
             precision: Precision::F32,
             recompute: Recompute::None,
             matmul: None,
@@ -201,36 +209,47 @@ impl TrainStep {
                 _ => None,
             })
             .expect("the model ends with the mean loss");
-        if cfg.grad_accum == 0 || cfg.ranks == 0 {
-            return Err(Error::Other("step: grad_accum and ranks must be at least 1".into()));
+        if cfg.grad_accum == 0 || cfg.ranks == 0 || cfg.virtual_ranks == 0 {
+            return Err(Error::Other("step: grad_accum, ranks and virtual_ranks must be at least 1".into()));
+        }
+        if cfg.ranks > 1 && cfg.virtual_ranks > 1 {
+            return Err(Error::Other(
+                "virtual_ranks stands one process for a job of several ranks; in a job of several, leave it at 1"
+                    .into(),
+            ));
         }
         // With chunked logits the forward section also takes each chunk's gradient (`head_grads`).
-        let (forward, head_grads, backward, (fold_mid, fold_last), opt, nz) = if cfg.forward_only {
-            (g.forward_dispatches(), Vec::new(), Vec::new(), Default::default(), Vec::new(), 0)
+        let (forward, head_grads, backward, (fold_mid, fold_last), (rank_mid, rank_last), opt, nz) = if cfg.forward_only
+        {
+            (g.forward_dispatches(), Vec::new(), Vec::new(), Default::default(), Default::default(), Vec::new(), 0)
         } else {
             // Parameter gradients always accumulate; the optimizer section zeroes them after use.
             let mut backward = Autodiff::new(&mut g, &layout.root_grads(), true)
                 .with_loss_scale(hyper)
                 .with_recompute(cfg.recompute)
-                .backward(1.0 / (cfg.grad_accum * cfg.ranks) as f32);
+                .backward(1.0 / (cfg.grad_accum * cfg.ranks * cfg.virtual_ranks) as f32);
             let (forward, head_grads) = backward.forward_with_early(&g);
             let max_elems = (max_binding / 4) as usize;
             let folds = match cfg.grad_accum {
                 1 => Default::default(),
                 _ => super::accumulate::micro_folds(&mut g.t, &backward.multi_written, max_elems),
             };
+            let rank_folds = match cfg.virtual_ranks {
+                1 => Default::default(),
+                _ => super::accumulate::rank_folds(&mut g.t, &layout, max_elems),
+            };
             let mut opt =
                 optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
             let zero = zero_grads(&mut g.t, &layout, max_elems);
             let nz = zero.len();
             opt.extend(zero);
-            (forward, head_grads, backward.late, folds, opt, nz)
+            (forward, head_grads, backward.late, folds, rank_folds, opt, nz)
         };
 
         let (nf, nb, no) = (forward.len(), backward.len(), opt.len());
-        let (nm, nl) = (fold_mid.len(), fold_last.len());
-        let dispatches = forward.into_iter().chain(backward).chain(fold_mid).chain(fold_last).chain(opt).collect();
-        let nbf = nb + nm + nl;
+        let (nm, nl, nrm, nrl) = (fold_mid.len(), fold_last.len(), rank_mid.len(), rank_last.len());
+        let dispatches = [forward, backward, fold_mid, fold_last, rank_mid, rank_last, opt].concat();
+        let nbf = nb + nm + nl + nrm + nrl;
         let program = Program {
             tensors: g.t,
             dispatches,
@@ -257,7 +276,9 @@ impl TrainStep {
             head_grads,
             backward: nf..nf + nb,
             fold_mid: nf + nb..nf + nb + nm,
-            fold_last: nf + nb + nm..nf + nbf,
+            fold_last: nf + nb + nm..nf + nb + nm + nl,
+            rank_mid: nf + nb + nm + nl..nf + nb + nm + nl + nrm,
+            rank_last: nf + nb + nm + nl + nrm..nf + nbf,
             optimizer: nf + nbf..nf + nbf + no,
             zero_grads: nf + nbf + no - nz..nf + nbf + no,
         };
@@ -329,7 +350,7 @@ impl TrainStep {
     }
 
     /// Learning rate and bias corrections of step t + 1, the current loss scale and the ceilings.
-    fn write_hyper(&self, lr: f64) -> Result<()> {
+    pub(super) fn write_hyper(&self, lr: f64) -> Result<()> {
         let [lr, bc1, bc2, scale] = self.cfg.adamw.hyper(lr, self.t + 1, self.loss_scale.scale);
         self.step.write_f32(self.sec.hyper, &[lr, bc1, bc2, scale, self.ceilings[0], self.ceilings[1]])
     }
@@ -382,7 +403,7 @@ impl TrainStep {
         Ok(())
     }
 
-    fn check_batch(&self, ids: &[u32], targets: &[u32]) -> Result<()> {
+    pub(super) fn check_batch(&self, ids: &[u32], targets: &[u32]) -> Result<()> {
         let n = self.cfg.batch * self.cfg.seq;
         if ids.len() != n || targets.len() != n {
             return Err(Error::Other(format!(
@@ -452,83 +473,6 @@ impl TrainStep {
     /// changes but the loss scale).
     pub async fn train_micro(&mut self, micro: &[(&[u32], &[u32])], lr: f64) -> Result<StepStats> {
         self.train_micro_ranked(&Solo, micro, lr).await
-    }
-
-    /// `train_micro` as one rank of a data-parallel job of `ranks` (the step's config) whose
-    /// micro-batches are numbered rank-major: rank r holds the job's micro-batches r·A .. r·A + A.
-    /// The ranks' gradient sums are added in rank order (`dist::sum_in_rank_order`) before the
-    /// optimizer, and the optimizer's outlier guard sees the job's last micro-batch loss, so the
-    /// parameters are the bits of one rank running all N·A micro-batches.
-    pub async fn train_micro_ranked(
-        &mut self,
-        comm: &dyn Comm,
-        micro: &[(&[u32], &[u32])],
-        lr: f64,
-    ) -> Result<StepStats> {
-        if micro.len() != self.cfg.grad_accum {
-            return Err(Error::Other(format!(
-                "step: {} micro-batches given, grad_accum is {}",
-                micro.len(),
-                self.cfg.grad_accum
-            )));
-        }
-        if comm.size() != self.cfg.ranks {
-            return Err(Error::Other(format!(
-                "step: compiled for {} ranks, the job has {}",
-                self.cfg.ranks,
-                comm.size()
-            )));
-        }
-        // Validate every micro-batch before running any, so a bad one leaves no partial sums behind.
-        for (ids, targets) in micro {
-            self.check_batch(ids, targets)?;
-        }
-        self.write_hyper(lr)?;
-        let pass = self.sec.forward.start..self.sec.backward.end;
-        let mut losses = Vec::new();
-        for (ids, targets) in &micro[..micro.len() - 1] {
-            self.set_batch(ids, targets)?;
-            self.step.run_ranges(&[pass.clone(), self.sec.fold_mid.clone()]);
-            losses.push(self.stats().await?.loss);
-        }
-        let (ids, targets) = micro[micro.len() - 1];
-        self.set_batch(ids, targets)?;
-        #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
-        let mut comm_s = 0.0;
-        if comm.size() > 1 {
-            self.step.run_ranges(&[pass, self.sec.fold_last.clone()]);
-            losses.push(self.stats().await?.loss);
-            // (No clock in a browser's wasm; its jobs would be in-process threads anyway.)
-            #[cfg(not(target_arch = "wasm32"))]
-            let started = std::time::Instant::now();
-            self.sum_grads_over_ranks(comm).await?;
-            losses = comm.all_gather(losses)?.concat();
-            #[cfg(not(target_arch = "wasm32"))]
-            {
-                comm_s = started.elapsed().as_secs_f64();
-            }
-            self.step.write_f32_at(self.sec.scalars, LOSS, &losses[losses.len() - 1..])?;
-            self.step.run_range(self.sec.optimizer.clone());
-        } else {
-            self.step.run_ranges(&[pass, self.sec.fold_last.start..self.sec.optimizer.end]);
-        }
-        let mut s = self.finish_step().await?;
-        s.comm_s = comm_s;
-        if comm.size() == 1 {
-            losses.push(s.loss);
-        }
-        s.loss = (losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64) as f32;
-        Ok(s)
-    }
-
-    /// Replaces this rank's gradient sums by the job's, read back and added in rank order.
-    async fn sum_grads_over_ranks(&self, comm: &dyn Comm) -> Result<()> {
-        for g in &self.sec.layout.groups {
-            let mut grads = self.step.read_f32(g.grad).await?;
-            sum_in_rank_order(comm, &mut grads)?;
-            self.step.write_f32(g.grad, &grads)?;
-        }
-        Ok(())
     }
 
     /// Reads the results of an optimizer section that has run: counts the step unless it was
@@ -606,6 +550,10 @@ pub struct Sections {
     /// of the gradient windows several rules write (`accumulate::micro_folds`).
     pub fold_mid: Range<usize>,
     pub fold_last: Range<usize>,
+    /// With virtual_ranks > 1: after each virtual rank's micro-batches but the last's, and after
+    /// the last's (`accumulate::rank_folds`).
+    pub rank_mid: Range<usize>,
+    pub rank_last: Range<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
