@@ -74,6 +74,10 @@ pub enum Command {
         /// micro-batch that fits and the grad_accum keeping the tokens per step.
         #[arg(long, value_name = "SIZE", requires = "plan_only", value_parser = size)]
         memory: Option<u64>,
+        /// With --plan-only: plan one rank of a data-parallel job of N ranks (with --set zero=1,
+        /// its shard of the AdamW moments).
+        #[arg(long, value_name = "N", requires = "plan_only", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        ranks: u32,
         /// f32 or f16 storage (same as --set precision=...).
         #[arg(long, value_parser = PossibleValuesParser::new(Precision::NAMES))]
         precision: Option<String>,
@@ -331,6 +335,7 @@ pub fn run(cli: Cli) -> Result<()> {
             plan_only,
             compile_only,
             memory,
+            ranks,
             precision,
             recompute,
         } => {
@@ -341,7 +346,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 .chain(set)
                 .collect();
             let profile = profile.then_some(crate::train::bench::ProfileAsk { peak_tflops });
-            bench(backend, &preset, steps, &set, BenchMode { profile, json, plan_only, compile_only, memory })
+            bench(
+                backend,
+                &preset,
+                steps,
+                &set,
+                BenchMode { profile, json, plan_only, compile_only, memory, ranks: ranks as usize },
+            )
         }
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
             let input = crate::data::dataset::Input::detect(Some(&data))?;
@@ -558,6 +569,9 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         }
         let mut trainer = trainer?;
         join(&mut trainer, comm)?;
+        if let Some(line) = trainer.job_line() {
+            println!("{line}");
+        }
         println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
         if let Some(n) = &trainer.notice {
             println!("{n}");
@@ -584,14 +598,8 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     }
     let mut trainer = setup::start(&gpu, &cfg, init.as_ref(), &input, &dir, &mut |line| println!("{line}"))?;
     join(&mut trainer, comm)?;
-    if place.ranks > 1 {
-        println!(
-            "data-parallel: {} ranks, {} sequences per step ({} per rank x grad_accum {})",
-            place.ranks,
-            place.ranks * cfg.batch_size * cfg.grad_accum,
-            cfg.batch_size,
-            cfg.grad_accum
-        );
+    if let Some(line) = trainer.job_line() {
+        println!("{line}");
     }
     println!("corpus: {}; tokenizer: {} ({} tokens)", input.describe(), cfg.tokenizer, trainer.model.vocab_size);
     println!(
@@ -804,6 +812,7 @@ struct BenchMode {
     plan_only: bool,
     compile_only: bool,
     memory: Option<u64>,
+    ranks: usize,
 }
 
 fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String], mode: BenchMode) -> Result<()> {
@@ -817,6 +826,7 @@ fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String
             cfg.set(kv)?;
         }
         cfg.validate()?;
+        cfg.ranks = mode.ranks;
         cfgs.push(cfg);
     }
     let gpu = pollster::block_on(crate::gpu::Gpu::new(backend));

@@ -121,3 +121,17 @@ fn skipping_draws_lands_where_drawing_them_does() {
         assert_eq!(drawn.next_u64(), skipped.next_u64());
     }
 }
+
+// A peer that leaves the job early (its thread returned or panicked) fails the others' next
+// collective instead of leaving them waiting for ever.
+#[test]
+fn a_peer_that_left_fails_the_collective() {
+    let mut job = Threads::job(2);
+    let survivor = job.remove(0);
+    let gone = job.remove(0);
+    let waiting = std::thread::spawn(move || survivor.all_gather(vec![1.0]).map(|_| ()));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    drop(gone);
+    let e = waiting.join().unwrap().unwrap_err().to_string();
+    assert!(e.contains("a peer left the job"), "{e}");
+}

@@ -34,20 +34,24 @@ fn micro_batch(s: usize, m: usize) -> (Vec<u32>, Vec<u32>) {
 /// micro-batches (rank-major: rank r takes the job's micro-batches r·accum ..); returns the
 /// parameters' bits.
 fn train(comm: &dyn Comm, accum: usize, order: &dyn Fn(usize) -> usize) -> HashMap<String, Vec<u32>> {
-    train_virtual(comm, accum, 1, order)
+    train_with(comm, accum, 1, false, order)
 }
 
-/// `train` with each rank standing for `virtual_ranks` ranks of `accum` micro-batches each.
-fn train_virtual(
+/// `train` with each rank standing for `virtual_ranks` ranks of `accum` micro-batches each, and
+/// with ZeRO-1 or not; the moments' bits join the parameters' (keyed adam_m.* / adam_v.*).
+fn train_with(
     comm: &dyn Comm,
     accum: usize,
     virtual_ranks: usize,
+    zero: bool,
     order: &dyn Fn(usize) -> usize,
 ) -> HashMap<String, Vec<u32>> {
     pollster::block_on(async {
         let gpu = open_gpu().await;
         let mut cfg = StepConfig::new(model(), BATCH);
-        (cfg.grad_accum, cfg.ranks, cfg.virtual_ranks) = (accum, comm.size(), virtual_ranks);
+        (cfg.grad_accum, cfg.ranks, cfg.rank, cfg.virtual_ranks) = (accum, comm.size(), comm.rank(), virtual_ranks);
+        // Small groups, so some ranks' shards of some groups are empty.
+        (cfg.zero, cfg.group_max) = (zero, 4096);
         let accum = accum * virtual_ranks;
         let mut ts = TrainStep::build(gpu, &mut PipelineCache::new(), cfg).await.unwrap();
         let mut r = rng(42);
@@ -59,7 +63,9 @@ fn train_virtual(
             let st = ts.train_micro_ranked(comm, &micro, 1e-2).await.unwrap();
             assert!(!st.skipped && st.loss.is_finite(), "step {s}: {st:?}");
         }
-        let params = ts.read_params().await.unwrap();
+        assert_eq!(ts.sharded(), zero && comm.size() > 1);
+        let mut params = ts.read_params().await.unwrap();
+        params.extend(ts.read_moments(comm).await.unwrap());
         params.into_iter().map(|(k, v)| (k, v.iter().map(|x| x.to_bits()).collect())).collect()
     })
 }
@@ -104,7 +110,7 @@ fn ranks_give_the_bits_of_one_rank_accumulating() {
 #[test]
 fn virtual_ranks_give_the_bits_of_ranks_accumulating() {
     let (ranks, accum) = (2, 2);
-    let reference = train_virtual(&wgpt::dist::Solo, accum, ranks, &|m| m);
+    let reference = train_with(&wgpt::dist::Solo, accum, ranks, false, &|m| m);
     for (r, got) in on_threads(ranks, accum).iter().enumerate() {
         let diff = differing(&reference, got);
         assert!(
@@ -118,12 +124,32 @@ fn virtual_ranks_give_the_bits_of_ranks_accumulating() {
     assert!(!differing(&reference, &flat).is_empty(), "the grouping of the sums left no trace in the bits");
 }
 
+// ZeRO-1: each rank updates its shard of the parameters with its shard of the moments and
+// gathers the rest; parameters and (gathered) moments keep the bits of every rank updating all.
+#[test]
+fn zero_gives_the_bits_of_every_rank_updating_all() {
+    for ranks in [2, 3] {
+        let plain = train(&wgpt::dist::Solo, ranks, &|m| m);
+        let job = Threads::job(ranks);
+        let got: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> =
+                job.into_iter().map(|c| s.spawn(move || train_with(&c, 1, 1, true, &|m| m))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (r, g) in got.iter().enumerate() {
+            assert_eq!(g.len(), plain.len(), "rank {r}: parameters and moments by name");
+            let diff = differing(&plain, g);
+            assert!(diff.is_empty(), "{ranks} ranks with zero=1, rank {r}: differ from one rank: {diff:?}");
+        }
+    }
+}
+
 /// A trainer of the tiny preset on tinyshakespeare as one rank of `comm`'s job (ranks set in
 /// its config), trained 3 steps; its parameters' bits.
 fn trainer_bits(grad_accum: usize, comm: Box<dyn Comm>) -> HashMap<String, Vec<u32>> {
     let corpus = load_corpus(Some(&shared("data/tinyshakespeare.txt"))).unwrap();
     let mut cfg = RunConfig::preset("tiny").unwrap();
-    (cfg.grad_accum, cfg.ranks) = (grad_accum, comm.size());
+    (cfg.grad_accum, cfg.ranks, cfg.rank) = (grad_accum, comm.size(), comm.rank());
     let mut t = Trainer::new(gpu(), cfg, &corpus).unwrap();
     t.join(comm).unwrap();
     for _ in 0..STEPS {
@@ -166,7 +192,7 @@ fn ranks_that_disagree_are_refused_at_the_start() {
                 let corpus = &corpus;
                 s.spawn(move || {
                     let mut cfg = RunConfig::preset("tiny").unwrap();
-                    (cfg.ranks, cfg.seed) = (2, 1 + r as u64);
+                    (cfg.ranks, cfg.rank, cfg.seed) = (2, r, 1 + r as u64);
                     let mut t = Trainer::new(gpu(), cfg, corpus).unwrap();
                     t.join(Box::new(c)).unwrap_err().to_string()
                 })

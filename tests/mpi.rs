@@ -1,6 +1,7 @@
 //! `mpirun -np N wgpt train` (cargo feature `mpi`; `make test-mpi` runs these with Open MPI on
-//! loopback): N ranks write the model one rank writes with grad_accum × N, byte for byte, a run
-//! resumes at another rank count, and a build without the feature says how to get one.
+//! loopback): N ranks write the model one rank writes with grad_accum × N, byte for byte (with
+//! virtual_ranks N where each rank accumulates), ZeRO-1 changes no bit, a run resumes at another
+//! rank count, and a build without the feature says how to get one.
 
 mod common;
 use std::path::{Path, PathBuf};
@@ -81,6 +82,43 @@ fn ranks_write_the_model_of_one_rank_accumulating() {
     }
 }
 
+/// The optimizer state of a run's checkpoint at `step`.
+#[cfg(feature = "mpi")]
+fn optimizer_bytes(dir: &Path, step: u64) -> Vec<u8> {
+    std::fs::read(dir.join(format!("checkpoints/step-{step:08}/optimizer.safetensors"))).unwrap()
+}
+
+// ZeRO-1 with each rank accumulating 2 micro-batches: 2 ranks write the model and the (gathered)
+// optimizer state of one process with grad_accum 4 in 2 virtual ranks; resumed as 3 ranks with
+// their moments sharded anew, they still match that process resumed with 3 virtual ranks.
+#[cfg(feature = "mpi")]
+#[test]
+fn zero_and_virtual_ranks_keep_the_bits_across_rank_counts() {
+    if !have_mpirun() {
+        return;
+    }
+    let (job, one) = (scratch_dir("zero-job"), scratch_dir("zero-one"));
+    let ran = mpirun(2, &train_args(&job, 2, &["--set", "grad_accum=2", "--set", "zero=1"]));
+    assert!(ran.ok(), "{}", ran.all);
+    assert!(ran.stdout.contains("ZeRO-1: each rank keeps the AdamW moments of about 1/2"), "{}", ran.stdout);
+    let alone = run(wgpt().args(train_args(&one, 2, &["--set", "grad_accum=4", "--set", "virtual_ranks=2"])));
+    assert!(alone.ok(), "{}", alone.all);
+    assert!(model_bytes(&job) == model_bytes(&one), "2 ranks with zero=1 and virtual_ranks 2 differ in the model");
+    assert!(optimizer_bytes(&job, 2) == optimizer_bytes(&one, 2), "... and in the optimizer state");
+    let more = ["--resume", "--set", "grad_accum=1"];
+    let ran = mpirun(3, &train_args(&job, 4, &more));
+    assert!(ran.ok(), "{}", ran.all);
+    assert!(ran.stdout.contains("about 1/3"), "{}", ran.stdout);
+    let alone =
+        run(wgpt().args(train_args(&one, 4, &["--resume", "--set", "grad_accum=3", "--set", "virtual_ranks=3"])));
+    assert!(alone.ok(), "{}", alone.all);
+    assert!(model_bytes(&job) == model_bytes(&one), "resumed on 3 ranks with zero=1, the models differ");
+    assert!(optimizer_bytes(&job, 4) == optimizer_bytes(&one, 4), "... and the optimizer states");
+    for d in [job, one] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
 // A checkpoint does not depend on the rank count: a one-rank run with grad_accum 2 resumed as a
 // job of 2 ranks (grad_accum 1) ends as the one-rank run resumed alone.
 #[cfg(feature = "mpi")]
@@ -153,5 +191,34 @@ fn a_stopped_rank_ends_the_job_within_the_timeout() {
     assert!(!ended.ok(), "the job went on:\n{}", ended.all);
     assert!(waited.as_secs() < 60, "the job took {waited:?} to end after a rank stopped");
     assert!(ended.all.contains("have not joined the gradient exchange for 5 s"), "{}", ended.all);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+// A signal to one rank stops the whole job at the same step: the ranks agree after every step,
+// and with ZeRO-1 rank 0's checkpoint holds every rank's shard of the moments, so it resumes.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_signal_to_one_rank_saves_the_job_and_it_resumes() {
+    if !have_mpirun() {
+        return;
+    }
+    let out = scratch_dir("signal");
+    let args = train_args(&out, 100_000, &["--set", "log_every=1", "--set", "zero=1"]);
+    let mut job = common::process::Watched::start(&mut mpirun_command(2, &args));
+    assert!(job.wait_until("step 3", |all| all.contains("step      3/")), "{}", job.output());
+    let pid = rank_pid(&out, 1).expect("rank 1's process");
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let ended = job.finish();
+    assert!(!ended.ok(), "the job went on:\n{}", ended.all);
+    // Both ranks name the same step.
+    let steps: Vec<&str> = ended.all.lines().filter_map(|l| l.split("stopped by SIGINT at step ").nth(1)).collect();
+    assert_eq!(steps.len(), 2, "{}", ended.all);
+    let at: u64 = steps[0].split(';').next().unwrap().parse().unwrap();
+    assert!(steps[1].starts_with(&format!("{at};")), "{steps:?}");
+    let ck = out.join(format!("checkpoints/step-{at:08}"));
+    assert!(ck.join("optimizer.safetensors").is_file(), "{}", ended.all);
+    let resumed = mpirun(2, &train_args(&out, at + 2, &["--resume"]));
+    assert!(resumed.ok(), "{}", resumed.all);
+    assert!(out.join(format!("checkpoints/step-{:08}", at + 2)).is_dir(), "{}", resumed.all);
     let _ = std::fs::remove_dir_all(out);
 }

@@ -301,8 +301,10 @@ fn overflow_skips_the_step_and_leaves_state_untouched() {
         // One clean step so the moments are not zero.
         let s = pollster::block_on(t.ts.train_step(&ids, &targets, 1e-3)).unwrap();
         assert!(!s.skipped);
-        let before =
-            (pollster::block_on(t.ts.read_params()).unwrap(), pollster::block_on(t.ts.read_moments()).unwrap());
+        let before = (
+            pollster::block_on(t.ts.read_params()).unwrap(),
+            pollster::block_on(t.ts.read_moments(&wgpt::dist::Solo)).unwrap(),
+        );
         let copies: Vec<Vec<f32>> =
             t.ts.sec.layout.params.iter().map(|q| pollster::block_on(t.ts.step.read_f32(q.compute)).unwrap()).collect();
         // A loss scale of 2^100 overflows every gradient in f16 and f32 alike.
@@ -314,7 +316,10 @@ fn overflow_skips_the_step_and_leaves_state_untouched() {
         assert_eq!(t.ts.t, t0, "{p:?}: a skipped step must not advance AdamW's t");
         let want_scale = if p == Precision::F16 { scale / 2.0 } else { scale };
         assert_eq!(t.ts.loss_scale.scale, want_scale, "{p:?}: loss scale after an overflow");
-        let after = (pollster::block_on(t.ts.read_params()).unwrap(), pollster::block_on(t.ts.read_moments()).unwrap());
+        let after = (
+            pollster::block_on(t.ts.read_params()).unwrap(),
+            pollster::block_on(t.ts.read_moments(&wgpt::dist::Solo)).unwrap(),
+        );
         for (name, v) in &before.0 {
             assert!(bits(v) == bits(&after.0[name]), "{p:?}: parameter {name} changed on a skipped step");
         }

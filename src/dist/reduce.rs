@@ -37,24 +37,31 @@ pub fn sum_in_rank_order(comm: &dyn Comm, grads: &mut [f32]) -> Result<()> {
         Some(_) => sum = vec![0.0; want],
     }
     let gathered = comm.all_gather(sum)?;
-    let disagree =
-        |what: String| Err(Error::Other(format!("gradient reduction: {what} (the ranks disagree on the model)")));
     if let Some(from) = bad {
-        return disagree(format!(
-            "rank {from} sent {} values of shard {}, expected {want}",
+        return Err(Error::Other(format!(
+            "gradient reduction: rank {from} sent {} values of shard {}, expected {want} (the ranks disagree on the \
+             model)",
             got[from].len(),
             comm.rank()
-        ));
+        )));
     }
-    if let Some(j) = (0..ranks).find(|&j| gathered[j].len() != shard(n, ranks, j).len()) {
-        return disagree(format!(
-            "rank {j} returned {} values, expected {}",
-            gathered[j].len(),
-            shard(n, ranks, j).len()
-        ));
-    }
+    let sizes: Vec<usize> = (0..ranks).map(|j| shard(n, ranks, j).len()).collect();
+    shard_sizes_agree(&gathered, &sizes, "gradient reduction")?;
     for (j, part) in gathered.into_iter().enumerate() {
         grads[shard(n, ranks, j)].copy_from_slice(&part);
     }
     Ok(())
+}
+
+/// An error naming the first rank whose part of a gather is not the length agreed.
+pub fn shard_sizes_agree(parts: &[Vec<f32>], sizes: &[usize], what: &str) -> Result<()> {
+    match parts.iter().zip(sizes).position(|(p, &n)| p.len() != n) {
+        None if parts.len() == sizes.len() => Ok(()),
+        None => Err(Error::Other(format!("{what}: {} parts from {} ranks", parts.len(), sizes.len()))),
+        Some(j) => Err(Error::Other(format!(
+            "{what}: rank {j} sent {} values, expected {} (the ranks disagree on the model)",
+            parts[j].len(),
+            sizes[j]
+        ))),
+    }
 }

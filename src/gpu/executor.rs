@@ -394,7 +394,14 @@ impl Step {
     /// Outputs (loss, norms) go through the staging buffer made at compile time; other tensors
     /// (checkpoints, tests) through a temporary one.
     pub async fn read(&self, id: TensorId) -> Result<Vec<u8>> {
-        let (buf, off, size) = self.locate(id)?;
+        let (_, _, size) = self.locate(id)?;
+        self.read_bytes(id, 0, size).await
+    }
+
+    /// `size` bytes of a tensor from byte `from` on (`from` a multiple of 4).
+    async fn read_bytes(&self, id: TensorId, from: u64, size: u64) -> Result<Vec<u8>> {
+        let (buf, off, _) = self.locate(id)?;
+        let off = off + from;
         let padded = size.div_ceil(4) * 4;
         let arena = self.plan.placement[id.index()].arena;
         let temp;
@@ -430,6 +437,17 @@ impl Step {
             DType::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             _ => bytemuck::cast_slice(&bytes).to_vec(),
         })
+    }
+
+    /// `n` values of an f32 tensor from element `at` on (a rank's shard of a flat group).
+    pub async fn read_f32_at(&self, id: TensorId, at: usize, n: usize) -> Result<Vec<f32>> {
+        let (_, _, size) = self.locate(id)?;
+        let t = self.tensors.get(id);
+        if t.dtype != DType::F32 || (at + n) as u64 * 4 > size {
+            return Err(Error::Other(format!("read of tensor '{}': {n} f32 values at {at} are outside it", t.name)));
+        }
+        let bytes = self.read_bytes(id, at as u64 * 4, n as u64 * 4).await?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
 
     pub async fn read_u32(&self, id: TensorId) -> Result<Vec<u32>> {

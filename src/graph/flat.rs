@@ -6,6 +6,7 @@
 //! a few ranges, and a group is one tensor in each class: the memory plan never cuts one.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use super::tensor::{Class, DType, TensorId, Tensors};
 use crate::model::ParamSpec;
@@ -24,10 +25,21 @@ pub struct Group {
     pub len: usize,
     pub param: TensorId,
     pub grad: TensorId,
+    /// AdamW's moments of the elements in `moments` (element i of `m` is the group's
+    /// `moments.start + i`): the whole group, or under ZeRO-1 this rank's shard of it.
     pub m: TensorId,
     pub v: TensorId,
+    pub moments: Range<usize>,
     /// The f16 copy the kernels read (fp16 storage); None when they read `param` itself.
     pub copy: Option<TensorId>,
+}
+
+/// The part of a group of `len` elements (a multiple of PAD) whose moments rank `rank` of
+/// `ranks` keeps under ZeRO-1: balanced in whole PAD units, so its views stay 256-byte aligned
+/// (a rank may get none of a small group).
+pub fn moment_shard(len: usize, rank: usize, ranks: usize) -> Range<usize> {
+    let units = len / PAD;
+    (rank * units / ranks * PAD)..((rank + 1) * units / ranks * PAD)
 }
 
 #[derive(Debug, Clone)]
@@ -37,8 +49,6 @@ pub struct FlatParam {
     pub offset: usize,
     pub param: TensorId,
     pub grad: TensorId,
-    pub m: TensorId,
-    pub v: TensorId,
     /// What the model's kernels read: the view of the f16 copy, or `param` itself.
     pub compute: TensorId,
 }
@@ -68,11 +78,18 @@ impl FlatLayout {
     /// `storage` is the type the kernels read weights and write gradients in: f32 masters and
     /// moments always, gradients and (when not f32) a compute copy of the weights in `storage`.
     pub fn new(t: &mut Tensors, specs: &[ParamSpec], storage: DType) -> Self {
-        Self::with_group_max(t, specs, storage, GROUP_MAX)
+        Self::with_group_max(t, specs, storage, GROUP_MAX, None)
     }
 
-    /// `new` with groups of at most `group_max` elements (tests split small models with it).
-    pub fn with_group_max(t: &mut Tensors, specs: &[ParamSpec], storage: DType, group_max: usize) -> Self {
+    /// `new` with groups of at most `group_max` elements (tests split small models with it) and,
+    /// with `zero` = (rank, ranks), the moments of that rank's shard of each group only.
+    pub fn with_group_max(
+        t: &mut Tensors,
+        specs: &[ParamSpec],
+        storage: DType,
+        group_max: usize,
+        zero: Option<(usize, usize)>,
+    ) -> Self {
         let mut layout = FlatLayout::default();
         let padded = |s: &ParamSpec| s.numel().div_ceil(PAD) * PAD;
         for decay in [true, false] {
@@ -88,7 +105,7 @@ impl FlatLayout {
                 len += padded(s);
             }
             for (part, members) in runs.iter().enumerate() {
-                layout.add_group(t, members, decay, part, storage);
+                layout.add_group(t, members, decay, part, storage, zero);
             }
         }
         // Back to model order, so listings read like the model.
@@ -99,7 +116,15 @@ impl FlatLayout {
 
     /// One group of `members` (in order), each a view at the same offset in params, grads and
     /// moments.
-    fn add_group(&mut self, t: &mut Tensors, members: &[&ParamSpec], decay: bool, part: usize, storage: DType) {
+    fn add_group(
+        &mut self,
+        t: &mut Tensors,
+        members: &[&ParamSpec],
+        decay: bool,
+        part: usize,
+        storage: DType,
+        zero: Option<(usize, usize)>,
+    ) {
         let mut offsets = Vec::new();
         let mut len = 0;
         for s in members {
@@ -111,13 +136,17 @@ impl FlatLayout {
         }
         let kind = if decay { "decay" } else { "no_decay" };
         let tag = if part == 0 { kind.to_string() } else { format!("{kind}.{part}") };
+        let moments = zero.map_or(0..len, |(rank, ranks)| moment_shard(len, rank, ranks));
+        // (An empty shard keeps one element: a buffer of none cannot be bound.)
+        let mlen = moments.len().max(1);
         let group = Group {
             decay,
             len,
             param: t.f32(format!("params.{tag}"), &[len], Class::Param),
             grad: t.add(format!("grads.{tag}"), &[len], storage, Class::Grad),
-            m: t.f32(format!("adam_m.{tag}"), &[len], Class::Optim),
-            v: t.f32(format!("adam_v.{tag}"), &[len], Class::Optim),
+            m: t.f32(format!("adam_m.{tag}"), &[mlen], Class::Optim),
+            v: t.f32(format!("adam_v.{tag}"), &[mlen], Class::Optim),
+            moments,
             copy: (storage != DType::F32).then(|| t.add(format!("params16.{tag}"), &[len], storage, Class::Param)),
         };
         for (s, &off) in members.iter().zip(&offsets) {
@@ -136,8 +165,6 @@ impl FlatLayout {
                 compute: group.copy.map_or(param, |c| view(t, c, "f16.")),
                 param,
                 grad: view(t, group.grad, "grad."),
-                m: view(t, group.m, "adam_m."),
-                v: view(t, group.v, "adam_v."),
             });
         }
         self.groups.push(group);
@@ -157,14 +184,26 @@ impl FlatLayout {
         self.groups.iter().map(|g| (g.copy.unwrap_or(g.param), g.grad)).collect()
     }
 
-    /// Splits each group into chunks of at most `max_elems` (a multiple of PAD) for binding.
+    /// Splits each group into chunks of at most `max_elems` (a multiple of PAD) for binding:
+    /// (group, offset in it, length).
     pub fn chunks(&self, max_elems: usize) -> Vec<(usize, usize, usize)> {
+        self.split(max_elems, |g| 0..g.len)
+    }
+
+    /// `chunks` of the part of each group whose moments this layout keeps (all of it but under
+    /// ZeRO-1): the elements this rank's AdamW updates.
+    pub fn moment_chunks(&self, max_elems: usize) -> Vec<(usize, usize, usize)> {
+        self.split(max_elems, |g| g.moments.clone())
+    }
+
+    fn split(&self, max_elems: usize, part: impl Fn(&Group) -> Range<usize>) -> Vec<(usize, usize, usize)> {
         let step = (max_elems / PAD).max(1) * PAD;
         let mut out = Vec::new();
         for (gi, g) in self.groups.iter().enumerate() {
-            let mut off = 0;
-            while off < g.len {
-                let len = step.min(g.len - off);
+            let r = part(g);
+            let mut off = r.start;
+            while off < r.end {
+                let len = step.min(r.end - off);
                 out.push((gi, off, len));
                 off += len;
             }

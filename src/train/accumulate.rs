@@ -132,12 +132,22 @@ impl TrainStep {
         self.sum_grads_over_ranks(comm).await?;
         losses = comm.all_gather(losses)?.concat();
         #[cfg(not(target_arch = "wasm32"))]
-        let comm_s = started.elapsed().as_secs_f64();
+        let mut comm_s = started.elapsed().as_secs_f64();
         #[cfg(target_arch = "wasm32")]
         let comm_s = 0.0;
         self.step.write_f32_at(self.sec.scalars, LOSS, &losses[losses.len() - 1..])?;
         self.step.run_range(self.sec.optimizer.clone());
         let mut st = self.finish_step().await?;
+        if self.sharded() {
+            // (finish_step waited for the update: the gather is timed alone.)
+            #[cfg(not(target_arch = "wasm32"))]
+            let started = std::time::Instant::now();
+            self.gather_params(comm).await?;
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                comm_s += started.elapsed().as_secs_f64();
+            }
+        }
         st.comm_s = comm_s;
         st.loss = mean(&losses);
         Ok(st)

@@ -48,6 +48,8 @@ pub struct RunConfig {
     /// Ranks of the data-parallel job running this config (1: one process). Set by how the run
     /// was started, not a `--set` key, and not recorded: a run may resume at another rank count.
     pub ranks: usize,
+    /// This process's rank in that job (runtime only, like `ranks`).
+    pub rank: usize,
     /// One process standing for a job of this many ranks, for its bits: the step's grad_accum
     /// micro-batches go in this many groups whose sums add in rank order, as `mpirun -np N` with
     /// grad_accum / N each would (`--set virtual_ranks`; it must divide grad_accum).
@@ -152,6 +154,7 @@ impl RunConfig {
             log_every: 10,
             grad_accum: 1,
             ranks: 1,
+            rank: 0,
             virtual_ranks: 1,
             zero: false,
             batch_tokens: 0,

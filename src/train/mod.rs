@@ -23,6 +23,7 @@ pub mod schedule;
 pub mod setup;
 pub mod step;
 pub mod trainer;
+pub mod zero;
 
 pub use precision::{LossScale, Precision};
 pub use step::{StepConfig, StepStats, TrainStep};

@@ -30,19 +30,20 @@ pub fn optimizer_dispatches(
     let slots: usize = chunks.iter().map(|c| reduce::sumsq_slots(c.2)).sum();
     let partial = t.f32("scratch.gradnorm", &[slots.max(1)], Class::Scratch);
     let mut d = Vec::new();
-    let mut views = Vec::new();
     let mut slot = 0;
+    // The norm always covers the whole gradient, in the same blocks, whatever the ranks keep.
     for &(gi, off, len) in &chunks {
-        let g = &layout.groups[gi];
-        let v = [g.param, g.grad, g.m, g.v].map(|base| t.view(base, off, len));
-        let copy = g.copy.map(|c| t.view(c, off, len));
-        d.push(reduce::sumsq_partial(partial, slot, v[1], len));
+        let grad = t.view(layout.groups[gi].grad, off, len);
+        d.push(reduce::sumsq_partial(partial, slot, grad, len));
         slot += reduce::sumsq_slots(len);
-        views.push((g.decay, len, v, copy));
     }
     d.push(reduce::norm_final_scaled(scalars, GRAD_NORM, LOSS, partial, slots, max_norm, hyper));
-    for (decay, len, [p, g, m, v], copy) in views {
-        d.push(opt.update(p, m, v, g, copy, hyper, scalars, CLIP, decay, len));
+    for (gi, off, len) in layout.moment_chunks(max_elems) {
+        let g = &layout.groups[gi];
+        let [p, grad] = [g.param, g.grad].map(|base| t.view(base, off, len));
+        let [m, v] = [g.m, g.v].map(|base| t.view(base, off - g.moments.start, len));
+        let copy = g.copy.map(|c| t.view(c, off, len));
+        d.push(opt.update(p, m, v, grad, copy, hyper, scalars, CLIP, g.decay, len));
     }
     d
 }

@@ -90,7 +90,7 @@ impl Trainer {
     /// trainer_state.json (step, AdamW t, sampler and loss-scale state, token shards).
     pub fn save(&self, dir: &Path) -> Result<PathBuf> {
         let [model, tokenizer, config] = pollster::block_on(self.model_files())?;
-        let moments = pollster::block_on(self.ts.read_moments())?;
+        let moments = pollster::block_on(self.ts.read_moments(&*self.comm))?;
         // Weights read from a lost device are not weights: keep the last checkpoint instead.
         self.check_device(dir, self.step)?;
         // Shards inside the run directory are recorded relative to it, so the run can be moved;
@@ -147,7 +147,7 @@ impl Trainer {
     ) -> Result<Trainer> {
         let (dir, ck, state, doc) = (&at.dir, &at.checkpoint, &at.state, &at.config);
         let mut cfg = at.settings()?;
-        cfg.ranks = place.ranks;
+        (cfg.ranks, cfg.rank) = (place.ranks, place.rank);
         // The kernels it ran: a resumed run computes with the same ones. A checkpoint from before
         // there were variants ran every product on `register`.
         if doc["wgpt"].get("kernels").is_none() {
@@ -252,6 +252,28 @@ impl Trainer {
         run
     }
 
+    /// A checkpoint every rank of a job reaches at the same step: rank 0 writes it; under ZeRO-1
+    /// the others send it their shards of the moments.
+    fn save_point(&self, dir: &Path) -> Result<()> {
+        if self.leads() {
+            self.save(dir)?;
+        } else if self.ts.sharded() {
+            pollster::block_on(self.ts.read_moments(&*self.comm))?;
+        }
+        Ok(())
+    }
+
+    /// The signal that asks the job to stop, if any rank got one: in a job of several ranks they
+    /// agree after every step, so all stop at the same one and save it together.
+    fn interrupted(&self) -> Result<Option<i32>> {
+        let mine = interrupt::pending();
+        if self.comm.size() == 1 {
+            return Ok(mine);
+        }
+        let all = self.comm.all_gather(vec![mine.unwrap_or(0) as f32])?;
+        Ok(all.iter().map(|s| s.first().copied().unwrap_or(0.0) as i32).find(|&s| s != 0))
+    }
+
     /// `Error::DeviceLost` if the device reported a fault (`step`: the step it was met in).
     fn check_device(&self, dir: &Path, step: u64) -> Result<()> {
         match self.ts.fault() {
@@ -284,9 +306,10 @@ impl Trainer {
         self.guard.z = self.cfg.outlier_z;
         let lose_device_at = lose_device_at();
         while self.step < self.cfg.steps.min(stop) {
-            if let Some(signal) = interrupt::pending() {
+            if let Some(signal) = self.interrupted()? {
                 if !leader {
-                    let checkpoint = "rank 0 saves the job's checkpoint".to_string();
+                    self.save_point(dir)?;
+                    let checkpoint = "rank 0's run directory".to_string();
                     return Err(Error::Interrupted { signal, step: self.step, checkpoint });
                 }
                 let ck = interrupt::save_for_signal(|| self.save(dir))?;
@@ -372,8 +395,9 @@ impl Trainer {
                 progress.eval(self.step, val);
                 record(json!({"step": self.step, "val_loss": val, "val_perplexity": val.exp()}))?;
             }
-            if evaluate || (leader && self.cfg.save_every > 0 && self.step.is_multiple_of(self.cfg.save_every)) {
-                self.save(dir)?;
+            let eval_point = (self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every)) || last;
+            if eval_point || (self.cfg.save_every > 0 && self.step.is_multiple_of(self.cfg.save_every)) {
+                self.save_point(dir)?;
             }
             if leader && ((self.cfg.sample_every > 0 && self.step.is_multiple_of(self.cfg.sample_every)) || last) {
                 let text = pollster::block_on(self.sample_text())?;
@@ -381,8 +405,8 @@ impl Trainer {
                 record(json!({"step": self.step, "sample": text}))?;
             }
         }
-        if self.step < self.cfg.steps && leader {
-            self.save(dir)?;
+        if self.step < self.cfg.steps {
+            self.save_point(dir)?;
             progress.line(&format!("stopped at step {}; checkpoint saved", self.step));
         }
         // Over the whole run, evaluations and checkpoints included (the benchmarks' figure).

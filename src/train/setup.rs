@@ -59,7 +59,7 @@ impl Request {
             cfg.set(kv)?;
         }
         cfg.validate()?;
-        cfg.ranks = self.place.ranks;
+        (cfg.ranks, cfg.rank) = (self.place.ranks, self.place.rank);
         Ok(cfg)
     }
 

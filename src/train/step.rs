@@ -50,6 +50,11 @@ pub struct StepConfig {
     /// (`accumulate::rank_folds`), so it reaches the bits of that job (the reference of
     /// `--set virtual_ranks`).
     pub virtual_ranks: usize,
+    /// ZeRO-1 (with ranks > 1): this rank keeps the AdamW moments of its shard of each flat group
+    /// (`flat::moment_shard`), updates that shard and gathers the others' (`zero`).
+    pub zero: bool,
+    /// This process's rank in the job (which shard it keeps under ZeRO-1).
+    pub rank: usize,
     /// Storage type of activations and gradients (see `Precision`).
     pub precision: Precision,
     /// Activations the backward pass recomputes instead of keeping (gradients are unchanged).
@@ -84,6 +89,8 @@ impl StepConfig {
             grad_accum: cfg.grad_accum / cfg.virtual_ranks.max(1),
             ranks: cfg.ranks,
             virtual_ranks: cfg.virtual_ranks,
+            zero: cfg.zero,
+            rank: cfg.rank,
             precision: cfg.precision,
             recompute: cfg.recompute,
             matmul: cfg.matmul,
@@ -107,6 +114,8 @@ impl StepConfig {
             grad_accum: 1,
             ranks: 1,
             virtual_ranks: 1,
+            zero: false,
+            rank: 0,
             precision: Precision::F32,
             recompute: Recompute::None,
             matmul: None,
@@ -183,7 +192,8 @@ impl TrainStep {
         g.max_binding = max_binding;
         g.act = cfg.precision.dtype();
         let specs = param_table(&cfg.model);
-        let layout = FlatLayout::with_group_max(&mut g.t, &specs, g.act, cfg.group_max);
+        let zero = (cfg.zero && cfg.ranks > 1 && !cfg.forward_only).then_some((cfg.rank, cfg.ranks));
+        let layout = FlatLayout::with_group_max(&mut g.t, &specs, g.act, cfg.group_max, zero);
         let (b, t) = (cfg.batch, cfg.seq);
         let ids = g.t.u32("input_ids", &[b, t], Class::Input);
         let targets = g.t.u32("targets", &[b, t], Class::Input);
@@ -209,8 +219,10 @@ impl TrainStep {
                 _ => None,
             })
             .expect("the model ends with the mean loss");
-        if cfg.grad_accum == 0 || cfg.ranks == 0 || cfg.virtual_ranks == 0 {
-            return Err(Error::Other("step: grad_accum, ranks and virtual_ranks must be at least 1".into()));
+        if cfg.grad_accum == 0 || cfg.ranks == 0 || cfg.virtual_ranks == 0 || cfg.rank >= cfg.ranks {
+            return Err(Error::Other(
+                "step: grad_accum, ranks and virtual_ranks must be at least 1, rank below ranks".into(),
+            ));
         }
         if cfg.ranks > 1 && cfg.virtual_ranks > 1 {
             return Err(Error::Other(
@@ -364,42 +376,14 @@ impl TrainStep {
             if p.compute != p.param {
                 self.step.write_f32(p.compute, &data)?;
             }
-            if !self.sec.backward.is_empty() {
-                let zeros = vec![0f32; data.len()];
-                self.step.write_f32(p.m, &zeros)?;
-                self.step.write_f32(p.v, &zeros)?;
+        }
+        if !self.sec.backward.is_empty() {
+            for g in &self.sec.layout.groups {
+                let zeros = vec![0f32; g.moments.len().max(1)];
+                self.step.write_f32(g.m, &zeros)?;
+                self.step.write_f32(g.v, &zeros)?;
             }
         }
-        Ok(())
-    }
-
-    /// AdamW moments keyed "adam_m.<name>" / "adam_v.<name>", for checkpoints.
-    pub async fn read_moments(&self) -> Result<HashMap<String, Vec<f32>>> {
-        let mut out = HashMap::new();
-        for p in &self.sec.layout.params {
-            out.insert(format!("adam_m.{}", p.spec.name), self.step.read_f32(p.m).await?);
-            out.insert(format!("adam_v.{}", p.spec.name), self.step.read_f32(p.v).await?);
-        }
-        Ok(out)
-    }
-
-    /// Restores the moments saved by `read_moments` and the optimizer step count.
-    pub fn load_moments(&mut self, moments: &HashMap<String, Vec<f32>>, t: u64) -> Result<()> {
-        for p in &self.sec.layout.params {
-            for (prefix, id) in [("adam_m", p.m), ("adam_v", p.v)] {
-                let key = format!("{prefix}.{}", p.spec.name);
-                let data = moments.get(&key).ok_or_else(|| Error::Other(format!("optimizer state: {key} missing")))?;
-                if data.len() != p.spec.numel() {
-                    return Err(Error::Other(format!(
-                        "optimizer state: {key} has {} values, needs {}",
-                        data.len(),
-                        p.spec.numel()
-                    )));
-                }
-                self.step.write_f32(id, data)?;
-            }
-        }
-        self.t = t;
         Ok(())
     }
 

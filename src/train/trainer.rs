@@ -68,7 +68,7 @@ pub struct Trainer {
     gpu: Gpu,
     sampler: std::sync::Mutex<Option<(Sampling, Generator)>>,
     /// This process's place in a data-parallel job (`Solo` by default; `join`).
-    comm: Box<dyn Comm>,
+    pub(super) comm: Box<dyn Comm>,
 }
 
 /// What one optimizer step did.
@@ -228,16 +228,46 @@ impl Trainer {
     /// Makes this trainer rank `comm.rank()` of a data-parallel job; its config's `ranks` (the
     /// step was compiled for it) must be the job's size.
     pub fn join(&mut self, comm: Box<dyn Comm>) -> Result<()> {
-        if comm.size() != self.cfg.ranks {
+        if comm.size() != self.cfg.ranks || comm.rank() != self.cfg.rank {
             return Err(Error::Other(format!(
-                "the trainer was built for {} ranks, the job has {}",
+                "the trainer was built as rank {} of {}, the job makes it rank {} of {}",
+                self.cfg.rank,
                 self.cfg.ranks,
+                comm.rank(),
                 comm.size()
             )));
         }
         check_same_run(&*comm, &self.agreed())?;
         self.comm = comm;
         Ok(())
+    }
+
+    /// One line on the job this trainer is a rank of, or on the ranks it stands for (None: a
+    /// plain run).
+    pub fn job_line(&self) -> Option<String> {
+        let c = &self.cfg;
+        if c.virtual_ranks > 1 {
+            return Some(format!(
+                "virtual_ranks {}: the step's {} micro-batches add up as {} ranks' of {} each would",
+                c.virtual_ranks,
+                c.grad_accum,
+                c.virtual_ranks,
+                c.grad_accum / c.virtual_ranks
+            ));
+        }
+        (c.ranks > 1).then(|| {
+            let zero = match self.ts.sharded() {
+                true => format!("; ZeRO-1: each rank keeps the AdamW moments of about 1/{} of the parameters", c.ranks),
+                false => String::new(),
+            };
+            format!(
+                "data-parallel: {} ranks, {} sequences per step ({} per rank x grad_accum {}){zero}",
+                c.ranks,
+                c.ranks * c.batch_size * c.grad_accum,
+                c.batch_size,
+                c.grad_accum
+            )
+        })
     }
 
     /// What every rank of a job must agree on, by name: wgpt's version, each setting, the

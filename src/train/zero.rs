@@ -1,0 +1,97 @@
+//! The optimizer state of a step by parameter name (checkpoints), and ZeRO-1: with `zero` in a
+//! job of several ranks each keeps the AdamW moments of its shard of every flat group only
+//! (`flat::moment_shard`), updates that shard, and the ranks gather each other's updated
+//! parameters. The update is elementwise, so the bits are those of every rank updating it all.
+
+use std::collections::HashMap;
+
+use super::step::TrainStep;
+use crate::dist::reduce::shard_sizes_agree;
+use crate::dist::Comm;
+use crate::error::{Error, Result};
+use crate::graph::flat::moment_shard;
+
+impl TrainStep {
+    /// Whether this step keeps only its rank's shard of the moments.
+    pub fn sharded(&self) -> bool {
+        self.sec.layout.groups.iter().any(|g| g.moments.len() != g.len)
+    }
+
+    /// After a ZeRO-1 update: every rank sends the parameters of its shard and writes the others'.
+    pub(super) async fn gather_params(&self, comm: &dyn Comm) -> Result<()> {
+        let ranks = comm.size();
+        for g in &self.sec.layout.groups {
+            let mine = match g.moments.is_empty() {
+                true => Vec::new(),
+                false => self.step.read_f32_at(g.param, g.moments.start, g.moments.len()).await?,
+            };
+            let all = comm.all_gather(mine)?;
+            let sizes: Vec<usize> = (0..ranks).map(|r| moment_shard(g.len, r, ranks).len()).collect();
+            shard_sizes_agree(&all, &sizes, "parameter gather")?;
+            for (r, part) in all.iter().enumerate() {
+                if r != comm.rank() && !part.is_empty() {
+                    self.step.write_f32_at(g.param, moment_shard(g.len, r, ranks).start, part)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// AdamW moments keyed "adam_m.<name>" / "adam_v.<name>", for checkpoints. Under ZeRO-1 every
+    /// rank must call it at the same point: the shards are gathered (every rank gets them all).
+    pub async fn read_moments(&self, comm: &dyn Comm) -> Result<HashMap<String, Vec<f32>>> {
+        let sharded = self.sharded();
+        let mut out = HashMap::new();
+        for (gi, g) in self.sec.layout.groups.iter().enumerate() {
+            for (prefix, id) in [("adam_m", g.m), ("adam_v", g.v)] {
+                let mut mine = self.step.read_f32(id).await?;
+                mine.truncate(g.moments.len());
+                let whole = match sharded {
+                    false => mine,
+                    true => {
+                        let all = comm.all_gather(mine)?;
+                        let sizes: Vec<usize> =
+                            (0..comm.size()).map(|r| moment_shard(g.len, r, comm.size()).len()).collect();
+                        shard_sizes_agree(&all, &sizes, "optimizer state gather")?;
+                        all.concat()
+                    }
+                };
+                for p in self.sec.layout.params.iter().filter(|p| p.group == gi) {
+                    out.insert(
+                        format!("{prefix}.{}", p.spec.name),
+                        whole[p.offset..p.offset + p.spec.numel()].to_vec(),
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores the moments saved by `read_moments` (this rank's shard of them under ZeRO-1) and
+    /// the optimizer step count.
+    pub fn load_moments(&mut self, moments: &HashMap<String, Vec<f32>>, t: u64) -> Result<()> {
+        for (gi, g) in self.sec.layout.groups.iter().enumerate() {
+            for (prefix, id) in [("adam_m", g.m), ("adam_v", g.v)] {
+                let mut whole = vec![0f32; g.len];
+                for p in self.sec.layout.params.iter().filter(|p| p.group == gi) {
+                    let key = format!("{prefix}.{}", p.spec.name);
+                    let data =
+                        moments.get(&key).ok_or_else(|| Error::Other(format!("optimizer state: {key} missing")))?;
+                    if data.len() != p.spec.numel() {
+                        return Err(Error::Other(format!(
+                            "optimizer state: {key} has {} values, needs {}",
+                            data.len(),
+                            p.spec.numel()
+                        )));
+                    }
+                    whole[p.offset..p.offset + data.len()].copy_from_slice(data);
+                }
+                let mut mine = whole[g.moments.clone()].to_vec();
+                mine.resize(mine.len().max(1), 0.0);
+                self.step.write_f32(id, &mine)?;
+            }
+        }
+        self.t = t;
+        Ok(())
+    }
+}
