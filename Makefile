@@ -3,7 +3,7 @@
 #   make test   runs every test on whatever adapter wgpu finds (lavapipe when there is no GPU)
 # Both first install Mesa's software Vulkan driver, but only when no Vulkan driver is present.
 
-.PHONY: bench-peer bench-gpu-prepare bench-gpu deps-gl test-gl deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci deps-mpi test-mpi
+.PHONY: bench-peer bench-gpu-prepare bench-gpu deps-gl test-gl deps-web web serve-web deps-web-test test-web bench-web deps run test check bench bench-memory deps-viz check-viz test-viz bench-viz bench-viz-rounds test-stress fuzz-deps fuzz-seeds fuzz fuzz-ci deps-mpi test-mpi bench-mpi
 
 deps:
 	@if ls /usr/share/vulkan/icd.d/*.json 2>/dev/null | grep -q . || ls /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .; then \
@@ -268,6 +268,11 @@ deps-mpi:
 test-mpi: deps deps-mpi
 	cargo clippy --features mpi --all-targets -- -D warnings
 	cargo test --features mpi --test mpi --test dist --test dist_step
+
+# Data-parallel step time and comm_s at 2 ranks: buckets overlapping backward or not, ZeRO-1 or not.
+bench-mpi: deps deps-mpi
+	cargo build --release --features mpi
+	scripts/bench-mpi.sh
 
 test-gl: deps-gl
 	WGPU_BACKEND=gl WGPT_REQUIRE_BACKEND=gl cargo test $(GL_KERNEL_TESTS:%=--test %) -- --test-threads=1

@@ -204,3 +204,45 @@ fn ranks_that_disagree_are_refused_at_the_start() {
         assert!(e.contains("differ in setting seed"), "{e}");
     }
 }
+
+// The exchange's buckets: the last micro-batch's dispatches run once, in order, across the
+// buckets and the tail; every gradient is in one bucket, and nothing after its bucket touches it
+// (so the exchanged sum is final); backward finishes layers one after another, so there are
+// several buckets to overlap.
+#[test]
+fn exchange_buckets_cover_the_backward_pass_in_order() {
+    let mut cfg = StepConfig::new(GptConfig { n_layer: 3, ..model() }, BATCH);
+    (cfg.ranks, cfg.grad_accum) = (2, 2);
+    let (program, sec) = TrainStep::program(cfg, 128 << 20).unwrap();
+    let ran: Vec<usize> =
+        sec.exchange.iter().flat_map(|b| b.run.clone()).chain(sec.exchange_tail.clone()).flatten().collect();
+    let want: Vec<usize> = (sec.forward.start..sec.backward.end).chain(sec.fold_last.clone()).collect();
+    assert_eq!(ran, want, "the buckets' dispatches are not the last micro-batch's");
+    assert!(sec.exchange.len() >= 3, "{} buckets for 3 layers", sec.exchange.len());
+    let t = &program.tensors;
+    let window = |id: wgpt::graph::TensorId| {
+        let (root, start) = t.window(id);
+        (root, start..start + t.get(id).numel())
+    };
+    let mut seen = Vec::new();
+    let mut after: Vec<usize> = ran.clone();
+    for b in &sec.exchange {
+        let n: usize = b.run.iter().map(|r| r.len()).sum();
+        after.drain(..n);
+        for &g in &b.grads {
+            let (root, w) = window(g);
+            let late = after.iter().find(|&&i| {
+                program.dispatches[i].args.iter().any(|&(_, a)| {
+                    let (r, aw) = window(a);
+                    r == root && aw.start < w.end && w.start < aw.end
+                })
+            });
+            assert!(late.is_none(), "{} is touched by dispatch {late:?} after its bucket", t.get(g).name);
+            seen.push(g);
+        }
+    }
+    let mut all: Vec<_> = sec.layout.params.iter().map(|p| p.grad).collect();
+    all.sort();
+    seen.sort();
+    assert_eq!(seen, all, "every gradient in exactly one bucket");
+}

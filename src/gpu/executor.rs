@@ -450,6 +450,68 @@ impl Step {
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
 
+    /// Queues copies of f32 tensors behind the work submitted so far and returns at once;
+    /// `finish_read` waits for them. The host can then work (exchange one bucket of gradients)
+    /// while the device runs what is submitted after.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn start_read(&self, ids: &[TensorId]) -> Result<PendingRead> {
+        let mut lens = Vec::new();
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bucket") });
+        let total: u64 = ids.iter().map(|&id| self.tensors.get(id).bytes()).sum();
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bucket readback"),
+            size: total.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut at = 0;
+        for &id in ids {
+            let (buf, off, size) = self.locate(id)?;
+            if self.tensors.get(id).dtype != DType::F32 {
+                return Err(Error::Other(format!("start_read: '{}' is not f32", self.tensors.get(id).name)));
+            }
+            enc.copy_buffer_to_buffer(buf, off, &staging, at, size);
+            at += size;
+            lens.push(size as usize / 4);
+        }
+        let index = self.queue.submit([enc.finish()]);
+        let (tx, done) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        Ok(PendingRead { staging, index, lens, done })
+    }
+
+    /// Waits for a `start_read` (only for its own submission, not for later work) and returns
+    /// each tensor's values.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn finish_read(&self, p: PendingRead) -> Result<Vec<Vec<f32>>> {
+        let gpu = |e: String| Error::Gpu(e);
+        let wait = wgpu::PollType::Wait { submission_index: Some(p.index), timeout: None };
+        self.device.poll(wait).map_err(|e| gpu(e.to_string()))?;
+        let mapped = match p.done.try_recv() {
+            Ok(r) => r,
+            // The callback runs on a poll after the submission completes: one more, for all work.
+            Err(_) => {
+                self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| gpu(e.to_string()))?;
+                p.done.try_recv().map_err(|_| gpu("bucket readback was not mapped".into()))?
+            }
+        };
+        mapped.map_err(|e| gpu(e.to_string()))?;
+        if let Some(fault) = self.fault() {
+            return Err(Error::Gpu(fault));
+        }
+        let data = p.staging.get_mapped_range(..).map_err(|e| gpu(e.to_string()))?;
+        let all: &[f32] = bytemuck::cast_slice(&data[..p.lens.iter().sum::<usize>() * 4]);
+        let mut out = Vec::new();
+        let mut at = 0;
+        for n in p.lens {
+            out.push(all[at..at + n].to_vec());
+            at += n;
+        }
+        Ok(out)
+    }
+
     pub async fn read_u32(&self, id: TensorId) -> Result<Vec<u32>> {
         Ok(bytemuck::cast_slice(&self.read(id).await?).to_vec())
     }
@@ -463,6 +525,15 @@ impl Step {
         }
         s
     }
+}
+
+/// A readback `Step::start_read` queued: wait for it with `Step::finish_read`.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct PendingRead {
+    staging: wgpu::Buffer,
+    index: wgpu::SubmissionIndex,
+    lens: Vec<usize>,
+    done: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
 }
 
 /// Maps a buffer for reading and waits for it (polling the device natively).

@@ -8,9 +8,10 @@
 //! (the tied wte: lm_head and embedding) would interleave the micro-batches' terms, so their rules
 //! write into a cleared window and `fold` moves each micro-batch's sum into an accumulator.
 
-use super::optimizer::LOSS;
+use std::ops::Range;
+
 use super::step::{StepStats, TrainStep};
-use crate::dist::{sum_in_rank_order, Comm};
+use crate::dist::Comm;
 use crate::error::{Error, Result};
 use crate::graph::flat::{FlatLayout, PAD};
 use crate::graph::{Class, TensorId, Tensors};
@@ -99,6 +100,9 @@ impl TrainStep {
                 comm.size()
             )));
         }
+        if comm.size() > 1 && cfg!(target_arch = "wasm32") {
+            return Err(Error::Other("data-parallel jobs run natively, not in a browser".into()));
+        }
         // Validate every micro-batch before running any, so a bad one leaves no partial sums behind.
         for (ids, targets) in micro {
             self.check_batch(ids, targets)?;
@@ -123,48 +127,139 @@ impl TrainStep {
                 st.loss = mean(&losses);
                 return Ok(st);
             }
+            if last {
+                break; // the ranks' last micro-batch runs in buckets, below
+            }
             self.step.run_ranges(&ranges);
             losses.push(self.stats().await?.loss);
         }
-        // (No clock in a browser's wasm; its jobs would be in-process threads anyway.)
         #[cfg(not(target_arch = "wasm32"))]
-        let started = std::time::Instant::now();
-        self.sum_grads_over_ranks(comm).await?;
-        losses = comm.all_gather(losses)?.concat();
-        #[cfg(not(target_arch = "wasm32"))]
-        let mut comm_s = started.elapsed().as_secs_f64();
+        return self.finish_over_ranks(comm, losses).await;
         #[cfg(target_arch = "wasm32")]
-        let comm_s = 0.0;
-        self.step.write_f32_at(self.sec.scalars, LOSS, &losses[losses.len() - 1..])?;
+        unreachable!("refused above");
+    }
+
+    /// The last micro-batch of a rank in a job of several, its gradients summed over the ranks,
+    /// then the optimizer: `losses` are this rank's earlier micro-batches'.
+    #[cfg(not(target_arch = "wasm32"))]
+    async fn finish_over_ranks(&mut self, comm: &dyn Comm, mut losses: Vec<f32>) -> Result<StepStats> {
+        let mut comm_s = self.exchange_in_buckets(comm)?;
+        losses.push(self.stats().await?.loss);
+        losses = comm.all_gather(losses)?.concat();
+        // The outlier guard looks at the job's last micro-batch, as one rank running them all would.
+        self.step.write_f32_at(self.sec.scalars, super::optimizer::LOSS, &losses[losses.len() - 1..])?;
         self.step.run_range(self.sec.optimizer.clone());
         let mut st = self.finish_step().await?;
         if self.sharded() {
             // (finish_step waited for the update: the gather is timed alone.)
-            #[cfg(not(target_arch = "wasm32"))]
             let started = std::time::Instant::now();
             self.gather_params(comm).await?;
-            #[cfg(not(target_arch = "wasm32"))]
-            {
-                comm_s += started.elapsed().as_secs_f64();
-            }
+            comm_s += started.elapsed().as_secs_f64();
         }
         st.comm_s = comm_s;
         st.loss = mean(&losses);
         Ok(st)
     }
 
-    /// Replaces this rank's gradient sums by the job's, read back and added in rank order.
-    async fn sum_grads_over_ranks(&self, comm: &dyn Comm) -> Result<()> {
-        for g in &self.sec.layout.groups {
-            let mut grads = self.step.read_f32(g.grad).await?;
-            sum_in_rank_order(comm, &mut grads)?;
-            self.step.write_f32(g.grad, &grads)?;
+    #[cfg(not(target_arch = "wasm32"))]
+    /// Runs the last micro-batch in its buckets and replaces this rank's gradient sums by the
+    /// job's, added in rank order: every bucket's readback is queued behind its dispatches, so
+    /// the ranks exchange one bucket while the device computes the next. Returns the seconds
+    /// spent exchanging (not waiting for the device).
+    fn exchange_in_buckets(&self, comm: &dyn Comm) -> Result<f64> {
+        let mut pending = Vec::new();
+        for b in &self.sec.exchange {
+            self.step.run_ranges(&b.run);
+            pending.push(self.step.start_read(&b.grads)?);
         }
-        Ok(())
+        if !self.sec.exchange_tail.is_empty() {
+            self.step.run_ranges(&self.sec.exchange_tail);
+        }
+        let mut comm_s = 0.0;
+        for (b, p) in self.sec.exchange.iter().zip(pending) {
+            let parts = self.step.finish_read(p)?;
+            let started = std::time::Instant::now();
+            let mut flat = parts.concat();
+            crate::dist::sum_in_rank_order(comm, &mut flat)?;
+            let mut at = 0;
+            for (&id, part) in b.grads.iter().zip(&parts) {
+                self.step.write_f32(id, &flat[at..at + part.len()])?;
+                at += part.len();
+            }
+            comm_s += started.elapsed().as_secs_f64();
+        }
+        Ok(comm_s)
     }
 }
 
 /// The step's loss: the mean of its micro-batches' (summed in f64).
 fn mean(losses: &[f32]) -> f32 {
     (losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64) as f32
+}
+
+/// One bucket of the gradient exchange: the dispatches to run before it (from the end of the
+/// previous one), and the parameter gradients that are final once they have.
+#[derive(Debug, Clone, Default)]
+pub struct Bucket {
+    pub run: Vec<Range<usize>>,
+    pub grads: Vec<TensorId>,
+}
+
+/// Splits the last micro-batch's dispatches (`sequence`, in order) into buckets for the
+/// exchange over ranks: each parameter's gradient joins the bucket after the last dispatch that
+/// touches its window (read or write, so late folds count), and a bucket closes once it holds
+/// `target` elements. The ranks exchange bucket k while the device runs bucket k + 1's dispatches
+/// (backward runs from the head to the embedding, so buckets are about per layer). Returns the
+/// buckets and the dispatches after the last one.
+pub fn exchange_buckets(
+    t: &Tensors,
+    dispatches: &[Dispatch],
+    sequence: &[Range<usize>],
+    layout: &FlatLayout,
+    target: usize,
+) -> (Vec<Bucket>, Vec<Range<usize>>) {
+    let order: Vec<usize> = sequence.iter().flat_map(|r| r.clone()).collect();
+    let window = |id: TensorId| {
+        let (root, start) = t.window(id);
+        (root, start..start + t.get(id).numel())
+    };
+    // Position in `order` of the last dispatch touching each parameter's gradient.
+    let mut last: Vec<(usize, usize)> = layout
+        .params
+        .iter()
+        .enumerate()
+        .map(|(pi, p)| {
+            let (root, w) = window(p.grad);
+            let touches = |d: &Dispatch| {
+                d.args.iter().any(|&(_, a)| {
+                    let (r, aw) = window(a);
+                    r == root && aw.start < w.end && w.start < aw.end
+                })
+            };
+            (order.iter().rposition(|&i| touches(&dispatches[i])).unwrap_or(0), pi)
+        })
+        .collect();
+    last.sort();
+    let ranges = |from: usize, to: usize| -> Vec<Range<usize>> {
+        let mut out: Vec<Range<usize>> = Vec::new();
+        for &i in &order[from..to] {
+            match out.last_mut() {
+                Some(r) if r.end == i => r.end += 1,
+                _ => out.push(i..i + 1),
+            }
+        }
+        out
+    };
+    let (mut buckets, mut from, mut grads, mut elems) = (Vec::new(), 0, Vec::new(), 0);
+    for (k, &(pos, pi)) in last.iter().enumerate() {
+        grads.push(layout.params[pi].grad);
+        elems += layout.params[pi].spec.numel();
+        // A bucket ends where the next parameter is final later (never inside one position).
+        let closes = last.get(k + 1).is_none_or(|&(next, _)| next > pos);
+        if closes && (elems >= target || k + 1 == last.len()) {
+            buckets.push(Bucket { run: ranges(from, pos + 1), grads: std::mem::take(&mut grads) });
+            (from, elems) = (pos + 1, 0);
+        }
+    }
+    (buckets, ranges(from, order.len()))
 }

@@ -262,6 +262,15 @@ impl TrainStep {
         let (nm, nl, nrm, nrl) = (fold_mid.len(), fold_last.len(), rank_mid.len(), rank_last.len());
         let dispatches = [forward, backward, fold_mid, fold_last, rank_mid, rank_last, opt].concat();
         let nbf = nb + nm + nl + nrm + nrl;
+        let (exchange, exchange_tail) = match cfg.ranks > 1 && !cfg.forward_only {
+            true => {
+                let last_micro = [0..nf + nb, nf + nb + nm..nf + nb + nm + nl];
+                let elems = layout.params.iter().map(|p| p.spec.numel()).sum::<usize>();
+                let target = elems.div_ceil(grad_buckets(&cfg.model)?);
+                super::accumulate::exchange_buckets(&g.t, &dispatches, &last_micro, &layout, target)
+            }
+            false => Default::default(),
+        };
         let program = Program {
             tensors: g.t,
             dispatches,
@@ -291,6 +300,8 @@ impl TrainStep {
             fold_last: nf + nb + nm..nf + nb + nm + nl,
             rank_mid: nf + nb + nm + nl..nf + nb + nm + nl + nrm,
             rank_last: nf + nb + nm + nl + nrm..nf + nbf,
+            exchange,
+            exchange_tail,
             optimizer: nf + nbf..nf + nbf + no,
             zero_grads: nf + nbf + no - nz..nf + nbf + no,
         };
@@ -538,6 +549,23 @@ pub struct Sections {
     /// the last's (`accumulate::rank_folds`).
     pub rank_mid: Range<usize>,
     pub rank_last: Range<usize>,
+    /// With ranks > 1: the last micro-batch's dispatches in buckets whose gradients the ranks
+    /// exchange while the device runs the next (`accumulate::exchange_buckets`), and those after.
+    pub exchange: Vec<super::accumulate::Bucket>,
+    pub exchange_tail: Vec<Range<usize>>,
+}
+
+/// How many buckets the gradient exchange over ranks aims at: one per layer and one for the
+/// rest, or `WGPT_GRAD_BUCKETS` (1: exchange after the whole backward pass, nothing overlapped).
+fn grad_buckets(model: &GptConfig) -> Result<usize> {
+    match std::env::var("WGPT_GRAD_BUCKETS") {
+        Err(_) => Ok(model.n_layer + 1),
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| Error::Other(format!("WGPT_GRAD_BUCKETS={v}: expected a positive number of buckets"))),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -17,6 +17,7 @@ impl TrainStep {
         self.sec.layout.groups.iter().any(|g| g.moments.len() != g.len)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// After a ZeRO-1 update: every rank sends the parameters of its shard and writes the others'.
     pub(super) async fn gather_params(&self, comm: &dyn Comm) -> Result<()> {
         let ranks = comm.size();
