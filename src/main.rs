@@ -15,15 +15,23 @@ fn main() -> std::process::ExitCode {
             None => e.exit(),
         },
     };
+    // In a job under mpirun, which rank speaks (the others' lines interleave with its own).
+    let who = match wgpt::dist::launch::detect() {
+        Ok(Some((place, _))) => format!("rank {} of {}: ", place.rank, place.ranks),
+        _ => String::new(),
+    };
     match wgpt::cli::run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => {
+            wgpt::dist::finalize();
+            std::process::ExitCode::SUCCESS
+        }
         // Stopped by SIGINT/SIGTERM after saving: the shell's convention, 128 + the signal.
         Err(e @ wgpt::Error::Interrupted { signal, .. }) => {
-            eprintln!("wgpt: {e}");
+            eprintln!("wgpt: {who}{e}");
             std::process::ExitCode::from(128 + signal as u8)
         }
         Err(e) => {
-            eprintln!("wgpt: error: {e}");
+            eprintln!("wgpt: error: {who}{e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -222,3 +222,27 @@ fn a_signal_to_one_rank_saves_the_job_and_it_resumes() {
     assert!(out.join(format!("checkpoints/step-{:08}", at + 2)).is_dir(), "{}", resumed.all);
     let _ = std::fs::remove_dir_all(out);
 }
+
+// A rank whose device is lost stops with one line naming its rank and the step, and mpirun ends
+// the job (rank 0 is not left waiting for the timeout); the last checkpoint is intact. The two
+// ranks are two app contexts, so only rank 1 gets WGPT_LOSE_DEVICE_AT.
+#[cfg(feature = "mpi")]
+#[test]
+fn a_rank_that_loses_its_device_ends_the_job_with_its_name() {
+    if !have_mpirun() {
+        return;
+    }
+    let out = scratch_dir("lost");
+    let args = train_args(&out, 100_000, &["--set", "log_every=1", "--set", "save_every=2"]);
+    let mut cmd = mpirun_command(1, &args);
+    cmd.args([":", "-np", "1", "-x", "WGPT_LOSE_DEVICE_AT=5", env!("CARGO_BIN_EXE_wgpt")]).args(&args);
+    cmd.env("WGPT_COMM_TIMEOUT", "600");
+    let started = std::time::Instant::now();
+    let ended = run(&mut cmd);
+    assert!(!ended.ok(), "the job went on:\n{}", ended.all);
+    assert!(started.elapsed().as_secs() < 120, "the job took {:?} to end", started.elapsed());
+    assert!(ended.all.contains("wgpt: error: rank 1 of 2: GPU device lost at step 5"), "{}", ended.all);
+    let ck = out.join("checkpoints/step-00000004");
+    assert!(ck.join("SHA256SUMS").is_file(), "no intact checkpoint at step 4:\n{}", ended.all);
+    let _ = std::fs::remove_dir_all(out);
+}

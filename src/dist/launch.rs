@@ -44,8 +44,8 @@ pub fn connect(place: Place) -> Result<Box<dyn Comm>> {
     }
     #[cfg(not(feature = "mpi"))]
     Err(Error::Other(format!(
-        "started as rank {} of {} by mpirun, but this wgpt was built without MPI; build it with \
+        "started by mpirun as one of {} ranks, but this wgpt was built without MPI; build it with \
          `cargo build --release --features mpi` (needs libopenmpi-dev and libclang-dev)",
-        place.rank, place.ranks
+        place.ranks
     )))
 }

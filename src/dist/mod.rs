@@ -30,6 +30,13 @@ pub trait Comm: Send {
     }
 }
 
+/// Ends this process's part in an MPI job after it finished well (every rank calls it at the
+/// end). A rank that stops on an error skips it, so the launcher ends the whole job at once.
+pub fn finalize() {
+    #[cfg(all(feature = "mpi", not(target_arch = "wasm32")))]
+    mpi::finalize();
+}
+
 /// Where a process stands in its job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place {

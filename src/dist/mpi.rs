@@ -2,7 +2,7 @@
 //! all-to-all exchanges of `Comm` are used; sums are wgpt's own (`reduce`), in rank order.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mpi::datatype::{Partition, PartitionMut};
@@ -18,12 +18,24 @@ pub struct Mpi {
     /// An exchange has completed (the watchdog's shorter limit applies).
     first_done: Arc<AtomicBool>,
     epoch: Instant,
-    // Dropping the universe finalizes MPI: it lives as long as the communicator.
-    _universe: mpi::environment::Universe,
 }
 
 // wgpt calls MPI from one thread at a time (the training loop's); the handles are plain ids.
 unsafe impl Send for Mpi {}
+
+/// MPI's environment: dropping it finalizes MPI, which waits for every rank. It is dropped only by
+/// `finalize`, after a rank has finished well; a rank that stops on an error exits without it, so
+/// mpirun sees a rank gone before finalizing and ends the job instead of leaving the others waiting.
+struct Environment(#[allow(dead_code)] mpi::environment::Universe);
+unsafe impl Send for Environment {}
+static ENVIRONMENT: Mutex<Option<Environment>> = Mutex::new(None);
+
+/// Finalizes MPI after a rank has finished its work (all ranks do, together).
+pub fn finalize() {
+    if let Ok(mut env) = ENVIRONMENT.lock() {
+        env.take();
+    }
+}
 
 impl Mpi {
     /// Initializes MPI (once per process) and a watchdog: an exchange that waits longer than
@@ -59,7 +71,10 @@ impl Mpi {
                 std::process::exit(3);
             }
         });
-        Ok(Mpi { world, waiting_since, first_done, epoch, _universe: universe })
+        if let Ok(mut env) = ENVIRONMENT.lock() {
+            *env = Some(Environment(universe));
+        }
+        Ok(Mpi { world, waiting_since, first_done, epoch })
     }
 
     fn exchange<T>(&self, f: impl FnOnce() -> T) -> T {
