@@ -161,6 +161,10 @@ pub struct TrainArgs {
     /// tiny (the default), shakespeare-char, shakespeare, gpt2 or gpt2-medium.
     #[arg(long)]
     preset: Option<String>,
+    /// Train on the INDEX-th of the equally preferred adapters (from 0, as `wgpt info` lists
+    /// them). Under mpirun each rank takes its local rank's by default.
+    #[arg(long, value_name = "INDEX")]
+    device: Option<usize>,
     /// Optimizer steps (overrides the preset).
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>)]
     steps: Option<u64>,
@@ -515,8 +519,22 @@ fn info(backend: BackendChoice) -> Result<()> {
 }
 
 fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
-    let TrainArgs { data, preset, steps, set, recompute, config, init, out, resume, keep, precision, viz, screenshot } =
-        args;
+    let TrainArgs {
+        data,
+        preset,
+        device,
+        steps,
+        set,
+        recompute,
+        config,
+        init,
+        out,
+        resume,
+        keep,
+        precision,
+        viz,
+        screenshot,
+    } = args;
     #[cfg(not(feature = "viz"))]
     if viz {
         return Err(no_viz());
@@ -524,6 +542,8 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     // Under mpirun, one rank of a data-parallel job: MPI starts before anything else.
     let job = crate::dist::launch::detect()?;
     let (place, local_rank) = job.unwrap_or((crate::dist::Place::ALONE, 0));
+    use crate::gpu::context::AdapterPick;
+    let pick = device.map_or(AdapterPick::LocalRank(local_rank), AdapterPick::Index);
     let comm = job.map(|(place, _)| crate::dist::launch::connect(place)).transpose()?;
     // Ctrl-C and SIGTERM save a checkpoint before the process ends.
     crate::train::interrupt::install()?;
@@ -544,7 +564,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
     };
     if !place.leads() {
         let comm = comm.expect("a rank other than 0 is in a job");
-        return crate::train::setup::follow(backend, local_rank, &req, out.as_deref(), resume, comm);
+        return crate::train::setup::follow(backend, pick, &req, out.as_deref(), resume, comm);
     }
     if resume {
         let Some(dir) = out else {
@@ -561,7 +581,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
                 return Err(crate::util::io_error(&metrics, &e));
             }
         }
-        let gpu = pollster::block_on(crate::gpu::Gpu::for_local_rank(backend, local_rank))?;
+        let gpu = pollster::block_on(crate::gpu::Gpu::picked(backend, pick))?;
         let mut notes = Vec::new();
         let trainer = setup::resume(&gpu, &dir, &req, &mut notes);
         for n in notes {
@@ -591,7 +611,7 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
             dir.display()
         )));
     }
-    let gpu = pollster::block_on(crate::gpu::Gpu::for_local_rank(backend, local_rank))?;
+    let gpu = pollster::block_on(crate::gpu::Gpu::picked(backend, pick))?;
     println!("adapter: {}", gpu.describe());
     if let Some(init) = &init {
         println!("starting from the model in {}", init.dir.display());

@@ -166,6 +166,16 @@ fn flag_and_setting_mistakes_are_one_line() {
     says(&fails(&["train", "--set", "tokenizer=bpe", "--set", "vocab_size=0"]), &["vocab_size 0", "256 byte symbols"]);
     says(&fails(&["bench", "--preset", "tiny", "--set", "block_size=-4"]), &["block_size=-4", "positive integer"]);
     says(&fails(&["sample", "--ckpt", "/no/such/run"]), &["--ckpt /no/such/run", "no such directory"]);
+    // Data-parallel settings: ZeRO's 0 or 1, virtual ranks that must divide grad_accum, an
+    // adapter index past the ones there are (no run directory is made).
+    says(&fails(&["train", "--set", "zero=2"]), &["--set zero=2", "0 or 1"]);
+    says(
+        &fails(&["train", "--set", "virtual_ranks=3", "--set", "grad_accum=4"]),
+        &["virtual_ranks=3", "divide grad_accum (4)"],
+    );
+    let gone = std::env::temp_dir().join(format!("wgpt-device-{}", std::process::id()));
+    says(&fails(&["train", "--device", "9", "--out", s(&gone)]), &["--device 9", "adapter(s) of the preferred kind"]);
+    assert!(!gone.exists(), "--device 9 made {}", gone.display());
     // A TOML --config: an unknown preset, an unknown key, a bad value, not TOML at all.
     let dir = scratch("flags");
     let cases = [

@@ -174,6 +174,15 @@ pub async fn list_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) 
     }
 }
 
+/// Which of the equally preferred adapters a process trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterPick {
+    /// A data-parallel rank's local rank on its machine (modulo their number; 0 alone).
+    LocalRank(usize),
+    /// `--device INDEX`: that one, or an error.
+    Index(usize),
+}
+
 /// Picks the adapter: `name` (substring, case-insensitive; `WGPU_ADAPTER_NAME` for the CLI)
 /// filters first, then the device-type preference decides.
 pub fn choose(adapters: Vec<wgpu::Adapter>, name: Option<&str>) -> Option<wgpu::Adapter> {
@@ -182,7 +191,14 @@ pub fn choose(adapters: Vec<wgpu::Adapter>, name: Option<&str>) -> Option<wgpu::
 
 /// `choose`, taking the `k`-th (modulo their number) of the adapters that tie for the best: the
 /// GPU of a data-parallel rank, by its local rank on the machine.
-pub fn choose_nth(mut adapters: Vec<wgpu::Adapter>, name: Option<&str>, k: usize) -> Option<wgpu::Adapter> {
+pub fn choose_nth(adapters: Vec<wgpu::Adapter>, name: Option<&str>, k: usize) -> Option<wgpu::Adapter> {
+    let best = best_adapters(adapters, name);
+    let n = best.len();
+    best.into_iter().nth(k % n.max(1))
+}
+
+/// The adapters that tie for the best (`choose`'s preference), in the order the backend lists them.
+pub fn best_adapters(mut adapters: Vec<wgpu::Adapter>, name: Option<&str>) -> Vec<wgpu::Adapter> {
     if let Some(name) = name {
         let name = name.to_lowercase();
         adapters.retain(|a| a.get_info().name.to_lowercase().contains(&name));
@@ -193,9 +209,8 @@ pub fn choose_nth(mut adapters: Vec<wgpu::Adapter>, name: Option<&str>, k: usize
         (preference(i.device_type), i.backend == wgpu::Backend::Gl)
     };
     adapters.sort_by_key(key);
-    let best = adapters.first().map(key)?;
-    let n = adapters.iter().take_while(|a| key(a) == best).count();
-    adapters.into_iter().nth(k % n)
+    let Some(best) = adapters.first().map(key) else { return adapters };
+    adapters.into_iter().take_while(|a| key(a) == best).collect()
 }
 
 impl Gpu {
@@ -208,6 +223,38 @@ impl Gpu {
     /// adapters (one GPU per rank on a machine with several; all share the one there is).
     pub async fn for_local_rank(choice: BackendChoice, k: usize) -> Result<Gpu> {
         Self::with_name_nth(choice, std::env::var("WGPU_ADAPTER_NAME").ok().as_deref(), k).await
+    }
+
+    /// The adapter `pick` names.
+    pub async fn picked(choice: BackendChoice, pick: AdapterPick) -> Result<Gpu> {
+        match pick {
+            AdapterPick::LocalRank(k) => Self::for_local_rank(choice, k).await,
+            AdapterPick::Index(i) => Self::by_index(choice, i).await,
+        }
+    }
+
+    /// `new` for `wgpt train --device INDEX`: the INDEX-th of the equally preferred adapters (as
+    /// `wgpt info` lists them), an error naming them when there are fewer.
+    pub async fn by_index(choice: BackendChoice, index: usize) -> Result<Gpu> {
+        let name = std::env::var("WGPU_ADAPTER_NAME").ok();
+        let mut names = Vec::new();
+        for backends in choice.tiers() {
+            let (instance, adapters) = probe(backends).await;
+            let best = best_adapters(adapters, name.as_deref());
+            if best.is_empty() {
+                continue;
+            }
+            names = best.iter().map(|a| a.get_info().name).collect();
+            if let Some(adapter) = best.into_iter().nth(index) {
+                return Self::open(instance, adapter).await;
+            }
+            break;
+        }
+        Err(Error::Other(format!(
+            "--device {index}: this machine has {} adapter(s) of the preferred kind ({}); pass an index below that",
+            names.len(),
+            names.join(", ")
+        )))
     }
 
     /// Like `new`, with the adapter-name filter given explicitly.

@@ -308,13 +308,13 @@ fn plain(v: &serde_json::Value) -> String {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn follow(
     backend: crate::gpu::BackendChoice,
-    local_rank: usize,
+    pick: crate::gpu::context::AdapterPick,
     req: &Request,
     out: Option<&Path>,
     resume: bool,
     comm: Box<dyn crate::dist::Comm>,
 ) -> Result<()> {
-    let gpu = pollster::block_on(Gpu::for_local_rank(backend, local_rank))?;
+    let gpu = pollster::block_on(Gpu::picked(backend, pick))?;
     let (mut trainer, dir, scratch) = match (resume, out) {
         (true, Some(dir)) => (self::resume(&gpu, dir, req, &mut Vec::new())?, dir.to_path_buf(), None),
         (true, None) => return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into())),
