@@ -558,8 +558,12 @@ fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
         .chain(set)
         .collect();
     let req = Request { data, preset, config, init, steps, settings, place };
+    // Rank 0 gives the others its kernel choices, then the ranks check that they agree.
     let join = |t: &mut crate::train::trainer::Trainer, comm: Option<Box<dyn crate::dist::Comm>>| match comm {
-        Some(c) => t.join(c),
+        Some(c) => {
+            crate::dist::agree::offer_kernels(&*c, &t.cfg.kernels)?;
+            t.join(c)
+        }
         None => Ok(()),
     };
     if !place.leads() {

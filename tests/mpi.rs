@@ -34,12 +34,19 @@ fn mpirun(np: usize, args: &[String]) -> common::process::Ended {
 
 #[cfg(feature = "mpi")]
 fn mpirun_command(np: usize, args: &[String]) -> Command {
+    let mut c = mpirun_options(np);
+    c.arg(env!("CARGO_BIN_EXE_wgpt")).args(args);
+    c
+}
+
+/// mpirun with the options of every test and `-np np`, the program not yet named.
+#[cfg(feature = "mpi")]
+fn mpirun_options(np: usize) -> Command {
     let mut c = Command::new("mpirun");
     c.args(["--allow-run-as-root", "--oversubscribe", "-np", &np.to_string()]);
     // Loopback only; one lavapipe thread per rank on this 2-core machine.
     c.args(["--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo"]);
     c.args(["--mca", "pml", "ob1", "-x", "LP_NUM_THREADS=1", "-x", "XDG_RUNTIME_DIR", "-x", "WGPT_COMM_TIMEOUT"]);
-    c.arg(env!("CARGO_BIN_EXE_wgpt")).args(args);
     c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
     c.env("WGPT_COMM_TIMEOUT", "60");
     c
@@ -235,7 +242,7 @@ fn a_rank_that_loses_its_device_ends_the_job_with_its_name() {
     let out = scratch_dir("lost");
     let args = train_args(&out, 100_000, &["--set", "log_every=1", "--set", "save_every=2"]);
     let mut cmd = mpirun_command(1, &args);
-    cmd.args([":", "-np", "1", "-x", "WGPT_LOSE_DEVICE_AT=5", env!("CARGO_BIN_EXE_wgpt")]).args(&args);
+    cmd.args([":", "-np", "1", "env", "WGPT_LOSE_DEVICE_AT=5", env!("CARGO_BIN_EXE_wgpt")]).args(&args);
     cmd.env("WGPT_COMM_TIMEOUT", "600");
     let started = std::time::Instant::now();
     let ended = run(&mut cmd);
@@ -245,4 +252,48 @@ fn a_rank_that_loses_its_device_ends_the_job_with_its_name() {
     let ck = out.join("checkpoints/step-00000004");
     assert!(ck.join("SHA256SUMS").is_file(), "no intact checkpoint at step 4:\n{}", ended.all);
     let _ = std::fs::remove_dir_all(out);
+}
+
+// Rank 0 decides the kernel variants and the others compile with them: here rank 1's autotune
+// cache prefers `register` for every product, rank 0's the timed choices, and the job still ends
+// with the model of one process using rank 0's cache (rank 1 recompiles with rank 0's choices
+// instead of being refused at the start for different kernels).
+#[cfg(feature = "mpi")]
+#[test]
+fn ranks_compile_with_rank_0s_kernel_choices() {
+    if !have_mpirun() {
+        return;
+    }
+    let (job, one, first) = (scratch_dir("kernels-job"), scratch_dir("kernels-one"), scratch_dir("kernels-first"));
+    let (c0, c1) = (scratch_dir("cache0"), scratch_dir("cache1"));
+    let tuned = run(wgpt().args(train_args(&first, 1, &["--set", "autotune=on"])).env("WGPT_CACHE_DIR", &c0));
+    assert!(tuned.ok(), "{}", tuned.all);
+    let mut cache: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c0.join("autotune.json")).unwrap()).unwrap();
+    let entries = cache["entries"].as_object_mut().unwrap();
+    let chosen: Vec<String> = entries.values().map(|e| e["variant"].as_str().unwrap().to_string()).collect();
+    assert!(chosen.iter().any(|v| v != "register"), "rank 0's cache must differ from rank 1's: {chosen:?}");
+    for e in entries.values_mut() {
+        e["variant"] = "register".into();
+        for (v, ms) in e["ms"].as_object_mut().unwrap() {
+            *ms = if v == "register" { 0.001 } else { 1000.0 }.into();
+        }
+    }
+    std::fs::create_dir_all(&c1).unwrap();
+    std::fs::write(c1.join("autotune.json"), serde_json::to_vec(&cache).unwrap()).unwrap();
+    let args = train_args(&job, 3, &["--set", "autotune=on"]);
+    let exe = env!("CARGO_BIN_EXE_wgpt");
+    let mut cmd = mpirun_options(1);
+    cmd.args(["env", &format!("WGPT_CACHE_DIR={}", c0.display()), exe]).args(&args);
+    cmd.args([":", "-np", "1", "env", &format!("WGPT_CACHE_DIR={}", c1.display()), exe]).args(&args);
+    let ran = run(&mut cmd);
+    assert!(ran.ok(), "{}", ran.all);
+    let alone = run(wgpt()
+        .args(train_args(&one, 3, &["--set", "autotune=on", "--set", "grad_accum=2"]))
+        .env("WGPT_CACHE_DIR", &c0));
+    assert!(alone.ok(), "{}", alone.all);
+    assert!(model_bytes(&job) == model_bytes(&one), "the job differs from one process with rank 0's kernels");
+    for d in [job, one, first, c0, c1] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

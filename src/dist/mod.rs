@@ -4,6 +4,7 @@
 //! (`Solo`), in-process peers (`Threads`, for tests and several adapters in one process) and MPI
 //! (`mpi::Mpi`, cargo feature `mpi`, one process per rank under `mpirun`).
 
+pub mod agree;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod launch;
 #[cfg(all(feature = "mpi", not(target_arch = "wasm32")))]

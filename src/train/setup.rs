@@ -314,15 +314,30 @@ pub fn follow(
     resume: bool,
     comm: Box<dyn crate::dist::Comm>,
 ) -> Result<()> {
+    use crate::dist::agree::accept_kernels;
     let gpu = pollster::block_on(Gpu::picked(backend, pick))?;
     let (mut trainer, dir, scratch) = match (resume, out) {
-        (true, Some(dir)) => (self::resume(&gpu, dir, req, &mut Vec::new())?, dir.to_path_buf(), None),
+        (true, Some(dir)) => {
+            // A resume compiles the kernels its checkpoint records, as rank 0 does.
+            let t = self::resume(&gpu, dir, req, &mut Vec::new())?;
+            accept_kernels(&*comm)?;
+            (t, dir.to_path_buf(), None)
+        }
         (true, None) => return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into())),
         (false, _) => {
-            let (cfg, init) = req.plan()?;
+            let (mut cfg, init) = req.plan()?;
             let input = Input::detect(req.data.as_deref())?;
             let scratch = std::env::temp_dir().join(format!("wgpt-rank{}-{}", req.place.rank, std::process::id()));
-            let t = start(&gpu, &cfg, init.as_ref(), &input, &scratch, &mut |_| {})?;
+            // Compiled alongside rank 0; compiled again with rank 0's kernels where its own
+            // timings chose others.
+            let mut t = start(&gpu, &cfg, init.as_ref(), &input, &scratch, &mut |_| {})?;
+            let kernels = accept_kernels(&*comm)?;
+            if kernels != t.cfg.kernels {
+                cfg.kernels = kernels;
+                drop(t);
+                let _ = std::fs::remove_dir_all(&scratch);
+                t = start(&gpu, &cfg, init.as_ref(), &input, &scratch, &mut |_| {})?;
+            }
             (t, scratch.clone(), Some(scratch))
         }
     };
