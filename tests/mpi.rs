@@ -89,6 +89,25 @@ fn ranks_write_the_model_of_one_rank_accumulating() {
     }
 }
 
+// fp16 storage: 2 ranks write the model of one process with 2 virtual ranks, byte for byte.
+#[cfg(feature = "mpi")]
+#[test]
+fn f16_ranks_write_the_model_of_virtual_ranks() {
+    if !have_mpirun() {
+        return;
+    }
+    let (job, one) = (scratch_dir("f16-job"), scratch_dir("f16-one"));
+    let ran = mpirun(2, &train_args(&job, 3, &["--precision", "f16"]));
+    assert!(ran.ok(), "{}", ran.all);
+    let more = ["--precision", "f16", "--set", "grad_accum=2", "--set", "virtual_ranks=2"];
+    let alone = run(wgpt().args(train_args(&one, 3, &more)));
+    assert!(alone.ok(), "{}", alone.all);
+    assert!(model_bytes(&job) == model_bytes(&one), "f16: 2 ranks and virtual_ranks 2 differ");
+    for d in [job, one] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
 /// The optimizer state of a run's checkpoint at `step`.
 #[cfg(feature = "mpi")]
 fn optimizer_bytes(dir: &Path, step: u64) -> Vec<u8> {

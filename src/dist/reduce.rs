@@ -16,6 +16,13 @@ pub fn shard(n: usize, ranks: usize, j: usize) -> Range<usize> {
 
 /// Replaces `grads` on every rank by the sum of all ranks' `grads`, added in rank order.
 pub fn sum_in_rank_order(comm: &dyn Comm, grads: &mut [f32]) -> Result<()> {
+    sum_in_rank_order_rounded(comm, grads, |x| x)
+}
+
+/// `sum_in_rank_order` with every partial sum rounded by `round`: for f16 gradients,
+/// `|x| f16::from_f32(x).to_f32()` stores each one as f16 storage does, which is what one rank
+/// folding the ranks' sums on the GPU (`virtual_ranks`) computes.
+pub fn sum_in_rank_order_rounded(comm: &dyn Comm, grads: &mut [f32], round: impl Fn(f32) -> f32) -> Result<()> {
     let (n, ranks) = (grads.len(), comm.size());
     if ranks == 1 {
         return Ok(());
@@ -30,7 +37,7 @@ pub fn sum_in_rank_order(comm: &dyn Comm, grads: &mut [f32]) -> Result<()> {
         None => {
             for part in &got[1..] {
                 for (s, g) in sum.iter_mut().zip(part) {
-                    *s += g;
+                    *s = round(*s + g);
                 }
             }
         }

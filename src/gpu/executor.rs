@@ -371,18 +371,27 @@ impl Step {
         }
     }
 
-    /// Writes `data` into an f32 tensor from element `at` on, leaving the rest as it is.
+    /// Writes `data` into an f32 tensor from element `at` on, leaving the rest as it is; into an
+    /// f16 one (rounded to nearest) when `at` and the length are even.
     pub fn write_f32_at(&self, id: TensorId, at: usize, data: &[f32]) -> Result<()> {
         let (buf, off, size) = self.locate(id)?;
         let t = self.tensors.get(id);
-        if t.dtype != DType::F32 || (at + data.len()) as u64 * 4 > size {
-            return Err(Error::Other(format!(
-                "write to tensor '{}': {} f32 values at {at} do not fit its {size} bytes",
-                t.name,
-                data.len()
-            )));
+        let fits = |width: u64| (at + data.len()) as u64 * width <= size;
+        match t.dtype {
+            DType::F32 if fits(4) => self.queue.write_buffer(buf, off + at as u64 * 4, bytemuck::cast_slice(data)),
+            DType::F16 if fits(2) && at.is_multiple_of(2) && data.len().is_multiple_of(2) => {
+                let h: Vec<u16> = data.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+                self.queue.write_buffer(buf, off + at as u64 * 2, bytemuck::cast_slice(&h));
+            }
+            _ => {
+                return Err(Error::Other(format!(
+                    "write to tensor '{}': {} values at {at} do not fit its {size} bytes of {:?}",
+                    t.name,
+                    data.len(),
+                    t.dtype
+                )))
+            }
         }
-        self.queue.write_buffer(buf, off + at as u64 * 4, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -450,14 +459,15 @@ impl Step {
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
 
-    /// Queues copies of f32 tensors behind the work submitted so far and returns at once;
+    /// Queues copies of tensors (f32 or f16) behind the work submitted so far and returns at once;
     /// `finish_read` waits for them. The host can then work (exchange one bucket of gradients)
     /// while the device runs what is submitted after.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn start_read(&self, ids: &[TensorId]) -> Result<PendingRead> {
-        let mut lens = Vec::new();
+        let mut parts = Vec::new();
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bucket") });
-        let total: u64 = ids.iter().map(|&id| self.tensors.get(id).bytes()).sum();
+        // Copies move whole 4-byte words: an odd number of f16 values takes its tensor's padding.
+        let total: u64 = ids.iter().map(|&id| self.tensors.get(id).bytes().div_ceil(4) * 4).sum();
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("bucket readback"),
             size: total.max(4),
@@ -467,19 +477,21 @@ impl Step {
         let mut at = 0;
         for &id in ids {
             let (buf, off, size) = self.locate(id)?;
-            if self.tensors.get(id).dtype != DType::F32 {
-                return Err(Error::Other(format!("start_read: '{}' is not f32", self.tensors.get(id).name)));
+            let t = self.tensors.get(id);
+            if !matches!(t.dtype, DType::F32 | DType::F16) {
+                return Err(Error::Other(format!("start_read: '{}' holds no floats", t.name)));
             }
-            enc.copy_buffer_to_buffer(buf, off, &staging, at, size);
-            at += size;
-            lens.push(size as usize / 4);
+            let padded = size.div_ceil(4) * 4;
+            enc.copy_buffer_to_buffer(buf, off, &staging, at, padded);
+            parts.push((at as usize, t.numel(), t.dtype));
+            at += padded;
         }
         let index = self.queue.submit([enc.finish()]);
         let (tx, done) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        Ok(PendingRead { staging, index, lens, done })
+        Ok(PendingRead { staging, index, parts, done })
     }
 
     /// Waits for a `start_read` (only for its own submission, not for later work) and returns
@@ -502,13 +514,17 @@ impl Step {
             return Err(Error::Gpu(fault));
         }
         let data = p.staging.get_mapped_range(..).map_err(|e| gpu(e.to_string()))?;
-        let all: &[f32] = bytemuck::cast_slice(&data[..p.lens.iter().sum::<usize>() * 4]);
-        let mut out = Vec::new();
-        let mut at = 0;
-        for n in p.lens {
-            out.push(all[at..at + n].to_vec());
-            at += n;
-        }
+        let out = p
+            .parts
+            .iter()
+            .map(|&(at, n, dtype)| match dtype {
+                DType::F16 => data[at..at + 2 * n]
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                _ => bytemuck::cast_slice(&data[at..at + 4 * n]).to_vec(),
+            })
+            .collect();
         Ok(out)
     }
 
@@ -532,7 +548,8 @@ impl Step {
 pub struct PendingRead {
     staging: wgpu::Buffer,
     index: wgpu::SubmissionIndex,
-    lens: Vec<usize>,
+    /// (byte offset in `staging`, elements, type) of each tensor.
+    parts: Vec<(usize, usize, DType)>,
     done: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
 }
 

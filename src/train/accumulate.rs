@@ -180,7 +180,11 @@ impl TrainStep {
             let parts = self.step.finish_read(p)?;
             let started = std::time::Instant::now();
             let mut flat = parts.concat();
-            crate::dist::sum_in_rank_order(comm, &mut flat)?;
+            // f16 gradients: each partial sum stored as f16, as the f16 folds of one process with
+            // virtual_ranks store theirs.
+            let f16 = self.cfg.precision == super::Precision::F16;
+            let round = |x: f32| if f16 { half::f16::from_f32(x).to_f32() } else { x };
+            crate::dist::reduce::sum_in_rank_order_rounded(comm, &mut flat, round)?;
             let mut at = 0;
             for (&id, part) in b.grads.iter().zip(&parts) {
                 self.step.write_f32(id, &flat[at..at + part.len()])?;

@@ -327,15 +327,6 @@ impl TrainStep {
                 gpu.info.name
             )));
         }
-        if cfg.precision == Precision::F16 && cfg.ranks > 1 {
-            // One rank adds each micro-batch's unrounded f32 gradient to an f16 sum; the ranks'
-            // sums would be rounded to f16 first, so the bits would not match.
-            return Err(Error::Other(
-                "data-parallel training runs in f32 storage for now (f16 sums would differ from one rank's); \
-                 use --precision f32"
-                    .into(),
-            ));
-        }
         let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
         let fusion = if cfg.fusion == Fusion::Auto { Fusion::from_env()? } else { cfg.fusion };
         let cfg = StepConfig { fusion: fusion.resolve(cpu), ..cfg };

@@ -31,7 +31,13 @@ impl TrainStep {
             shard_sizes_agree(&all, &sizes, "parameter gather")?;
             for (r, part) in all.iter().enumerate() {
                 if r != comm.rank() && !part.is_empty() {
-                    self.step.write_f32_at(g.param, moment_shard(g.len, r, ranks).start, part)?;
+                    let at = moment_shard(g.len, r, ranks).start;
+                    self.step.write_f32_at(g.param, at, part)?;
+                    // Under fp16 storage the kernels read the f16 copy, which AdamW refreshes
+                    // only on this rank's shard.
+                    if let Some(copy) = g.copy {
+                        self.step.write_f32_at(copy, at, part)?;
+                    }
                 }
             }
         }
