@@ -75,7 +75,7 @@ fn train_f(comm: &dyn Comm, setup: Setup, order: &dyn Fn(usize) -> usize) -> Has
         let mut r = rng(42);
         ts.load_params(|_, shape| Ok(randn(&mut r, shape.iter().product(), 0.1).iter().map(|&x| x as f32).collect()))
             .unwrap();
-        let mut updated = 0;
+        let (mut updated, mut norms) = (0, Vec::new());
         for s in 0..STEPS + 2 * usize::from(f16) {
             let batches: Vec<_> = (0..accum).map(|a| micro_batch(s, order(comm.rank() * accum + a))).collect();
             let micro: Vec<(&[u32], &[u32])> = batches.iter().map(|(i, t)| (&i[..], &t[..])).collect();
@@ -83,12 +83,17 @@ fn train_f(comm: &dyn Comm, setup: Setup, order: &dyn Fn(usize) -> usize) -> Has
             // f16 starts at a loss scale that may overflow (a skipped step, the scale halved).
             assert!(st.loss.is_finite() && (f16 || !st.skipped), "step {s}: {st:?}");
             updated += usize::from(!st.skipped);
+            norms.push(st.grad_norm.to_bits());
         }
         assert!(updated >= STEPS, "only {updated} steps updated the weights");
         assert_eq!(ts.sharded(), zero && comm.size() > 1);
         let mut params = ts.read_params().await.unwrap();
         params.extend(ts.read_moments(comm).await.unwrap());
-        params.into_iter().map(|(k, v)| (k, v.iter().map(|x| x.to_bits()).collect())).collect()
+        let mut bits: HashMap<String, Vec<u32>> =
+            params.into_iter().map(|(k, v)| (k, v.iter().map(|x| x.to_bits()).collect())).collect();
+        // The gradient norm of every step (what clipping scales by), as the job reports it.
+        bits.insert("step.grad_norm".into(), norms);
+        bits
     })
 }
 

@@ -32,23 +32,17 @@ pub fn sum_in_rank_order_rounded(comm: &dyn Comm, grads: &mut [f32], round: impl
     // A length mismatch is reported after the gather, so no peer is left waiting in it.
     let want = shard(n, ranks, comm.rank()).len();
     let bad = got.iter().position(|p| p.len() != want);
-    let mut sum = got[0].clone();
-    match bad {
-        None => {
-            for part in &got[1..] {
-                for (s, g) in sum.iter_mut().zip(part) {
-                    *s = round(*s + g);
-                }
-            }
-        }
-        Some(_) => sum = vec![0.0; want],
-    }
+    let sent = bad.map_or(0, |from| got[from].len());
+    let sum = match bad {
+        None => fold_in_rank_order(got, round),
+        Some(_) => vec![0.0; want],
+    };
     let gathered = comm.all_gather(sum)?;
     if let Some(from) = bad {
         return Err(Error::Other(format!(
             "gradient reduction: rank {from} sent {} values of shard {}, expected {want} (the ranks disagree on the \
              model)",
-            got[from].len(),
+            sent,
             comm.rank()
         )));
     }
@@ -71,4 +65,17 @@ pub fn shard_sizes_agree(parts: &[Vec<f32>], sizes: &[usize], what: &str) -> Res
             sizes[j]
         ))),
     }
+}
+
+/// ((p_0 + p_1) + p_2) + … elementwise over the ranks' parts (of one length), each partial sum
+/// passed through `round`.
+pub fn fold_in_rank_order(parts: Vec<Vec<f32>>, round: impl Fn(f32) -> f32) -> Vec<f32> {
+    let mut parts = parts.into_iter();
+    let mut sum = parts.next().unwrap_or_default();
+    for part in parts {
+        for (s, g) in sum.iter_mut().zip(&part) {
+            *s = round(*s + g);
+        }
+    }
+    sum
 }

@@ -34,12 +34,22 @@ pub struct Group {
     pub copy: Option<TensorId>,
 }
 
-/// The part of a group of `len` elements (a multiple of PAD) whose moments rank `rank` of
-/// `ranks` keeps under ZeRO-1: balanced in whole PAD units, so its views stay 256-byte aligned
-/// (a rank may get none of a small group).
-pub fn moment_shard(len: usize, rank: usize, ranks: usize) -> Range<usize> {
-    let units = len / PAD;
-    (rank * units / ranks * PAD)..((rank + 1) * units / ranks * PAD)
+/// Under ZeRO-1: which rank of how many this layout belongs to, and the unit its shards are
+/// cut in (a multiple of PAD, so views stay 256-byte aligned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zero {
+    pub rank: usize,
+    pub ranks: usize,
+    pub unit: usize,
+}
+
+/// The part of a group of `len` elements whose optimizer state rank `rank` of `ranks` keeps
+/// under ZeRO-1: balanced in whole units from the group's start (a rank may get none of a small
+/// group).
+pub fn moment_shard(len: usize, rank: usize, ranks: usize, unit: usize) -> Range<usize> {
+    let units = len.div_ceil(unit);
+    let at = |r: usize| (r * units / ranks * unit).min(len);
+    at(rank)..at(rank + 1)
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +82,8 @@ impl FlatParam {
 pub struct FlatLayout {
     pub groups: Vec<Group>,
     pub params: Vec<FlatParam>,
+    /// Set under ZeRO-1 (`Group::moments` is then this rank's shard).
+    pub zero: Option<Zero>,
 }
 
 impl FlatLayout {
@@ -88,9 +100,9 @@ impl FlatLayout {
         specs: &[ParamSpec],
         storage: DType,
         group_max: usize,
-        zero: Option<(usize, usize)>,
+        zero: Option<Zero>,
     ) -> Self {
-        let mut layout = FlatLayout::default();
+        let mut layout = FlatLayout { zero, ..Default::default() };
         let padded = |s: &ParamSpec| s.numel().div_ceil(PAD) * PAD;
         for decay in [true, false] {
             // Runs of parameters in table order, each within group_max (or one larger parameter).
@@ -123,7 +135,7 @@ impl FlatLayout {
         decay: bool,
         part: usize,
         storage: DType,
-        zero: Option<(usize, usize)>,
+        zero: Option<Zero>,
     ) {
         let mut offsets = Vec::new();
         let mut len = 0;
@@ -136,7 +148,7 @@ impl FlatLayout {
         }
         let kind = if decay { "decay" } else { "no_decay" };
         let tag = if part == 0 { kind.to_string() } else { format!("{kind}.{part}") };
-        let moments = zero.map_or(0..len, |(rank, ranks)| moment_shard(len, rank, ranks));
+        let moments = zero.map_or(0..len, |z| moment_shard(len, z.rank, z.ranks, z.unit));
         // (An empty shard keeps one element: a buffer of none cannot be bound.)
         let mlen = moments.len().max(1);
         let group = Group {
@@ -188,6 +200,12 @@ impl FlatLayout {
     /// (group, offset in it, length).
     pub fn chunks(&self, max_elems: usize) -> Vec<(usize, usize, usize)> {
         self.split(max_elems, |g| 0..g.len)
+    }
+
+    /// Rank `rank`'s shard of group `gi` under ZeRO-1 (the whole group without it).
+    pub fn shard_of(&self, gi: usize, rank: usize) -> Range<usize> {
+        let len = self.groups[gi].len;
+        self.zero.map_or(0..len, |z| moment_shard(len, rank, z.ranks, z.unit))
     }
 
     /// `chunks` of the part of each group whose moments this layout keeps (all of it but under

@@ -148,7 +148,14 @@ impl TrainStep {
         losses = comm.all_gather(losses)?.concat();
         // The outlier guard looks at the job's last micro-batch, as one rank running them all would.
         self.step.write_f32_at(self.sec.scalars, super::optimizer::LOSS, &losses[losses.len() - 1..])?;
-        self.step.run_range(self.sec.optimizer.clone());
+        if self.sharded() {
+            let started = std::time::Instant::now();
+            self.gather_norm_blocks(comm).await?;
+            comm_s += started.elapsed().as_secs_f64();
+            self.step.run_range(self.sec.norm_partials.end..self.sec.optimizer.end);
+        } else {
+            self.step.run_range(self.sec.optimizer.clone());
+        }
         let mut st = self.finish_step().await?;
         if self.sharded() {
             // (finish_step waited for the update: the gather is timed alone.)
@@ -176,23 +183,93 @@ impl TrainStep {
             self.step.run_ranges(&self.sec.exchange_tail);
         }
         let mut comm_s = 0.0;
+        // f16 gradients: each partial sum stored as f16, as the f16 folds of one process with
+        // virtual_ranks store theirs.
+        let f16 = self.cfg.precision == super::Precision::F16;
+        let round = |x: f32| if f16 { half::f16::from_f32(x).to_f32() } else { x };
         for (b, p) in self.sec.exchange.iter().zip(pending) {
             let parts = self.step.finish_read(p)?;
             let started = std::time::Instant::now();
-            let mut flat = parts.concat();
-            // f16 gradients: each partial sum stored as f16, as the f16 folds of one process with
-            // virtual_ranks store theirs.
-            let f16 = self.cfg.precision == super::Precision::F16;
-            let round = |x: f32| if f16 { half::f16::from_f32(x).to_f32() } else { x };
-            crate::dist::reduce::sum_in_rank_order_rounded(comm, &mut flat, round)?;
-            let mut at = 0;
-            for (&id, part) in b.grads.iter().zip(&parts) {
-                self.step.write_f32(id, &flat[at..at + part.len()])?;
-                at += part.len();
+            if self.sharded() {
+                self.reduce_owned(comm, b, &parts, round)?;
+            } else {
+                let mut flat = parts.concat();
+                crate::dist::reduce::sum_in_rank_order_rounded(comm, &mut flat, round)?;
+                let mut at = 0;
+                for (&id, part) in b.grads.iter().zip(&parts) {
+                    self.step.write_f32(id, &flat[at..at + part.len()])?;
+                    at += part.len();
+                }
             }
             comm_s += started.elapsed().as_secs_f64();
         }
         Ok(comm_s)
+    }
+
+    /// ZeRO-1's exchange of one bucket: each rank receives only the gradients of its shard (a
+    /// reduce-scatter: no gather, the optimizer reads no other), sums them in rank order and
+    /// writes them back; the rest of its gradient stays its own.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn reduce_owned(&self, comm: &dyn Comm, b: &Bucket, parts: &[Vec<f32>], round: impl Fn(f32) -> f32) -> Result<()> {
+        let layout = &self.sec.layout;
+        // (param k of the bucket, rank, range within the parameter) in one agreed order.
+        let mut runs = Vec::new();
+        for (k, &pi) in b.params.iter().enumerate() {
+            let p = &layout.params[pi];
+            for r in 0..comm.size() {
+                let s = layout.shard_of(p.group, r);
+                let (lo, hi) = (s.start.max(p.offset), s.end.min(p.offset + p.spec.numel()));
+                if lo < hi {
+                    runs.push((k, r, lo - p.offset..hi - p.offset));
+                }
+            }
+        }
+        let mut send = vec![Vec::new(); comm.size()];
+        for (k, r, w) in &runs {
+            send[*r].extend_from_slice(&parts[*k][w.clone()]);
+        }
+        let mine = send[comm.rank()].len();
+        let got = comm.all_to_all(send)?;
+        crate::dist::reduce::shard_sizes_agree(&got, &vec![mine; comm.size()], "gradient reduce-scatter")?;
+        let sum = crate::dist::reduce::fold_in_rank_order(got, round);
+        let mut at = 0;
+        for (k, _, w) in runs.iter().filter(|run| run.1 == comm.rank()) {
+            let p = &layout.params[b.params[*k]];
+            let mut values = sum[at..at + w.len()].to_vec();
+            at += w.len();
+            // An f16 write moves pairs: an odd run ends at its parameter's end, before padding
+            // that stays zero.
+            if values.len() % 2 == 1 {
+                values.push(0.0);
+            }
+            self.step.write_f32_at(layout.groups[p.group].grad, p.offset + w.start, &values)?;
+        }
+        Ok(())
+    }
+
+    /// ZeRO-1: each rank's gradient is summed only on its shard, so each computes the norm's
+    /// per-block sums of squares of its own blocks; the ranks gather them before the norm.
+    #[cfg(not(target_arch = "wasm32"))]
+    async fn gather_norm_blocks(&self, comm: &dyn Comm) -> Result<()> {
+        let Some(partial) = self.sec.norm_partial else { return Ok(()) };
+        self.step.run_range(self.sec.norm_partials.clone());
+        let layout = &self.sec.layout;
+        let owner: Vec<usize> = super::optimizer::norm_blocks(layout, self.sec.max_elems)
+            .into_iter()
+            .map(|(gi, at)| (0..comm.size()).find(|&r| layout.shard_of(gi, r).contains(&at)).unwrap_or(0))
+            .collect();
+        let slots = self.step.read_f32(partial).await?;
+        let mine: Vec<f32> = owner.iter().zip(&slots).filter(|(&r, _)| r == comm.rank()).map(|(_, &x)| x).collect();
+        let all = comm.all_gather(mine)?;
+        let sizes: Vec<usize> = (0..comm.size()).map(|r| owner.iter().filter(|&&o| o == r).count()).collect();
+        crate::dist::reduce::shard_sizes_agree(&all, &sizes, "gradient norm blocks")?;
+        let mut next = vec![0; comm.size()];
+        let mut full = slots;
+        for (slot, &r) in full.iter_mut().zip(&owner) {
+            *slot = all[r][next[r]];
+            next[r] += 1;
+        }
+        self.step.write_f32(partial, &full)
     }
 }
 
@@ -207,6 +284,8 @@ fn mean(losses: &[f32]) -> f32 {
 pub struct Bucket {
     pub run: Vec<Range<usize>>,
     pub grads: Vec<TensorId>,
+    /// The parameters of `grads` (indices into `FlatLayout::params`).
+    pub params: Vec<usize>,
 }
 
 /// Splits the last micro-batch's dispatches (`sequence`, in order) into buckets for the
@@ -254,14 +333,16 @@ pub fn exchange_buckets(
         }
         out
     };
-    let (mut buckets, mut from, mut grads, mut elems) = (Vec::new(), 0, Vec::new(), 0);
+    let (mut buckets, mut from, mut grads, mut params, mut elems) = (Vec::new(), 0, Vec::new(), Vec::new(), 0);
     for (k, &(pos, pi)) in last.iter().enumerate() {
         grads.push(layout.params[pi].grad);
+        params.push(pi);
         elems += layout.params[pi].spec.numel();
         // A bucket ends where the next parameter is final later (never inside one position).
         let closes = last.get(k + 1).is_none_or(|&(next, _)| next > pos);
         if closes && (elems >= target || k + 1 == last.len()) {
-            buckets.push(Bucket { run: ranges(from, pos + 1), grads: std::mem::take(&mut grads) });
+            let (grads, params) = (std::mem::take(&mut grads), std::mem::take(&mut params));
+            buckets.push(Bucket { run: ranges(from, pos + 1), grads, params });
             (from, elems) = (pos + 1, 0);
         }
     }

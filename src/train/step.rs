@@ -192,7 +192,14 @@ impl TrainStep {
         g.max_binding = max_binding;
         g.act = cfg.precision.dtype();
         let specs = param_table(&cfg.model);
-        let zero = (cfg.zero && cfg.ranks > 1 && !cfg.forward_only).then_some((cfg.rank, cfg.ranks));
+        // ZeRO-1 shards are cut at the gradient norm's blocks, so each rank can sum the squares of
+        // its own shard (`optimizer::norm_blocks`).
+        let unit = super::optimizer::norm_unit((max_binding / 4) as usize);
+        let zero = (cfg.zero && cfg.ranks > 1 && !cfg.forward_only).then_some(crate::graph::flat::Zero {
+            rank: cfg.rank,
+            ranks: cfg.ranks,
+            unit,
+        });
         let layout = FlatLayout::with_group_max(&mut g.t, &specs, g.act, cfg.group_max, zero);
         let (b, t) = (cfg.batch, cfg.seq);
         let ids = g.t.u32("input_ids", &[b, t], Class::Input);
@@ -230,6 +237,7 @@ impl TrainStep {
                     .into(),
             ));
         }
+        let (mut norm, mut norm_partials) = (None, 0);
         // With chunked logits the forward section also takes each chunk's gradient (`head_grads`).
         let (forward, head_grads, backward, (fold_mid, fold_last), (rank_mid, rank_last), opt, nz) = if cfg.forward_only
         {
@@ -250,8 +258,10 @@ impl TrainStep {
                 1 => Default::default(),
                 _ => super::accumulate::rank_folds(&mut g.t, &layout, max_elems),
             };
-            let mut opt =
+            let section =
                 optimizer_dispatches(&mut g.t, &layout, &cfg.adamw, cfg.max_grad_norm, scalars, hyper, max_elems);
+            (norm, norm_partials) = (Some(section.partial), section.partials);
+            let mut opt = section.dispatches;
             let zero = zero_grads(&mut g.t, &layout, max_elems);
             let nz = zero.len();
             opt.extend(zero);
@@ -302,6 +312,9 @@ impl TrainStep {
             rank_last: nf + nb + nm + nl + nrm..nf + nbf,
             exchange,
             exchange_tail,
+            norm_partial: norm,
+            norm_partials: nf + nbf..nf + nbf + norm_partials,
+            max_elems: (max_binding / 4) as usize,
             optimizer: nf + nbf..nf + nbf + no,
             zero_grads: nf + nbf + no - nz..nf + nbf + no,
         };
@@ -380,8 +393,9 @@ impl TrainStep {
             }
         }
         if !self.sec.backward.is_empty() {
-            for g in &self.sec.layout.groups {
-                let zeros = vec![0f32; g.moments.len().max(1)];
+            // (A ZeRO-1 rank may keep none of a small group.)
+            for g in self.sec.layout.groups.iter().filter(|g| !g.moments.is_empty()) {
+                let zeros = vec![0f32; g.moments.len()];
                 self.step.write_f32(g.m, &zeros)?;
                 self.step.write_f32(g.v, &zeros)?;
             }
@@ -544,6 +558,12 @@ pub struct Sections {
     /// exchange while the device runs the next (`accumulate::exchange_buckets`), and those after.
     pub exchange: Vec<super::accumulate::Bucket>,
     pub exchange_tail: Vec<Range<usize>>,
+    /// The gradient norm's per-block sums of squares (None: forward only), and the dispatches
+    /// that write them, first in `optimizer` (under ZeRO-1 the ranks exchange them in between).
+    pub norm_partial: Option<TensorId>,
+    pub norm_partials: Range<usize>,
+    /// Elements of one binding chunk of the flat groups (`FlatLayout::chunks`).
+    pub max_elems: usize,
 }
 
 /// How many buckets the gradient exchange over ranks aims at: one per layer and one for the

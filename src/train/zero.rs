@@ -9,29 +9,28 @@ use super::step::TrainStep;
 use crate::dist::reduce::shard_sizes_agree;
 use crate::dist::Comm;
 use crate::error::{Error, Result};
-use crate::graph::flat::moment_shard;
 
 impl TrainStep {
     /// Whether this step keeps only its rank's shard of the moments.
     pub fn sharded(&self) -> bool {
-        self.sec.layout.groups.iter().any(|g| g.moments.len() != g.len)
+        self.sec.layout.zero.is_some()
     }
 
     #[cfg(not(target_arch = "wasm32"))]
     /// After a ZeRO-1 update: every rank sends the parameters of its shard and writes the others'.
     pub(super) async fn gather_params(&self, comm: &dyn Comm) -> Result<()> {
         let ranks = comm.size();
-        for g in &self.sec.layout.groups {
+        for (gi, g) in self.sec.layout.groups.iter().enumerate() {
             let mine = match g.moments.is_empty() {
                 true => Vec::new(),
                 false => self.step.read_f32_at(g.param, g.moments.start, g.moments.len()).await?,
             };
             let all = comm.all_gather(mine)?;
-            let sizes: Vec<usize> = (0..ranks).map(|r| moment_shard(g.len, r, ranks).len()).collect();
+            let sizes: Vec<usize> = (0..ranks).map(|r| self.sec.layout.shard_of(gi, r).len()).collect();
             shard_sizes_agree(&all, &sizes, "parameter gather")?;
             for (r, part) in all.iter().enumerate() {
                 if r != comm.rank() && !part.is_empty() {
-                    let at = moment_shard(g.len, r, ranks).start;
+                    let at = self.sec.layout.shard_of(gi, r).start;
                     self.step.write_f32_at(g.param, at, part)?;
                     // Under fp16 storage the kernels read the f16 copy, which AdamW refreshes
                     // only on this rank's shard.
@@ -51,14 +50,16 @@ impl TrainStep {
         let mut out = HashMap::new();
         for (gi, g) in self.sec.layout.groups.iter().enumerate() {
             for (prefix, id) in [("adam_m", g.m), ("adam_v", g.v)] {
-                let mut mine = self.step.read_f32(id).await?;
-                mine.truncate(g.moments.len());
+                let mine = match g.moments.is_empty() {
+                    true => Vec::new(), // a ZeRO-1 rank that keeps none of this group
+                    false => self.step.read_f32(id).await?,
+                };
                 let whole = match sharded {
                     false => mine,
                     true => {
                         let all = comm.all_gather(mine)?;
                         let sizes: Vec<usize> =
-                            (0..comm.size()).map(|r| moment_shard(g.len, r, comm.size()).len()).collect();
+                            (0..comm.size()).map(|r| self.sec.layout.shard_of(gi, r).len()).collect();
                         shard_sizes_agree(&all, &sizes, "optimizer state gather")?;
                         all.concat()
                     }
@@ -93,9 +94,9 @@ impl TrainStep {
                     }
                     whole[p.offset..p.offset + data.len()].copy_from_slice(data);
                 }
-                let mut mine = whole[g.moments.clone()].to_vec();
-                mine.resize(mine.len().max(1), 0.0);
-                self.step.write_f32(id, &mine)?;
+                if !g.moments.is_empty() {
+                    self.step.write_f32(id, &whole[g.moments.clone()])?;
+                }
             }
         }
         self.t = t;
