@@ -9,6 +9,7 @@ pub mod checkpoint;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod checkpoints;
 pub mod config;
+pub mod exchange;
 pub mod guard;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod interrupt;

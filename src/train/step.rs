@@ -277,7 +277,7 @@ impl TrainStep {
                 let last_micro = [0..nf + nb, nf + nb + nm..nf + nb + nm + nl];
                 let elems = layout.params.iter().map(|p| p.spec.numel()).sum::<usize>();
                 let target = elems.div_ceil(grad_buckets(&cfg.model)?);
-                super::accumulate::exchange_buckets(&g.t, &dispatches, &last_micro, &layout, target)
+                super::exchange::exchange_buckets(&g.t, &dispatches, &last_micro, &layout, target)
             }
             false => Default::default(),
         };
@@ -555,8 +555,8 @@ pub struct Sections {
     pub rank_mid: Range<usize>,
     pub rank_last: Range<usize>,
     /// With ranks > 1: the last micro-batch's dispatches in buckets whose gradients the ranks
-    /// exchange while the device runs the next (`accumulate::exchange_buckets`), and those after.
-    pub exchange: Vec<super::accumulate::Bucket>,
+    /// exchange while the device runs the next (`exchange::exchange_buckets`), and those after.
+    pub exchange: Vec<super::exchange::Bucket>,
     pub exchange_tail: Vec<Range<usize>>,
     /// The gradient norm's per-block sums of squares (None: forward only), and the dispatches
     /// that write them, first in `optimizer` (under ZeRO-1 the ranks exchange them in between).

@@ -102,4 +102,76 @@ impl TrainStep {
         self.t = t;
         Ok(())
     }
+
+    /// ZeRO-1's exchange of one bucket: each rank receives only the gradients of its shard (a
+    /// reduce-scatter: no gather, the optimizer reads no other), sums them in rank order and
+    /// writes them back; the rest of its gradient stays its own.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn reduce_owned(
+        &self,
+        comm: &dyn Comm,
+        b: &super::exchange::Bucket,
+        parts: &[Vec<f32>],
+        round: impl Fn(f32) -> f32,
+    ) -> Result<()> {
+        let layout = &self.sec.layout;
+        // (param k of the bucket, rank, range within the parameter) in one agreed order.
+        let mut runs = Vec::new();
+        for (k, &pi) in b.params.iter().enumerate() {
+            let p = &layout.params[pi];
+            for r in 0..comm.size() {
+                let s = layout.shard_of(p.group, r);
+                let (lo, hi) = (s.start.max(p.offset), s.end.min(p.offset + p.spec.numel()));
+                if lo < hi {
+                    runs.push((k, r, lo - p.offset..hi - p.offset));
+                }
+            }
+        }
+        let mut send = vec![Vec::new(); comm.size()];
+        for (k, r, w) in &runs {
+            send[*r].extend_from_slice(&parts[*k][w.clone()]);
+        }
+        let mine = send[comm.rank()].len();
+        let got = comm.all_to_all(send)?;
+        crate::dist::reduce::shard_sizes_agree(&got, &vec![mine; comm.size()], "gradient reduce-scatter")?;
+        let sum = crate::dist::reduce::fold_in_rank_order(got, round);
+        let mut at = 0;
+        for (k, _, w) in runs.iter().filter(|run| run.1 == comm.rank()) {
+            let p = &layout.params[b.params[*k]];
+            let mut values = sum[at..at + w.len()].to_vec();
+            at += w.len();
+            // An f16 write moves pairs: an odd run ends at its parameter's end, before padding
+            // that stays zero.
+            if values.len() % 2 == 1 {
+                values.push(0.0);
+            }
+            self.step.write_f32_at(layout.groups[p.group].grad, p.offset + w.start, &values)?;
+        }
+        Ok(())
+    }
+
+    /// ZeRO-1: each rank's gradient is summed only on its shard, so each computes the norm's
+    /// per-block sums of squares of its own blocks; the ranks gather them before the norm.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) async fn gather_norm_blocks(&self, comm: &dyn Comm) -> Result<()> {
+        let Some(partial) = self.sec.norm_partial else { return Ok(()) };
+        self.step.run_range(self.sec.norm_partials.clone());
+        let layout = &self.sec.layout;
+        let owner: Vec<usize> = super::optimizer::norm_blocks(layout, self.sec.max_elems)
+            .into_iter()
+            .map(|(gi, at)| (0..comm.size()).find(|&r| layout.shard_of(gi, r).contains(&at)).unwrap_or(0))
+            .collect();
+        let slots = self.step.read_f32(partial).await?;
+        let mine: Vec<f32> = owner.iter().zip(&slots).filter(|(&r, _)| r == comm.rank()).map(|(_, &x)| x).collect();
+        let all = comm.all_gather(mine)?;
+        let sizes: Vec<usize> = (0..comm.size()).map(|r| owner.iter().filter(|&&o| o == r).count()).collect();
+        crate::dist::reduce::shard_sizes_agree(&all, &sizes, "gradient norm blocks")?;
+        let mut next = vec![0; comm.size()];
+        let mut full = slots;
+        for (slot, &r) in full.iter_mut().zip(&owner) {
+            *slot = all[r][next[r]];
+            next[r] += 1;
+        }
+        self.step.write_f32(partial, &full)
+    }
 }
