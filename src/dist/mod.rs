@@ -25,6 +25,9 @@ pub trait Comm: Send {
     /// Sends `parts[j]` to rank j (`parts.len()` is the job's size) and returns what every rank
     /// sent this one, in rank order.
     fn all_to_all(&self, parts: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>>;
+    /// How long a rank waits in an exchange for the others before it gives up (MPI's watchdog;
+    /// in-process peers never wait on a dead one).
+    fn set_timeout(&self, _secs: f64) {}
     /// Every rank's `mine`, in rank order.
     fn all_gather(&self, mine: Vec<f32>) -> Result<Vec<Vec<f32>>> {
         self.all_to_all(vec![mine; self.size()])

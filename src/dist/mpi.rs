@@ -18,6 +18,8 @@ pub struct Mpi {
     /// An exchange has completed (the watchdog's shorter limit applies).
     first_done: Arc<AtomicBool>,
     epoch: Instant,
+    /// The watchdog's limit in milliseconds (`set_timeout`).
+    timeout_ms: Arc<AtomicU64>,
 }
 
 // wgpt calls MPI from one thread at a time (the training loop's); the handles are plain ids.
@@ -57,15 +59,18 @@ impl Mpi {
         let (waiting_since, epoch) = (Arc::new(AtomicU64::new(0)), Instant::now());
         let first_done = Arc::new(AtomicBool::new(false));
         let (watched, done, rank, size) = (waiting_since.clone(), first_done.clone(), world.rank(), world.size());
+        let timeout_ms = Arc::new(AtomicU64::new((timeout * 1000.0) as u64));
+        let limit_ms = timeout_ms.clone();
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(250));
             let since = watched.load(Ordering::Relaxed);
             let now = epoch.elapsed().as_millis() as u64;
+            let timeout = limit_ms.load(Ordering::Relaxed) as f64 / 1000.0;
             let limit = if done.load(Ordering::Relaxed) { timeout } else { 10.0 * timeout };
             if since > 0 && now.saturating_sub(since) as f64 > limit * 1000.0 {
                 eprintln!(
                     "wgpt: error: rank {rank} of {size}: the other ranks have not joined the gradient exchange for \
-                     {limit} s (one stopped, hung or lost its device; WGPT_COMM_TIMEOUT sets the wait); stopping, \
+                     {limit} s (one stopped, hung or lost its device; --set comm_timeout or WGPT_COMM_TIMEOUT sets the wait); stopping, \
                      the last checkpoint is intact"
                 );
                 std::process::exit(3);
@@ -74,7 +79,7 @@ impl Mpi {
         if let Ok(mut env) = ENVIRONMENT.lock() {
             *env = Some(Environment(universe));
         }
-        Ok(Mpi { world, waiting_since, first_done, epoch })
+        Ok(Mpi { world, waiting_since, first_done, epoch, timeout_ms })
     }
 
     fn exchange<T>(&self, f: impl FnOnce() -> T) -> T {
@@ -96,6 +101,9 @@ impl Comm for Mpi {
     }
     fn size(&self) -> usize {
         self.world.size() as usize
+    }
+    fn set_timeout(&self, secs: f64) {
+        self.timeout_ms.store((secs * 1000.0) as u64, Ordering::Relaxed);
     }
     fn all_to_all(&self, parts: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
         let n = self.size();

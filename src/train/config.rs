@@ -57,6 +57,9 @@ pub struct RunConfig {
     /// ZeRO stage 1 in a job of several ranks: each keeps the AdamW moments of its shard of the
     /// parameters only, updates that shard and gathers the rest (`--set zero=0|1`; the same bits).
     pub zero: bool,
+    /// Seconds a rank waits in an exchange for the others (one stopped or hung) before the job
+    /// stops; 0: `WGPT_COMM_TIMEOUT`, else 60. It must exceed rank 0's evaluations and saves.
+    pub comm_timeout: f64,
     /// Tokens per optimizer step asked for with `batch_tokens` (0: none): grad_accum follows it
     /// whatever order batch_size and block_size are set in.
     pub batch_tokens: usize,
@@ -95,7 +98,7 @@ impl RunConfig {
     /// and what makes a step fit in less memory (storage precision, recomputation, the micro-batch:
     /// `batch_size` x `grad_accum` sequences are drawn in the same order whatever the split). The
     /// rest fixes the model, the data or the optimizer.
-    pub const RESUMABLE: [&'static str; 26] = [
+    pub const RESUMABLE: [&'static str; 27] = [
         "steps",
         "lr",
         "min_lr",
@@ -118,6 +121,7 @@ impl RunConfig {
         "grad_accum",
         "virtual_ranks",
         "zero",
+        "comm_timeout",
         "batch_tokens",
         "matmul",
         "autotune",
@@ -157,6 +161,7 @@ impl RunConfig {
             rank: 0,
             virtual_ranks: 1,
             zero: false,
+            comm_timeout: 0.0,
             batch_tokens: 0,
             precision: Precision::F32,
             recompute: Recompute::None,
@@ -287,6 +292,7 @@ impl RunConfig {
                 self.batch_tokens = 0;
             }
             "virtual_ranks" => num!(virtual_ranks, "a positive integer"),
+            "comm_timeout" => num!(comm_timeout, "a number of seconds (0: WGPT_COMM_TIMEOUT, else 60)"),
             "zero" => {
                 self.zero = match v {
                     "0" => false,
@@ -389,6 +395,7 @@ impl RunConfig {
             ("top_p", self.top_p),
             ("val_fraction", self.val_fraction),
             ("outlier_z", self.outlier_z),
+            ("comm_timeout", self.comm_timeout),
         ];
         if let Some((k, v)) = floats.iter().find(|(_, v)| !v.is_finite()) {
             return Err(format!("{k} is {v}; it must be a finite number"));
@@ -413,6 +420,9 @@ impl RunConfig {
         }
         if self.keep == 0 || self.max_bad_steps == 0 {
             return bad("keep and max_bad_steps must be positive");
+        }
+        if self.comm_timeout < 0.0 {
+            return bad("comm_timeout must be >= 0 seconds (0: WGPT_COMM_TIMEOUT, else 60)");
         }
         if self.outlier_z < 0.0 {
             return bad("outlier_z must be >= 0 (0 turns the outlier guard off)");
@@ -496,6 +506,7 @@ impl RunConfig {
             "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p, "seed": self.seed, "val_fraction": self.val_fraction,
             "tokenizer": self.tokenizer, "vocab_size": self.vocab_size, "log_every": self.log_every,
             "grad_accum": self.grad_accum, "virtual_ranks": self.virtual_ranks, "zero": u8::from(self.zero),
+            "comm_timeout": self.comm_timeout,
             "precision": self.precision.name(), "recompute": self.recompute.name(),
             "save_every": self.save_every, "keep": self.keep, "max_bad_steps": self.max_bad_steps,
             "outlier_z": self.outlier_z, "matmul": self.matmul.map_or("auto", Variant::name), "autotune": self.autotune.name(),

@@ -237,6 +237,9 @@ impl Trainer {
                 comm.size()
             )));
         }
+        if self.cfg.comm_timeout > 0.0 {
+            comm.set_timeout(self.cfg.comm_timeout);
+        }
         check_same_run(&*comm, &self.agreed())?;
         self.comm = comm;
         Ok(())
