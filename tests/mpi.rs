@@ -67,6 +67,24 @@ fn model_bytes(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join("model.safetensors")).unwrap()
 }
 
+/// `mpirun -np np` training `steps` steps with `job` into one new directory and one process with
+/// `alone` into another, both succeeding: (the job's directory, the process's, mpirun's output).
+#[cfg(feature = "mpi")]
+fn job_and_alone(
+    name: &str,
+    np: usize,
+    steps: u64,
+    job: &[&str],
+    alone: &[&str],
+) -> (PathBuf, PathBuf, common::process::Ended) {
+    let (job_dir, one_dir) = (scratch_dir(&format!("{name}-job")), scratch_dir(&format!("{name}-one")));
+    let ran = mpirun(np, &train_args(&job_dir, steps, job));
+    assert!(ran.ok(), "mpirun -np {np}:\n{}", ran.all);
+    let one = run(wgpt().args(train_args(&one_dir, steps, alone)));
+    assert!(one.ok(), "{}", one.all);
+    (job_dir, one_dir, ran)
+}
+
 #[cfg(feature = "mpi")]
 #[test]
 fn ranks_write_the_model_of_one_rank_accumulating() {
@@ -74,12 +92,8 @@ fn ranks_write_the_model_of_one_rank_accumulating() {
         return;
     }
     for np in [2, 3] {
-        let (job, one) = (scratch_dir(&format!("job{np}")), scratch_dir(&format!("one{np}")));
-        let ran = mpirun(np, &train_args(&job, 3, &[]));
-        assert!(ran.ok(), "mpirun -np {np}:\n{}", ran.all);
+        let (job, one, ran) = job_and_alone(&format!("plain{np}"), np, 3, &[], &["--set", &format!("grad_accum={np}")]);
         assert!(ran.stdout.contains(&format!("data-parallel: {np} ranks")), "{}", ran.stdout);
-        let alone = run(wgpt().args(train_args(&one, 3, &["--set", &format!("grad_accum={np}")])));
-        assert!(alone.ok(), "{}", alone.all);
         assert!(model_bytes(&job) == model_bytes(&one), "{np} ranks and one rank with grad_accum {np} differ");
         let metrics = std::fs::read_to_string(job.join("metrics.jsonl")).unwrap();
         assert!(metrics.contains(&format!("\"ranks\":{np}")) && metrics.contains("\"comm_s\""), "{metrics}");
@@ -96,12 +110,8 @@ fn f16_ranks_write_the_model_of_virtual_ranks() {
     if !have_mpirun() {
         return;
     }
-    let (job, one) = (scratch_dir("f16-job"), scratch_dir("f16-one"));
-    let ran = mpirun(2, &train_args(&job, 3, &["--precision", "f16"]));
-    assert!(ran.ok(), "{}", ran.all);
     let more = ["--precision", "f16", "--set", "grad_accum=2", "--set", "virtual_ranks=2"];
-    let alone = run(wgpt().args(train_args(&one, 3, &more)));
-    assert!(alone.ok(), "{}", alone.all);
+    let (job, one, _) = job_and_alone("f16", 2, 3, &["--precision", "f16"], &more);
     assert!(model_bytes(&job) == model_bytes(&one), "f16: 2 ranks and virtual_ranks 2 differ");
     for d in [job, one] {
         std::fs::remove_dir_all(d).unwrap();
@@ -123,12 +133,10 @@ fn zero_and_virtual_ranks_keep_the_bits_across_rank_counts() {
     if !have_mpirun() {
         return;
     }
-    let (job, one) = (scratch_dir("zero-job"), scratch_dir("zero-one"));
-    let ran = mpirun(2, &train_args(&job, 2, &["--set", "grad_accum=2", "--set", "zero=1"]));
-    assert!(ran.ok(), "{}", ran.all);
+    let (job_args, alone_args) =
+        (["--set", "grad_accum=2", "--set", "zero=1"], ["--set", "grad_accum=4", "--set", "virtual_ranks=2"]);
+    let (job, one, ran) = job_and_alone("zero", 2, 2, &job_args, &alone_args);
     assert!(ran.stdout.contains("ZeRO-1: each rank keeps the AdamW moments of about 1/2"), "{}", ran.stdout);
-    let alone = run(wgpt().args(train_args(&one, 2, &["--set", "grad_accum=4", "--set", "virtual_ranks=2"])));
-    assert!(alone.ok(), "{}", alone.all);
     assert!(model_bytes(&job) == model_bytes(&one), "2 ranks with zero=1 and virtual_ranks 2 differ in the model");
     assert!(optimizer_bytes(&job, 2) == optimizer_bytes(&one, 2), "... and in the optimizer state");
     let more = ["--resume", "--set", "grad_accum=1"];
