@@ -426,6 +426,48 @@ async fn row_chunks_on(v: Variant) {
     assert!(ran.get_bits(dx).await == ran.get_bits(dx_c).await, "{v:?} dx: row chunks differ from the whole product");
 }
 
+/// The LayerNorm prologue of the few-row products (`gemv::forward_normed`, which a decoding step
+/// uses for ln_1, ln_2 and ln_f) gives the bits of `LayerNorm::forward` followed by the plain
+/// product, for both weight layouts, 1 to 11 rows and K off multiples of 4, with the epilogue.
+#[gpu_test]
+async fn gemv_layernorm_prologue_matches_separate_norm() {
+    use wgpt::ops::gemv::{self, Norm};
+    use wgpt::ops::layernorm::LayerNorm;
+    for (s, &(m, k, n)) in [(1, 37, 53), (2, 64, 130), (11, 129, 40)].iter().enumerate() {
+        for trans_w in [false, true] {
+            let op = Matmul { m, k, n, trans_w, out_stride: n, out_col: 0 };
+            let mut r = rng(950 + s as u64);
+            // An offset and a scale away from 0 and 1, so a norm left out shows.
+            let x: Vec<f64> = f32_rounded(randn(&mut r, m * k, 3.0).iter().map(|v| v + 2.0).collect());
+            let w = f32_rounded(randn(&mut r, k * n, 1.0));
+            let bias = f32_rounded(randn(&mut r, n, 1.0));
+            let (g, b) = (f32_rounded(randn(&mut r, k, 1.0)), f32_rounded(randn(&mut r, k, 1.0)));
+            let mut kit = Kit::new();
+            let [xi, wi, bi, gi, be] =
+                [("x", &x), ("w", &w), ("bias", &bias), ("g", &g), ("b", &b)].map(|(n, v)| kit.input(n, v));
+            let [normed, mean, rstd] = [("normed", m * k), ("mean", m), ("rstd", m)].map(|(n, len)| kit.output(n, len));
+            let [fused, apart, act_f, act_a] = ["fused", "apart", "act_f", "act_a"].map(|o| kit.output(o, m * n));
+            let norm = Norm { w: gi, b: be, eps: 1e-5 };
+            let e = |act| Epilogue { bias: Some(bi), gelu: Some(act), ..Epilogue::default() };
+            kit.push([
+                gemv::forward_normed(&op, fused, xi, Some(norm), wi, e(act_f)),
+                LayerNorm { rows: m, c: k, eps: 1e-5 }.forward(normed, mean, rstd, xi, gi, be),
+                gemv::forward(&op, apart, normed, wi, e(act_a)),
+            ]);
+            let ran = kit.run().await;
+            let what = format!("M={m} K={k} N={n} trans_w={trans_w}");
+            assert!(
+                ran.get_bits(fused).await == ran.get_bits(apart).await,
+                "normed product != norm then product, {what}"
+            );
+            assert!(ran.get_bits(act_f).await == ran.get_bits(act_a).await, "normed product's GELU differs, {what}");
+            let plain = op.cpu_forward(&x, &w, Some(&bias));
+            let got = ran.get(fused).await;
+            assert!(got.iter().zip(&plain).any(|(a, b)| (a - b).abs() > 1e-3), "the norm changed nothing, {what}");
+        }
+    }
+}
+
 /// Generation's few-row products (`ops::gemv`), f32 storage as the decode program uses: both weight
 /// layouts, 1 to 11 rows (one and two blocks of 8), K and N off multiples of 4, and the epilogues,
 /// against the f64 reference within the bound of a K-term f32 sum (see `bound`); the lm_head in two

@@ -20,9 +20,10 @@ use crate::model::{param_table, GptConfig};
 use crate::ops::attention::Attention;
 use crate::ops::decode::Decode;
 use crate::ops::embedding::Embedding;
+use crate::ops::gemv::{self, Norm};
 use crate::ops::layernorm::LayerNorm;
 use crate::ops::matmul::{Epilogue, Matmul};
-use crate::ops::{gelu, gemv, residual, Dispatch};
+use crate::ops::{gelu, residual, Dispatch};
 
 /// GPT-2's LayerNorm epsilon, as the training graph uses.
 const LN_EPS: f32 = 1e-5;
@@ -87,8 +88,10 @@ impl Generator {
 
     /// `new` with the fusion given: `Epilogues` folds the residual adds and GELU into the linears
     /// (at B rows a step is mostly dispatches: on GPUs fewer should be faster); on lavapipe the
-    /// folded products were slower (11-12 against 6.5-7.6 ms per shakespeare-char step), so CPU
-    /// adapters keep them apart, as for training.
+    /// folded tiled products were slower (11-12 against 6.5-7.6 ms per shakespeare-char step), so
+    /// CPU adapters keep them apart, as for training. The few-row products (B <= `GEMV_ROWS`)
+    /// always fold them, and the LayerNorms before them too: their epilogue and prologue cost
+    /// less than the dispatches they replace.
     /// `max_binding` caps one binding below the adapter's limit (tests: the token table in shards).
     pub async fn with_options(
         gpu: &Gpu,
@@ -155,12 +158,20 @@ impl Generator {
             d.extend(op.attention(y, pos, qkv, kc, vc, part));
             x = blocks.after_attention(&mut t, &mut d, b, l, "", x, y);
         }
-        let f = blocks.norm(&mut t, &mut d, b, "ln_f".into(), x, "transformer.ln_f");
+        // ln_f goes into the head's products where they are few-row ones.
+        let (f, ln_f) = if b <= GEMV_ROWS {
+            (x, Some(blocks.norm_of("transformer.ln_f")))
+        } else {
+            (blocks.norm(&mut t, &mut d, b, "ln_f".into(), x, "transformer.ln_f"), None)
+        };
         let body = d.len();
         let logits = act(&mut t, "logits".into(), v);
         for &(v0, rows, shard) in &shards {
             let head = Matmul { m: b, k: c, n: rows, trans_w: true, out_stride: v, out_col: v0 };
-            d.push(blocks.product(&head, logits, f, shard, Epilogue::default()));
+            d.push(match ln_f {
+                Some(n) => gemv::forward_normed(&head, logits, f, Some(n), shard, Epilogue::default()),
+                None => blocks.product(&head, logits, f, shard, Epilogue::default()),
+            });
         }
         d.push(op.sample(tokens, history, pos, logits, rand));
         d.push(op.advance(pos));
@@ -340,6 +351,11 @@ impl Blocks<'_> {
         t.f32(name, &[rows, n], Class::Activation)
     }
 
+    /// LayerNorm `p`'s parameters, to fold into a few-row product.
+    fn norm_of(&self, p: &str) -> Norm {
+        Norm { w: self.params[&format!("{p}.weight")], b: self.params[&format!("{p}.bias")], eps: LN_EPS }
+    }
+
     fn norm(
         &self,
         t: &mut Tensors,
@@ -378,6 +394,32 @@ impl Blocks<'_> {
         out
     }
 
+    /// LayerNorm `ln` of x, then a linear: one dispatch for a few-row product, which normalizes
+    /// its rows itself (`gemv::forward_normed`), else two.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_linear(
+        &self,
+        t: &mut Tensors,
+        d: &mut Vec<Dispatch>,
+        rows: usize,
+        (norm_name, ln): (String, &str),
+        name: String,
+        x: TensorId,
+        (k, n): (usize, usize),
+        p: &str,
+        e: Epilogue,
+    ) -> TensorId {
+        if rows > GEMV_ROWS {
+            let a = self.norm(t, d, rows, norm_name, x, ln);
+            return self.linear(t, d, rows, name, a, (k, n), p, e);
+        }
+        let out = self.act(t, name, rows, n);
+        let (w, bias) = (self.params[&format!("{p}.weight")], self.params[&format!("{p}.bias")]);
+        let op = Matmul::new(rows, k, n, false);
+        d.push(gemv::forward_normed(&op, out, x, Some(self.norm_of(ln)), w, Epilogue { bias: Some(bias), ..e }));
+        out
+    }
+
     /// A decoding step's products have B rows. Up to `GEMV_ROWS` the few-row kernel
     /// (`ops::gemv`) computes just those; more rows (and the prompt pass's block_size) take the
     /// training matmul, whose tiles share each weight load among rows.
@@ -400,9 +442,18 @@ impl Blocks<'_> {
         x: TensorId,
     ) -> TensorId {
         let h = |s: &str| format!("transformer.h.{l}.{s}");
-        let a = self.norm(t, d, rows, format!("{pre}h{l}.ln_1"), x, &h("ln_1"));
-        let c = self.c;
-        self.linear(t, d, rows, format!("{pre}h{l}.c_attn"), a, (c, 3 * c), &h("attn.c_attn"), Epilogue::default())
+        let (ln, c) = ((format!("{pre}h{l}.ln_1"), &*h("ln_1")), self.c);
+        self.norm_linear(
+            t,
+            d,
+            rows,
+            ln,
+            format!("{pre}h{l}.c_attn"),
+            x,
+            (c, 3 * c),
+            &h("attn.c_attn"),
+            Epilogue::default(),
+        )
     }
 
     /// The rest of layer l from the attention's output y: projection, add, ln_2, MLP, add.
@@ -420,7 +471,8 @@ impl Blocks<'_> {
         let h = |s: &str| format!("transformer.h.{l}.{s}");
         let n = |s: &str| format!("{pre}h{l}.{s}");
         let (c, plain) = (self.c, Epilogue::default());
-        let r = if self.fuse {
+        let fuse = self.fuse || rows <= GEMV_ROWS;
+        let r = if fuse {
             self.linear(t, d, rows, n("res1"), y, (c, c), &h("attn.c_proj"), Epilogue { res: Some(x), ..plain })
         } else {
             let y = self.linear(t, d, rows, n("attn.c_proj"), y, (c, c), &h("attn.c_proj"), plain);
@@ -428,14 +480,14 @@ impl Blocks<'_> {
             d.push(residual::forward(r, x, y, rows * c));
             r
         };
-        let m = self.norm(t, d, rows, n("ln_2"), r, &h("ln_2"));
+        let ln_2 = (n("ln_2"), &*h("ln_2"));
         let g = self.act(t, n("gelu"), rows, 4 * c);
-        if self.fuse {
+        if fuse {
             let fc = Epilogue { gelu: Some(g), ..plain };
-            self.linear(t, d, rows, n("c_fc"), m, (c, 4 * c), &h("mlp.c_fc"), fc);
+            self.norm_linear(t, d, rows, ln_2, n("c_fc"), r, (c, 4 * c), &h("mlp.c_fc"), fc);
             self.linear(t, d, rows, n("res2"), g, (4 * c, c), &h("mlp.c_proj"), Epilogue { res: Some(r), ..plain })
         } else {
-            let m = self.linear(t, d, rows, n("c_fc"), m, (c, 4 * c), &h("mlp.c_fc"), plain);
+            let m = self.norm_linear(t, d, rows, ln_2, n("c_fc"), r, (c, 4 * c), &h("mlp.c_fc"), plain);
             d.push(gelu::forward(g, m, rows * 4 * c));
             let m = self.linear(t, d, rows, n("mlp.c_proj"), g, (4 * c, c), &h("mlp.c_proj"), plain);
             let x = self.act(t, n("res2"), rows, c);
