@@ -4,7 +4,9 @@
 //! counts, and is reported), also past the context length with the window sliding; top-k sampling
 //! stays inside the top k and repeats for a seed, top-p inside the nucleus (after top-k); without
 //! sliding a run stops at the context length. Against transformers: greedy picks the largest of
-//! GPT2LMHeadModel's logits (the reference fixture's) after every prefix of its input ids.
+//! GPT2LMHeadModel's logits (the reference fixture's) after every prefix of its input ids, and
+//! generates the ids of `generate(do_sample=False)` to the context length on a directory saved by
+//! transformers (tests/fixtures/hf_generate).
 
 mod common;
 use std::collections::HashMap;
@@ -329,6 +331,73 @@ async fn greedy_picks_what_transformers_picks_after_every_prefix() {
     if ties > 0 {
         eprintln!("note: {ties} prefix(es) picked a logit within 1e-5 of the largest");
     }
+}
+
+/// wgpt's KV-cache generation against transformers' `generate(do_sample=False)` itself, up to the
+/// context length, on a GPT-2 directory saved by transformers (tests/fixtures/hf_generate, made once
+/// by tests/python/make_generate_fixture.py: a trained 2-layer model, its `tokenizers` BPE, and
+/// generate's ids and per-step logits for two prompts). Opened as `wgpt sample --ckpt` opens it;
+/// the prompts encode to transformers' ids; at B=1, and for both sequences of a B=2 batch, every
+/// generated id is transformers', or at the first that is not, transformers' logit for
+/// it is within 1e-5 of its largest (a tie, reported; the sequences part there, so the comparison
+/// stops).
+#[cfg(not(target_arch = "wasm32"))]
+#[gpu_test]
+async fn greedy_generation_equals_transformers_generate() {
+    use wgpt::train::checkpoints::ModelDir;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_generate");
+    let found = ModelDir::open(&dir, "the fixture").unwrap();
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let prompts: Vec<serde_json::Value> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["prompts"]).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let i32s = |n: String| -> Vec<u32> {
+        bytemuck::pod_collect_to_vec::<u8, i32>(st.tensor(&n).unwrap().data()).iter().map(|&i| i as u32).collect()
+    };
+    let logits = |n: String| -> Vec<f32> { bytemuck::pod_collect_to_vec(st.tensor(&n).unwrap().data()) };
+    let v = found.model.vocab_size;
+    let mut want = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let text = p["prompt"].as_str().unwrap();
+        let ids = found.tokenizer.encode(text).unwrap();
+        assert_eq!(ids, i32s(format!("prompt{i}.ids")), "prompt {text:?} encodes to other ids than transformers'");
+        let greedy = i32s(format!("prompt{i}.greedy"));
+        assert_eq!(ids.len() + greedy.len(), found.model.block_size + 1, "the fixture generates to the context length");
+        assert_eq!(found.tokenizer.decode(&greedy), p["continuation"].as_str().unwrap());
+        want.push((ids, greedy, logits(format!("prompt{i}.logits"))));
+    }
+    let stop = found.tokenizer.end_of_text();
+    assert!(stop.is_some(), "the fixture's tokenizer has <|endoftext|>");
+    // Compares one sequence with transformers'; returns how many ids matched.
+    let check = |what: &str, got: &[u32], (_, greedy, logits): &(Vec<u32>, Vec<u32>, Vec<f32>)| -> usize {
+        for (s, (&g, &w)) in got.iter().zip(greedy).enumerate() {
+            if g != w {
+                let row = &logits[s * v..(s + 1) * v];
+                let margin = row[w as usize] - row[g as usize];
+                assert!(margin <= 1e-5, "{what}: step {s} picked {g}, transformers {w} ({margin} above it)");
+                eprintln!("note: {what}: step {s} picked {g}, a logit within {margin} of transformers' {w}");
+                return s;
+            }
+        }
+        assert_eq!(got.len(), greedy.len(), "{what}: generated {} ids, transformers {}", got.len(), greedy.len());
+        got.len()
+    };
+    let gpu = open_gpu().await;
+    let one = Generator::with_options(gpu, found.model, 1, Sampling::GREEDY, Fusion::Auto, None).await.unwrap();
+    one.load_params(&found.params).unwrap();
+    let mut matched = 0;
+    for (i, w) in want.iter().enumerate() {
+        let out = one.generate(&w.0, found.model.block_size, stop, false, &mut Rng(1), |_| {}).await.unwrap();
+        matched += check(&format!("prompt {i}, B=1"), &out[0], w);
+    }
+    // Two sequences of the first prompt in one batch: the decode step's tiled path at B > 1.
+    let two = Generator::with_options(gpu, found.model, 2, Sampling::GREEDY, Fusion::Auto, None).await.unwrap();
+    two.load_params(&found.params).unwrap();
+    let out = two.generate(&want[0].0, found.model.block_size, stop, false, &mut Rng(1), |_| {}).await.unwrap();
+    for (b, seq) in out.iter().enumerate() {
+        matched += check(&format!("prompt 0, B=2 row {b}"), seq, &want[0]);
+    }
+    assert!(matched >= 150, "only {matched} of 228 ids compared before a tie");
 }
 
 async fn generator_of(model: GptConfig, params: &HashMap<String, Vec<f32>>) -> Generator {

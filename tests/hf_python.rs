@@ -1,7 +1,9 @@
 //! The Python side of Hugging Face compatibility: the `tokenizers` library loads wgpt's
 //! tokenizer.json (char-level and byte-level BPE) and encodes texts, odd bytes included, to the
 //! ids wgpt gives; where `transformers` and `torch` are installed too, `from_pretrained` on a run
-//! directory scores a text to wgpt's eval loss. Python is WGPT_PYTHON or python3, with
+//! directory scores a text to wgpt's eval loss and `generate(do_sample=False)` picks the ids of
+//! wgpt's KV-cache generation (tests/generate.rs checks the same against a committed fixture
+//! without torch). Python is WGPT_PYTHON or python3, with
 //! target/pydeps on its path (`make deps` installs `tokenizers` there). CI requires `tokenizers`;
 //! elsewhere a missing library skips with a message.
 
@@ -11,7 +13,10 @@ use std::process::Command;
 
 use common::{gpu, scratch, shared};
 use serde_json::json;
+use wgpt::data::batches::Rng;
 use wgpt::data::Tokenizer;
+use wgpt::infer::{Generator, Sampling};
+use wgpt::train::checkpoints::ModelDir;
 use wgpt::train::config::RunConfig;
 use wgpt::train::trainer::{load_corpus, Trainer};
 
@@ -92,5 +97,26 @@ fn transformers_loads_a_run_directory_and_gives_wgpt_loss() {
     let mut c = python();
     c.arg(script("check_hf_model.py")).arg(&dir).arg(&held).arg(loss.to_string());
     run(c);
+    // Greedy generation with the KV cache from two prompts, to the context length, against
+    // generate(do_sample=False) on the same directory.
+    let found = ModelDir::open(&dir, "the run").unwrap();
+    let g = pollster::block_on(Generator::new(gpu(), found.model, 1, Sampling::GREEDY)).unwrap();
+    g.load_params(&found.params).unwrap();
+    let cases: Vec<_> = ["ROMEO:", "\nThe king"]
+        .iter()
+        .map(|text| {
+            let prompt = found.tokenizer.encode(text).unwrap();
+            let n = found.model.block_size + 1 - prompt.len();
+            let ids = pollster::block_on(g.generate(&prompt, n, None, false, &mut Rng(1), |_| {})).unwrap();
+            json!({"prompt_ids": prompt, "ids": ids[0]})
+        })
+        .collect();
+    let cases_path = dir.join("generate.json");
+    std::fs::write(&cases_path, serde_json::to_string(&cases).unwrap()).unwrap();
+    let mut c = python();
+    c.arg(script("check_hf_generate.py")).arg(&dir).arg(&cases_path);
+    let out = run(c);
+    assert_eq!(out.matches("case ").count(), 2, "{out}");
+    eprintln!("{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
