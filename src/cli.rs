@@ -1,5 +1,6 @@
-//! Command-line interface (native only): `wgpt info` lists adapters; later stages add train,
-//! sample, eval, tokenizer and bench.
+//! The command line (native only): the flags of every command, their checks, and the dispatch to
+//! the stage that runs each (`train::launch`, `infer::sample`, `train::bench`, ...); the small
+//! commands (info, eval, report, viz, tokenizer) are here.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +10,6 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 use crate::gpu::context::{choose, probe, BackendChoice, WANTED_FEATURES};
 use crate::graph::Recompute;
-use crate::train::checkpoints::ModelDir;
 use crate::train::Precision;
 
 #[derive(Parser, Debug)]
@@ -209,12 +209,35 @@ pub struct TrainArgs {
     screenshot: Option<PathBuf>,
 }
 
-/// The error of `--viz` / `wgpt viz` in a build without the window.
-#[cfg(not(feature = "viz"))]
-fn no_viz() -> crate::Error {
-    crate::Error::Other(
-        "this wgpt was built without the window; rebuild with `cargo build --release --features viz`".into(),
-    )
+impl TrainArgs {
+    /// The run's settings in command-line order: the dedicated flags, then every --set.
+    fn into_launch(self) -> crate::train::launch::Launch {
+        let TrainArgs {
+            data,
+            preset,
+            device,
+            steps,
+            set,
+            recompute,
+            config,
+            init,
+            out,
+            resume,
+            keep,
+            precision,
+            viz,
+            screenshot,
+        } = self;
+        let settings: Vec<String> = precision
+            .iter()
+            .map(|p| format!("precision={p}"))
+            .chain(recompute.iter().map(|r| format!("recompute={r}")))
+            .chain(keep.iter().map(|k| format!("keep={k}")))
+            .chain(set)
+            .collect();
+        let req = crate::train::setup::Request { data, preset, config, init, steps, settings, ..Default::default() };
+        crate::train::launch::Launch { req, device, out, resume, viz, screenshot }
+    }
 }
 
 /// A command-line mistake as one line (clap's own message is several): its `error:` line, the
@@ -327,7 +350,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let backend = BackendChoice::parse(&cli.backend)?;
     match cli.command {
         Command::Info => info(backend),
-        Command::Train(args) => train(backend, args),
+        Command::Train(args) => crate::train::launch::train(backend, args.into_launch()),
         Command::Eval { ckpt, data, json } => eval(backend, &ckpt, data.as_deref(), json),
         Command::Bench {
             preset,
@@ -350,12 +373,19 @@ pub fn run(cli: Cli) -> Result<()> {
                 .chain(set)
                 .collect();
             let profile = profile.then_some(crate::train::bench::ProfileAsk { peak_tflops });
-            bench(
+            crate::train::bench::command(
                 backend,
                 &preset,
                 steps,
                 &set,
-                BenchMode { profile, json, plan_only, compile_only, memory, ranks: ranks as usize },
+                crate::train::bench::BenchMode {
+                    profile,
+                    json,
+                    plan_only,
+                    compile_only,
+                    memory,
+                    ranks: ranks as usize,
+                },
             )
         }
         Command::Tokenizer { command: TokenizerCommand::Train { data, vocab, out } } => {
@@ -374,10 +404,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report { run_dir, layers, prompt } => report(backend, &run_dir, &layers, prompt.as_deref()),
         Command::Sample { ckpt, prompt, tokens, temperature, top_k, top_p, seed, num_samples, no_cache } => {
             let sampling = crate::infer::Sampling { temperature, top_k, top_p };
-            if no_cache {
-                return sample_recomputing(backend, &ckpt, &prompt, tokens, sampling, seed);
-            }
-            sample(backend, &ckpt, &prompt, tokens, sampling, seed, num_samples)
+            let ask = crate::infer::sample::Ask {
+                ckpt: &ckpt,
+                prompt: &prompt,
+                tokens,
+                sampling,
+                seed,
+                num_samples,
+                no_cache,
+            };
+            crate::infer::sample::run(backend, &ask)
         }
         Command::Viz { dir, screenshot } => viz(backend, &dir, screenshot),
     }
@@ -385,7 +421,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 #[cfg(not(feature = "viz"))]
 fn viz(_: BackendChoice, _: &Path, _: Option<PathBuf>) -> Result<()> {
-    Err(no_viz())
+    Err(crate::error::no_viz())
 }
 
 #[cfg(feature = "viz")]
@@ -412,63 +448,6 @@ fn viz(backend: BackendChoice, dir: &Path, screenshot: Option<PathBuf>) -> Resul
         timeout: std::time::Duration::from_secs(600),
     });
     window::open(&dir.display().to_string(), ends, prompt, shot)
-}
-
-/// Runs `trainer` to the end, reporting to the terminal, and to a window with --viz: training
-/// then runs in its own thread while the window has the main one.
-fn run_training(
-    gpu: crate::gpu::Gpu,
-    mut trainer: crate::train::trainer::Trainer,
-    dir: &Path,
-    at: u64,
-    viz: bool,
-    screenshot: Option<PathBuf>,
-) -> Result<()> {
-    let bar = Bar::new(trainer.cfg.steps, at);
-    if !viz {
-        return trainer.run(dir, bar);
-    }
-    #[cfg(not(feature = "viz"))]
-    {
-        let _ = (gpu, screenshot);
-        Err(no_viz())
-    }
-    #[cfg(feature = "viz")]
-    {
-        use crate::viz::window::{self, Event, MapMaker, WindowProgress, MAP_TOKENS};
-        let (link, ends, shown) = window::link();
-        let prompt = trainer.tokenizer.decode(&trainer.val_tokens(MAP_TOKENS));
-        let maps =
-            MapMaker::new(&gpu, trainer.model, MAP_TOKENS, trainer.tokenizer.clone(), prompt.clone(), link.settings);
-        let feed = link.feed.clone();
-        let progress = WindowProgress::new(bar, link.feed, maps);
-        let (d, steps) = (dir.to_path_buf(), trainer.cfg.steps);
-        let training = std::thread::Builder::new().name("train".into()).spawn(move || {
-            window::wait_shown(shown, std::time::Duration::from_secs(60));
-            let r = trainer.run(&d, progress);
-            drop(gpu);
-            feed.send(Event::Status(match &r {
-                Ok(()) => "training finished".into(),
-                Err(e) => format!("training failed: {e}"),
-            }));
-            r
-        });
-        let training =
-            training.map_err(|e| crate::Error::Other(format!("could not start the training thread: {e}")))?;
-        // With --train --viz the picture is taken when training ends.
-        let shot = screenshot.map(|path| window::Screenshot {
-            path,
-            min_steps: 5,
-            at_end: true,
-            timeout: std::time::Duration::from_secs(600),
-        });
-        if let Err(e) = window::open(&dir.display().to_string(), ends, prompt, shot) {
-            println!("wgpt: {e}; training continues in the terminal");
-        } else if !training.is_finished() {
-            println!("window closed; training continues in the terminal to step {steps} (Ctrl-C stops it; --resume continues from the last checkpoint)");
-        }
-        training.join().map_err(|_| crate::Error::Other("the training thread panicked".into()))?
-    }
 }
 
 fn info(backend: BackendChoice) -> Result<()> {
@@ -518,165 +497,6 @@ fn info(backend: BackendChoice) -> Result<()> {
     Ok(())
 }
 
-fn train(backend: BackendChoice, args: TrainArgs) -> Result<()> {
-    let TrainArgs {
-        data,
-        preset,
-        device,
-        steps,
-        set,
-        recompute,
-        config,
-        init,
-        out,
-        resume,
-        keep,
-        precision,
-        viz,
-        screenshot,
-    } = args;
-    #[cfg(not(feature = "viz"))]
-    if viz {
-        return Err(no_viz());
-    }
-    // Under mpirun, one rank of a data-parallel job: MPI starts before anything else.
-    let job = crate::dist::launch::detect()?;
-    let (place, local_rank) = job.unwrap_or((crate::dist::Place::ALONE, 0));
-    use crate::gpu::context::AdapterPick;
-    let pick = device.map_or(AdapterPick::LocalRank(local_rank), AdapterPick::Index);
-    let comm = job.map(|(place, _)| crate::dist::launch::connect(place)).transpose()?;
-    // Ctrl-C and SIGTERM save a checkpoint before the process ends.
-    crate::train::interrupt::install()?;
-    use crate::data::dataset::Input;
-    use crate::train::setup::{self, Request};
-    use crate::Error;
-    let settings: Vec<String> = precision
-        .iter()
-        .map(|p| format!("precision={p}"))
-        .chain(recompute.iter().map(|r| format!("recompute={r}")))
-        .chain(keep.iter().map(|k| format!("keep={k}")))
-        .chain(set)
-        .collect();
-    let req = Request { data, preset, config, init, steps, settings, place };
-    // Rank 0 gives the others its kernel choices, then the ranks check that they agree.
-    let join = |t: &mut crate::train::trainer::Trainer, comm: Option<Box<dyn crate::dist::Comm>>| match comm {
-        Some(c) => {
-            crate::dist::agree::offer_kernels(&*c, &t.cfg.kernels)?;
-            t.join(c)
-        }
-        None => Ok(()),
-    };
-    if !place.leads() {
-        let comm = comm.expect("a rank other than 0 is in a job");
-        return crate::train::setup::follow(backend, pick, &req, out.as_deref(), resume, comm);
-    }
-    if resume {
-        let Some(dir) = out else {
-            return Err(Error::Other("--resume needs --out DIR, the run directory to continue".into()));
-        };
-        if !dir.is_dir() {
-            return Err(Error::Other(format!("--resume: {} is not a run directory", dir.display())));
-        }
-        // A run directory that cannot be written (read-only, no permission) fails now, not after
-        // the step is compiled; nothing is created or changed here.
-        let metrics = dir.join("metrics.jsonl");
-        if let Err(e) = std::fs::OpenOptions::new().append(true).open(&metrics) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(crate::util::io_error(&metrics, &e));
-            }
-        }
-        let gpu = pollster::block_on(crate::gpu::Gpu::picked(backend, pick))?;
-        let mut notes = Vec::new();
-        let trainer = setup::resume(&gpu, &dir, &req, &mut notes);
-        for n in notes {
-            println!("{n}");
-        }
-        let mut trainer = trainer?;
-        join(&mut trainer, comm)?;
-        if let Some(line) = trainer.job_line() {
-            println!("{line}");
-        }
-        println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
-        if let Some(n) = &trainer.notice {
-            println!("{n}");
-        }
-        let at = trainer.step;
-        return run_training(gpu, trainer, &dir, at, viz, screenshot);
-    }
-    let (cfg, init) = req.plan()?;
-    let input = Input::detect(req.data.as_deref())?;
-    let dir = out.unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        PathBuf::from(format!("runs/{}-{secs}", cfg.preset))
-    });
-    if dir.exists() {
-        return Err(Error::Other(format!(
-            "--out {}: the directory exists; pass --resume to continue it or pick another --out (nothing was changed)",
-            dir.display()
-        )));
-    }
-    let gpu = pollster::block_on(crate::gpu::Gpu::picked(backend, pick))?;
-    println!("adapter: {}", gpu.describe());
-    if let Some(init) = &init {
-        println!("starting from the model in {}", init.dir.display());
-    }
-    let mut trainer = setup::start(&gpu, &cfg, init.as_ref(), &input, &dir, &mut |line| println!("{line}"))?;
-    join(&mut trainer, comm)?;
-    if let Some(line) = trainer.job_line() {
-        println!("{line}");
-    }
-    println!("corpus: {}; tokenizer: {} ({} tokens)", input.describe(), cfg.tokenizer, trainer.model.vocab_size);
-    println!(
-        "model: {} layers, {} heads, C={}, T={}, V={}; {} train / {} val tokens; {} dispatches per step",
-        trainer.model.n_layer,
-        trainer.model.n_head,
-        trainer.model.n_embd,
-        trainer.model.block_size,
-        trainer.model.vocab_size,
-        trainer.train.len(),
-        trainer.val.len(),
-        trainer.ts.step.len()
-    );
-    if let Some(n) = &trainer.notice {
-        println!("{n}");
-    }
-    println!("precision: {}; {}", trainer.cfg.precision.name(), trainer.ts.step.plan.summary());
-    println!("run directory: {}", dir.display());
-    run_training(gpu, trainer, &dir, 0, viz, screenshot)
-}
-
-/// The training progress bar on a terminal (step, loss, lr, tokens/s, ETA), with log lines printed
-/// above it; without a terminal, only the log lines.
-struct Bar(indicatif::ProgressBar);
-
-impl Bar {
-    fn new(steps: u64, at: u64) -> Bar {
-        let bar = indicatif::ProgressBar::new(steps).with_position(at);
-        let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
-            .expect("a valid progress template");
-        bar.set_style(style);
-        Bar(bar)
-    }
-}
-
-impl crate::train::trainer::Progress for Bar {
-    fn line(&mut self, text: &str) {
-        if self.0.is_hidden() || self.0.is_finished() {
-            println!("{text}");
-        } else {
-            self.0.println(text);
-        }
-    }
-
-    fn step(&mut self, r: &crate::train::trainer::StepReport) {
-        self.0.set_position(r.step);
-        self.0.set_message(format!("loss {:.4}  lr {:.2e}  {:.0} tok/s", r.loss, r.lr, r.tokens_per_s));
-        if r.step == r.steps {
-            self.0.finish_and_clear();
-        }
-    }
-}
-
 /// Creates `--out` DIR, which must not exist, in one step (not checked, then made): two commands
 /// given the same directory cannot both take it and later remove each other's files.
 fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
@@ -704,110 +524,11 @@ fn encode(data: &Path, tokenizer: &Path, out: &Path) -> Result<()> {
     }
 }
 
-/// A forward-only trainer holding a checkpoint's weights, for `windows` windows at a time at most,
-/// and what `prepare` makes of the model and tokenizer first: a mistake in the input (a prompt or
-/// text the tokenizer does not cover, a text too short) is reported before the GPU is set up.
-fn open_checkpoint<T>(
-    backend: BackendChoice,
-    ckpt: &Path,
-    windows: impl FnOnce(&crate::model::GptConfig, &T) -> usize,
-    prepare: impl FnOnce(&crate::model::GptConfig, &crate::data::Tokenizer) -> Result<T>,
-    keep_logits: bool,
-) -> Result<(crate::train::trainer::Trainer, T)> {
-    use crate::train::config::RunConfig;
-    use crate::train::trainer::Trainer;
-    let found = ModelDir::open(ckpt, &format!("--ckpt {}", ckpt.display()))?;
-    let (model, tokenizer) = (found.model, found.tokenizer);
-    let prepared = prepare(&model, &tokenizer)?;
-    let mut cfg = RunConfig::preset("tiny")?;
-    (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) =
-        (model.n_layer, model.n_head, model.n_embd, model.block_size);
-    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-    let windows = windows(&model, &prepared);
-    Ok((Trainer::forward_only(&gpu, cfg, model, tokenizer, &found.params, windows, keep_logits)?, prepared))
-}
-
-/// `sample --no-cache`: a whole forward pass over the context for every token.
-fn sample_recomputing(
-    backend: BackendChoice,
-    ckpt: &Path,
-    prompt: &str,
-    tokens: usize,
-    sampling: crate::infer::Sampling,
-    seed: u64,
-) -> Result<()> {
-    let (trainer, ids) = open_checkpoint(
-        backend,
-        ckpt,
-        |_, _| 1,
-        |_, tok| tok.encode(prompt).map_err(|e| crate::Error::Other(format!("--prompt: {e}"))),
-        true,
-    )?;
-    let mut rng = crate::data::batches::Rng(seed);
-    let started = std::time::Instant::now();
-    let out = trainer.generate(&ids, tokens, sampling, &mut rng)?;
-    let secs = started.elapsed().as_secs_f64();
-    println!("{}", trainer.tokenizer.decode(&out));
-    eprintln!("{tokens} tokens in {secs:.2}s ({:.1} tokens/s, whole forward per token)", tokens as f64 / secs);
-    Ok(())
-}
-
-/// Generates with the KV cache (`infer::Generator`), streaming the text of a single sample as it
-/// comes; several samples are printed when done. Stops at --tokens, at the tokenizer's end-of-text
-/// token, or at the model's context length.
-fn sample(
-    backend: BackendChoice,
-    ckpt: &Path,
-    prompt: &str,
-    tokens: usize,
-    sampling: crate::infer::Sampling,
-    seed: u64,
-    num_samples: usize,
-) -> Result<()> {
-    use std::io::Write;
-    let ModelDir { model, tokenizer, params, .. } = ModelDir::open(ckpt, &format!("--ckpt {}", ckpt.display()))?;
-    let ids = tokenizer.encode(prompt).map_err(|e| crate::Error::Other(format!("--prompt: {e}")))?;
-    if ids.len() > model.block_size {
-        return Err(crate::Error::Other(format!(
-            "--prompt: {} tokens, more than the model's context of {}",
-            ids.len(),
-            model.block_size
-        )));
-    }
-    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
-    let generator = pollster::block_on(crate::infer::Generator::new(&gpu, model, num_samples, sampling))?;
-    generator.load_params(&params)?;
-    let mut rng = crate::data::batches::Rng(seed);
-    let started = std::time::Instant::now();
-    let mut shown = crate::infer::TextStream::default();
-    let stream = num_samples == 1;
-    if stream {
-        print!("{prompt}");
-    }
-    let out = pollster::block_on(generator.generate(&ids, tokens, tokenizer.end_of_text(), false, &mut rng, |next| {
-        if let Some(text) = stream.then(|| shown.push(&tokenizer, next[0])).flatten() {
-            print!("{text}");
-            let _ = std::io::stdout().flush();
-        }
-    }))?;
-    let secs = started.elapsed().as_secs_f64();
-    if stream {
-        println!("{}", shown.finish(&tokenizer));
-    } else {
-        for (i, seq) in out.iter().enumerate() {
-            println!("--- sample {} ---\n{prompt}{}", i + 1, tokenizer.decode(seq));
-        }
-    }
-    let made: usize = out.iter().map(Vec::len).sum();
-    eprintln!("{made} tokens in {secs:.2}s ({:.1} tokens/s, {} sequence(s), KV cache)", made as f64 / secs, out.len());
-    Ok(())
-}
-
 fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) -> Result<()> {
     let corpus = crate::train::trainer::load_corpus(data)?;
     let in_text = |e: crate::Error| crate::Error::Other(format!("{}: {e}", corpus.source));
     let windows = |model: &crate::model::GptConfig, t: &Vec<u32>| (t.len() - 1) / model.block_size;
-    let (trainer, tokens) = open_checkpoint(
+    let (trainer, tokens) = crate::train::checkpoints::open_forward_only(
         backend,
         ckpt,
         windows,
@@ -825,98 +546,6 @@ fn eval(backend: BackendChoice, ckpt: &Path, data: Option<&Path>, json: bool) ->
         println!("{}", serde_json::json!({"loss": loss, "perplexity": loss.exp(), "tokens": n}));
     } else {
         println!("{}: loss {loss:.4}  perplexity {:.3}  over {n} tokens", corpus.source, loss.exp());
-    }
-    Ok(())
-}
-
-/// How `wgpt bench` runs and prints.
-struct BenchMode {
-    profile: Option<crate::train::bench::ProfileAsk>,
-    json: bool,
-    plan_only: bool,
-    compile_only: bool,
-    memory: Option<u64>,
-    ranks: usize,
-}
-
-fn bench(backend: BackendChoice, presets: &[String], steps: usize, set: &[String], mode: BenchMode) -> Result<()> {
-    use crate::train::config::RunConfig;
-    let presets: Vec<String> =
-        if presets.is_empty() { vec!["tiny".into(), "shakespeare-char".into()] } else { presets.to_vec() };
-    let mut cfgs = Vec::new();
-    for p in &presets {
-        let mut cfg = RunConfig::preset(p)?;
-        for kv in set {
-            cfg.set(kv)?;
-        }
-        cfg.validate()?;
-        cfg.ranks = mode.ranks;
-        cfgs.push(cfg);
-    }
-    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend));
-    let (gpu, adapter) = match gpu {
-        Ok(g) => {
-            let name = g.describe();
-            (Some(g), name)
-        }
-        // Planning needs only the limits; WebGPU's defaults stand in for an absent adapter.
-        Err(_) if mode.plan_only => (None, "none (WebGPU default limits)".to_string()),
-        Err(e) => return Err(e),
-    };
-    if !mode.json {
-        println!("adapter: {adapter}");
-    }
-    for cfg in &mut cfgs {
-        if let (Some(g), false) = (&gpu, mode.plan_only) {
-            let (precision, notice) = crate::train::TrainStep::supported_precision(g, cfg.precision);
-            cfg.precision = precision;
-            if let Some(n) = notice {
-                eprintln!("{n}");
-            }
-        }
-        let cfg = &*cfg;
-        let budget = crate::train::budget::Budget {
-            memory: mode.memory.or(gpu.as_ref().and_then(|g| g.memory_cap)),
-            max_buffer: gpu.as_ref().map_or(256 << 20, |g| g.max_buffer()),
-            max_binding: gpu.as_ref().map_or(128 << 20, |g| g.max_binding()),
-            align: gpu.as_ref().map_or(256, |g| g.align()),
-        };
-        let r = match &gpu {
-            Some(g) if mode.compile_only => crate::train::bench::compile_only(g, cfg)?,
-            Some(g) if !mode.plan_only => crate::train::bench::bench(g, cfg, steps, mode.profile)?,
-            _ => crate::train::bench::plan_only(cfg, budget.max_binding, budget.max_buffer, budget.align)?,
-        };
-        let fits = if mode.plan_only && budget.memory.is_some() { Some(budget.fits(cfg)?) } else { None };
-        if mode.json {
-            let mut j = r.to_json(&adapter);
-            if let Some(fits) = &fits {
-                budget.add_json(&mut j, cfg, fits)?;
-            }
-            println!("{j}");
-            continue;
-        }
-        let timing = match (r.ms_per_step, r.tokens_per_s, r.compile_s) {
-            (Some(ms), Some(tps), _) => format!("{ms:10.1} ms/step  {tps:10.0} tokens/s"),
-            (_, _, Some(s)) => format!("(compiled in {s:.1} s, not run)"),
-            _ => "(plan only)".into(),
-        };
-        println!(
-            "{:<18} B={:<3} T={:<5} {} recompute={:<5} matmul={:<8} {:5} dispatches  {timing}",
-            r.preset,
-            r.batch,
-            r.seq,
-            r.precision.name(),
-            r.recompute.name(),
-            r.matmul.map_or("auto", |v| v.name()),
-            r.dispatches
-        );
-        println!("    {}", r.plan.summary());
-        if let Some(fits) = &fits {
-            print!("{}", budget.report(cfg, fits)?);
-        }
-        if let (Some(p), Some(ms)) = (&r.profile, r.ms_per_step) {
-            print!("{}", p.to_text(ms));
-        }
     }
     Ok(())
 }

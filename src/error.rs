@@ -64,3 +64,9 @@ impl fmt::Display for Bytes {
         }
     }
 }
+
+/// The error of `--viz` / `wgpt viz` in a build without the window.
+#[cfg(not(feature = "viz"))]
+pub fn no_viz() -> Error {
+    Error::Other("this wgpt was built without the window; rebuild with `cargo build --release --features viz`".into())
+}

@@ -5,6 +5,8 @@
 //! back B ids. The prompt goes in one pass first: the training kernels' forward over all positions
 //! of the contexts, each layer's keys and values copied into the caches.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod sample;
 mod text;
 
 pub use text::TextStream;

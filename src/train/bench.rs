@@ -1,6 +1,6 @@
 //! `wgpt bench`: training-step throughput of a preset on the current adapter, from random
 //! weights and tokens (no corpus needed): milliseconds per step, tokens per second, dispatches
-//! and the memory plan's total.
+//! and the memory plan's total; `command` prints them as a table or JSON lines.
 
 use std::time::Instant;
 
@@ -218,4 +218,101 @@ pub fn bench(gpu: &Gpu, cfg: &RunConfig, steps: usize, ask: Option<ProfileAsk>) 
         None => None,
     };
     Ok(measured(cfg, model, &ts, Some(compile_s), Some(secs), profile))
+}
+
+/// How `wgpt bench` runs and prints (its flags).
+pub struct BenchMode {
+    pub profile: Option<ProfileAsk>,
+    pub json: bool,
+    pub plan_only: bool,
+    pub compile_only: bool,
+    pub memory: Option<u64>,
+    pub ranks: usize,
+}
+
+pub fn command(
+    backend: crate::gpu::context::BackendChoice,
+    presets: &[String],
+    steps: usize,
+    set: &[String],
+    mode: BenchMode,
+) -> Result<()> {
+    let presets: Vec<String> =
+        if presets.is_empty() { vec!["tiny".into(), "shakespeare-char".into()] } else { presets.to_vec() };
+    let mut cfgs = Vec::new();
+    for p in &presets {
+        let mut cfg = RunConfig::preset(p)?;
+        for kv in set {
+            cfg.set(kv)?;
+        }
+        cfg.validate()?;
+        cfg.ranks = mode.ranks;
+        cfgs.push(cfg);
+    }
+    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend));
+    let (gpu, adapter) = match gpu {
+        Ok(g) => {
+            let name = g.describe();
+            (Some(g), name)
+        }
+        // Planning needs only the limits; WebGPU's defaults stand in for an absent adapter.
+        Err(_) if mode.plan_only => (None, "none (WebGPU default limits)".to_string()),
+        Err(e) => return Err(e),
+    };
+    if !mode.json {
+        println!("adapter: {adapter}");
+    }
+    for cfg in &mut cfgs {
+        if let (Some(g), false) = (&gpu, mode.plan_only) {
+            let (precision, notice) = TrainStep::supported_precision(g, cfg.precision);
+            cfg.precision = precision;
+            if let Some(n) = notice {
+                eprintln!("{n}");
+            }
+        }
+        let cfg = &*cfg;
+        let budget = super::budget::Budget {
+            memory: mode.memory.or(gpu.as_ref().and_then(|g| g.memory_cap)),
+            max_buffer: gpu.as_ref().map_or(256 << 20, |g| g.max_buffer()),
+            max_binding: gpu.as_ref().map_or(128 << 20, |g| g.max_binding()),
+            align: gpu.as_ref().map_or(256, |g| g.align()),
+        };
+        let r = match &gpu {
+            Some(g) if mode.compile_only => compile_only(g, cfg)?,
+            Some(g) if !mode.plan_only => bench(g, cfg, steps, mode.profile)?,
+            _ => plan_only(cfg, budget.max_binding, budget.max_buffer, budget.align)?,
+        };
+        let fits = if mode.plan_only && budget.memory.is_some() { Some(budget.fits(cfg)?) } else { None };
+        if mode.json {
+            let mut j = r.to_json(&adapter);
+            if let Some(fits) = &fits {
+                budget.add_json(&mut j, cfg, fits)?;
+            }
+            println!("{j}");
+            continue;
+        }
+        let timing = match (r.ms_per_step, r.tokens_per_s, r.compile_s) {
+            (Some(ms), Some(tps), _) => format!("{ms:10.1} ms/step  {tps:10.0} tokens/s"),
+            (_, _, Some(s)) => format!("(compiled in {s:.1} s, not run)"),
+            _ => "(plan only)".into(),
+        };
+        println!(
+            "{:<18} B={:<3} T={:<5} {} recompute={:<5} matmul={:<8} {:5} dispatches  {timing}",
+            r.preset,
+            r.batch,
+            r.seq,
+            r.precision.name(),
+            r.recompute.name(),
+            r.matmul.map_or("auto", |v| v.name()),
+            r.dispatches
+        );
+        println!("    {}", r.plan.summary());
+        if let Some(fits) = &fits {
+            print!("{}", budget.report(cfg, fits)?);
+        }
+        if let (Some(p), Some(ms)) = (&r.profile, r.ms_per_step) {
+            print!("{}", p.to_text(ms));
+        }
+    }
+    Ok(())
 }

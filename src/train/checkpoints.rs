@@ -241,6 +241,30 @@ impl ModelDir {
     }
 }
 
+/// A forward-only trainer holding a checkpoint's weights, for `windows` windows at a time at most,
+/// and what `prepare` makes of the model and tokenizer first: a mistake in the input (a prompt or
+/// text the tokenizer does not cover, a text too short) is reported before the GPU is set up.
+pub fn open_forward_only<T>(
+    backend: crate::gpu::context::BackendChoice,
+    ckpt: &Path,
+    windows: impl FnOnce(&crate::model::GptConfig, &T) -> usize,
+    prepare: impl FnOnce(&crate::model::GptConfig, &crate::data::Tokenizer) -> Result<T>,
+    keep_logits: bool,
+) -> Result<(super::trainer::Trainer, T)> {
+    let found = ModelDir::open(ckpt, &format!("--ckpt {}", ckpt.display()))?;
+    let (model, tokenizer) = (found.model, found.tokenizer);
+    let prepared = prepare(&model, &tokenizer)?;
+    let mut cfg = super::config::RunConfig::preset("tiny")?;
+    (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) =
+        (model.n_layer, model.n_head, model.n_embd, model.block_size);
+    let gpu = pollster::block_on(crate::gpu::Gpu::new(backend))?;
+    let windows = windows(&model, &prepared);
+    Ok((
+        super::trainer::Trainer::forward_only(&gpu, cfg, model, tokenizer, &found.params, windows, keep_logits)?,
+        prepared,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

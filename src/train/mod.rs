@@ -13,6 +13,8 @@ pub mod exchange;
 pub mod guard;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod interrupt;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod launch;
 pub mod llmc;
 pub mod optimizer;
 pub mod precision;
