@@ -1,8 +1,10 @@
 #!/bin/bash
 # Issue 16's generation measure: `wgpt sample` on a 4-layer, C=128, 256-position model with a
 # 512-token BPE, the time for 200 new tokens minus the time for 20, over 180, with the KV cache and
-# with --no-cache (a whole forward pass per token), alternating, two rounds. Run it on an idle machine.
-# Usage: scripts/measure-sample.sh [CORPUS] (default: ../shared/data/tinyshakespeare.txt)
+# with --no-cache (a whole forward pass per token), alternating, ROUNDS rounds (default 2). With
+# BASELINE=path/to/another/wgpt, that binary is measured the same way in every round, alternating
+# with this build's. Run it on an idle machine.
+# Usage: [BASELINE=...] [ROUNDS=N] scripts/measure-sample.sh [CORPUS] (default: ../shared/data/tinyshakespeare.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=target/release/wgpt
@@ -15,14 +17,17 @@ $W train --data "$CORPUS" --set n_layer=4 --set n_head=4 --set n_embd=128 --set 
 seconds() {
     local s e
     s=$(date +%s.%N)
-    $W sample --ckpt "$M" --prompt "ROMEO:" --tokens "$1" ${2:+"$2"} >/dev/null 2>&1
+    $1 sample --ckpt "$M" --prompt "ROMEO:" --tokens "$2" ${3:+"$3"} >/dev/null 2>&1
     e=$(date +%s.%N)
     echo "$e - $s" | bc -l
 }
-for round in 1 2; do
-    for mode in "" --no-cache; do
-        a=$(seconds 20 "$mode")
-        b=$(seconds 200 "$mode")
-        printf 'round %s %-10s %.1f ms per token\n' "$round" "${mode:-cache}" "$(echo "($b - $a) * 1000 / 180" | bc -l)"
+for round in $(seq "${ROUNDS:-2}"); do
+    for bin in $W ${BASELINE:-}; do
+        for mode in "" --no-cache; do
+            a=$(seconds "$bin" 20 "$mode")
+            b=$(seconds "$bin" 200 "$mode")
+            printf 'round %s %-28s %-10s %.1f ms per token\n' "$round" "$bin" "${mode:-cache}" \
+                "$(echo "($b - $a) * 1000 / 180" | bc -l)"
+        done
     done
 done

@@ -15,12 +15,15 @@ pub fn offer_kernels(comm: &dyn Comm, kernels: &BTreeMap<String, Variant>) -> Re
     let bytes = serde_json::to_vec(&text).map_err(|e| Error::Other(format!("kernel choices: {e}")))?;
     // Bytes travel as f32 values (exact up to 2^24): the communicator moves floats.
     comm.all_gather(bytes.into_iter().map(f32::from).collect())?;
+    // A rank whose own choices differed compiles again before the next exchange.
+    comm.expect_compile();
     Ok(())
 }
 
 /// Another rank's side: rank 0's choices.
 pub fn accept_kernels(comm: &dyn Comm) -> Result<BTreeMap<String, Variant>> {
     let all = comm.all_gather(Vec::new())?;
+    comm.expect_compile();
     let bytes: Vec<u8> = all[0].iter().map(|&x| x as u8).collect();
     let bad = |what: String| Error::Other(format!("kernel choices from rank 0: {what}"));
     let text: BTreeMap<String, String> = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;

@@ -28,6 +28,9 @@ pub trait Comm: Send {
     /// How long a rank waits in an exchange for the others before it gives up (MPI's watchdog;
     /// in-process peers never wait on a dead one).
     fn set_timeout(&self, _secs: f64) {}
+    /// The next exchange may wait as long as the first (ten times the timeout): a rank may be
+    /// compiling its step before it comes.
+    fn expect_compile(&self) {}
     /// Every rank's `mine`, in rank order.
     fn all_gather(&self, mine: Vec<f32>) -> Result<Vec<Vec<f32>>> {
         self.all_to_all(vec![mine; self.size()])

@@ -44,7 +44,8 @@ impl Mpi {
     /// `WGPT_COMM_TIMEOUT` seconds (default 60) for the other ranks (one stopped, hung, or lost
     /// its device) ends this process with one line; mpirun then ends the job. Checkpoints are
     /// written whole or not at all, so the last one stays intact. The first exchange may wait ten
-    /// times as long: it also waits for the slowest rank to compile its step. Rank 0's
+    /// times as long: it also waits for the slowest rank to compile its step; so does the one after
+    /// the kernel choices (`Comm::expect_compile`), where a rank may compile again. Rank 0's
     /// evaluations and checkpoints happen while the others wait: the timeout must exceed them.
     pub fn init() -> Result<Mpi> {
         let timeout =
@@ -104,6 +105,9 @@ impl Comm for Mpi {
     }
     fn set_timeout(&self, secs: f64) {
         self.timeout_ms.store((secs * 1000.0) as u64, Ordering::Relaxed);
+    }
+    fn expect_compile(&self) {
+        self.first_done.store(false, Ordering::Relaxed);
     }
     fn all_to_all(&self, parts: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
         let n = self.size();
