@@ -87,7 +87,8 @@ fn train_f(comm: &dyn Comm, setup: Setup, order: &dyn Fn(usize) -> usize) -> Has
         }
         assert!(updated >= STEPS, "only {updated} steps updated the weights");
         assert_eq!(ts.sharded(), zero && comm.size() > 1);
-        let mut params = ts.read_params().await.unwrap();
+        // The f32 masters (under ZeRO-1 with f16 each rank keeps its shard: gathered here).
+        let mut params = ts.read_masters(comm).await.unwrap();
         params.extend(ts.read_moments(comm).await.unwrap());
         let mut bits: HashMap<String, Vec<u32>> =
             params.into_iter().map(|(k, v)| (k, v.iter().map(|x| x.to_bits()).collect())).collect();
@@ -172,8 +173,9 @@ fn zero_gives_the_bits_of_every_rank_updating_all() {
 }
 
 // fp16 storage: N ranks store each partial sum of the exchange as f16, as one process with
-// virtual_ranks N stores its folds; parameters and moments match (ZeRO-1 too: the f16 copy of the
-// others' shards is refreshed by the gather). Plain accumulation rounds differently.
+// virtual_ranks N stores its folds; parameters and moments match (ZeRO-1 too, where each rank keeps
+// the f32 masters of its shard only and the ranks gather the f16 copy the kernels read: a copy
+// gathered wrong changes the next step's loss and norm). Plain accumulation rounds differently.
 #[test]
 fn f16_ranks_give_the_bits_of_virtual_ranks() {
     for (ranks, zero) in [(2, false), (3, false), (3, true)] {

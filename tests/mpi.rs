@@ -103,7 +103,9 @@ fn ranks_write_the_model_of_one_rank_accumulating() {
     }
 }
 
-// fp16 storage: 2 ranks write the model of one process with 2 virtual ranks, byte for byte.
+// fp16 storage: 2 ranks write the model of one process with 2 virtual ranks, byte for byte; with
+// zero=1 too, where each rank keeps the f32 masters of its shard only and rank 0's checkpoint
+// gathers them (and the moments).
 #[cfg(feature = "mpi")]
 #[test]
 fn f16_ranks_write_the_model_of_virtual_ranks() {
@@ -111,10 +113,28 @@ fn f16_ranks_write_the_model_of_virtual_ranks() {
         return;
     }
     let more = ["--precision", "f16", "--set", "grad_accum=2", "--set", "virtual_ranks=2"];
-    let (job, one, _) = job_and_alone("f16", 2, 3, &["--precision", "f16"], &more);
-    assert!(model_bytes(&job) == model_bytes(&one), "f16: 2 ranks and virtual_ranks 2 differ");
-    for d in [job, one] {
-        std::fs::remove_dir_all(d).unwrap();
+    for zero in ["zero=0", "zero=1"] {
+        let (job, one, ran) =
+            job_and_alone(&format!("f16-{zero}"), 2, 3, &["--precision", "f16", "--set", zero], &more);
+        assert!(model_bytes(&job) == model_bytes(&one), "f16, {zero}: 2 ranks and virtual_ranks 2 differ");
+        assert!(optimizer_bytes(&job, 3) == optimizer_bytes(&one, 3), "f16, {zero}: optimizer states differ");
+        if zero == "zero=1" {
+            assert!(ran.stdout.contains("moments and f32 master weights of about 1/2"), "{}", ran.stdout);
+            // Resumed as 3 ranks, each loading its new shard of the masters from the checkpoint.
+            let ran = mpirun(3, &train_args(&job, 5, &["--resume"]));
+            assert!(ran.ok(), "{}", ran.all);
+            let alone = run(wgpt().args(train_args(
+                &one,
+                5,
+                &["--resume", "--set", "virtual_ranks=3", "--set", "grad_accum=3"],
+            )));
+            assert!(alone.ok(), "{}", alone.all);
+            assert!(model_bytes(&job) == model_bytes(&one), "f16, zero=1 resumed on 3 ranks: the models differ");
+            assert!(optimizer_bytes(&job, 5) == optimizer_bytes(&one, 5), "... and the optimizer states");
+        }
+        for d in [job, one] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
     }
 }
 

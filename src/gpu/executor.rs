@@ -448,15 +448,24 @@ impl Step {
         })
     }
 
-    /// `n` values of an f32 tensor from element `at` on (a rank's shard of a flat group).
+    /// `n` values of an f32 tensor, or of an f16 one (an even `at` and `n`: copies move 4-byte
+    /// words), from element `at` on (a rank's shard of a flat group).
     pub async fn read_f32_at(&self, id: TensorId, at: usize, n: usize) -> Result<Vec<f32>> {
         let (_, _, size) = self.locate(id)?;
         let t = self.tensors.get(id);
-        if t.dtype != DType::F32 || (at + n) as u64 * 4 > size {
-            return Err(Error::Other(format!("read of tensor '{}': {n} f32 values at {at} are outside it", t.name)));
+        let width = match t.dtype {
+            DType::F32 => 4,
+            DType::F16 if at.is_multiple_of(2) && n.is_multiple_of(2) => 2,
+            _ => 0,
+        };
+        if width == 0 || ((at + n) * width) as u64 > size {
+            return Err(Error::Other(format!("read of tensor '{}': {n} values at {at} are outside it", t.name)));
         }
-        let bytes = self.read_bytes(id, at as u64 * 4, n as u64 * 4).await?;
-        Ok(bytemuck::cast_slice(&bytes).to_vec())
+        let bytes = self.read_bytes(id, (at * width) as u64, (n * width) as u64).await?;
+        Ok(match width {
+            2 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            _ => bytemuck::cast_slice(&bytes).to_vec(),
+        })
     }
 
     /// Queues copies of tensors (f32 or f16) behind the work submitted so far and returns at once;

@@ -32,6 +32,21 @@ pub struct Group {
     pub moments: Range<usize>,
     /// The f16 copy the kernels read (fp16 storage); None when they read `param` itself.
     pub copy: Option<TensorId>,
+    /// Under ZeRO-1 with fp16 storage `param` holds the f32 masters of `moments` only (element i
+    /// is the group's `moments.start + i`), as the moments do: the kernels read the whole copy.
+    pub sharded_masters: bool,
+}
+
+impl Group {
+    /// Where the group's element `at` (within `moments` when the masters are sharded) sits in
+    /// `param`.
+    pub fn master_at(&self, at: usize) -> usize {
+        if self.sharded_masters {
+            at - self.moments.start
+        } else {
+            at
+        }
+    }
 }
 
 /// Under ZeRO-1: which rank of how many this layout belongs to, and the unit its shards are
@@ -57,6 +72,8 @@ pub struct FlatParam {
     pub spec: ParamSpec,
     pub group: usize,
     pub offset: usize,
+    /// The parameter's f32 master; where the group's masters are sharded (ZeRO-1 under fp16), its
+    /// compute copy, which every rank holds whole (its values are the masters rounded to f16).
     pub param: TensorId,
     pub grad: TensorId,
     /// What the model's kernels read: the view of the f16 copy, or `param` itself.
@@ -151,15 +168,17 @@ impl FlatLayout {
         let moments = zero.map_or(0..len, |z| moment_shard(len, z.rank, z.ranks, z.unit));
         // (An empty shard keeps one element: a buffer of none cannot be bound.)
         let mlen = moments.len().max(1);
+        let sharded_masters = zero.is_some() && storage != DType::F32;
         let group = Group {
             decay,
             len,
-            param: t.f32(format!("params.{tag}"), &[len], Class::Param),
+            param: t.f32(format!("params.{tag}"), &[if sharded_masters { mlen } else { len }], Class::Param),
             grad: t.add(format!("grads.{tag}"), &[len], storage, Class::Grad),
             m: t.f32(format!("adam_m.{tag}"), &[mlen], Class::Optim),
             v: t.f32(format!("adam_v.{tag}"), &[mlen], Class::Optim),
             moments,
             copy: (storage != DType::F32).then(|| t.add(format!("params16.{tag}"), &[len], storage, Class::Param)),
+            sharded_masters,
         };
         for (s, &off) in members.iter().zip(&offsets) {
             let view = |t: &mut Tensors, base: TensorId, prefix: &str| {
@@ -169,12 +188,16 @@ impl FlatLayout {
                 tensor.shape = s.shape.clone();
                 id
             };
-            let param = view(t, group.param, "");
+            let compute = group.copy.map(|c| view(t, c, "f16."));
+            let param = match (sharded_masters, compute) {
+                (true, Some(c)) => c,
+                _ => view(t, group.param, ""),
+            };
             self.params.push(FlatParam {
                 spec: (*s).clone(),
                 group: self.groups.len(),
                 offset: off,
-                compute: group.copy.map_or(param, |c| view(t, c, "f16.")),
+                compute: compute.unwrap_or(param),
                 param,
                 grad: view(t, group.grad, "grad."),
             });

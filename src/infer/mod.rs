@@ -92,7 +92,7 @@ impl Generator {
     /// (at B rows a step is mostly dispatches: on GPUs fewer should be faster); on lavapipe the
     /// folded tiled products were slower (11-12 against 6.5-7.6 ms per shakespeare-char step), so
     /// CPU adapters keep them apart, as for training; the few-row products (B <= `GEMV_ROWS`)
-    /// fold them everywhere. Folding, those also take the LayerNorm before them as a prologue:
+    /// fold them on every adapter unless `fusion` is `Off`. Folding, those also take the LayerNorm before them as a prologue:
     /// 6 dispatches a layer instead of 11 (8 with the epilogues alone). Not on lavapipe, where it
     /// was slower (4-layer C=128 model at B=1, GPU timestamps: c_attn 0.10 ms + ln_1 0.03 against
     /// 0.25 folded; every invocation recomputes its row's statistics; per token, alternating:
@@ -154,7 +154,7 @@ impl Generator {
                 )
             })
             .collect();
-        let blocks = Blocks { params: &params, c, fuse };
+        let blocks = Blocks { params: &params, c, fuse, fold_few: fusion != Fusion::Off };
         let mut x = act(&mut t, "x".into(), c);
         d.extend(op.embed(x, pos, tokens, &shards, w("transformer.wpe.weight")));
         for (l, &(kc, vc)) in caches.iter().enumerate() {
@@ -350,6 +350,9 @@ struct Blocks<'a> {
     c: usize,
     /// Residual adds and GELU folded into the linears' epilogues.
     fuse: bool,
+    /// The same for few-row products (B <= `GEMV_ROWS`) whatever the adapter, unless fusion is
+    /// off.
+    fold_few: bool,
 }
 
 impl Blocks<'_> {
@@ -479,7 +482,7 @@ impl Blocks<'_> {
         let (c, plain) = (self.c, Epilogue::default());
         // Few-row products always take the adds and GELU: on lavapipe (4-layer C=128 model, B=1)
         // a step's 12 dispatches fewer saved about 0.5 ms of 3.5-4 per token, alternating.
-        let fuse = self.fuse || rows <= GEMV_ROWS;
+        let fuse = self.fuse || (rows <= GEMV_ROWS && self.fold_few);
         let r = if fuse {
             self.linear(t, d, rows, n("res1"), y, (c, c), &h("attn.c_proj"), Epilogue { res: Some(x), ..plain })
         } else {

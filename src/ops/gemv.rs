@@ -26,7 +26,8 @@ pub fn forward(op: &Matmul, out: TensorId, x: TensorId, w: TensorId, e: Epilogue
 }
 
 /// `forward` of LayerNorm(x) where `ln` is given: each invocation recomputes its rows' mean and
-/// variance (K terms), the same arithmetic as `LayerNorm::forward`, so the result has its bits.
+/// variance (K terms), the same arithmetic as `LayerNorm::forward`, so in f32 storage the result
+/// has its bits (in f16 the separate norm rounds its output first; the prologue does not).
 pub fn forward_normed(op: &Matmul, out: TensorId, x: TensorId, ln: Option<Norm>, w: TensorId, e: Epilogue) -> Dispatch {
     if e.res.is_some() || e.gelu.is_some() {
         assert_eq!((op.out_stride, op.out_col), (op.n, 0), "an epilogue tensor matches a whole product");

@@ -29,8 +29,8 @@ pub struct Launch {
 
 /// Runs `wgpt train`: as one rank of a job under mpirun (MPI starts before anything else), or
 /// alone; resumes `out` or makes a new run directory, which must not exist; then trains to the end.
-pub fn train(backend: BackendChoice, launch: Launch) -> Result<()> {
-    let Launch { mut req, device, out, resume, viz, screenshot } = launch;
+pub fn train(backend: BackendChoice, ask: Launch) -> Result<()> {
+    let Launch { mut req, device, out, resume, viz, screenshot } = ask;
     #[cfg(not(feature = "viz"))]
     if viz {
         return Err(crate::error::no_viz());

@@ -69,7 +69,8 @@ pub fn optimizer_dispatches(
     d.push(reduce::norm_final_scaled(scalars, GRAD_NORM, LOSS, partial, slots, max_norm, hyper));
     for (gi, off, len) in layout.moment_chunks(max_elems) {
         let g = &layout.groups[gi];
-        let [p, grad] = [g.param, g.grad].map(|base| t.view(base, off, len));
+        let p = t.view(g.param, g.master_at(off), len);
+        let grad = t.view(g.grad, off, len);
         let [m, v] = [g.m, g.v].map(|base| t.view(base, off - g.moments.start, len));
         let copy = g.copy.map(|c| t.view(c, off, len));
         d.push(opt.update(p, m, v, grad, copy, hyper, scalars, CLIP, g.decay, len));

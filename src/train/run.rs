@@ -253,11 +253,12 @@ impl Trainer {
     }
 
     /// A checkpoint every rank of a job reaches at the same step: rank 0 writes it; under ZeRO-1
-    /// the others send it their shards of the moments.
+    /// the others send it their shards of the masters (fp16) and the moments, in `save`'s order.
     fn save_point(&self, dir: &Path) -> Result<()> {
         if self.leads() {
             self.save(dir)?;
         } else if self.ts.sharded() {
+            pollster::block_on(self.ts.read_masters(&*self.comm))?;
             pollster::block_on(self.ts.read_moments(&*self.comm))?;
         }
         Ok(())

@@ -382,7 +382,8 @@ impl TrainStep {
         self.step.write_f32(self.sec.hyper, &[lr, bc1, bc2, scale, self.ceilings[0], self.ceilings[1]])
     }
 
-    /// Writes every parameter from `get(name, shape)` (and its f16 copy); moments are reset.
+    /// Writes every parameter from `get(name, shape)` (and its f16 copy; of sharded masters, the
+    /// part in this rank's shard); moments are reset.
     pub fn load_params(&self, mut get: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>) -> Result<()> {
         for p in &self.sec.layout.params {
             let data = get(&p.spec.name, &p.spec.shape)?;
@@ -390,6 +391,13 @@ impl TrainStep {
             self.step.write_f32(p.param, &data)?;
             if p.compute != p.param {
                 self.step.write_f32(p.compute, &data)?;
+            }
+            let g = &self.sec.layout.groups[p.group];
+            if g.sharded_masters {
+                let (start, end) = (p.offset.max(g.moments.start), (p.offset + data.len()).min(g.moments.end));
+                if start < end {
+                    self.step.write_f32_at(g.param, g.master_at(start), &data[start - p.offset..end - p.offset])?;
+                }
             }
         }
         if !self.sec.backward.is_empty() {
@@ -506,6 +514,9 @@ impl TrainStep {
         self.step.read_f32(self.sec.losses).await
     }
 
+    /// Every parameter's values: the f32 masters, or where they are sharded (ZeRO-1 under fp16)
+    /// the compute copy every rank holds (what the model computes with; `read_masters` gathers
+    /// the masters).
     pub async fn read_params(&self) -> Result<HashMap<String, Vec<f32>>> {
         let mut out = HashMap::new();
         for p in &self.sec.layout.params {

@@ -260,7 +260,11 @@ impl Trainer {
         }
         (c.ranks > 1).then(|| {
             let zero = match self.ts.sharded() {
-                true => format!("; ZeRO-1: each rank keeps the AdamW moments of about 1/{} of the parameters", c.ranks),
+                true => format!(
+                    "; ZeRO-1: each rank keeps the AdamW moments{} of about 1/{} of the parameters",
+                    if c.precision == super::Precision::F32 { "" } else { " and f32 master weights" },
+                    c.ranks
+                ),
                 false => String::new(),
             };
             format!(
@@ -417,8 +421,9 @@ impl Trainer {
 
     /// The model as `transformers` and `wgpt sample` open it: `model.safetensors`, `tokenizer.json`
     /// and `config.json` (with the run's settings and step under "wgpt"), the weights read back now.
+    /// Where ZeRO-1 shards the masters (fp16 storage), every rank of the job calls it together.
     pub async fn model_files(&self) -> Result<[(&'static str, Vec<u8>); 3]> {
-        let params = self.ts.read_params().await?;
+        let params = self.ts.read_masters(&*self.comm).await?;
         let kernels: serde_json::Map<String, serde_json::Value> =
             self.cfg.kernels.iter().map(|(k, v)| (k.clone(), v.name().into())).collect();
         let extra = serde_json::json!({"train": self.cfg.to_json(), "step": self.step, "kernels": kernels});

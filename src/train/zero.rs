@@ -9,6 +9,7 @@ use super::step::TrainStep;
 use crate::dist::reduce::shard_sizes_agree;
 use crate::dist::Comm;
 use crate::error::{Error, Result};
+use crate::graph::TensorId;
 
 impl TrainStep {
     /// Whether this step keeps only its rank's shard of the moments.
@@ -18,12 +19,15 @@ impl TrainStep {
 
     #[cfg(not(target_arch = "wasm32"))]
     /// After a ZeRO-1 update: every rank sends the parameters of its shard and writes the others'.
+    /// Under fp16 storage the masters stay sharded: the ranks gather the f16 copy the kernels
+    /// read (AdamW refreshed it on each rank's shard).
     pub(super) async fn gather_params(&self, comm: &dyn Comm) -> Result<()> {
         let ranks = comm.size();
         for (gi, g) in self.sec.layout.groups.iter().enumerate() {
+            let from = if g.sharded_masters { g.copy.unwrap_or(g.param) } else { g.param };
             let mine = match g.moments.is_empty() {
                 true => Vec::new(),
-                false => self.step.read_f32_at(g.param, g.moments.start, g.moments.len()).await?,
+                false => self.step.read_f32_at(from, g.moments.start, g.moments.len()).await?,
             };
             let all = comm.all_gather(mine)?;
             let sizes: Vec<usize> = (0..ranks).map(|r| self.sec.layout.shard_of(gi, r).len()).collect();
@@ -31,9 +35,9 @@ impl TrainStep {
             for (r, part) in all.iter().enumerate() {
                 if r != comm.rank() && !part.is_empty() {
                     let at = self.sec.layout.shard_of(gi, r).start;
-                    self.step.write_f32_at(g.param, at, part)?;
-                    // Under fp16 storage the kernels read the f16 copy, which AdamW refreshes
-                    // only on this rank's shard.
+                    if !g.sharded_masters {
+                        self.step.write_f32_at(g.param, at, part)?;
+                    }
                     if let Some(copy) = g.copy {
                         self.step.write_f32_at(copy, at, part)?;
                     }
@@ -43,6 +47,36 @@ impl TrainStep {
         Ok(())
     }
 
+    /// Every parameter's f32 master, for checkpoints. Where the masters are sharded (ZeRO-1
+    /// under fp16) every rank must call it at the same point: the shards are gathered.
+    pub async fn read_masters(&self, comm: &dyn Comm) -> Result<HashMap<String, Vec<f32>>> {
+        if !self.sec.layout.groups.iter().any(|g| g.sharded_masters) {
+            return self.read_params().await;
+        }
+        let mut out = HashMap::new();
+        for gi in 0..self.sec.layout.groups.len() {
+            let whole = self.gather_group(comm, gi, self.sec.layout.groups[gi].param, "parameter gather").await?;
+            for p in self.sec.layout.params.iter().filter(|p| p.group == gi) {
+                out.insert(p.spec.name.clone(), whole[p.offset..p.offset + p.spec.numel()].to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Group `gi`'s whole f32 vector from `id`, a tensor of this rank's shard of it (`moments`):
+    /// every rank's shard, gathered in rank order.
+    async fn gather_group(&self, comm: &dyn Comm, gi: usize, id: TensorId, what: &str) -> Result<Vec<f32>> {
+        let g = &self.sec.layout.groups[gi];
+        let mine = match g.moments.is_empty() {
+            true => Vec::new(), // a ZeRO-1 rank that keeps none of this group
+            false => self.step.read_f32_at(id, 0, g.moments.len()).await?,
+        };
+        let all = comm.all_gather(mine)?;
+        let sizes: Vec<usize> = (0..comm.size()).map(|r| self.sec.layout.shard_of(gi, r).len()).collect();
+        shard_sizes_agree(&all, &sizes, what)?;
+        Ok(all.concat())
+    }
+
     /// AdamW moments keyed "adam_m.<name>" / "adam_v.<name>", for checkpoints. Under ZeRO-1 every
     /// rank must call it at the same point: the shards are gathered (every rank gets them all).
     pub async fn read_moments(&self, comm: &dyn Comm) -> Result<HashMap<String, Vec<f32>>> {
@@ -50,19 +84,9 @@ impl TrainStep {
         let mut out = HashMap::new();
         for (gi, g) in self.sec.layout.groups.iter().enumerate() {
             for (prefix, id) in [("adam_m", g.m), ("adam_v", g.v)] {
-                let mine = match g.moments.is_empty() {
-                    true => Vec::new(), // a ZeRO-1 rank that keeps none of this group
-                    false => self.step.read_f32(id).await?,
-                };
                 let whole = match sharded {
-                    false => mine,
-                    true => {
-                        let all = comm.all_gather(mine)?;
-                        let sizes: Vec<usize> =
-                            (0..comm.size()).map(|r| self.sec.layout.shard_of(gi, r).len()).collect();
-                        shard_sizes_agree(&all, &sizes, "optimizer state gather")?;
-                        all.concat()
-                    }
+                    false => self.step.read_f32(id).await?,
+                    true => self.gather_group(comm, gi, id, "optimizer state gather").await?,
                 };
                 for p in self.sec.layout.params.iter().filter(|p| p.group == gi) {
                     out.insert(
