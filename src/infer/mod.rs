@@ -379,8 +379,8 @@ impl Blocks<'_> {
             self.act(t, format!("{name}.mean"), rows, 1),
             self.act(t, format!("{name}.rstd"), rows, 1),
         );
-        let ln = LayerNorm { rows, c: self.c, eps: LN_EPS };
-        d.push(ln.forward(out, mean, rstd, x, self.params[&format!("{p}.weight")], self.params[&format!("{p}.bias")]));
+        let Norm { w, b, eps } = self.norm_of(p);
+        d.push(LayerNorm { rows, c: self.c, eps }.forward(out, mean, rstd, x, w, b));
         out
     }
 
@@ -397,9 +397,31 @@ impl Blocks<'_> {
         p: &str,
         e: Epilogue,
     ) -> TensorId {
+        self.linear_with(t, d, rows, name, x, None, (k, n), p, e)
+    }
+
+    /// `linear` of LayerNorm `ln`(x) where `ln` is given: a few-row product that normalizes its
+    /// rows itself (`gemv::forward_normed`).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_with(
+        &self,
+        t: &mut Tensors,
+        d: &mut Vec<Dispatch>,
+        rows: usize,
+        name: String,
+        x: TensorId,
+        ln: Option<Norm>,
+        (k, n): (usize, usize),
+        p: &str,
+        e: Epilogue,
+    ) -> TensorId {
         let out = self.act(t, name, rows, n);
         let (w, bias) = (self.params[&format!("{p}.weight")], self.params[&format!("{p}.bias")]);
-        d.push(self.product(&Matmul::new(rows, k, n, false), out, x, w, Epilogue { bias: Some(bias), ..e }));
+        let (op, e) = (Matmul::new(rows, k, n, false), Epilogue { bias: Some(bias), ..e });
+        d.push(match ln {
+            Some(_) => gemv::forward_normed(&op, out, x, ln, w, e),
+            None => self.product(&op, out, x, w, e),
+        });
         out
     }
 
@@ -422,11 +444,7 @@ impl Blocks<'_> {
             let a = self.norm(t, d, rows, norm_name, x, ln);
             return self.linear(t, d, rows, name, a, (k, n), p, e);
         }
-        let out = self.act(t, name, rows, n);
-        let (w, bias) = (self.params[&format!("{p}.weight")], self.params[&format!("{p}.bias")]);
-        let op = Matmul::new(rows, k, n, false);
-        d.push(gemv::forward_normed(&op, out, x, Some(self.norm_of(ln)), w, Epilogue { bias: Some(bias), ..e }));
-        out
+        self.linear_with(t, d, rows, name, x, Some(self.norm_of(ln)), (k, n), p, e)
     }
 
     /// A decoding step's products have B rows. Up to `GEMV_ROWS` the few-row kernel
