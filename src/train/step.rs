@@ -382,35 +382,6 @@ impl TrainStep {
         self.step.write_f32(self.sec.hyper, &[lr, bc1, bc2, scale, self.ceilings[0], self.ceilings[1]])
     }
 
-    /// Writes every parameter from `get(name, shape)` (and its f16 copy; of sharded masters, the
-    /// part in this rank's shard); moments are reset.
-    pub fn load_params(&self, mut get: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>) -> Result<()> {
-        for p in &self.sec.layout.params {
-            let data = get(&p.spec.name, &p.spec.shape)?;
-            p.check_len(data.len())?;
-            self.step.write_f32(p.param, &data)?;
-            if p.compute != p.param {
-                self.step.write_f32(p.compute, &data)?;
-            }
-            let g = &self.sec.layout.groups[p.group];
-            if g.sharded_masters {
-                let (start, end) = (p.offset.max(g.moments.start), (p.offset + data.len()).min(g.moments.end));
-                if start < end {
-                    self.step.write_f32_at(g.param, g.master_at(start), &data[start - p.offset..end - p.offset])?;
-                }
-            }
-        }
-        if !self.sec.backward.is_empty() {
-            // (A ZeRO-1 rank may keep none of a small group.)
-            for g in self.sec.layout.groups.iter().filter(|g| !g.moments.is_empty()) {
-                let zeros = vec![0f32; g.moments.len()];
-                self.step.write_f32(g.m, &zeros)?;
-                self.step.write_f32(g.v, &zeros)?;
-            }
-        }
-        Ok(())
-    }
-
     pub(super) fn check_batch(&self, ids: &[u32], targets: &[u32]) -> Result<()> {
         let n = self.cfg.batch * self.cfg.seq;
         if ids.len() != n || targets.len() != n {
@@ -512,17 +483,6 @@ impl TrainStep {
     /// Per-position losses of the last forward pass (B·T).
     pub async fn row_losses(&self) -> Result<Vec<f32>> {
         self.step.read_f32(self.sec.losses).await
-    }
-
-    /// Every parameter's values: the f32 masters, or where they are sharded (ZeRO-1 under fp16)
-    /// the compute copy every rank holds (what the model computes with; `read_masters` gathers
-    /// the masters).
-    pub async fn read_params(&self) -> Result<HashMap<String, Vec<f32>>> {
-        let mut out = HashMap::new();
-        for p in &self.sec.layout.params {
-            out.insert(p.spec.name.clone(), self.step.read_f32(p.param).await?);
-        }
-        Ok(out)
     }
 
     /// Parameter gradients of the last backward pass, divided by the loss scale it ran with.

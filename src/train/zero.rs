@@ -1,4 +1,4 @@
-//! The optimizer state of a step by parameter name (checkpoints), and ZeRO-1: with `zero` in a
+//! A step's weights and optimizer state by parameter name (loading, checkpoints), and ZeRO-1: with `zero` in a
 //! job of several ranks each keeps the AdamW moments of its shard of every flat group only
 //! (`flat::moment_shard`), updates that shard, and the ranks gather each other's updated
 //! parameters. The update is elementwise, so the bits are those of every rank updating it all.
@@ -75,6 +75,46 @@ impl TrainStep {
         let sizes: Vec<usize> = (0..comm.size()).map(|r| self.sec.layout.shard_of(gi, r).len()).collect();
         shard_sizes_agree(&all, &sizes, what)?;
         Ok(all.concat())
+    }
+
+    /// Writes every parameter from `get(name, shape)` (and its f16 copy; of sharded masters, the
+    /// part in this rank's shard); moments are reset.
+    pub fn load_params(&self, mut get: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>) -> Result<()> {
+        for p in &self.sec.layout.params {
+            let data = get(&p.spec.name, &p.spec.shape)?;
+            p.check_len(data.len())?;
+            self.step.write_f32(p.param, &data)?;
+            if p.compute != p.param {
+                self.step.write_f32(p.compute, &data)?;
+            }
+            let g = &self.sec.layout.groups[p.group];
+            if g.sharded_masters {
+                let (start, end) = (p.offset.max(g.moments.start), (p.offset + data.len()).min(g.moments.end));
+                if start < end {
+                    self.step.write_f32_at(g.param, g.master_at(start), &data[start - p.offset..end - p.offset])?;
+                }
+            }
+        }
+        if !self.sec.backward.is_empty() {
+            // (A ZeRO-1 rank may keep none of a small group.)
+            for g in self.sec.layout.groups.iter().filter(|g| !g.moments.is_empty()) {
+                let zeros = vec![0f32; g.moments.len()];
+                self.step.write_f32(g.m, &zeros)?;
+                self.step.write_f32(g.v, &zeros)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every parameter's values: the f32 masters, or where they are sharded (ZeRO-1 under fp16)
+    /// the compute copy every rank holds (what the model computes with; `read_masters` gathers
+    /// the masters).
+    pub async fn read_params(&self) -> Result<HashMap<String, Vec<f32>>> {
+        let mut out = HashMap::new();
+        for p in &self.sec.layout.params {
+            out.insert(p.spec.name.clone(), self.step.read_f32(p.param).await?);
+        }
+        Ok(out)
     }
 
     /// AdamW moments keyed "adam_m.<name>" / "adam_v.<name>", for checkpoints. Under ZeRO-1 every
