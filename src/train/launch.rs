@@ -53,15 +53,17 @@ pub fn train(backend: BackendChoice, ask: Launch) -> Result<()> {
     run_training(gpu, trainer, &dir, at, viz, screenshot)
 }
 
-/// Rank 0 gives the others its kernel choices, then the ranks check that they agree.
+/// Rank 0 gives the others its kernel choices, then the ranks check that they agree; the job's
+/// line is printed.
 fn join(t: &mut Trainer, comm: Option<Box<dyn Comm>>) -> Result<()> {
-    match comm {
-        Some(c) => {
-            agree::offer_kernels(&*c, &t.cfg.kernels)?;
-            t.join(c)
-        }
-        None => Ok(()),
+    if let Some(c) = comm {
+        agree::offer_kernels(&*c, &t.cfg.kernels)?;
+        t.join(c)?;
     }
+    if let Some(line) = t.job_line() {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// The trainer of run directory `out` at its last checkpoint, the command line checked against it
@@ -93,9 +95,6 @@ fn resumed(
     }
     let mut trainer = trainer?;
     join(&mut trainer, comm)?;
-    if let Some(line) = trainer.job_line() {
-        println!("{line}");
-    }
     println!("adapter: {}; resuming {} at step {}", gpu.describe(), dir.display(), trainer.step);
     if let Some(n) = &trainer.notice {
         println!("{n}");
@@ -130,9 +129,6 @@ fn made(
     }
     let mut trainer = setup::start(&gpu, &cfg, init.as_ref(), &input, &dir, &mut |line| println!("{line}"))?;
     join(&mut trainer, comm)?;
-    if let Some(line) = trainer.job_line() {
-        println!("{line}");
-    }
     println!("corpus: {}; tokenizer: {} ({} tokens)", input.describe(), cfg.tokenizer, trainer.model.vocab_size);
     println!(
         "model: {} layers, {} heads, C={}, T={}, V={}; {} train / {} val tokens; {} dispatches per step",

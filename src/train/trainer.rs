@@ -262,7 +262,7 @@ impl Trainer {
             let zero = match self.ts.sharded() {
                 true => format!(
                     "; ZeRO-1: each rank keeps the AdamW moments{} of about 1/{} of the parameters",
-                    if c.precision == super::Precision::F32 { "" } else { " and f32 master weights" },
+                    if self.ts.masters_sharded() { " and f32 master weights" } else { "" },
                     c.ranks
                 ),
                 false => String::new(),

@@ -17,6 +17,11 @@ impl TrainStep {
         self.sec.layout.zero.is_some()
     }
 
+    /// Whether it keeps only its rank's shard of the f32 masters too (ZeRO-1 under fp16).
+    pub fn masters_sharded(&self) -> bool {
+        self.sec.layout.groups.iter().any(|g| g.sharded_masters)
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
     /// After a ZeRO-1 update: every rank sends the parameters of its shard and writes the others'.
     /// Under fp16 storage the masters stay sharded: the ranks gather the f16 copy the kernels
@@ -50,7 +55,7 @@ impl TrainStep {
     /// Every parameter's f32 master, for checkpoints. Where the masters are sharded (ZeRO-1
     /// under fp16) every rank must call it at the same point: the shards are gathered.
     pub async fn read_masters(&self, comm: &dyn Comm) -> Result<HashMap<String, Vec<f32>>> {
-        if !self.sec.layout.groups.iter().any(|g| g.sharded_masters) {
+        if !self.masters_sharded() {
             return self.read_params().await;
         }
         let mut out = HashMap::new();
